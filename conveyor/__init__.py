@@ -1,0 +1,63 @@
+"""Conveyor: reliable background jobs on Redis, wire-compatible with Sidekiq.
+
+>>> from conveyor import App, Job
+>>> app = App()
+>>> @app.job(queue="default")
+... def add(a: int, b: int) -> int:
+...     return a + b
+"""
+
+from conveyor.app import App, FunctionJob
+from conveyor.clock import Clock, FakeClock, SystemClock
+from conveyor.errors import (
+    ConfigurationError,
+    ConveyorError,
+    EmbeddedRedisError,
+    EnqueueError,
+    JobTimeoutError,
+    NotFoundError,
+    PayloadError,
+    SerializationError,
+    UnknownJobClassError,
+    UnknownOptionError,
+)
+from conveyor.job import EnqueueResult, Job
+from conveyor.launcher import Worker
+from conveyor.middleware import (
+    ClientMiddleware,
+    EnqueueContext,
+    JobContext,
+    Middleware,
+    ServerMiddleware,
+)
+from conveyor.settings import Settings
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "App",
+    "Clock",
+    "ClientMiddleware",
+    "ConfigurationError",
+    "ConveyorError",
+    "EmbeddedRedisError",
+    "EnqueueContext",
+    "EnqueueError",
+    "EnqueueResult",
+    "FakeClock",
+    "FunctionJob",
+    "Job",
+    "JobContext",
+    "JobTimeoutError",
+    "Middleware",
+    "NotFoundError",
+    "PayloadError",
+    "SerializationError",
+    "ServerMiddleware",
+    "Settings",
+    "SystemClock",
+    "UnknownJobClassError",
+    "UnknownOptionError",
+    "Worker",
+    "__version__",
+]

@@ -1,0 +1,153 @@
+"""Enqueueing: build the payload, run the client middleware, push to Redis (SPEC CORE-1, CORE-6).
+
+In the testing modes (see :mod:`conveyor.testing`) the push is replaced by running the job at
+once (inline) or by collecting it in memory (fake).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from conveyor.errors import EnqueueError
+from conveyor.job import EnqueueResult, Job
+from conveyor.middleware import EnqueueContext
+from conveyor.payload import Payload, check_args, dumps, new_jid
+
+if TYPE_CHECKING:
+    from conveyor.app import App
+
+
+class Client:
+    """Pushes jobs for one :class:`~conveyor.app.App`."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    def build(
+        self, job_class: type[Job] | str, args: Sequence[Any], options: Mapping[str, Any]
+    ) -> tuple[type[Job] | None, Payload]:
+        """The payload for one job (not yet pushed)."""
+        if isinstance(job_class, str):
+            cls = self.app.registry.get(job_class)
+            name = job_class
+        else:
+            cls, name = job_class, job_class.wire_name()
+        base: Mapping[str, Any] = cls.conveyor_options if cls is not None else {}
+        if options:
+            self.app.check_options(name, options)
+        opts = {**base, **options}
+        job: Payload = {
+            "class": name,
+            "args": check_args(args, name),
+            "queue": opts.get("queue") or "default",
+            "retry": opts.get("retry", True),
+            "jid": new_jid(),
+            "created_at": self.app.clock.time(),
+        }
+        if opts.get("backtrace"):
+            job["backtrace"] = opts["backtrace"]
+        if opts.get("dead") is False:
+            job["dead"] = False
+        if opts.get("retry_queue"):
+            job["retry_queue"] = opts["retry_queue"]
+        if opts.get("tags"):
+            job["tags"] = list(opts["tags"])
+        return cls, job
+
+    def enqueue(
+        self,
+        job_class: type[Job] | str,
+        args: Sequence[Any],
+        options: Mapping[str, Any] | None = None,
+        *,
+        at: float | None = None,
+    ) -> EnqueueResult:
+        """Build, pass through the client middleware and push one job."""
+        cls, job = self.build(job_class, args, options or {})
+        ctx = self._before(cls, job, at)
+        if ctx.dropped is None:
+            self._push([ctx])
+        self._after(ctx)
+        return self._result(ctx)
+
+    def enqueue_bulk(
+        self,
+        job_class: type[Job] | str,
+        args_list: Sequence[Sequence[Any]],
+        options: Mapping[str, Any] | None = None,
+        batch_size: int = 1000,
+        *,
+        at: float | None = None,
+    ) -> list[str]:
+        """Enqueue many jobs of one class; one round trip per ``batch_size`` jobs."""
+        if batch_size < 1:
+            raise EnqueueError(f"batch_size must be >= 1, got {batch_size}")
+        # Validate everything first so a bad item leaves nothing half-pushed.
+        built = [self.build(job_class, args, options or {}) for args in args_list]
+        jids: list[str] = []
+        for start in range(0, len(built), batch_size):
+            contexts = [self._before(cls, job, at) for cls, job in built[start : start + batch_size]]
+            kept = [c for c in contexts if c.dropped is None]
+            self._push(kept)
+            for ctx in contexts:
+                self._after(ctx)
+            jids += [c.job["jid"] for c in kept]
+        return jids
+
+    def push_payload(self, job: Payload, at: float | None = None) -> EnqueueResult:
+        """Push a complete payload (e.g. one built by another system), with client middleware."""
+        job = dict(job)
+        job.setdefault("jid", new_jid())
+        job.setdefault("created_at", self.app.clock.time())
+        job.setdefault("queue", "default")
+        job.setdefault("retry", True)
+        check_args(job.get("args", []), str(job.get("class")))
+        ctx = self._before(self.app.registry.get(str(job.get("class"))), job, at)
+        if ctx.dropped is None:
+            self._push([ctx])
+        self._after(ctx)
+        return self._result(ctx)
+
+    # -- internals ------------------------------------------------------------------------------
+    def _before(self, cls: type[Job] | None, job: Payload, at: float | None) -> EnqueueContext:
+        ctx = EnqueueContext(self.app, cls, job, at)
+        ran = 0
+        for middleware in self.app.client_middleware:
+            ran += 1
+            middleware.before_enqueue(ctx)
+            if ctx.dropped is not None:
+                break
+        ctx.info["_ran"] = ran
+        return ctx
+
+    def _after(self, ctx: EnqueueContext) -> None:
+        ran = ctx.info.pop("_ran", 0)
+        for middleware in reversed(self.app.client_middleware.entries()[:ran]):
+            middleware.after_enqueue(ctx)
+
+    def _push(self, contexts: Sequence[EnqueueContext]) -> None:
+        if not contexts:
+            return
+        testing = self.app.testing
+        if testing.mode != "live":
+            for ctx in contexts:
+                testing.capture(ctx.job, ctx.at)
+            return
+        now = self.app.clock.time()
+        by_queue: dict[str, list[str]] = {}
+        scheduled: list[tuple[float, str]] = []
+        for ctx in contexts:
+            if ctx.at is not None and ctx.at > now:
+                scheduled.append((ctx.at, dumps(ctx.job)))
+            else:
+                ctx.job["enqueued_at"] = now
+                by_queue.setdefault(ctx.job["queue"], []).append(dumps(ctx.job))
+        self.app.store.push(by_queue, scheduled)
+
+    @staticmethod
+    def _result(ctx: EnqueueContext) -> EnqueueResult:
+        info = {k: v for k, v in ctx.info.items() if not k.startswith("_")}
+        return EnqueueResult(
+            jid=ctx.job["jid"], queued=ctx.dropped is None, dropped=ctx.dropped, info=info
+        )

@@ -1,0 +1,140 @@
+"""Client (enqueue) and server (execute) middleware chains (SPEC CORE-9).
+
+A middleware is a class with no-op hooks. ``before_*`` hooks run in chain order, ``after_*``
+hooks in reverse order, and only for middleware whose ``before_*`` ran. Each middleware
+declares the job options it adds in ``options``; declaring a job with an option nobody
+declares fails at declaration time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+
+from conveyor.errors import ConfigurationError
+from conveyor.payload import Payload
+
+if TYPE_CHECKING:
+    from conveyor.app import App
+    from conveyor.job import Job
+
+
+class Middleware:
+    """Base of every middleware. ``options`` names the job options this middleware reads."""
+
+    options: ClassVar[frozenset[str]] = frozenset()
+
+
+@dataclass
+class EnqueueContext:
+    """One job on its way to Redis. A client middleware may change ``job`` or call :meth:`drop`."""
+
+    app: App
+    job_class: type[Job] | None
+    job: Payload
+    #: Epoch seconds for scheduled jobs, else ``None``.
+    at: float | None = None
+    dropped: str | None = None
+    #: Extra facts for the caller (e.g. ``duplicate_of``); returned on the enqueue result.
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def drop(self, reason: str) -> None:
+        """Do not push this job; ``reason`` is reported to the caller."""
+        self.dropped = reason
+
+
+@dataclass
+class JobContext:
+    """One job being executed."""
+
+    app: App
+    job_class: type[Job]
+    instance: Job
+    job: Payload
+    queue: str
+    #: The payload exactly as fetched (what the working list holds).
+    raw: str
+    #: Set by a middleware to skip ``perform`` (the job then counts as done).
+    skipped: str | None = None
+    state: dict[str, Any] = field(default_factory=dict)
+
+    def skip(self, reason: str) -> None:
+        self.skipped = reason
+
+
+class ClientMiddleware(Middleware):
+    def before_enqueue(self, ctx: EnqueueContext) -> None:
+        """Runs before the push, in chain order."""
+
+    def after_enqueue(self, ctx: EnqueueContext) -> None:
+        """Runs after the push (or the drop), in reverse order."""
+
+
+class ServerMiddleware(Middleware):
+    def before_perform(self, ctx: JobContext) -> None:
+        """Runs before ``perform``, in chain order. Raising fails the job like ``perform`` would."""
+
+    def after_perform(self, ctx: JobContext, error: BaseException | None) -> None:
+        """Runs after ``perform`` (also when it raised), in reverse order."""
+
+
+M = TypeVar("M", bound=Middleware)
+
+
+class Chain(Generic[M]):
+    """An ordered chain with insertion relative to existing entries (Sidekiq-style).
+
+    >>> class A(Middleware): ...
+    >>> class B(Middleware): ...
+    >>> chain: Chain[Middleware] = Chain()
+    >>> chain.add(A()); chain.insert_before(A, B())
+    >>> [type(m).__name__ for m in chain]
+    ['B', 'A']
+    """
+
+    def __init__(self) -> None:
+        self._entries: list[M] = []
+
+    def __iter__(self) -> Iterator[M]:
+        return iter(list(self._entries))
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __bool__(self) -> bool:
+        return bool(self._entries)
+
+    def entries(self) -> list[M]:
+        return list(self._entries)
+
+    def add(self, middleware: M) -> None:
+        self.remove(type(middleware))
+        self._entries.append(middleware)
+
+    def prepend(self, middleware: M) -> None:
+        self.remove(type(middleware))
+        self._entries.insert(0, middleware)
+
+    def insert_before(self, existing: type[Middleware], middleware: M) -> None:
+        self.remove(type(middleware))
+        self._entries.insert(self._index(existing), middleware)
+
+    def insert_after(self, existing: type[Middleware], middleware: M) -> None:
+        self.remove(type(middleware))
+        self._entries.insert(self._index(existing) + 1, middleware)
+
+    def remove(self, kind: type[Middleware]) -> None:
+        self._entries = [m for m in self._entries if type(m) is not kind]
+
+    def _index(self, kind: type[Middleware]) -> int:
+        for i, m in enumerate(self._entries):
+            if type(m) is kind:
+                return i
+        raise ConfigurationError(f"middleware {kind.__name__} is not in the chain")
+
+    def declared_options(self) -> frozenset[str]:
+        out: frozenset[str] = frozenset()
+        for m in self._entries:
+            out |= m.options
+        return out

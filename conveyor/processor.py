@@ -1,0 +1,116 @@
+"""Executing one fetched job: decode, find the class, run the server middleware and
+``perform``, and turn the result into an :class:`~conveyor.redis.Outcome` (SPEC CORE-4/5/8)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import TYPE_CHECKING
+
+from conveyor.errors import PayloadError, UnknownJobClassError
+from conveyor.execution import AsyncRunner, is_async, run_sync
+from conveyor.middleware import JobContext
+from conveyor.payload import Payload, dumps, malformed_record, parse
+from conveyor.redis import Outcome
+from conveyor.retry import decide
+
+if TYPE_CHECKING:
+    from conveyor.app import App
+    from conveyor.job import Job
+
+log = logging.getLogger("conveyor.processor")
+
+
+def utc_day(epoch: float) -> str:
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%d")
+
+
+class Processor:
+    """Runs jobs for one process. Thread-safe: each worker thread calls :meth:`process`."""
+
+    def __init__(self, app: App, runner: AsyncRunner | None = None) -> None:
+        self.app = app
+        self.runner = runner or AsyncRunner()
+        self._async_cache: dict[type[Job], bool] = {}
+
+    def process(self, queue: str, raw: str) -> Outcome:
+        app = self.app
+        try:
+            job = parse(raw)
+        except PayloadError as exc:
+            now = app.clock.time()
+            log.error("malformed payload from queue %s sent to the dead set: %s", queue, exc)
+            return Outcome("dead", raw, now, dumps(malformed_record(raw, queue, str(exc), now)))
+        instance: Job | None = None
+        try:
+            job_class = app.registry.get(job["class"])
+            if job_class is None:
+                raise UnknownJobClassError(
+                    f"no job class {job['class']!r} is registered in this process; it will be "
+                    "retried (a newer deploy may know it)"
+                )
+            instance = job_class.instantiate()
+            instance.job = job
+            self.run(job_class, instance, job, queue, raw)
+            return Outcome("ok", raw)
+        except Exception as exc:
+            return self._failed(raw, queue, exc, instance)
+
+    def run(self, job_class: type[Job], instance: Job, job: Payload, queue: str, raw: str) -> None:
+        """Server middleware around ``perform``; raises what ``perform`` raised."""
+        chain = self.app.server_middleware.entries()
+        if not chain:
+            self._perform(job_class, instance, job)
+            return
+        ctx = JobContext(self.app, job_class, instance, job, queue, raw)
+        ran = 0
+        error: BaseException | None = None
+        try:
+            for middleware in chain:
+                ran += 1
+                middleware.before_perform(ctx)
+                if ctx.skipped is not None:
+                    break
+            if ctx.skipped is None:
+                self._perform(job_class, instance, job)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            for middleware in reversed(chain[:ran]):
+                middleware.after_perform(ctx, error)
+
+    def _perform(self, job_class: type[Job], instance: Job, job: Payload) -> None:
+        timeout = job_class.conveyor_options.get("timeout")
+        asynchronous = self._async_cache.get(job_class)
+        if asynchronous is None:
+            asynchronous = self._async_cache[job_class] = is_async(job_class.perform)
+        if asynchronous:
+            self.runner.run(instance.perform(*job["args"]), timeout)
+        else:
+            run_sync(instance.perform, job["args"], timeout)
+
+    def _failed(self, raw: str, queue: str, exc: Exception, instance: Job | None) -> Outcome:
+        app = self.app
+        now = app.clock.time()
+        job = parse(raw)  # pristine copy: perform may have mutated its args
+        decision = decide(
+            job, exc, queue=queue, now=now, settings=app.settings, instance=instance
+        )
+        log.warning(
+            "job %s %s failed (%s); %s",
+            job.get("class"),
+            job.get("jid"),
+            type(exc).__name__,
+            decision.kind,
+        )
+        if decision.kind == "dead":
+            for handler in app.death_handlers:
+                try:
+                    handler(job, exc)
+                except Exception:
+                    log.exception("death handler %r failed", handler)
+            return Outcome("dead", raw, now, dumps(job))
+        if decision.kind == "retry":
+            return Outcome("retry", raw, decision.score, dumps(job))
+        return Outcome("fail", raw)

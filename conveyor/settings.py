@@ -1,0 +1,191 @@
+"""One frozen settings object, built from arguments, ``CONVEYOR_*`` environment variables and
+an optional JSON file, then passed explicitly. Nothing here runs at import time."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from conveyor.errors import ConfigurationError
+
+DEFAULT_STATE_DIR = "~/.local/state/conveyor"
+
+
+def parse_queues(spec: str | list[str] | tuple[str, ...]) -> tuple[tuple[str, int], ...]:
+    """Parse Sidekiq-style queue specs: ``"critical,3 default low"`` or ``["critical,3", ...]``.
+
+    >>> parse_queues("critical,3 default")
+    (('critical', 3), ('default', 1))
+    """
+    items = spec.replace(";", " ").split() if isinstance(spec, str) else list(spec)
+    out: list[tuple[str, int]] = []
+    for item in items:
+        name, _, weight = item.partition(",")
+        name = name.strip()
+        if not name:
+            raise ConfigurationError(f"empty queue name in {spec!r}; write e.g. 'critical,3 default'")
+        try:
+            w = int(weight) if weight else 1
+        except ValueError:
+            raise ConfigurationError(
+                f"queue weight {weight!r} for {name!r} is not an integer; write e.g. '{name},2'"
+            ) from None
+        if w < 1:
+            raise ConfigurationError(f"queue weight for {name!r} must be >= 1, got {w}")
+        out.append((name, w))
+    if not out:
+        raise ConfigurationError("no queues given; name at least one, e.g. 'default'")
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a Conveyor client or worker needs to know.
+
+    >>> s = Settings(redis_url="redis://localhost:6379/0", concurrency=5)
+    >>> s.concurrency
+    5
+    """
+
+    #: ``redis://``, ``rediss://`` or ``unix://``; ``None`` starts/reuses the embedded server.
+    redis_url: str | None = None
+    #: Prefix for every key (like redis-namespace), so several apps can share one Redis.
+    key_prefix: str = ""
+    #: Where the embedded Redis keeps its socket, data and lock.
+    state_dir: str = DEFAULT_STATE_DIR
+    #: Threads per worker process.
+    concurrency: int = 10
+    #: Worker processes started by ``conveyor worker``.
+    processes: int = 1
+    #: Queues with weights, e.g. ``(("critical", 3), ("default", 1))``.
+    queues: tuple[tuple[str, int], ...] = (("default", 1),)
+    #: Strict order: always drain earlier queues first instead of weighted random choice.
+    strict_order: bool = False
+    #: Seconds a graceful shutdown waits for running jobs before requeueing them.
+    shutdown_timeout: float = 25.0
+    #: Seconds between heartbeats.
+    heartbeat_interval: float = 5.0
+    #: Seconds without a heartbeat after which a process counts as dead and its jobs are recovered.
+    liveness_ttl: float = 15.0
+    #: Seconds between orphan-recovery sweeps (one process sweeps per interval).
+    recovery_interval: float = 5.0
+    #: Average seconds between scheduled-set polls across the whole cluster.
+    poll_interval_average: float = 5.0
+    #: Jobs promoted per scheduled-poller script call.
+    poll_batch: int = 100
+    #: Extra jobs fetched beyond the free threads (they wait safely in the working list).
+    prefetch: int | None = None
+    #: Default retry count when a job says ``retry=True``.
+    max_retries: int = 25
+    dead_max_jobs: int = 10_000
+    dead_timeout: float = 180 * 24 * 3600.0
+    interrupted_max_jobs: int = 10_000
+    interrupted_timeout: float = 90 * 24 * 3600.0
+    #: Requeues after a crash before a job is parked in ``interrupted``; -1 disables the limit.
+    max_retries_after_interruption: int = 3
+    #: Free-form tag shown with the process (Sidekiq's ``tag``).
+    tag: str = ""
+    labels: tuple[str, ...] = ()
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.redis_url is not None and not self.redis_url.startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            raise ConfigurationError(
+                f"redis_url {self.redis_url!r} must start with redis://, rediss:// or unix://; "
+                "leave it unset to use the embedded server"
+            )
+        for name in ("concurrency", "processes", "max_retries", "dead_max_jobs", "poll_batch"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigurationError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("shutdown_timeout", "heartbeat_interval", "liveness_ttl", "recovery_interval"):
+            if getattr(self, name) <= 0:
+                raise ConfigurationError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        if self.liveness_ttl <= self.heartbeat_interval:
+            raise ConfigurationError(
+                f"liveness_ttl ({self.liveness_ttl}) must exceed heartbeat_interval "
+                f"({self.heartbeat_interval}) or live processes would look dead"
+            )
+
+    @property
+    def queue_names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.queues)
+
+    @property
+    def effective_prefetch(self) -> int:
+        return self.concurrency if self.prefetch is None else self.prefetch
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with ``changes`` applied (validated again)."""
+        if "queues" in changes and not _is_parsed_queues(changes["queues"]):
+            changes["queues"] = parse_queues(changes["queues"])
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def load(
+        cls,
+        file: str | os.PathLike[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        **overrides: Any,
+    ) -> Settings:
+        """Build settings: defaults < JSON file < ``CONVEYOR_*`` environment < ``overrides``."""
+        values: dict[str, Any] = {}
+        env = os.environ if env is None else env
+        path = file or env.get("CONVEYOR_CONFIG")
+        if path:
+            try:
+                data = json.loads(Path(path).read_text())
+            except (OSError, ValueError) as exc:
+                raise ConfigurationError(f"cannot read settings file {path!r}: {exc}") from None
+            if not isinstance(data, dict):
+                raise ConfigurationError(f"settings file {path!r} must hold a JSON object")
+            values.update(data)
+        known = {f.name: f for f in fields(cls)}
+        for key, raw in env.items():
+            if not key.startswith("CONVEYOR_") or key == "CONVEYOR_CONFIG":
+                continue
+            name = key[len("CONVEYOR_") :].lower()
+            if name in known and name != "extra":
+                values[name] = _coerce(name, raw, known[name].type)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ConfigurationError(
+                f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
+        if "queues" in values and not _is_parsed_queues(values["queues"]):
+            values["queues"] = parse_queues(values["queues"])
+        if "labels" in values:
+            values["labels"] = tuple(values["labels"])
+        return cls(**values)
+
+
+def _is_parsed_queues(value: Any) -> bool:
+    return isinstance(value, tuple) and all(isinstance(v, tuple) for v in value)
+
+
+def _coerce(name: str, raw: str, annotation: Any) -> Any:
+    text = str(annotation)
+    try:
+        if name == "queues":
+            return parse_queues(raw)
+        if name == "labels":
+            return tuple(x for x in raw.split(",") if x)
+        if text.startswith("bool"):
+            return raw.strip().lower() in ("1", "true", "yes", "on")
+        if text.startswith("int"):
+            return int(raw)
+        if text.startswith("float"):
+            return float(raw)
+    except ValueError:
+        raise ConfigurationError(
+            f"environment variable CONVEYOR_{name.upper()}={raw!r} is not a valid {text}"
+        ) from None
+    return raw or None if text.startswith("str | None") else raw
