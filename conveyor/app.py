@@ -10,10 +10,10 @@ import functools
 import inspect
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar, overload
+from typing import Any, TypeVar, cast, overload
 
-from conveyor.clock import SYSTEM_CLOCK, Clock
 from conveyor.client import Client
+from conveyor.clock import SYSTEM_CLOCK, Clock
 from conveyor.errors import ConfigurationError
 from conveyor.job import CORE_OPTIONS, Job, resolve_options
 from conveyor.middleware import Chain, ClientMiddleware, ServerMiddleware
@@ -171,7 +171,8 @@ def _function_job(func: Callable[..., Any]) -> type[Job]:
         "__signature__": inspect.signature(func),
         "func": staticmethod(func),
     }
-    return _FunctionJobMeta(func.__name__, (FunctionJob,), namespace)
+    cls = _FunctionJobMeta(func.__name__, (FunctionJob,), namespace)
+    return cast(type[Job], cls)
 
 
 class _FunctionJobMeta(type):

@@ -87,7 +87,9 @@ class Client:
         built = [self.build(job_class, args, options or {}) for args in args_list]
         jids: list[str] = []
         for start in range(0, len(built), batch_size):
-            contexts = [self._before(cls, job, at) for cls, job in built[start : start + batch_size]]
+            contexts = [
+                self._before(cls, job, at) for cls, job in built[start : start + batch_size]
+            ]
             kept = [c for c in contexts if c.dropped is None]
             self._push(kept)
             for ctx in contexts:

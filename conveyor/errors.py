@@ -1,15 +1,15 @@
 """Every exception Conveyor raises, in one tree.
 
-    ConveyorError
-    ├── ConfigurationError        bad settings, bad job declaration
-    │   └── UnknownOptionError    a job option no core feature or middleware declares
-    ├── EnqueueError              a job that cannot be enqueued
-    │   └── SerializationError    args that are not JSON-native
-    ├── PayloadError              a payload read from Redis that is not a valid job
-    ├── UnknownJobClassError      a payload naming a class this process does not know
-    ├── JobTimeoutError           a job that ran past its timeout
-    ├── EmbeddedRedisError        the embedded Redis server could not start
-    └── NotFoundError             a data API lookup for something that is not there
+ConveyorError
+├── ConfigurationError        bad settings, bad job declaration
+│   └── UnknownOptionError    a job option no core feature or middleware declares
+├── EnqueueError              a job that cannot be enqueued
+│   └── SerializationError    args that are not JSON-native
+├── PayloadError              a payload read from Redis that is not a valid job
+├── UnknownJobClassError      a payload naming a class this process does not know
+├── JobTimeoutError           a job that ran past its timeout
+├── EmbeddedRedisError        the embedded Redis server could not start
+└── NotFoundError             a data API lookup for something that is not there
 """
 
 from __future__ import annotations

@@ -125,12 +125,14 @@ class Job:
         return Setter(cls, {}).perform_at(at, *args)
 
     @classmethod
-    def bulk_perform_async(cls, args_list: Iterable[Iterable[Any]], batch_size: int = 1000) -> list[str]:
+    def bulk_perform_async(
+        cls, args_list: Iterable[Iterable[Any]], batch_size: int = 1000
+    ) -> list[str]:
         return Setter(cls, {}).bulk_perform_async(args_list, batch_size)
 
     @classmethod
     def _app(cls) -> App:
-        app = getattr(cls, "app", None)
+        app: App | None = getattr(cls, "app", None)
         if app is None:
             raise ConfigurationError(
                 f"{cls.__name__} is not registered on an App; use app.register({cls.__name__})"
@@ -199,9 +201,7 @@ def _validate(job_class: type[Job], options: Mapping[str, Any]) -> None:
     name = job_class.__name__
     retry = options["retry"]
     if not isinstance(retry, bool | int) or (not isinstance(retry, bool) and retry < 0):
-        raise ConfigurationError(
-            f"{name}: retry={retry!r} must be True, False or a count >= 0"
-        )
+        raise ConfigurationError(f"{name}: retry={retry!r} must be True, False or a count >= 0")
     if not isinstance(options["queue"], str) or not options["queue"]:
         raise ConfigurationError(f"{name}: queue={options['queue']!r} must be a non-empty string")
     timeout = options["timeout"]

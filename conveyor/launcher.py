@@ -114,11 +114,13 @@ class Worker:
         self._fetcher = self._spawn(self._fetch_loop, "conveyor-fetcher")
         log.info(
             "worker %s started: %d threads, queues %s",
-            self.identity, self.settings.concurrency, ",".join(self.settings.queue_names),
+            self.identity,
+            self.settings.concurrency,
+            ",".join(self.settings.queue_names),
         )
 
     def run(self, install_signals: bool = True) -> None:
-        """Start, then block until stopped (by a signal, Redis signal, :meth:`stop` or burst end)."""
+        """Start, then block until stopped (signal, Redis signal, :meth:`stop` or burst end)."""
         if install_signals and threading.current_thread() is threading.main_thread():
             self._install_signals()
         self.start()
@@ -186,7 +188,9 @@ class Worker:
             moved = self._requeue([(q, raw) for q, raw, _ in left])
             log.warning(
                 "worker %s: %d job(s) still running at the %.0fs deadline were requeued",
-                self.identity, moved, self.settings.shutdown_timeout,
+                self.identity,
+                moved,
+                self.settings.shutdown_timeout,
             )
         try:
             remaining = self.store.unregister(self.identity)
@@ -197,7 +201,9 @@ class Worker:
         self.processor.runner.close()
         log.info(
             "worker %s stopped: %d processed, %d failed",
-            self.identity, self.counters.processed, self.counters.failed,
+            self.identity,
+            self.counters.processed,
+            self.counters.failed,
         )
         self._done.set()
 
@@ -317,7 +323,10 @@ class Worker:
             now = self.app.clock.time()
             try:
                 self.store.finish(
-                    self.identity, batch, utc_day(now), settings.dead_max_jobs,
+                    self.identity,
+                    batch,
+                    utc_day(now),
+                    settings.dead_max_jobs,
                     now - settings.dead_timeout,
                 )
                 break
@@ -335,7 +344,7 @@ class Worker:
             tid: json.dumps({"queue": q, "payload": raw, "run_at": run_at})
             for tid, (q, raw, run_at) in list(self._busy.items())
         }
-        existed, sig = self.store.heartbeat(
+        _, sig = self.store.heartbeat(
             self.identity,
             info=self._info,
             busy=len(work),

@@ -29,9 +29,7 @@ def new_jid() -> str:
 def check_args(args: Sequence[Any], class_name: str) -> list[Any]:
     """Return ``args`` as a list if every value is JSON-native, else raise naming the bad one."""
     if not isinstance(args, list | tuple):
-        raise SerializationError(
-            f"{class_name}: args must be a list, got {type(args).__name__}"
-        )
+        raise SerializationError(f"{class_name}: args must be a list, got {type(args).__name__}")
     for i, value in enumerate(args):
         _check_value(value, f"args[{i}]", class_name)
     return list(args)
@@ -62,7 +60,8 @@ def _check_value(value: Any, path: str, class_name: str) -> None:
     raise SerializationError(
         f"{class_name}: {path} is a {type(value).__module__}.{type(value).__qualname__} "
         f"({_short_repr(value)}), which is not JSON-native; pass str, int, float, bool, None, "
-        "or lists/dicts of them (e.g. an id instead of an object, an ISO string instead of a datetime)"
+        "or lists/dicts of them (e.g. an id instead of an object, an ISO string instead of "
+        "a datetime)"
     )
 
 
@@ -78,10 +77,14 @@ def parse(raw: str | bytes) -> Payload:
     except (ValueError, UnicodeDecodeError) as exc:
         raise PayloadError(f"payload is not valid JSON ({exc}): {_short_repr(raw)}") from None
     if not isinstance(job, dict):
-        raise PayloadError(f"payload is a JSON {type(job).__name__}, not an object: {_short_repr(raw)}")
+        raise PayloadError(
+            f"payload is a JSON {type(job).__name__}, not an object: {_short_repr(raw)}"
+        )
     missing = [f for f in REQUIRED if f not in job]
     if missing:
-        raise PayloadError(f"payload lacks required field(s) {', '.join(missing)}: {_short_repr(raw)}")
+        raise PayloadError(
+            f"payload lacks required field(s) {', '.join(missing)}: {_short_repr(raw)}"
+        )
     if not isinstance(job["class"], str) or not job["class"]:
         raise PayloadError(f"payload 'class' must be a non-empty string, got {job['class']!r}")
     if not isinstance(job["args"], list):

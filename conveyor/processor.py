@@ -94,9 +94,7 @@ class Processor:
         app = self.app
         now = app.clock.time()
         job = parse(raw)  # pristine copy: perform may have mutated its args
-        decision = decide(
-            job, exc, queue=queue, now=now, settings=app.settings, instance=instance
-        )
+        decision = decide(job, exc, queue=queue, now=now, settings=app.settings, instance=instance)
         log.warning(
             "job %s %s failed (%s); %s",
             job.get("class"),

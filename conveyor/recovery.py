@@ -79,7 +79,9 @@ def sweep(app: App, own_identity: str | None = None) -> SweepReport:
             report.processes.append(identity)
             log.warning(
                 "recovered %d job(s) of dead process %s; %d parked as interrupted",
-                moved, identity, parked,
+                moved,
+                identity,
+                parked,
             )
         for _, job in prepared:
             if job is not None:

@@ -7,6 +7,7 @@ The retry state lives in the payload, as in Sidekiq: ``retry_count``, ``error_me
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import random
 import traceback
@@ -41,7 +42,9 @@ def default_backoff(count: int, rng: random.Random | None = None) -> float:
 
 def error_class_name(exc: BaseException) -> str:
     cls = type(exc)
-    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    return (
+        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    )
 
 
 def compress_backtrace(lines: list[str]) -> str:
@@ -78,7 +81,9 @@ def decide(
         retry = True
     if retry is False or retry is None:
         return Decision("discard", now, job)
-    max_attempts = retry if isinstance(retry, int) and not isinstance(retry, bool) else settings.max_retries
+    max_attempts = (
+        retry if isinstance(retry, int) and not isinstance(retry, bool) else settings.max_retries
+    )
 
     job["queue"] = job.get("retry_queue") or queue_of(job, queue)
     job["error_message"] = str(exc)[:MAX_MESSAGE] or error_class_name(exc)
@@ -91,20 +96,10 @@ def decide(
         job["retry_count"] = 0
     count: int = job["retry_count"]
 
-    backtrace = job.get("backtrace")
-    if backtrace:
-        lines = backtrace_lines(exc)
-        if not isinstance(backtrace, bool) and isinstance(backtrace, int):
-            lines = lines[:backtrace]
-        job["error_backtrace"] = compress_backtrace(lines)
+    _record_backtrace(job, exc)
 
     if count < max_attempts:
-        delay: float | str | None = None
-        if instance is not None:
-            try:
-                delay = instance.retry_in(count, exc, job)
-            except Exception:  # a broken hook must not lose the job: use the default backoff
-                delay = None
+        delay = _hook_delay(instance, count, exc, job)
         if delay == "kill":
             return _exhausted(job, exc, now, instance, force_dead=True)
         if delay == "discard":
@@ -119,14 +114,32 @@ def decide(
     return _exhausted(job, exc, now, instance, force_dead=unknown_class)
 
 
+def _record_backtrace(job: Payload, exc: BaseException) -> None:
+    backtrace = job.get("backtrace")
+    if backtrace:
+        lines = backtrace_lines(exc)
+        if not isinstance(backtrace, bool) and isinstance(backtrace, int):
+            lines = lines[:backtrace]
+        job["error_backtrace"] = compress_backtrace(lines)
+
+
+def _hook_delay(
+    instance: Job | None, count: int, exc: BaseException, job: Payload
+) -> float | str | None:
+    if instance is None:
+        return None
+    try:
+        return instance.retry_in(count, exc, job)
+    except Exception:  # a broken hook must not lose the job: use the default backoff
+        return None
+
+
 def _exhausted(
     job: Payload, exc: BaseException, now: float, instance: Job | None, *, force_dead: bool
 ) -> Decision:
     if instance is not None:
-        try:
+        with contextlib.suppress(Exception):  # the job still goes to the dead set
             instance.retries_exhausted(job, exc)
-        except Exception:  # the job still goes to the dead set
-            pass
     if job.get("dead") is False and not force_dead:
         return Decision("discard", now, job)
     return Decision("dead", now, job)

@@ -40,8 +40,11 @@ def enqueue_due(app: App, limit_batches: int = 1000) -> int:
                 except PayloadError as exc:
                     source_key = store.keys.schedule if zset == "schedule" else store.keys.retry
                     store.add_capped(
-                        "dead", now, dumps(malformed_record(raw, "default", str(exc), now)),
-                        settings.dead_max_jobs, now - settings.dead_timeout,
+                        "dead",
+                        now,
+                        dumps(malformed_record(raw, "default", str(exc), now)),
+                        settings.dead_max_jobs,
+                        now - settings.dead_timeout,
                         source=("zset", source_key, raw),
                     )
                     continue

@@ -28,7 +28,9 @@ def parse_queues(spec: str | list[str] | tuple[str, ...]) -> tuple[tuple[str, in
         name, _, weight = item.partition(",")
         name = name.strip()
         if not name:
-            raise ConfigurationError(f"empty queue name in {spec!r}; write e.g. 'critical,3 default'")
+            raise ConfigurationError(
+                f"empty queue name in {spec!r}; write e.g. 'critical,3 default'"
+            )
         try:
             w = int(weight) if weight else 1
         except ValueError:

@@ -71,29 +71,38 @@ class Testing:
         else:
             self._jobs.append(FakeJob(job, at))
 
-    def jobs(self, job_class: type[Job] | str | None = None, queue: str | None = None) -> list[Payload]:
+    def jobs(
+        self, job_class: type[Job] | str | None = None, queue: str | None = None
+    ) -> list[Payload]:
         """Payloads collected in fake mode, optionally filtered by class and queue."""
-        name = job_class if isinstance(job_class, str) or job_class is None else job_class.wire_name()
+        name = (
+            job_class if isinstance(job_class, str) or job_class is None else job_class.wire_name()
+        )
         return [
             f.job
             for f in self._jobs
-            if (name is None or f.job["class"] == name) and (queue is None or queue_of(f.job) == queue)
+            if (name is None or f.job["class"] == name)
+            and (queue is None or queue_of(f.job) == queue)
         ]
 
     def clear(self) -> None:
         self._jobs.clear()
 
-    def drain(self, job_class: type[Job] | str | None = None, *, include_scheduled: bool = True) -> int:
+    def drain(
+        self, job_class: type[Job] | str | None = None, *, include_scheduled: bool = True
+    ) -> int:
         """Run collected jobs (and jobs they enqueue) until none are left; returns how many ran."""
         ran = 0
         while True:
             name = (
-                job_class if isinstance(job_class, str) or job_class is None
+                job_class
+                if isinstance(job_class, str) or job_class is None
                 else job_class.wire_name()
             )
             picked = next(
                 (
-                    f for f in self._jobs
+                    f
+                    for f in self._jobs
                     if (name is None or f.job["class"] == name)
                     and (include_scheduled or f.at is None)
                 ),

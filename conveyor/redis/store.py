@@ -48,7 +48,9 @@ class Store:
         self.scripts = Scripts(client)
 
     # -- enqueue --------------------------------------------------------------------------------
-    def push(self, by_queue: dict[str, list[str]], scheduled: Sequence[tuple[float, str]] = ()) -> None:
+    def push(
+        self, by_queue: dict[str, list[str]], scheduled: Sequence[tuple[float, str]] = ()
+    ) -> None:
         """Push payloads onto queues and/or the schedule set in one MULTI transaction."""
         k = self.keys
         pipe = self.client.pipeline(transaction=True)
@@ -74,10 +76,14 @@ class Store:
     ) -> str | None:
         """Block up to ``timeout`` seconds for one job from ``queue`` (atomic BLMOVE)."""
         conn = client or self.client
-        result: str | None = conn.blmove(
-            self.keys.queue(queue), self.keys.working(identity), timeout, "RIGHT", "LEFT"
+        result = conn.blmove(
+            self.keys.queue(queue),
+            self.keys.working(identity),
+            timeout,  # type: ignore[arg-type]  # Redis 6+ takes fractional seconds
+            "RIGHT",
+            "LEFT",
         )
-        return result
+        return None if result is None else str(result)
 
     # -- finish ---------------------------------------------------------------------------------
     def finish(
@@ -119,13 +125,13 @@ class Store:
 
     # -- recovery -------------------------------------------------------------------------------
     def registered_identities(self) -> list[str]:
-        return sorted(self.client.smembers(self.keys.working_registry))
+        return sorted(str(m) for m in self.client.smembers(self.keys.working_registry))
 
     def is_alive(self, identity: str) -> bool:
         return bool(self.client.exists(self.keys.liveness(identity)))
 
     def working_jobs(self, identity: str) -> list[str]:
-        return list(self.client.lrange(self.keys.working(identity), 0, -1))
+        return [str(j) for j in self.client.lrange(self.keys.working(identity), 0, -1)]
 
     def recover(
         self,
@@ -163,9 +169,11 @@ class Store:
     # -- scheduled and retry sets ---------------------------------------------------------------
     def due(self, zset: Literal["schedule", "retry"], now: float, limit: int) -> list[str]:
         key = self.keys.schedule if zset == "schedule" else self.keys.retry
-        return list(self.client.zrangebyscore(key, "-inf", now, start=0, num=limit))
+        return [str(j) for j in self.client.zrangebyscore(key, "-inf", now, start=0, num=limit)]
 
-    def promote(self, zset: Literal["schedule", "retry"], jobs: Sequence[tuple[str, str, str]]) -> int:
+    def promote(
+        self, zset: Literal["schedule", "retry"], jobs: Sequence[tuple[str, str, str]]
+    ) -> int:
         """Move ``(raw, queue, new payload)`` jobs from ``zset`` to their queues atomically."""
         if not jobs:
             return 0
@@ -176,7 +184,9 @@ class Store:
         for raw, queue, payload in jobs:
             args += (raw, index[queue], payload, queue)
         source = k.schedule if zset == "schedule" else k.retry
-        return int(self.scripts.run("promote", [source, k.queues, *(k.queue(q) for q in names)], args))
+        return int(
+            self.scripts.run("promote", [source, k.queues, *(k.queue(q) for q in names)], args)
+        )
 
     def add_capped(
         self,
@@ -185,9 +195,10 @@ class Store:
         payload: str,
         max_size: int,
         cutoff: float,
+        *,
         source: tuple[Literal["list", "zset"], str, str] | None = None,
     ) -> bool:
-        """Add to a capped set; ``source=(kind, key, raw)`` removes the job from there atomically."""
+        """Add to a capped set; ``source=(kind, key, raw)`` also removes the job from there."""
         key = self.keys.dead if zset == "dead" else self.keys.interrupted
         kind, src_key, raw = source if source else ("none", key, "")
         added = self.scripts.run(
@@ -222,8 +233,15 @@ class Store:
             k.working_registry,
         ]
         args: list[str | int | float] = [
-            identity, info, busy, beat, "true" if quiet else "false", rss_kb, rtt_us,
-            process_ttl, liveness_ttl_ms,
+            identity,
+            info,
+            busy,
+            beat,
+            "true" if quiet else "false",
+            rss_kb,
+            rtt_us,
+            process_ttl,
+            liveness_ttl_ms,
         ]
         for tid, doc in work.items():
             args += (tid, doc)
