@@ -85,6 +85,7 @@ class Worker:
         self._threads: list[threading.Thread] = []
         self._workers: list[threading.Thread] = []
         self._fetcher: threading.Thread | None = None
+        self._finisher_thread: threading.Thread | None = None
         self._rng = random.Random()
         self._rss_proc = psutil.Process()
         self._info = json.dumps(
@@ -108,7 +109,7 @@ class Worker:
         # elsewhere could take our jobs for orphans.
         self.heartbeat()
         self._spawn(self._housekeeper, "conveyor-housekeeper")
-        self._spawn(self._finisher, "conveyor-finisher")
+        self._finisher_thread = self._spawn(self._finisher, "conveyor-finisher")
         for i in range(self.settings.concurrency):
             self._workers.append(self._spawn(self._work, f"conveyor-worker-{i}"))
         self._fetcher = self._spawn(self._fetch_loop, "conveyor-fetcher")
@@ -171,7 +172,6 @@ class Worker:
         self.quiet()
         if self._fetcher is not None:
             self._fetcher.join(timeout=BLOCK_SINGLE + 5)
-        # Prefetched jobs nobody started go back first, so other processes can take them.
         self._return_unstarted()
         for _ in self._workers:
             self._units.put(None)
@@ -182,6 +182,8 @@ class Worker:
         self._finisher_stop.set()
         with self._outcome_cond:
             self._outcome_cond.notify_all()
+        if self._finisher_thread is not None:
+            self._finisher_thread.join(timeout=30)
         self._flush_outcomes(final=True)
         left = list(self._busy.values())
         if left:
@@ -273,10 +275,15 @@ class Worker:
                 continue
             if not jobs:
                 continue
+            if self._quiet.is_set():  # quieted while we were blocked: hand them straight back
+                self._requeue(jobs)
+                break
             with self._cond:
                 self._inflight += len(jobs)
             for unit in jobs:
                 self._units.put(unit)
+        # Prefetched jobs nobody started go back at once, so other processes can take them.
+        self._return_unstarted()
         log.debug("fetcher stopped")
 
     def _idle(self) -> bool:
