@@ -18,10 +18,11 @@ def resolve_url(settings: Settings) -> str:
 def connect(settings: Settings, *, max_connections: int | None = None) -> redis.Redis:
     """A thread-safe client with a connection pool, decoding replies as UTF-8 strings."""
     url = resolve_url(settings)
+    tcp = {} if url.startswith("unix://") else {"socket_keepalive": True}
     return redis.Redis.from_url(
         url,
         decode_responses=True,
         max_connections=max_connections,
         health_check_interval=30,
-        socket_keepalive=True,
+        **tcp,
     )
