@@ -8,7 +8,7 @@ import time
 import redis
 from helpers import run_burst, running_worker, wait_for
 
-from conveyor import App, Job
+from conveyor import App, Job, Worker
 from conveyor.middleware import JobContext, ServerMiddleware
 from conveyor.retry import decompress_backtrace
 
@@ -242,3 +242,30 @@ def test_graceful_stop_requeues_jobs_past_the_deadline(app: App, r: redis.Redis)
     assert r.llen("queue:default") == 5
     assert r.llen(app.store.keys.working(worker.identity)) == 0
     assert worker.counters.requeued == 5
+
+
+def test_key_prefix_keeps_apps_apart(app: App, r: redis.Redis) -> None:
+    app.configure(app.settings.replace(key_prefix="shop"))
+
+    @app.job()
+    def f(i: int) -> None:
+        r.sadd("ran", i)
+
+    f.perform_async(1)
+    f.perform_in(0.01, 2)
+    assert set(r.keys("*")) == {"shop:queue:default", "shop:queues", "shop:schedule"}
+    time.sleep(0.05)
+    with running_worker(app):
+        wait_for(lambda: r.scard("ran") == 2, timeout=10)
+    assert r.get("shop:stat:processed") == "2"
+    assert not r.exists("stat:processed")
+    assert all(k.startswith("shop:") for k in r.keys("*") if k != "ran")
+
+
+def test_weighted_queue_order(app: App) -> None:
+    app.configure(app.settings.replace(queues="heavy,3 light,1"))
+    worker = Worker(app)
+    firsts = [worker._queue_order()[0] for _ in range(4000)]
+    share = firsts.count("heavy") / len(firsts)
+    assert 0.7 < share < 0.8
+    assert sorted(worker._queue_order()) == ["heavy", "light"]
