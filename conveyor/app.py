@@ -10,6 +10,7 @@ import functools
 import inspect
 import threading
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar, cast, overload
 
 from conveyor.client import Client
@@ -31,6 +32,16 @@ DeathHandler = Callable[[Payload, BaseException], None]
 InterruptedHandler = Callable[[Payload], None]
 
 
+@dataclass(frozen=True)
+class PeriodicTask:
+    """Work every worker process does every ``interval`` seconds (cron ticks, resuming
+    deferred jobs...). Tasks that must run once per cluster take a lock themselves."""
+
+    name: str
+    interval: float
+    run: Callable[[], object]
+
+
 class App:
     """Where jobs are declared and from which they are enqueued and run.
 
@@ -49,6 +60,7 @@ class App:
         self.server_middleware: Chain[ServerMiddleware] = Chain()
         self.death_handlers: list[DeathHandler] = []
         self.interrupted_handlers: list[InterruptedHandler] = []
+        self.periodic_tasks: list[PeriodicTask] = []
         self.client = Client(self)
         self.testing = Testing(self)
         self._store: Store | None = None
@@ -138,6 +150,15 @@ class App:
             raise ConfigurationError(f"@app.job cannot decorate {obj!r}")
 
         return decorate(target) if target is not None else decorate
+
+    def add_periodic(self, name: str, interval: float, run: Callable[[], object]) -> None:
+        """Have every worker process call ``run`` about every ``interval`` seconds."""
+        if interval <= 0:
+            raise ConfigurationError(
+                f"periodic task {name!r}: interval must be > 0, got {interval}"
+            )
+        self.periodic_tasks = [t for t in self.periodic_tasks if t.name != name]
+        self.periodic_tasks.append(PeriodicTask(name, interval, run))
 
     def find(self, name: str) -> type[Job] | None:
         return self.registry.get(name)

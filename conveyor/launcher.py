@@ -112,6 +112,8 @@ class Worker:
         self._finisher_thread = self._spawn(self._finisher, "conveyor-finisher")
         for i in range(self.settings.concurrency):
             self._workers.append(self._spawn(self._work, f"conveyor-worker-{i}"))
+        if self.app.periodic_tasks:
+            self._spawn(self._periodic, "conveyor-periodic")
         self._fetcher = self._spawn(self._fetch_loop, "conveyor-fetcher")
         log.info(
             "worker %s started: %d threads, queues %s",
@@ -396,3 +398,20 @@ class Worker:
                 log.error("housekeeping failed: %s", exc)
             wake = min(next_beat, next_sweep, next_poll) - time.monotonic()
             self._done.wait(max(0.01, min(wake, 1.0)))
+
+    def _periodic(self) -> None:
+        """Feature tasks (cron, resuming deferred jobs...), apart from the heartbeat so a slow
+        task can never make this process look dead."""
+        start = time.monotonic()
+        due = {t.name: start + self._rng.uniform(0, t.interval) for t in self.app.periodic_tasks}
+        while not self._stop.is_set():
+            now = time.monotonic()
+            for task in self.app.periodic_tasks:
+                if now >= due.get(task.name, now):
+                    due[task.name] = now + task.interval * self._rng.uniform(0.9, 1.1)
+                    try:
+                        task.run()
+                    except Exception:
+                        log.exception("periodic task %s failed", task.name)
+            wake = min(due.values(), default=now + 1.0) - time.monotonic()
+            self._stop.wait(max(0.01, min(wake, 1.0)))

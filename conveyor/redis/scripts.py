@@ -3,6 +3,7 @@ when the server has not seen them, e.g. after a restart)."""
 
 from __future__ import annotations
 
+import threading
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -10,32 +11,32 @@ from typing import Any
 import redis
 from redis.commands.core import Script as _RedisScript
 
-SCRIPT_NAMES = (
-    "capped_add",
-    "fetch",
-    "finish",
-    "heartbeat",
-    "promote",
-    "recover",
-    "requeue",
-    "unregister",
-    "zset_to_queue",
-)
-
 
 @cache
 def source(name: str) -> str:
     """The text of ``lua/<name>.lua``."""
-    return resources.files("conveyor.redis").joinpath("lua", f"{name}.lua").read_text()
+    path = resources.files("conveyor.redis").joinpath("lua", f"{name}.lua")
+    if not path.is_file():
+        raise KeyError(f"no Lua script {name!r} in conveyor/redis/lua/")
+    return path.read_text()
 
 
 class Scripts:
     """The scripts bound to one client; each is called as ``scripts.run(name, keys, args)``."""
 
     def __init__(self, client: redis.Redis) -> None:
-        self._scripts: dict[str, _RedisScript] = {
-            name: client.register_script(source(name)) for name in SCRIPT_NAMES
-        }
+        self._client = client
+        self._scripts: dict[str, _RedisScript] = {}
+        self._lock = threading.Lock()
+
+    def _script(self, name: str) -> _RedisScript:
+        script = self._scripts.get(name)
+        if script is None:
+            with self._lock:
+                script = self._scripts.get(name)
+                if script is None:
+                    script = self._scripts[name] = self._client.register_script(source(name))
+        return script
 
     def run(
         self,
@@ -44,4 +45,4 @@ class Scripts:
         args: list[Any],
         client: redis.Redis | redis.client.Pipeline | None = None,
     ) -> Any:
-        return self._scripts[name](keys=keys, args=args, client=client)
+        return self._script(name)(keys=keys, args=args, client=client)
