@@ -1,0 +1,284 @@
+"""The data API: read and change queues, the scheduled/retry/dead/interrupted sets, processes and
+stats, modelled on Sidekiq's ``api.rb``. The CLI and the web dashboard use only this module; all
+Redis access lives in :mod:`conveyor.redis.admin`.
+
+>>> api = Api.from_settings(Settings(redis_url="redis://localhost:6379/0"))   # doctest: +SKIP
+>>> api.stats().enqueued                                                       # doctest: +SKIP
+12
+>>> api.retries.retry_all()                                                    # doctest: +SKIP
+3
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from conveyor.api._processes import ProcessInfo, ProcessSet, Work, WorkSet
+from conveyor.api._records import JobRecord
+from conveyor.api._sets import (
+    PAGE,
+    DeadSet,
+    InterruptedSet,
+    JobSet,
+    KillableSet,
+    Progress,
+    Queue,
+    RetrySet,
+    ScheduledSet,
+)
+from conveyor.errors import ConfigurationError
+from conveyor.job import EnqueueResult
+from conveyor.payload import Payload
+from conveyor.redis.admin import Admin, RedisError
+from conveyor.redis.connection import resolve_url
+from conveyor.redis.embedded import stop_server
+from conveyor.settings import Settings
+
+if TYPE_CHECKING:
+    from conveyor.app import App
+
+log = logging.getLogger("conveyor.api")
+
+
+@dataclass(frozen=True)
+class Stats:
+    """A snapshot of the totals shown on a dashboard's front page.
+
+    >>> api.stats().processed                                  # doctest: +SKIP
+    1024
+    """
+
+    processed: int
+    failed: int
+    scheduled_size: int
+    retry_size: int
+    dead_size: int
+    interrupted_size: int
+    processes_size: int
+    #: Busy threads over all processes.
+    workers_size: int
+    #: Jobs waiting over all queues.
+    enqueued: int
+    #: Seconds the oldest job of the ``default`` queue has waited.
+    default_queue_latency: float
+    #: Queue name -> size, largest first.
+    queues: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class History:
+    """Daily processed/failed counts, newest day first (``YYYY-MM-DD`` -> count).
+
+    >>> api.history(days=2).processed                          # doctest: +SKIP
+    {'2024-05-02': 17, '2024-05-01': 40}
+    """
+
+    processed: dict[str, int]
+    failed: dict[str, int]
+
+
+class Api:
+    """Entry point of the data API for one app (its Redis, key prefix, settings and clock).
+
+    >>> api = Api(app)                                         # doctest: +SKIP
+    >>> api.queue("default").size()                            # doctest: +SKIP
+    0
+    """
+
+    def __init__(self, app: App, *, owns_app: bool = False) -> None:
+        self.app = app
+        self._owns_app = owns_app
+        self._admin: Admin | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Api:
+        """An API over a fresh app (no jobs declared) for ``settings``; close it when done.
+
+        Example: ``with Api.from_settings(Settings.load()) as api: print(api.stats())``.
+        """
+        from conveyor.app import App  # the app module imports the engine; keep import cheap
+
+        return cls(App(settings), owns_app=True)
+
+    def __enter__(self) -> Api:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the Redis connections if this API created the app."""
+        if self._owns_app:
+            self.app.close()
+        self._admin = None
+
+    @property
+    def settings(self) -> Settings:
+        return self.app.settings
+
+    @property
+    def admin(self) -> Admin:
+        if self._admin is None:
+            self._admin = Admin(self.app.store)
+        return self._admin
+
+    def now(self) -> float:
+        """Epoch seconds from the app's clock."""
+        return self.app.clock.time()
+
+    # -- stats ----------------------------------------------------------------------------------
+    def stats(self) -> Stats:
+        """Totals, set sizes, queue sizes, busy threads and the default queue's latency.
+
+        Example: ``api.stats().retry_size``.
+        """
+        counters = self.admin.counters()
+        names = self.admin.queue_names()
+        sizes = dict(zip(names, self.admin.queue_sizes(names), strict=True))
+        latency = 0.0
+        if counters.default_oldest is not None:
+            latency = JobRecord.from_raw(counters.default_oldest, "default").latency(self.now())
+        return Stats(
+            processed=counters.processed,
+            failed=counters.failed,
+            scheduled_size=counters.scheduled_size,
+            retry_size=counters.retry_size,
+            dead_size=counters.dead_size,
+            interrupted_size=counters.interrupted_size,
+            processes_size=counters.processes_size,
+            workers_size=self.work.size(),
+            enqueued=sum(sizes.values()),
+            default_queue_latency=latency,
+            queues=dict(sorted(sizes.items(), key=lambda kv: (-kv[1], kv[0]))),
+        )
+
+    def history(self, days: int = 7, start: dt.date | None = None) -> History:
+        """Processed/failed per UTC day for ``days`` days ending at ``start`` (default: today).
+
+        Example: ``api.history(30).failed``.
+        """
+        if not 1 <= days <= 5 * 365:
+            raise ValueError(f"days must be between 1 and 1825 (5 years are kept), got {days}")
+        first = start or dt.datetime.fromtimestamp(self.now(), dt.UTC).date()
+        dates = [(first - dt.timedelta(days=i)).isoformat() for i in range(days)]
+        processed = self.admin.daily("processed", dates)
+        failed = self.admin.daily("failed", dates)
+        return History(
+            dict(zip(dates, processed, strict=True)), dict(zip(dates, failed, strict=True))
+        )
+
+    def reset_stats(self, *stats: Literal["processed", "failed"]) -> None:
+        """Zero the all-time counters (both when none are named). Example: ``api.reset_stats()``."""
+        self.admin.reset_stats(stats or ("processed", "failed"))
+
+    # -- queues and sets ------------------------------------------------------------------------
+    def queues(self) -> list[Queue]:
+        """Every known queue, by name. Example: ``[q.name for q in api.queues()]``."""
+        return [Queue(self, name) for name in self.admin.queue_names()]
+
+    def queue(self, name: str) -> Queue:
+        """The queue called ``name`` (it need not exist yet). Example: ``api.queue("mail")``."""
+        return Queue(self, name)
+
+    @property
+    def scheduled(self) -> ScheduledSet:
+        return ScheduledSet(self)
+
+    @property
+    def retries(self) -> RetrySet:
+        return RetrySet(self)
+
+    @property
+    def dead(self) -> DeadSet:
+        return DeadSet(self)
+
+    @property
+    def interrupted(self) -> InterruptedSet:
+        return InterruptedSet(self)
+
+    @property
+    def processes(self) -> ProcessSet:
+        return ProcessSet(self)
+
+    @property
+    def work(self) -> WorkSet:
+        return WorkSet(self)
+
+    # -- actions --------------------------------------------------------------------------------
+    def enqueue(
+        self,
+        class_name: str,
+        args: Sequence[Any] = (),
+        *,
+        queue: str | None = None,
+        at: float | None = None,
+    ) -> EnqueueResult:
+        """Enqueue a job by its wire class name (no Python class needed), through the client
+        middleware. Example: ``api.enqueue("HardWorker", ["bob", 5], queue="critical")``.
+        """
+        options = {"queue": queue} if queue else {}
+        return self.app.client.enqueue(class_name, list(args), options, at=at)
+
+    def notify_death(self, payload: Payload) -> None:
+        """Run the app's death handlers for a job killed through the API (as Sidekiq does)."""
+        error = RuntimeError("Job killed by API")
+        for handler in self.app.death_handlers:
+            try:
+                handler(payload, error)
+            except Exception:
+                log.exception("death handler %r failed", handler)
+
+    def purge_prefix(self) -> int:
+        """Delete every key under the configured key prefix; refuses when there is none.
+
+        Example: ``Api.from_settings(Settings(key_prefix="scratch")).purge_prefix()``.
+        """
+        if not self.settings.key_prefix:
+            raise ConfigurationError(
+                "refusing to delete keys without a key prefix: it would wipe the whole Redis"
+            )
+        return self.admin.purge_prefix()
+
+
+def redis_url(settings: Settings) -> str:
+    """The Redis URL in use: the configured one, else the embedded server's (started if needed).
+
+    Example: ``redis_url(Settings())`` -> ``'unix:///home/me/.local/state/conveyor/redis.sock'``.
+    """
+    return resolve_url(settings)
+
+
+def stop_embedded(settings: Settings) -> bool:
+    """Stop the embedded server under ``settings.state_dir``; False if none was running.
+
+    Example: ``stop_embedded(Settings(state_dir="/tmp/state"))``.
+    """
+    return stop_server(settings.state_dir)
+
+
+__all__ = [
+    "PAGE",
+    "Api",
+    "DeadSet",
+    "History",
+    "InterruptedSet",
+    "JobRecord",
+    "JobSet",
+    "KillableSet",
+    "ProcessInfo",
+    "ProcessSet",
+    "Progress",
+    "Queue",
+    "RedisError",
+    "RetrySet",
+    "ScheduledSet",
+    "Stats",
+    "Work",
+    "WorkSet",
+    "redis_url",
+    "stop_embedded",
+]

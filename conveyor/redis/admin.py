@@ -1,0 +1,309 @@
+"""Redis reads and changes behind the data API (:mod:`conveyor.api`): stats, queues, the sorted
+sets, processes and their work. Everything here is an admin path, so it may SCAN (never KEYS).
+
+Changes that must be atomic with another go through Lua: the core scripts (``zset_to_queue``,
+``promote``, ``capped_add``) via :class:`~conveyor.redis.store.Store`, and the admin scripts
+listed in :data:`ADMIN_SCRIPT_NAMES`, loaded by :class:`AdminScripts`.
+
+>>> admin = Admin(store)                                   # doctest: +SKIP
+>>> admin.queue_names()                                    # doctest: +SKIP
+['default', 'mail']
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import redis
+
+from conveyor.redis.scripts import source
+from conveyor.redis.store import Store
+
+#: Re-exported so the layers above can catch Redis failures without importing redis.
+RedisError = redis.RedisError
+
+#: Admin scripts in ``lua/``; each opens with its KEYS/ARGV header.
+ADMIN_SCRIPT_NAMES = ("prune_processes",)
+
+ZSetName = Literal["schedule", "retry", "dead", "interrupted"]
+
+#: Fields of a process hash, in the order :meth:`Admin.process_states` returns them.
+PROCESS_FIELDS = ("info", "busy", "beat", "quiet", "rss", "rtt_us")
+
+_GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
+
+
+def glob_escape(text: str) -> str:
+    """Escape Redis glob characters so ``text`` matches itself in SCAN/ZSCAN ``MATCH``.
+
+    >>> glob_escape("a*b")
+    'a\\\\*b'
+    """
+    return _GLOB_SPECIAL.sub(r"\\\1", text)
+
+
+class AdminScripts:
+    """The admin Lua scripts bound to one client (mirrors :class:`~conveyor.redis.scripts.Scripts`).
+
+    >>> AdminScripts(client).run("prune_processes", [processes_key], [])  # doctest: +SKIP
+    0
+    """
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._scripts = {name: client.register_script(source(name)) for name in ADMIN_SCRIPT_NAMES}
+
+    def run(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        return self._scripts[name](keys=keys, args=args)
+
+
+@dataclass(frozen=True, slots=True)
+class Counters:
+    """One pipelined read of the cheap totals (Sidekiq's ``fetch_stats_fast!``)."""
+
+    processed: int
+    failed: int
+    scheduled_size: int
+    retry_size: int
+    dead_size: int
+    interrupted_size: int
+    processes_size: int
+    #: The oldest job of the ``default`` queue (its right end), or ``None`` when it is empty.
+    default_oldest: str | None
+
+
+class Admin:
+    """Admin operations bound to one :class:`Store` (its client and key prefix).
+
+    >>> admin = Admin(app.store)                               # doctest: +SKIP
+    >>> admin.zset_size("retry")                               # doctest: +SKIP
+    3
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.client = store.client
+        self.keys = store.keys
+        self.scripts = AdminScripts(store.client)
+
+    # -- stats ----------------------------------------------------------------------------------
+    def counters(self) -> Counters:
+        """Totals and set sizes in one round trip."""
+        k = self.keys
+        pipe = self.client.pipeline(transaction=False)
+        pipe.get(k.stat("processed"))
+        pipe.get(k.stat("failed"))
+        for key in (k.schedule, k.retry, k.dead, k.interrupted):
+            pipe.zcard(key)
+        pipe.scard(k.processes)
+        pipe.lrange(k.queue("default"), -1, -1)
+        processed, failed, sched, retry, dead, interrupted, procs, tail = pipe.execute()
+        return Counters(
+            processed=int(processed or 0),
+            failed=int(failed or 0),
+            scheduled_size=int(sched),
+            retry_size=int(retry),
+            dead_size=int(dead),
+            interrupted_size=int(interrupted),
+            processes_size=int(procs),
+            default_oldest=str(tail[0]) if tail else None,
+        )
+
+    def daily(self, stat: Literal["processed", "failed"], days: Sequence[str]) -> list[int]:
+        """Values of ``stat:<stat>:<day>`` for each ``YYYY-MM-DD`` day (0 when missing)."""
+        if not days:
+            return []
+        values = self.client.mget([self.keys.stat_daily(stat, day) for day in days])
+        return [int(v or 0) for v in values]
+
+    def reset_stats(self, stats: Sequence[Literal["processed", "failed"]]) -> None:
+        """Set the all-time counters named in ``stats`` back to 0 (daily history is kept)."""
+        if stats:
+            self.client.mset({self.keys.stat(s): 0 for s in stats})
+
+    # -- queues ---------------------------------------------------------------------------------
+    def queue_names(self) -> list[str]:
+        """Names in the ``queues`` set, sorted."""
+        return sorted(str(n) for n in self.client.sscan_iter(self.keys.queues))
+
+    def queue_sizes(self, names: Sequence[str]) -> list[int]:
+        """Lengths of the named queues, in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        for name in names:
+            pipe.llen(self.keys.queue(name))
+        return [int(n) for n in pipe.execute()]
+
+    def queue_range(self, name: str, start: int, stop: int) -> list[str]:
+        """Payloads from index ``start`` to ``stop`` (inclusive; 0 is the newest job)."""
+        return [str(j) for j in self.client.lrange(self.keys.queue(name), start, stop)]
+
+    def queue_oldest(self, name: str) -> str | None:
+        """The job that runs next (the right end of the list), or ``None``."""
+        tail = self.client.lrange(self.keys.queue(name), -1, -1)
+        return str(tail[0]) if tail else None
+
+    def queue_remove(self, name: str, raw: str) -> bool:
+        """Remove one copy of ``raw`` from the queue."""
+        return bool(self.client.lrem(self.keys.queue(name), 1, raw))
+
+    def queue_clear(self, name: str) -> int:
+        """Delete the queue and forget its name; returns how many jobs it held."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.llen(self.keys.queue(name))
+        pipe.unlink(self.keys.queue(name))
+        pipe.srem(self.keys.queues, name)
+        size, _, _ = pipe.execute()
+        return int(size)
+
+    # -- sorted sets ----------------------------------------------------------------------------
+    def zset_key(self, zset: ZSetName) -> str:
+        k = self.keys
+        return {
+            "schedule": k.schedule,
+            "retry": k.retry,
+            "dead": k.dead,
+            "interrupted": k.interrupted,
+        }[zset]
+
+    def zset_size(self, zset: ZSetName) -> int:
+        return int(self.client.zcard(self.zset_key(zset)))
+
+    def zset_range(
+        self, zset: ZSetName, start: int, stop: int, *, reverse: bool = False
+    ) -> list[tuple[str, float]]:
+        """``(payload, score)`` by rank, lowest score first (highest first with ``reverse``)."""
+        rows: list[Any] = self.client.zrange(
+            self.zset_key(zset), start, stop, desc=reverse, withscores=True
+        )
+        return [(str(row[0]), float(row[1])) for row in rows]
+
+    def zset_scan(self, zset: ZSetName, contains: str) -> Iterator[tuple[str, float]]:
+        """``(payload, score)`` of every entry whose text contains ``contains`` (ZSCAN)."""
+        match = f"*{glob_escape(contains)}*"
+        for raw, score in self.client.zscan_iter(self.zset_key(zset), match=match, count=500):
+            yield str(raw), float(score)
+
+    def zset_remove(self, zset: ZSetName, raw: str) -> bool:
+        return bool(self.client.zrem(self.zset_key(zset), raw))
+
+    def zset_clear(self, zset: ZSetName) -> int:
+        """Delete the whole set; returns how many entries it held."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.zcard(self.zset_key(zset))
+        pipe.unlink(self.zset_key(zset))
+        size, _ = pipe.execute()
+        return int(size)
+
+    def zset_to_queue(self, zset: ZSetName, raw: str, payload: str, queue: str) -> bool:
+        """Atomically take ``raw`` out of ``zset`` and push ``payload`` onto ``queue``."""
+        k = self.keys
+        moved = self.store.scripts.run(
+            "zset_to_queue", [self.zset_key(zset), k.queues, k.queue(queue)], [raw, payload, queue]
+        )
+        return bool(moved)
+
+    def zset_to_queues(self, zset: ZSetName, moves: Sequence[tuple[str, str, str]]) -> int:
+        """Move many ``(raw, queue, payload)`` entries to their queues in one script call
+        (each pop and push together, as the scheduled poller does); returns how many moved."""
+        if not moves:
+            return 0
+        k = self.keys
+        names = sorted({queue for _, queue, _ in moves})
+        index = {name: i + 3 for i, name in enumerate(names)}
+        args: list[str | int] = []
+        for raw, queue, payload in moves:
+            args += (raw, index[queue], payload, queue)
+        keys = [self.zset_key(zset), k.queues, *(k.queue(n) for n in names)]
+        return int(self.store.scripts.run("promote", keys, args))
+
+    def zset_kill(
+        self,
+        zset: ZSetName,
+        raw: str,
+        payload: str,
+        *,
+        now: float,
+        dead_max: int,
+        dead_cutoff: float,
+    ) -> bool:
+        """Atomically move ``raw`` from ``zset`` to the capped dead set as ``payload``."""
+        return self.store.add_capped(
+            "dead", now, payload, dead_max, dead_cutoff, source=("zset", self.zset_key(zset), raw)
+        )
+
+    # -- processes ------------------------------------------------------------------------------
+    def process_identities(self) -> list[str]:
+        """Identities in the ``processes`` set, sorted."""
+        return sorted(str(i) for i in self.client.sscan_iter(self.keys.processes))
+
+    def prune_processes(self) -> int:
+        """Drop identities whose process hash expired; returns how many were dropped."""
+        identities = self.process_identities()
+        if not identities:
+            return 0
+        keys = [self.keys.processes, *(self.keys.process(i) for i in identities)]
+        return int(self.scripts.run("prune_processes", keys, list(identities)))
+
+    def process_states(self, identities: Sequence[str]) -> list[list[str | None]]:
+        """The :data:`PROCESS_FIELDS` of each process hash (all ``None`` once it expired)."""
+        pipe = self.client.pipeline(transaction=False)
+        for identity in identities:
+            pipe.hmget(self.keys.process(identity), list(PROCESS_FIELDS))
+        return [list(row) for row in pipe.execute()]
+
+    def process_work(self, identities: Sequence[str]) -> list[dict[str, str]]:
+        """What each live process runs: thread id -> work JSON (``{}`` once its hash expired).
+
+        Reads ``<identity>:work`` (Conveyor, Sidekiq 7) and falls back to ``<identity>:workers``
+        (what a Ruby Sidekiq 6 process writes).
+        """
+        pipe = self.client.pipeline(transaction=False)
+        for identity in identities:
+            pipe.exists(self.keys.process(identity))
+            pipe.hgetall(self.keys.work(identity))
+            pipe.hgetall(self.keys.workers(identity))
+        replies = pipe.execute()
+        out: list[dict[str, str]] = []
+        for i in range(0, len(replies), 3):
+            exists, work, workers = replies[i : i + 3]
+            chosen = (work or workers) if exists else {}
+            out.append({str(t): str(doc) for t, doc in chosen.items()})
+        return out
+
+    def signal(self, identity: str, sig: Literal["TSTP", "TERM"]) -> None:
+        """Ask a process to quiet (TSTP) or stop (TERM) at its next heartbeat."""
+        self.store.send_signal(identity, sig)
+
+    # -- namespaces -----------------------------------------------------------------------------
+    def purge_prefix(self) -> int:
+        """Delete every key under this store's prefix (SCAN + UNLINK); refuses without a prefix.
+
+        Used by ``conveyor demo`` to leave nothing behind under its private prefix.
+        """
+        prefix = self.keys.prefix
+        if not prefix:
+            raise ValueError("refusing to delete keys without a key prefix: it would wipe Redis")
+        deleted = 0
+        batch: list[str] = []
+        for key in self.client.scan_iter(match=glob_escape(prefix) + "*", count=500):
+            batch.append(str(key))
+            if len(batch) >= 500:
+                deleted += int(self.client.unlink(*batch))
+                batch = []
+        if batch:
+            deleted += int(self.client.unlink(*batch))
+        return deleted
+
+
+__all__ = [
+    "ADMIN_SCRIPT_NAMES",
+    "PROCESS_FIELDS",
+    "Admin",
+    "AdminScripts",
+    "Counters",
+    "RedisError",
+    "ZSetName",
+    "glob_escape",
+]
