@@ -7,7 +7,7 @@
 ...     return a + b
 """
 
-from conveyor.app import App, FunctionJob
+from conveyor.app import FunctionJob
 from conveyor.clock import Clock, FakeClock, SystemClock
 from conveyor.errors import (
     ConfigurationError,
@@ -21,6 +21,7 @@ from conveyor.errors import (
     UnknownJobClassError,
     UnknownOptionError,
 )
+from conveyor.features import App
 from conveyor.job import EnqueueResult, Job
 from conveyor.launcher import Worker
 from conveyor.middleware import (

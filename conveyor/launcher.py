@@ -68,7 +68,7 @@ class Worker:
         self.store = app.store
         self.burst = burst
         self.identity = identity or make_identity()
-        self.processor = Processor(app)
+        self.processor = Processor(app, identity=self.identity)
         self.counters = Counters()
         self.started_at = time.time()
         self.limit = self.settings.concurrency + self.settings.effective_prefetch
@@ -342,9 +342,10 @@ class Worker:
             except redis.RedisError as exc:
                 log.error("acknowledging %d job(s) failed (%s); retrying", len(batch), exc)
                 time.sleep(min(5.0, 0.1 * 2**attempt))
-        failed = sum(1 for o in batch if o.kind != "ok")
+        failed = sum(1 for o in batch if o.kind not in ("ok", "gone"))
+        processed = sum(1 for o in batch if o.kind != "gone")
         with self.counters.lock:
-            self.counters.processed += len(batch)
+            self.counters.processed += processed
             self.counters.failed += failed
 
     # -- housekeeping ---------------------------------------------------------------------------

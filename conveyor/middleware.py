@@ -55,12 +55,22 @@ class JobContext:
     queue: str
     #: The payload exactly as fetched (what the working list holds).
     raw: str
+    #: Identity of the worker process running it (``None`` in the inline/fake testing modes).
+    identity: str | None = None
     #: Set by a middleware to skip ``perform`` (the job then counts as done).
     skipped: str | None = None
+    #: Set by a middleware that moved the job elsewhere itself, atomically with taking it out
+    #: of the working list (e.g. deferred by a concurrency limit): not counted, not acked.
+    handed_off: bool = False
     state: dict[str, Any] = field(default_factory=dict)
 
     def skip(self, reason: str) -> None:
         self.skipped = reason
+
+    def hand_off(self, reason: str) -> None:
+        """Skip ``perform``: the job now lives elsewhere (the middleware moved it)."""
+        self.skipped = reason
+        self.handed_off = True
 
 
 class ClientMiddleware(Middleware):

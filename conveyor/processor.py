@@ -28,8 +28,11 @@ def utc_day(epoch: float) -> str:
 class Processor:
     """Runs jobs for one process. Thread-safe: each worker thread calls :meth:`process`."""
 
-    def __init__(self, app: App, runner: AsyncRunner | None = None) -> None:
+    def __init__(
+        self, app: App, runner: AsyncRunner | None = None, identity: str | None = None
+    ) -> None:
         self.app = app
+        self.identity = identity
         self.runner = runner or AsyncRunner()
         self._async_cache: dict[type[Job], bool] = {}
 
@@ -51,18 +54,20 @@ class Processor:
                 )
             instance = job_class.instantiate()
             instance.job = job
-            self.run(job_class, instance, job, queue, raw)
-            return Outcome("ok", raw)
+            ctx = self.run(job_class, instance, job, queue, raw)
+            return Outcome("gone" if ctx is not None and ctx.handed_off else "ok", raw)
         except Exception as exc:
             return self._failed(raw, queue, exc, instance)
 
-    def run(self, job_class: type[Job], instance: Job, job: Payload, queue: str, raw: str) -> None:
+    def run(
+        self, job_class: type[Job], instance: Job, job: Payload, queue: str, raw: str
+    ) -> JobContext | None:
         """Server middleware around ``perform``; raises what ``perform`` raised."""
         chain = self.app.server_middleware.entries()
         if not chain:
             self._perform(job_class, instance, job)
-            return
-        ctx = JobContext(self.app, job_class, instance, job, queue, raw)
+            return None
+        ctx = JobContext(self.app, job_class, instance, job, queue, raw, self.identity)
         ran = 0
         error: BaseException | None = None
         try:
@@ -79,6 +84,7 @@ class Processor:
         finally:
             for middleware in reversed(chain[:ran]):
                 middleware.after_perform(ctx, error)
+        return ctx
 
     def _perform(self, job_class: type[Job], instance: Job, job: Payload) -> None:
         timeout = job_class.conveyor_options.get("timeout")

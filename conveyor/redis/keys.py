@@ -83,7 +83,44 @@ class Keys:
 
     def liveness(self, identity: str) -> str:
         """Short-lived key a process refreshes with every heartbeat."""
-        return self._k(f"conveyor:alive:{identity}")
+        return self.liveness_prefix + identity
 
     def lock(self, name: str) -> str:
         return self._k(f"conveyor:lock:{name}")
+
+    # -- features -------------------------------------------------------------------------------
+    @property
+    def flags(self) -> str:
+        """Hash: flag name -> JSON state."""
+        return self._k("conveyor:flags")
+
+    def dedup(self, digest: str) -> str:
+        """Deduplication cookie of one (class, idempotency arguments) digest."""
+        return self._k(f"conveyor:dedup:{digest}")
+
+    def limit_running(self, job_class: str) -> str:
+        """Zset of ``identity|jid`` slots held by running jobs of a limited class."""
+        return self._k(f"conveyor:limit:{job_class}:running")
+
+    def limit_deferred(self, job_class: str) -> str:
+        """List of jobs of a limited class waiting for a slot (oldest at the right end)."""
+        return self._k(f"conveyor:limit:{job_class}:deferred")
+
+    @property
+    def limit_registry(self) -> str:
+        """Set of limited class names with deferred jobs or slots."""
+        return self._k("conveyor:limit-registry")
+
+    @property
+    def liveness_prefix(self) -> str:
+        """What :meth:`liveness` puts before an identity (for scripts that check many)."""
+        return self._k("conveyor:alive:")
+
+    @property
+    def cron(self) -> str:
+        """Hash: cron entry name -> JSON definition and state."""
+        return self._k("conveyor:cron")
+
+    def cron_tick(self, name: str) -> str:
+        """Last tick (epoch seconds) enqueued for a cron entry."""
+        return self._k(f"conveyor:cron:{name}:last")

@@ -16,7 +16,7 @@ from conveyor.redis.scripts import Scripts
 #: Daily ``stat:*:<day>`` keys live as long as Sidekiq keeps them (5 years).
 STATS_TTL = 5 * 365 * 24 * 3600
 
-OutcomeKind = Literal["ok", "fail", "retry", "dead"]
+OutcomeKind = Literal["ok", "fail", "retry", "dead", "gone"]
 
 
 @dataclass(frozen=True, slots=True)

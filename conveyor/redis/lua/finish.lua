@@ -9,14 +9,15 @@
 -- ARGV[1]  TTL of the daily stat keys (seconds)
 -- ARGV[2]  dead set maximum size    ARGV[3]  dead set cutoff score (older entries are dropped)
 -- ARGV[4..] groups of 4: kind, payload as fetched, score, new payload
---           kind: 'ok' (succeeded), 'fail' (failed, not kept), 'retry', 'dead'
+--           kind: 'ok' (succeeded), 'fail' (failed, not kept), 'retry', 'dead',
+--           'gone' (a middleware already moved it elsewhere: not counted)
 --
 -- Returns the number of jobs that were still in the working list.
 local processed, failed, found, to_dead = 0, 0, 0, false
 for i = 4, #ARGV, 4 do
   local kind = ARGV[i]
-  processed = processed + 1
-  if kind ~= 'ok' then failed = failed + 1 end
+  if kind ~= 'gone' then processed = processed + 1 end
+  if kind ~= 'ok' and kind ~= 'gone' then failed = failed + 1 end
   if redis.call('LREM', KEYS[1], -1, ARGV[i + 1]) > 0 then
     found = found + 1
     if kind == 'retry' then

@@ -1,0 +1,115 @@
+"""Per-class concurrency limits across all processes (SPEC LIMIT-1, LIMIT-2).
+
+``@app.job(concurrency_limit=5)`` lets at most five jobs of the class run at once in the whole
+cluster. A job fetched while the limit is reached is deferred (moved, in the same Redis step
+that takes it out of the worker's working list, to a per-class waiting list) and resumed in
+order as slots free: when a limited job finishes, and every ``resume_interval`` in every
+process. Slots of a killed process come back when its liveness key expires.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from conveyor.errors import ConfigurationError
+from conveyor.middleware import JobContext, ServerMiddleware
+from conveyor.redis.limits import LimitStore
+
+if TYPE_CHECKING:
+    from conveyor.app import App
+    from conveyor.job import Job
+
+log = logging.getLogger("conveyor.concurrency")
+
+#: A slot reserved for a resumed job is kept this long for it to be fetched.
+RESERVATION_TTL = 300.0
+RESUME_INTERVAL = 1.0
+
+
+def limit_of(job_class: type[Job]) -> int | None:
+    limit = job_class.conveyor_options.get("concurrency_limit")
+    if limit is None:
+        return None
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ConfigurationError(
+            f"{job_class.__name__}: concurrency_limit={limit!r} must be a whole number >= 1"
+        )
+    return limit
+
+
+class ConcurrencyLimitMiddleware(ServerMiddleware):
+    options = frozenset({"concurrency_limit"})
+
+    def before_perform(self, ctx: JobContext) -> None:
+        limit = limit_of(ctx.job_class)
+        if limit is None or ctx.identity is None:
+            return
+        name = ctx.job_class.wire_name()
+        store = LimitStore(ctx.app.store)
+        acquired = store.acquire(
+            name,
+            limit,
+            identity=ctx.identity,
+            jid=ctx.job["jid"],
+            raw=ctx.raw,
+            now=ctx.app.clock.time(),
+        )
+        if acquired:
+            ctx.state["slot"] = (name, limit, f"{ctx.identity}|{ctx.job['jid']}")
+        else:
+            ctx.hand_off(f"deferred: {name} is at its concurrency limit of {limit}")
+
+    def after_perform(self, ctx: JobContext, error: BaseException | None) -> None:
+        slot = ctx.state.get("slot")
+        if slot is None:
+            return
+        name, limit, member = slot
+        LimitStore(ctx.app.store).release(
+            name, limit, ctx.app.clock.time(), RESERVATION_TTL, member
+        )
+
+
+def resume_deferred(app: App) -> int:
+    """Put deferred jobs of every limited class this process knows into free slots."""
+    store = LimitStore(app.store)
+    moved = 0
+    for job_class in set(app.registry.values()):
+        limit = limit_of(job_class)
+        if limit is not None:
+            moved += store.release(job_class.wire_name(), limit, app.clock.time(), RESERVATION_TTL)
+    return moved
+
+
+def install(app: App) -> None:
+    app.server_middleware.add(ConcurrencyLimitMiddleware())
+    app.add_periodic("concurrency-resume", RESUME_INTERVAL, lambda: resume_deferred(app))
+
+
+def spread(
+    job_class: type[Job],
+    args_list: Iterable[Sequence[Any]],
+    *,
+    per_interval: int,
+    interval: float,
+    start_in: float = 0.0,
+) -> list[str]:
+    """Schedule jobs so that at most ``per_interval`` start in each ``interval`` seconds
+    (SPEC LIMIT-2): the i-th job runs ``start_in + (i // per_interval) * interval`` from now.
+
+    >>> spread(ImportIssue, [[i] for i in ids], per_interval=10, interval=60)  # doctest: +SKIP
+    """
+    if per_interval < 1 or interval <= 0:
+        raise ConfigurationError(
+            f"spread needs per_interval >= 1 and interval > 0, got {per_interval} and {interval}"
+        )
+    jids: list[str] = []
+    for i, args in enumerate(args_list):
+        delay = start_in + (i // per_interval) * interval
+        result = (
+            job_class.perform_async(*args) if delay <= 0 else job_class.perform_in(delay, *args)
+        )
+        if result:
+            jids.append(result.jid)
+    return jids
