@@ -111,9 +111,11 @@ class Store:
         return int(self.scripts.run("finish", keys, args))
 
     def requeue(self, identity: str, jobs: Sequence[tuple[str, str]]) -> int:
-        """Put ``(queue, raw)`` jobs from the working list back on their queues, to run next."""
+        """Put ``(queue, raw)`` jobs (oldest first) from the working list back on their queues,
+        to run next in the same order."""
         if not jobs:
             return 0
+        jobs = list(reversed(jobs))  # each RPUSH lands in front of the previous one
         k = self.keys
         names = sorted({q for q, _ in jobs})
         index = {q: i + 3 for i, q in enumerate(names)}

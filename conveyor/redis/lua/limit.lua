@@ -47,8 +47,8 @@ if ARGV[5] ~= '' then redis.call('ZREM', KEYS[1], ARGV[5]) end
 if redis.call('LLEN', KEYS[2]) == 0 then return 0 end
 prune()
 local free = tonumber(ARGV[2]) - redis.call('ZCARD', KEYS[1])
-local moved = 0
-while free > 0 do
+local resumed = {}
+while #resumed < free do
   local raw = redis.call('RPOP', KEYS[2])
   if not raw then break end
   local ok, job = pcall(cjson.decode, raw)
@@ -59,9 +59,11 @@ while free > 0 do
       redis.call('ZADD', KEYS[1], ARGV[6], '~|' .. job['jid'])
     end
   end
-  redis.call('RPUSH', ARGV[7] .. queue, raw)
-  redis.call('SADD', KEYS[3], queue)
-  free = free - 1
-  moved = moved + 1
+  resumed[#resumed + 1] = {queue, raw}
 end
-return moved
+-- Pushed newest first onto the consuming end, so the oldest is taken first.
+for i = #resumed, 1, -1 do
+  redis.call('RPUSH', ARGV[7] .. resumed[i][1], resumed[i][2])
+  redis.call('SADD', KEYS[3], resumed[i][1])
+end
+return #resumed

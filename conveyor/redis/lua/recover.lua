@@ -11,7 +11,8 @@
 -- ARGV[1]     owner identity        ARGV[2] now (score for interrupted)
 -- ARGV[3]     interrupted max size  ARGV[4] interrupted cutoff score
 -- ARGV[5..]   groups of 4: payload as found, destination (0 = interrupted, else KEYS index),
---             new payload, queue name
+--             new payload, queue name; newest first (as LRANGE returns the working list), so
+--             after the RPUSHes the oldest job is the next one taken
 --
 -- Returns {moved, parked}, or {-1, 0} when the owner is alive after all.
 if redis.call('EXISTS', KEYS[1]) == 1 then return {-1, 0} end
