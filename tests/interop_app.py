@@ -91,6 +91,14 @@ def create_app(settings: Settings) -> App:
             record(self, list(args))
             raise InteropError("Python hands this one over to Ruby")
 
+    @app.job(name="Shared", queue="shared")
+    class Shared(Job):
+        """Implemented by both engines and consumed from the same queue by both."""
+
+        def perform(self, index: int) -> None:
+            time.sleep(0.02)
+            record(self, [index])
+
     return app
 
 

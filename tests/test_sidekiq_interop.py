@@ -226,14 +226,26 @@ def ruby_url(redis_url: str) -> str:
 
 @pytest.fixture(scope="module")
 def ruby_sidekiq(ruby_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    """One real Ruby Sidekiq server for the module: queue "ruby", 5 threads, on database 1."""
+    """One real Ruby Sidekiq server for the module: queues "ruby" and "shared", 5 threads, on
+    database 1."""
     workdir = tmp_path_factory.mktemp("ruby-sidekiq")
     ready = workdir / "ready"
     log = workdir / "sidekiq.log"
     env = {**os.environ, "REDIS_URL": ruby_url, "INTEROP_READY_FILE": str(ready)}
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            ["ruby", str(RUBY_DIR / "server.rb"), "-q", "ruby", "-c", "5", "-t", "5"],
+            [
+                "ruby",
+                str(RUBY_DIR / "server.rb"),
+                "-q",
+                "ruby",
+                "-q",
+                "shared",
+                "-c",
+                "5",
+                "-t",
+                "5",
+            ],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -357,6 +369,24 @@ def test_jobs_pushed_by_conveyor_run_in_ruby_sidekiq(
         assert ran[jid]["args"] == [i, f"bulk-{i}"]
         assert ran[jid]["payload"]["queue"] == "ruby"
     assert len(records(r1)) == 52, "a job ran more than once"
+
+
+def test_a_queue_consumed_by_both_engines_runs_each_job_once(
+    ruby_sidekiq: int, r1: redis.Redis, settings: Settings, ruby_url: str
+) -> None:
+    app = create_app(settings.replace(redis_url=ruby_url, queues="shared"))
+    try:
+        with running(app):
+            jids = app.registry["Shared"].bulk_perform_async([[i] for i in range(200)])
+            ran = wait_records(r1, set(jids), 30)
+            time.sleep(0.3)  # a duplicate run would show up by now
+    finally:
+        app.close()
+
+    assert len(records(r1)) == 200, "a job ran more than once"
+    assert sorted(rec["args"][0] for rec in ran.values()) == list(range(200))
+    assert {rec["runtime"] for rec in ran.values()} == {"ruby", "python"}
+    assert r1.llen("queue:shared") == 0
 
 
 # -- c) Sidekiq's API reads and drives Conveyor --------------------------------------------------

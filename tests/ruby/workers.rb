@@ -78,6 +78,17 @@ class Handoff
   end
 end
 
+# Implemented by both engines and consumed from the same queue by both.
+class Shared
+  include Sidekiq::Worker
+  sidekiq_options queue: "shared"
+
+  def perform(index)
+    sleep 0.02
+    Interop.record(self, [index])
+  end
+end
+
 Sidekiq.configure_server do |config|
   require "sidekiq/scheduled"
 
