@@ -215,6 +215,7 @@ class Cron:
             "created_at": now,
             "enqueued_at": now,
             "cron": entry.name,
+            "cron_at": tick,
         }
         job_class = self.app.registry.get(entry.job_class)
         if job_class is not None:
