@@ -61,6 +61,8 @@ class App:
         self.death_handlers: list[DeathHandler] = []
         self.interrupted_handlers: list[InterruptedHandler] = []
         self.periodic_tasks: list[PeriodicTask] = []
+        #: Per-app state of features (flags cache, cron entries...), keyed by feature name.
+        self.extensions: dict[str, Any] = {}
         self.client = Client(self)
         self.testing = Testing(self)
         self._store: Store | None = None
