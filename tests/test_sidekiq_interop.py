@@ -34,6 +34,7 @@ from conftest import PYTHON, python_env
 from interop_app import RAN_KEY, create_app
 
 from conveyor import App, Settings, Worker
+from conveyor.api import Api
 from conveyor.retry import decompress_backtrace
 
 RUBY_DIR = Path(__file__).resolve().parent / "ruby"
@@ -371,13 +372,19 @@ def test_jobs_pushed_by_conveyor_run_in_ruby_sidekiq(
     assert len(records(r1)) == 52, "a job ran more than once"
 
 
-def test_a_queue_consumed_by_both_engines_runs_each_job_once(
+def test_both_engines_on_one_queue_and_schedule_run_each_job_once(
     ruby_sidekiq: int, r1: redis.Redis, settings: Settings, ruby_url: str
 ) -> None:
+    # Both engines consume queue:shared, and both pollers promote from the same schedule set.
+    r1.set("interop:ruby-poller", "on")
     app = create_app(settings.replace(redis_url=ruby_url, queues="shared"))
     try:
         with running(app):
-            jids = app.registry["Shared"].bulk_perform_async([[i] for i in range(200)])
+            shared = app.registry["Shared"]
+            jids = shared.bulk_perform_async([[i] for i in range(100)])
+            jids += app.client.enqueue_bulk(
+                shared, [[i] for i in range(100, 200)], at=time.time() + 1
+            )
             ran = wait_records(r1, set(jids), 30)
             time.sleep(0.3)  # a duplicate run would show up by now
     finally:
@@ -387,6 +394,7 @@ def test_a_queue_consumed_by_both_engines_runs_each_job_once(
     assert sorted(rec["args"][0] for rec in ran.values()) == list(range(200))
     assert {rec["runtime"] for rec in ran.values()} == {"ruby", "python"}
     assert r1.llen("queue:shared") == 0
+    assert r1.zcard("schedule") == 0
 
 
 # -- c) Sidekiq's API reads and drives Conveyor --------------------------------------------------
@@ -420,6 +428,8 @@ def test_sidekiq_api_sees_conveyor_process_busy_work_and_signals(
         assert process["tag"] == "interop"
         assert process["labels"] == ["blue", "green"]
         assert process["stopping"] is False
+        assert process["rss"] > 0
+        assert time.time() - 5 < process["beat"] <= time.time()
         assert snap["stats"]["processes_size"] == 1
         assert snap["stats"]["workers_size"] == 1
         [work] = snap["workers"]
@@ -643,15 +653,55 @@ def test_conveyor_failure_is_rescheduled_by_sidekiq_api_and_run_by_ruby(
     assert r1.zcard("retry") == 0
 
 
+def test_conveyor_data_api_reads_ruby_sidekiq_and_retries_its_failure(
+    ruby_sidekiq: int, r1: redis.Redis, ruby_url: str, settings: Settings
+) -> None:
+    token = uuid.uuid4().hex
+    jid = ruby("push.rb", "flaky", token, url=ruby_url)["jid"]
+    wait_records(r1, {jid}, 15, runtime="ruby", ok=False)
+    wait_for(lambda: r1.zcard("retry") == 1, 10, "Ruby's retry entry")
+
+    with Api.from_settings(settings.replace(redis_url=ruby_url)) as api:
+        # The Ruby process re-registers within one heartbeat (5 s) of the test's FLUSHALL.
+        process = wait_for(
+            lambda: next((p for p in api.processes.list() if p.pid == ruby_sidekiq), None),
+            10,
+            "the Ruby Sidekiq process in Conveyor's ProcessSet",
+        )
+        assert process.hostname == socket.gethostname()
+        assert process.concurrency == 5
+        assert process.queues == ["ruby", "shared"]
+        assert process.quiet is False
+        assert process.identity.startswith(f"{socket.gethostname()}:{ruby_sidekiq}:")
+
+        record = api.retries.get(jid)
+        assert (record.job_class, record.args, record.queue) == ("FlakyRuby", [token], "ruby")
+        assert record.error_class == "FlakyRuby::NotYet"
+        assert record.error_message == f"not allowed yet: {token} ✗"
+        assert record.retry_count == 0
+        backtrace = record.error_backtrace()
+        assert backtrace is not None
+        assert "workers.rb" in backtrace[0]
+
+        r1.set(f"interop:allow:{token}", "1")
+        api.retries.retry(jid)
+    ran = wait_records(r1, {jid}, 15, runtime="ruby", ok=True)
+
+    assert ran[jid]["pid"] == ruby_sidekiq
+    assert r1.zcard("retry") == 0
+
+
 @pytest.mark.xfail(
     strict=True,
-    reason="payload.dumps writes 1e-05 where Ruby's JSON writes 1.0e-05, so Sidekiq's "
+    reason="payload.dumps formats floats as Python's repr (1e-05, 1e+16, 1234567890123456.0) "
+    "where Ruby writes 1.0e-05, 1.0e+16, 1.234567890123456e+15, so Sidekiq's "
     "SortedEntry#reschedule (which ZINCRBYs Ruby's re-serialization) adds a second entry",
 )
 def test_sidekiq_reschedule_moves_a_conveyor_entry_with_exponent_floats(
     r: redis.Redis, redis_url: str, interop_app: App
 ) -> None:
-    jid = interop_app.registry["HardWorker"].perform_in(3600, 1e-05, 2e16).jid
+    floats = (1e-05, 2e16, 1234567890123456.0)
+    jid = interop_app.registry["HardWorker"].perform_in(3600, *floats).jid
     ruby("api.rb", "reschedule", "schedule", jid, str(time.time() + 60), url=redis_url)
     entries = r.zrange("schedule", 0, -1, withscores=True)
     assert len(entries) == 1, f"one job, {len(entries)} schedule entries: {entries}"
