@@ -214,6 +214,10 @@ class Engine:
     def start_worker(self) -> subprocess.Popen[bytes]:
         raise NotImplementedError
 
+    def acknowledged(self, client: redis.Redis, jobs: int) -> bool:
+        """Whether the engine has acknowledged ``jobs`` finished jobs."""
+        raise NotImplementedError
+
 
 class ConveyorEngine(Engine):
     name = "Conveyor"
@@ -239,6 +243,10 @@ class ConveyorEngine(Engine):
         return self.children.start(
             self.log_name, [sys.executable, "-m", "benchmarks.conveyor_jobs"], env
         )
+
+    def acknowledged(self, client: redis.Redis, jobs: int) -> bool:
+        # A job leaves the working list and counts in stat:processed in one script.
+        return int(client.get("stat:processed") or 0) >= jobs
 
 
 class SidekiqEngine(Engine):
@@ -266,6 +274,10 @@ class SidekiqEngine(Engine):
         cmd += ["-t", "5"]
         return self.children.start(self.log_name, cmd, self._env())
 
+    def acknowledged(self, client: redis.Redis, jobs: int) -> bool:
+        # Sidekiq's BRPOP fetch removes a job from Redis when it starts: nothing to acknowledge.
+        return True
+
 
 def measure(engine: Engine, client: redis.Redis, args: argparse.Namespace) -> Result:
     result = Result()
@@ -287,7 +299,10 @@ def measure(engine: Engine, client: redis.Redis, args: argparse.Namespace) -> Re
     try:
         first = wait_until(lambda: done() > 0, args.timeout, "the first job", proc=proc)
         done_at_first, cpu_at_first = done(), cpu_seconds(proc)
-        last = wait_until(lambda: done() >= args.jobs, args.timeout, "the drain", proc=proc)
+        wait_until(lambda: done() >= args.jobs, args.timeout, "the drain", proc=proc)
+        last = wait_until(
+            lambda: engine.acknowledged(client, args.jobs), args.timeout, "the acks", proc=proc
+        )
         cpu_at_last = cpu_seconds(proc)
         if client.llen("queue:default"):
             raise RuntimeError(f"{engine.name}: jobs left on the queue after the drain")
@@ -430,9 +445,10 @@ How it was measured:
 - Drain: the bulk-enqueued jobs, one worker process with 10 threads started on them
   (`python -m benchmarks.conveyor_jobs` / `sidekiq -c 10` via benchmarks/sidekiq/server.rb).
   Completions are counted by the job's own `INCR bench:done` (identical in both engines), never
-  by `stat:processed`. "Worker start" is the moment the harness spawns the process, so the
-  first figure includes interpreter boot; the steady-state figure and the CPU per 1000 jobs
-  start at the first completed job.
+  by `stat:processed`; for Conveyor the drain also waits until `stat:processed` shows every
+  job acknowledged (it moves with the ack, in one script). "Worker start" is the moment the
+  harness spawns the process, so the first figure includes interpreter boot; the steady-state
+  figure and the CPU per 1000 jobs start at the first completed job.
 - Latency: the worker stays up, idle; one Python producer (the same Conveyor client for both
   engines, since both read Sidekiq's wire format) pushes `BenchLatency` one job at a time at the
   target rate; each job RPUSHes `now - sent`. Percentiles over all jobs.
@@ -451,6 +467,7 @@ def report(
         f"Command: `{' '.join(['python -m benchmarks.core', *argv])}`",
         "",
         *machine,
+        *([f"- note: {args.note}"] if args.note else []),
         "",
         *table(results, args),
         "",
@@ -480,6 +497,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=120.0, help="limit for each wait, s")
     parser.add_argument("--redis-server", help="redis-server binary (default: the newest found)")
     parser.add_argument("--no-sidekiq", action="store_true", help="measure Conveyor only")
+    parser.add_argument("--note", default="", help="a line for the report, e.g. other load")
     parser.add_argument(
         "--results-dir", type=Path, default=HERE / "results", help="where core-<date>.md goes"
     )
