@@ -278,7 +278,9 @@ def test_sidekiq6_workers_hash_is_read(api: Api, r: redis.Redis) -> None:
     r.sadd("processes", "ruby:9:x")
     r.hset("ruby:9:x", mapping={"info": json.dumps({"pid": 9}), "busy": 1})
     job = json.dumps({"class": "HardWorker", "args": [1], "jid": "j", "queue": "default"})
-    r.hset("ruby:9:x:workers", "tid1", json.dumps({"queue": "default", "payload": job, "run_at": 5}))
+    r.hset(
+        "ruby:9:x:workers", "tid1", json.dumps({"queue": "default", "payload": job, "run_at": 5})
+    )
     [work] = api.work.list()
     assert (work.identity, work.thread_id, work.job.job_class, work.run_at) == (
         "ruby:9:x",

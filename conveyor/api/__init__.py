@@ -33,9 +33,8 @@ from conveyor.api._sets import (
 from conveyor.errors import ConfigurationError
 from conveyor.job import EnqueueResult
 from conveyor.payload import Payload
-from conveyor.redis.admin import Admin, RedisError
+from conveyor.redis.admin import Admin, RedisError, stop_embedded_server
 from conveyor.redis.connection import resolve_url
-from conveyor.redis.embedded import stop_server
 from conveyor.settings import Settings
 
 if TYPE_CHECKING:
@@ -257,7 +256,7 @@ def stop_embedded(settings: Settings) -> bool:
 
     Example: ``stop_embedded(Settings(state_dir="/tmp/state"))``.
     """
-    return stop_server(settings.state_dir)
+    return stop_embedded_server(settings.state_dir)
 
 
 __all__ = [

@@ -1,9 +1,9 @@
 """Redis reads and changes behind the data API (:mod:`conveyor.api`): stats, queues, the sorted
 sets, processes and their work. Everything here is an admin path, so it may SCAN (never KEYS).
 
-Changes that must be atomic with another go through Lua: the core scripts (``zset_to_queue``,
-``promote``, ``capped_add``) via :class:`~conveyor.redis.store.Store`, and the admin scripts
-listed in :data:`ADMIN_SCRIPT_NAMES`, loaded by :class:`AdminScripts`.
+Changes that must be atomic with another go through Lua, run by the store's
+:class:`~conveyor.redis.scripts.Scripts`: the core scripts (``zset_to_queue``, ``promote``,
+``capped_add``) and the admin ones (``prune_processes``).
 
 >>> admin = Admin(store)                                   # doctest: +SKIP
 >>> admin.queue_names()                                    # doctest: +SKIP
@@ -18,15 +18,14 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
-from conveyor.redis.scripts import source
+from conveyor.redis.embedded import socket_path
 from conveyor.redis.store import Store
 
 #: Re-exported so the layers above can catch Redis failures without importing redis.
 RedisError = redis.RedisError
-
-#: Admin scripts in ``lua/``; each opens with its KEYS/ARGV header.
-ADMIN_SCRIPT_NAMES = ("prune_processes",)
 
 ZSetName = Literal["schedule", "retry", "dead", "interrupted"]
 
@@ -43,20 +42,6 @@ def glob_escape(text: str) -> str:
     'a\\\\*b'
     """
     return _GLOB_SPECIAL.sub(r"\\\1", text)
-
-
-class AdminScripts:
-    """The admin Lua scripts bound to one client (mirrors :class:`~conveyor.redis.scripts.Scripts`).
-
-    >>> AdminScripts(client).run("prune_processes", [processes_key], [])  # doctest: +SKIP
-    0
-    """
-
-    def __init__(self, client: redis.Redis) -> None:
-        self._scripts = {name: client.register_script(source(name)) for name in ADMIN_SCRIPT_NAMES}
-
-    def run(self, name: str, keys: list[str], args: list[Any]) -> Any:
-        return self._scripts[name](keys=keys, args=args)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +71,6 @@ class Admin:
         self.store = store
         self.client = store.client
         self.keys = store.keys
-        self.scripts = AdminScripts(store.client)
 
     # -- stats ----------------------------------------------------------------------------------
     def counters(self) -> Counters:
@@ -244,7 +228,7 @@ class Admin:
         if not identities:
             return 0
         keys = [self.keys.processes, *(self.keys.process(i) for i in identities)]
-        return int(self.scripts.run("prune_processes", keys, list(identities)))
+        return int(self.store.scripts.run("prune_processes", keys, list(identities)))
 
     def process_states(self, identities: Sequence[str]) -> list[list[str | None]]:
         """The :data:`PROCESS_FIELDS` of each process hash (all ``None`` once it expired)."""
@@ -297,13 +281,44 @@ class Admin:
         return deleted
 
 
+def stop_embedded_server(state_dir: str) -> bool:
+    """Shut the embedded server under ``state_dir`` down (saving its data); False if none runs.
+
+    Same as :func:`conveyor.redis.embedded.stop_server`, but with redis-py's retries off: they
+    reconnect to the exiting server and make the stop take about 4 s.
+
+    >>> stop_embedded_server("~/.local/state/conveyor")      # doctest: +SKIP
+    True
+    """
+    sock = socket_path(state_dir)
+    if not sock.exists():
+        return False
+    client = redis.Redis(
+        unix_socket_path=str(sock),
+        socket_timeout=5,
+        socket_connect_timeout=2,
+        retry=Retry(NoBackoff(), 0),
+    )
+    try:
+        client.ping()
+    except (redis.ConnectionError, redis.TimeoutError):
+        client.close()
+        return False
+    try:
+        client.shutdown(save=True)
+    except redis.ConnectionError:
+        pass  # the server closes the connection as it exits
+    finally:
+        client.close()
+    return True
+
+
 __all__ = [
-    "ADMIN_SCRIPT_NAMES",
     "PROCESS_FIELDS",
     "Admin",
-    "AdminScripts",
     "Counters",
     "RedisError",
     "ZSetName",
     "glob_escape",
+    "stop_embedded_server",
 ]

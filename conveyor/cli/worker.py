@@ -1,0 +1,162 @@
+"""``conveyor worker``: load the application's :class:`~conveyor.App` and run jobs, in this
+process or in several supervised ones."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+import threading
+from typing import Any
+
+import click
+
+from conveyor.app import App
+from conveyor.cli.context import CliState, pass_state
+from conveyor.errors import ConfigurationError
+from conveyor.launcher import Worker
+from conveyor.settings import parse_queues
+from conveyor.supervisor import Supervisor
+
+log = logging.getLogger("conveyor.cli")
+
+#: Seconds the supervisor waits past the shutdown timeout before killing a child.
+STOP_GRACE = 10.0
+
+
+def load_app(spec: str) -> App:
+    """Import ``module[:attribute]`` and return its :class:`App` (the attribute, or the only App
+    defined in the module).
+
+    >>> load_app("myproject.jobs:app")                 # doctest: +SKIP
+    <conveyor.app.App object at ...>
+    """
+    module_name, _, attr = spec.partition(":")
+    if not module_name:
+        raise ConfigurationError(f"-r {spec!r} names no module; write e.g. -r myproject.jobs:app")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # as `python -m` would: the project directory
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
+            raise ConfigurationError(
+                f"cannot import app module {module_name!r} ({exc}); run from the project "
+                "directory or add it to PYTHONPATH"
+            ) from None
+        raise ConfigurationError(f"importing {module_name!r} failed: {exc}") from None
+    if attr:
+        found = getattr(module, attr, None)
+        if not isinstance(found, App):
+            what = "missing" if found is None else f"a {type(found).__name__}"
+            raise ConfigurationError(
+                f"{module_name}:{attr} is {what}, not a conveyor App; name the App instance, "
+                f"e.g. -r {module_name}:app"
+            )
+        return found
+    apps = {name: value for name, value in vars(module).items() if isinstance(value, App)}
+    if len(apps) != 1:
+        what = (
+            "no App instance" if not apps else f"several App instances ({', '.join(sorted(apps))})"
+        )
+        raise ConfigurationError(
+            f"module {module_name!r} has {what}; name one with -r {module_name}:<attribute>"
+        )
+    return next(iter(apps.values()))
+
+
+def _overrides(state: CliState, params: dict[str, Any], queues: tuple[str, ...]) -> dict[str, Any]:
+    changes: dict[str, Any] = state.overrides()
+    if params["redis_url"]:
+        changes["redis_url"] = params["redis_url"]
+    if params["prefix"] is not None:
+        changes["key_prefix"] = params["prefix"]
+    if queues:
+        changes["queues"] = parse_queues(list(queues))
+    for option, setting in (
+        ("concurrency", "concurrency"),
+        ("timeout", "shutdown_timeout"),
+        ("tag", "tag"),
+    ):
+        if params[option] is not None:
+            changes[setting] = params[option]
+    if params["strict"]:
+        changes["strict_order"] = True
+    return changes
+
+
+def child_argv(state: CliState, params: dict[str, Any], queues: tuple[str, ...]) -> list[str]:
+    """The command each supervised child runs: this one, with ``--processes 1``."""
+    argv = [sys.executable, "-m", "conveyor.cli", *state.global_args(), "worker"]
+    argv += ["-r", params["require"]]
+    for queue in queues:
+        argv += ["-q", queue]
+    for option in ("concurrency", "timeout", "tag", "redis_url", "prefix", "log_level"):
+        if params[option] is not None:
+            argv += [f"--{option.replace('_', '-')}", str(params[option])]
+    for flag in ("strict", "burst"):
+        if params[flag]:
+            argv.append(f"--{flag}")
+    return [*argv, "--processes", "1", "--parent-pid", str(os.getpid())]
+
+
+def watch_parent(worker: Worker, parent_pid: int) -> None:
+    """Stop ``worker`` gracefully if the supervisor that started it goes away."""
+
+    def loop() -> None:
+        while not worker.wait(1.0):
+            if os.getppid() != parent_pid:
+                log.warning("supervisor (pid %d) is gone; stopping", parent_pid)
+                worker.stop()
+                return
+
+    threading.Thread(target=loop, name="conveyor-parent-watch", daemon=True).start()
+
+
+@click.command()
+@click.option("-r", "--require", required=True, help="App module, as module or module:attribute.")
+@click.option("-q", "--queue", "queues", multiple=True, help="Queue as 'name' or 'name,weight'.")
+@click.option("-c", "--concurrency", type=click.IntRange(min=1), help="Threads per process.")
+@click.option("-p", "--processes", type=click.IntRange(min=1), help="Worker processes to run.")
+@click.option("--strict", is_flag=True, help="Strict queue order instead of weighted.")
+@click.option("--burst", is_flag=True, help="Exit once the queues are empty.")
+@click.option(
+    "--timeout", type=click.FloatRange(min=0, min_open=True), help="Shutdown deadline (s)."
+)
+@click.option("--tag", help="Tag shown with the process.")
+@click.option("--redis-url", help="Redis URL (overrides the global option).")
+@click.option("--prefix", help="Key prefix (overrides the global option).")
+@click.option(
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    help="Log level (default INFO).",
+)
+@click.option("--parent-pid", type=int, hidden=True)
+@pass_state
+def worker(state: CliState, /, queues: tuple[str, ...], **params: Any) -> None:
+    """Run jobs of the App found in --require until stopped (TERM/INT stop, TSTP quiets).
+
+    Example: conveyor worker -r myproject.jobs -q critical,3 -q default -c 10 -p 4
+    """
+    logging.basicConfig(
+        level=(params["log_level"] or "INFO").upper(),
+        format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s",
+    )
+    app = load_app(params["require"])
+    app.configure(app.settings.replace(**_overrides(state, params, queues)))
+    processes = params["processes"] or app.settings.processes
+    if processes > 1:
+        supervisor = Supervisor(
+            child_argv(state, params, queues),
+            processes,
+            stop_timeout=app.settings.shutdown_timeout + STOP_GRACE,
+        )
+        sys.exit(supervisor.run())
+    runner = Worker(app, burst=params["burst"])
+    if params["parent_pid"] is not None:
+        watch_parent(runner, params["parent_pid"])
+    try:
+        runner.run()
+    finally:
+        app.close()
