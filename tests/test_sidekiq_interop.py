@@ -662,17 +662,26 @@ def test_conveyor_data_api_reads_ruby_sidekiq_and_retries_its_failure(
     wait_for(lambda: r1.zcard("retry") == 1, 10, "Ruby's retry entry")
 
     with Api.from_settings(settings.replace(redis_url=ruby_url)) as api:
-        # The Ruby process re-registers within one heartbeat (5 s) of the test's FLUSHALL.
+        busy = api.app.enqueue("RubyBlocker", token, queue="ruby").jid
+        wait_records(r1, {busy}, 15, phase="started")
+        # Ruby heartbeats every 5 s (and re-registers after the test's FLUSHALL).
         process = wait_for(
-            lambda: next((p for p in api.processes.list() if p.pid == ruby_sidekiq), None),
-            10,
-            "the Ruby Sidekiq process in Conveyor's ProcessSet",
+            lambda: next(
+                (p for p in api.processes.list() if p.pid == ruby_sidekiq and p.busy == 1), None
+            ),
+            12,
+            "the busy Ruby Sidekiq process in Conveyor's ProcessSet",
         )
         assert process.hostname == socket.gethostname()
         assert process.concurrency == 5
         assert process.queues == ["ruby", "shared"]
         assert process.quiet is False
         assert process.identity.startswith(f"{socket.gethostname()}:{ruby_sidekiq}:")
+        [work] = api.work.list()
+        assert work.identity == process.identity
+        assert (work.queue, work.job.jid, work.job.job_class) == ("ruby", busy, "RubyBlocker")
+        assert work.job.args == [token]
+        r1.lpush(f"interop:release:{token}", "go")
 
         record = api.retries.get(jid)
         assert (record.job_class, record.args, record.queue) == ("FlakyRuby", [token], "ruby")
@@ -689,6 +698,7 @@ def test_conveyor_data_api_reads_ruby_sidekiq_and_retries_its_failure(
 
     assert ran[jid]["pid"] == ruby_sidekiq
     assert r1.zcard("retry") == 0
+    wait_records(r1, {busy}, 10, phase="done")
 
 
 @pytest.mark.xfail(

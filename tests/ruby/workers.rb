@@ -68,6 +68,18 @@ class FlakyRuby
   end
 end
 
+# Runs until the test pushes onto "interop:release:<token>" (at most 20 s).
+class RubyBlocker
+  include Sidekiq::Worker
+  sidekiq_options queue: "ruby"
+
+  def perform(token)
+    Interop.record(self, [token], "phase" => "started")
+    Sidekiq.redis { |conn| conn.blpop("interop:release:#{token}", timeout: 20) }
+    Interop.record(self, [token], "phase" => "done")
+  end
+end
+
 # A job Conveyor fails and hands over to Ruby through retry_queue "ruby".
 class Handoff
   include Sidekiq::Worker
