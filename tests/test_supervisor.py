@@ -30,6 +30,13 @@ def _children(proc: subprocess.Popen[bytes]) -> list[int]:
         return []
 
 
+def _running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def _live_pids(api: Api) -> list[int]:
     return sorted(p.pid for p in api.processes.list() if p.pid is not None)
 
@@ -90,9 +97,7 @@ def test_two_processes_drain_quiet_and_stop_on_sigterm(
     supervisor.send_signal(signal.SIGTERM)
     assert supervisor.wait(15) == 0
     assert api.processes.list() == []  # both unregistered on their way out
-    assert not any(
-        psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie" for pid in children
-    )
+    assert not any(_running(pid) for pid in children)
 
 
 def test_a_killed_child_is_restarted(supervisor: subprocess.Popen[bytes], api: Api) -> None:
@@ -162,3 +167,16 @@ def test_supervisor_kills_children_past_the_stop_deadline(tmp_path: Path) -> Non
     assert sup.run() == 1
     assert ready.exists() and sup.killed == 1 and sup.done()
     assert signal.getsignal(signal.SIGTERM) is handler  # run() restores the handlers
+
+
+def test_children_stop_when_the_supervisor_is_killed(
+    supervisor: subprocess.Popen[bytes], api: Api
+) -> None:
+    wait_for(lambda: len(_children(supervisor)) == 2, timeout=10)
+    children = _children(supervisor)
+    wait_for(lambda: _live_pids(api) == children, timeout=15)
+    supervisor.kill()
+    supervisor.wait(5)
+    # Orphans notice their parent is gone, stop gracefully and unregister.
+    wait_for(lambda: not any(_running(pid) for pid in children), timeout=15)
+    assert api.processes.list() == []
