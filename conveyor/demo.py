@@ -61,6 +61,7 @@ class Recorder(ServerMiddleware):
         self._cond = threading.Condition()
 
     def expect(self, ticket: str, job: str, jid: str) -> None:
+        """Note a job that was enqueued and must finish."""
         with self._cond:
             self.runs[ticket] = Run(ticket, job, jid)
 
@@ -81,10 +82,12 @@ class Recorder(ServerMiddleware):
             self._cond.notify_all()
 
     def attempts(self, ticket: str) -> int:
+        """Attempts started so far for ``ticket`` (the current one included)."""
         with self._cond:
             return self.runs[ticket].attempts
 
     def result(self, ticket: str, text: str) -> None:
+        """What the job for ``ticket`` did, for the report."""
         with self._cond:
             self.runs[ticket].result = text
 
@@ -105,11 +108,13 @@ def declare_jobs(app: App, rec: Recorder) -> dict[str, Any]:
 
     @app.job(queue=QUEUE)
     def resize_image(ticket: str, width: int, height: int) -> None:
+        """A plain sync job, run on a worker thread."""
         time.sleep(0.2)  # stands in for real work
         rec.result(ticket, f"thumbnail {width // 8}x{height // 8}")
 
     @app.job(queue=QUEUE)
     async def fetch_page(ticket: str, url: str) -> None:
+        """An ``async def`` job, run on the worker's event loop."""
         await asyncio.sleep(0.3)  # stands in for an HTTP call, on the worker's event loop
         rec.result(ticket, f"fetched {url.removeprefix('https://')} (async)")
 
@@ -132,6 +137,7 @@ def declare_jobs(app: App, rec: Recorder) -> dict[str, Any]:
 
     @app.job(queue=QUEUE)
     def send_reminder(ticket: str, team: str) -> None:
+        """Enqueued with ``perform_in(1, ...)``: promoted from the schedule by the poller."""
         rec.result(ticket, f"reminded {team} (scheduled 1s ahead)")
 
     return {

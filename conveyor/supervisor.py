@@ -40,6 +40,7 @@ class Child:
 
     @property
     def pid(self) -> int | None:
+        """PID of the running process of this slot, if any."""
         return None if self.proc is None else self.proc.pid
 
 
@@ -53,7 +54,9 @@ class Backoff:
     stable_after: float = 30.0
 
     def delay(self, failures: int) -> float:
-        """>>> Backoff().delay(3)
+        """Seconds to wait before restart number ``failures``.
+
+        >>> Backoff().delay(3)
         2.0
         """
         return min(self.cap, self.base * float(2 ** max(0, failures - 1)))
@@ -62,7 +65,7 @@ class Backoff:
 class Supervisor:
     """Runs ``processes`` copies of ``argv`` until told to stop.
 
-    >>> sup = Supervisor([sys.executable, "-m", "conveyor.cli", "worker", "-r", "app"], 2)
+    >>> sup = Supervisor(["python", "-m", "conveyor.cli", "worker", "-r", "app"], 2)
     >>> sup.run()                                      # doctest: +SKIP
     """
 
@@ -125,9 +128,11 @@ class Supervisor:
             self._kill_all()
 
     def done(self) -> bool:
+        """True once every slot has exited for good (stopped, or exited 0 on its own)."""
         return all(c.finished and c.proc is None for c in self.children)
 
     def pids(self) -> list[int]:
+        """PIDs of the children running now. Example: ``os.kill(sup.pids()[0], 0)``."""
         return [c.pid for c in self.children if c.pid is not None]
 
     # -- internals ------------------------------------------------------------------------------

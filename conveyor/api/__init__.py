@@ -117,10 +117,12 @@ class Api:
 
     @property
     def settings(self) -> Settings:
+        """The app's settings (caps of the dead set, key prefix...)."""
         return self.app.settings
 
     @property
     def admin(self) -> Admin:
+        """The Redis operations behind this API (created on first use)."""
         if self._admin is None:
             self._admin = Admin(self.app.store)
         return self._admin
@@ -185,26 +187,32 @@ class Api:
 
     @property
     def scheduled(self) -> ScheduledSet:
+        """The ``schedule`` set. Example: ``api.scheduled.retry(jid)`` runs a job now."""
         return ScheduledSet(self)
 
     @property
     def retries(self) -> RetrySet:
+        """The ``retry`` set. Example: ``api.retries.retry_all()``."""
         return RetrySet(self)
 
     @property
     def dead(self) -> DeadSet:
+        """The ``dead`` set. Example: ``api.dead.jobs(0, 10)``."""
         return DeadSet(self)
 
     @property
     def interrupted(self) -> InterruptedSet:
+        """The ``interrupted`` set. Example: ``api.interrupted.size()``."""
         return InterruptedSet(self)
 
     @property
     def processes(self) -> ProcessSet:
+        """Live processes. Example: ``api.processes.quiet_all()``."""
         return ProcessSet(self)
 
     @property
     def work(self) -> WorkSet:
+        """Running jobs. Example: ``[w.job.jid for w in api.work.list()]``."""
         return WorkSet(self)
 
     # -- actions --------------------------------------------------------------------------------

@@ -16,6 +16,11 @@ _MS_THRESHOLD = 100_000_000_000
 
 
 def epoch(value: Any) -> float | None:
+    """Epoch seconds from a payload field (seconds, or Sidekiq 7's milliseconds), else None.
+
+    >>> epoch(1_700_000_000_500), epoch("x")
+    (1700000000.5, None)
+    """
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return float(value) / 1000 if value > _MS_THRESHOLD else float(value)

@@ -143,6 +143,7 @@ class Admin:
 
     # -- sorted sets ----------------------------------------------------------------------------
     def zset_key(self, zset: ZSetName) -> str:
+        """The key of a sorted set. Example: ``admin.zset_key("dead")`` -> ``'dead'``."""
         k = self.keys
         return {
             "schedule": k.schedule,
@@ -152,6 +153,7 @@ class Admin:
         }[zset]
 
     def zset_size(self, zset: ZSetName) -> int:
+        """Entries in a sorted set."""
         return int(self.client.zcard(self.zset_key(zset)))
 
     def zset_range(
@@ -170,6 +172,7 @@ class Admin:
             yield str(raw), float(score)
 
     def zset_remove(self, zset: ZSetName, raw: str) -> bool:
+        """Remove the entry stored as ``raw``; False if it was not there."""
         return bool(self.client.zrem(self.zset_key(zset), raw))
 
     def zset_clear(self, zset: ZSetName) -> int:
