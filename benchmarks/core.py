@@ -28,6 +28,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -464,7 +465,7 @@ def report(
     lines = [
         f"# Conveyor core benchmark, {now:%Y-%m-%d %H:%M} UTC",
         "",
-        f"Command: `{' '.join(['python -m benchmarks.core', *argv])}`",
+        f"Command: `{shlex.join(['python', '-m', 'benchmarks.core', *argv])}`",
         "",
         *machine,
         *([f"- note: {args.note}"] if args.note else []),
@@ -473,7 +474,9 @@ def report(
         "",
     ]
     for name, r in results.items():
-        if r.error:
+        if r.error and r.error.startswith("not measured"):
+            lines.append(f"{name}: {r.error}.")
+        elif r.error:
             lines.append(f"**{name} failed:** {r.error}")
         lines += [f"- {name}: {note}" for note in r.notes]
     lines += [
