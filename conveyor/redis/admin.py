@@ -12,36 +12,21 @@ Changes that must be atomic with another go through Lua, run by the store's
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
-from conveyor.redis.embedded import socket_path
-from conveyor.redis.store import Store
+from conveyor.redis.embedded import stop_server as stop_embedded_server
+from conveyor.redis.keys import glob_escape
+from conveyor.redis.store import Store, ZSetName
 
 #: Re-exported so the layers above can catch Redis failures without importing redis.
 RedisError = redis.RedisError
 
-ZSetName = Literal["schedule", "retry", "dead", "interrupted"]
-
 #: Fields of a process hash, in the order :meth:`Admin.process_states` returns them.
 PROCESS_FIELDS = ("info", "busy", "beat", "quiet", "rss", "rtt_us")
-
-_GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
-
-
-def glob_escape(text: str) -> str:
-    """Escape Redis glob characters so ``text`` matches itself in SCAN/ZSCAN ``MATCH``.
-
-    >>> glob_escape("a*b")
-    'a\\\\*b'
-    """
-    return _GLOB_SPECIAL.sub(r"\\\1", text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,13 +129,7 @@ class Admin:
     # -- sorted sets ----------------------------------------------------------------------------
     def zset_key(self, zset: ZSetName) -> str:
         """The key of a sorted set. Example: ``admin.zset_key("dead")`` -> ``'dead'``."""
-        k = self.keys
-        return {
-            "schedule": k.schedule,
-            "retry": k.retry,
-            "dead": k.dead,
-            "interrupted": k.interrupted,
-        }[zset]
+        return self.store.zset_key(zset)
 
     def zset_size(self, zset: ZSetName) -> int:
         """Entries in a sorted set."""
@@ -194,16 +173,7 @@ class Admin:
     def zset_to_queues(self, zset: ZSetName, moves: Sequence[tuple[str, str, str]]) -> int:
         """Move many ``(raw, queue, payload)`` entries to their queues in one script call
         (each pop and push together, as the scheduled poller does); returns how many moved."""
-        if not moves:
-            return 0
-        k = self.keys
-        names = sorted({queue for _, queue, _ in moves})
-        index = {name: i + 3 for i, name in enumerate(names)}
-        args: list[str | int] = []
-        for raw, queue, payload in moves:
-            args += (raw, index[queue], payload, queue)
-        keys = [self.zset_key(zset), k.queues, *(k.queue(n) for n in names)]
-        return int(self.store.scripts.run("promote", keys, args))
+        return self.store.promote(zset, moves)
 
     def zset_kill(
         self,
@@ -274,7 +244,7 @@ class Admin:
             raise ValueError("refusing to delete keys without a key prefix: it would wipe Redis")
         deleted = 0
         batch: list[str] = []
-        for key in self.client.scan_iter(match=glob_escape(prefix) + "*", count=500):
+        for key in self.client.scan_iter(match=self.keys.namespace_pattern(), count=500):
             batch.append(str(key))
             if len(batch) >= 500:
                 deleted += int(self.client.unlink(*batch))
@@ -282,38 +252,6 @@ class Admin:
         if batch:
             deleted += int(self.client.unlink(*batch))
         return deleted
-
-
-def stop_embedded_server(state_dir: str) -> bool:
-    """Shut the embedded server under ``state_dir`` down (saving its data); False if none runs.
-
-    Same as :func:`conveyor.redis.embedded.stop_server`, but with redis-py's retries off: they
-    reconnect to the exiting server and make the stop take about 4 s.
-
-    >>> stop_embedded_server("~/.local/state/conveyor")      # doctest: +SKIP
-    True
-    """
-    sock = socket_path(state_dir)
-    if not sock.exists():
-        return False
-    client = redis.Redis(
-        unix_socket_path=str(sock),
-        socket_timeout=5,
-        socket_connect_timeout=2,
-        retry=Retry(NoBackoff(), 0),
-    )
-    try:
-        client.ping()
-    except (redis.ConnectionError, redis.TimeoutError):
-        client.close()
-        return False
-    try:
-        client.shutdown(save=True)
-    except redis.ConnectionError:
-        pass  # the server closes the connection as it exits
-    finally:
-        client.close()
-    return True
 
 
 __all__ = [

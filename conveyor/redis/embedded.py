@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from conveyor.errors import EmbeddedRedisError
 
@@ -118,7 +120,8 @@ def stop_server(state_dir: str) -> bool:
     sock = socket_path(state_dir)
     if not _answers(sock):
         return False
-    client = redis.Redis(unix_socket_path=str(sock), socket_timeout=5)
+    # No retries: redis-py would otherwise reconnect to the exiting server for seconds.
+    client = redis.Redis(unix_socket_path=str(sock), socket_timeout=5, retry=Retry(NoBackoff(), 0))
     try:
         client.shutdown(save=True)
     except redis.ConnectionError:

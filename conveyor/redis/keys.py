@@ -7,6 +7,19 @@ uses live under ``conveyor:`` so they can never collide with Sidekiq's.
 
 from __future__ import annotations
 
+import re
+
+_GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
+
+
+def glob_escape(text: str) -> str:
+    """Escape Redis glob characters so ``text`` matches itself in SCAN/ZSCAN ``MATCH``.
+
+    >>> glob_escape("a*b")
+    'a\\\\*b'
+    """
+    return _GLOB_SPECIAL.sub(r"\\\1", text)
+
 
 class Keys:
     """Key builder for one optional prefix (``"myapp"`` gives ``"myapp:queue:default"``)."""
@@ -18,6 +31,10 @@ class Keys:
 
     def _k(self, key: str) -> str:
         return self.prefix + key
+
+    def namespace_pattern(self) -> str:
+        """SCAN glob matching every key under this prefix (``*`` when there is none)."""
+        return glob_escape(self.prefix) + "*"
 
     # -- Sidekiq's keys -------------------------------------------------------------------------
     @property

@@ -17,6 +17,7 @@ from conveyor.redis.scripts import Scripts
 STATS_TTL = 5 * 365 * 24 * 3600
 
 OutcomeKind = Literal["ok", "fail", "retry", "dead", "gone"]
+ZSetName = Literal["schedule", "retry", "dead", "interrupted"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,14 +170,21 @@ class Store:
         return bool(self.client.set(self.keys.lock(name), token, nx=True, px=ttl_ms))
 
     # -- scheduled and retry sets ---------------------------------------------------------------
-    def due(self, zset: Literal["schedule", "retry"], now: float, limit: int) -> list[str]:
-        key = self.keys.schedule if zset == "schedule" else self.keys.retry
+    def zset_key(self, zset: ZSetName) -> str:
+        return {
+            "schedule": self.keys.schedule,
+            "retry": self.keys.retry,
+            "dead": self.keys.dead,
+            "interrupted": self.keys.interrupted,
+        }[zset]
+
+    def due(self, zset: ZSetName, now: float, limit: int) -> list[str]:
+        key = self.zset_key(zset)
         return [str(j) for j in self.client.zrangebyscore(key, "-inf", now, start=0, num=limit)]
 
-    def promote(
-        self, zset: Literal["schedule", "retry"], jobs: Sequence[tuple[str, str, str]]
-    ) -> int:
-        """Move ``(raw, queue, new payload)`` jobs from ``zset`` to their queues atomically."""
+    def promote(self, zset: ZSetName, jobs: Sequence[tuple[str, str, str]]) -> int:
+        """Move ``(raw, queue, new payload)`` jobs from a sorted set to their queues, each
+        pop and push together (the scheduled poller, and retry-all from the data API)."""
         if not jobs:
             return 0
         k = self.keys
@@ -185,10 +193,8 @@ class Store:
         args: list[str | int] = []
         for raw, queue, payload in jobs:
             args += (raw, index[queue], payload, queue)
-        source = k.schedule if zset == "schedule" else k.retry
-        return int(
-            self.scripts.run("promote", [source, k.queues, *(k.queue(q) for q in names)], args)
-        )
+        keys = [self.zset_key(zset), k.queues, *(k.queue(q) for q in names)]
+        return int(self.scripts.run("promote", keys, args))
 
     def add_capped(
         self,

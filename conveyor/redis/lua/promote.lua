@@ -1,8 +1,9 @@
--- Promote due jobs from a sorted set (schedule or retry) to their queues. The pop and the push
+-- Promote jobs from a sorted set (schedule or retry when due; any set for retry-all) to their
+-- queues. The pop and the push
 -- happen in this one script, so a crash can neither lose nor duplicate a job, and competing
 -- pollers promote each job once (only the caller whose ZREM succeeds pushes it).
 --
--- KEYS[1]     schedule or retry (zset)
+-- KEYS[1]     the source sorted set (schedule, retry, dead or interrupted)
 -- KEYS[2]     queues (set of queue names)
 -- KEYS[3..n]  queue lists
 -- ARGV        groups of 4: payload as stored, index into KEYS of its queue list,
