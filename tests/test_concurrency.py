@@ -5,13 +5,13 @@ import time
 
 import pytest
 import redis
+from helpers import running_worker, wait_for
 
 from conveyor import App, ConfigurationError
 from conveyor.clock import FakeClock
 from conveyor.concurrency import resume_deferred, spread
 from conveyor.redis.limits import LimitStore
 from conveyor.settings import Settings
-from helpers import running_worker, wait_for
 
 
 def test_limit_holds_across_threads_and_nothing_is_lost(app: App, r: redis.Redis) -> None:

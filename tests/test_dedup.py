@@ -5,12 +5,12 @@ import threading
 
 import pytest
 import redis
+from helpers import run_burst, running_worker, wait_for
 
 from conveyor import App, ConfigurationError, Job
 from conveyor.dedup import deduplicate, digest, perform_twice
 from conveyor.flags import Flags
 from conveyor.redis.dedup import DedupStore
-from helpers import run_burst, running_worker, wait_for
 
 
 def queued(r: redis.Redis, queue: str = "default") -> list[dict[str, object]]:

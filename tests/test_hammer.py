@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 import redis
-
 from conftest import PYTHON, python_env
-from conveyor import App, Settings
 from helpers import wait_for
+
+from conveyor import App, Settings
 
 APP = str(Path(__file__).parent / "hammer_app.py")
 

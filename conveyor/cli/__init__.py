@@ -16,6 +16,7 @@ import click
 from conveyor import __version__
 from conveyor.api import RedisError
 from conveyor.cli.context import CliState
+from conveyor.cli.features import check, cron, flags
 from conveyor.cli.ops import busy, demo, enqueue, processes, redis_group, stats
 from conveyor.cli.sets import queues, set_groups
 from conveyor.cli.worker import worker
@@ -56,7 +57,20 @@ def main(
     ctx.obj = CliState(redis_url=redis_url or None, prefix=prefix, state_dir=state_dir)
 
 
-for _command in (worker, enqueue, stats, queues, *set_groups, processes, busy, demo, redis_group):
+for _command in (
+    worker,
+    enqueue,
+    stats,
+    queues,
+    *set_groups,
+    processes,
+    busy,
+    cron,
+    flags,
+    check,
+    demo,
+    redis_group,
+):
     main.add_command(_command)
 
 __all__ = ["ConveyorGroup", "main"]

@@ -1,0 +1,9 @@
+from __future__ import annotations
+
+from conveyor import App, Settings
+
+app = App(Settings.load())
+
+
+@app.job(idempotent=True)
+def refresh(x: int) -> None: ...
