@@ -5,8 +5,10 @@ Payloads are plain dicts; unknown fields are carried along untouched on every re
 
 from __future__ import annotations
 
+import decimal
 import json
 import math
+import re
 import secrets
 from collections.abc import Sequence
 from typing import Any
@@ -17,8 +19,64 @@ Payload = dict[str, Any]
 
 REQUIRED = ("class", "args")
 
-_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-dumps = _encoder.encode
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+# A float the C encoder wrote in a form Ruby writes differently: an exponent, or 16+ integer
+# digits (Ruby switches to exponent form at 1e15). Rarely a string matches too; that only costs
+# the slow path.
+_SUSPECT = re.compile(r"\d[eE][+-]\d|\d{16}\.")
+# Floats to rewrite travel through the C encoder as marked strings; the random token keeps a
+# user's own string from ever looking like one.
+_TOKEN = secrets.token_hex(6)
+_MARK = f"\x00cvf{_TOKEN}:"
+_MARKED = re.compile(r'"\\u0000cvf' + _TOKEN + r':([-+.0-9e]+)\\u0000"')
+
+
+def dumps(job: Any) -> str:
+    """Compact JSON with floats written exactly as Ruby writes them.
+
+    Sidekiq's API re-serializes payloads in Ruby and looks them up by the exact bytes (e.g.
+    ``SortedEntry#reschedule``), so a float must have the same text in both languages:
+
+    >>> dumps({"at": 1e-05, "big": 1234567890123456.0, "n": 2.5})
+    '{"at":1.0e-05,"big":1.234567890123456e+15,"n":2.5}'
+    """
+    text = _encode(job)
+    if _SUSPECT.search(text) is None:
+        return text
+    marked = _encode(_mark_floats(job))
+    return _MARKED.sub(lambda m: m.group(1), marked)
+
+
+def ruby_float(value: float) -> str:
+    """``value`` as Ruby's ``Float#to_s`` writes it (shortest round-trip digits).
+
+    Ruby writes plain digits while the decimal point falls -3 to 15 places in (16 when all 17
+    digits are needed), and ``d.ddde±XX`` otherwise.
+
+    >>> ruby_float(1e16), ruby_float(0.0001), ruby_float(-2.5e-07), ruby_float(1e15)
+    ('1.0e+16', '0.0001', '-2.5e-07', '1.0e+15')
+    """
+    if value == 0 or 1e-4 <= abs(value) < 1e15:
+        return repr(value)
+    sign, digit_tuple, exponent = decimal.Decimal(repr(value)).normalize().as_tuple()
+    digits = "".join(map(str, digit_tuple))
+    point = len(digits) + int(exponent)  # where the decimal point falls (Ruby's decpt)
+    if point == 16 and len(digits) == 17:
+        return repr(value)  # e.g. 2546642486638530.5: Ruby keeps it plain, as Python does
+    mantissa = f"{'-' if sign else ''}{digits[0]}.{digits[1:] or '0'}"
+    power = point - 1
+    return f"{mantissa}e{'+' if power >= 0 else '-'}{abs(power):02d}"
+
+
+def _mark_floats(value: Any) -> Any:
+    if isinstance(value, float):
+        return f"{_MARK}{ruby_float(value)}\x00"
+    if isinstance(value, dict):
+        return {k: _mark_floats(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_mark_floats(v) for v in value]
+    return value
 
 
 def new_jid() -> str:

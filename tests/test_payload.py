@@ -2,7 +2,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import random
 import re
+import shutil
+import subprocess
 
 import pytest
 from hypothesis import given
@@ -87,3 +90,30 @@ def test_malformed_record_keeps_an_object_and_wraps_text() -> None:
     wrapped = malformed_record("garbage", "q", "not JSON", 10.0)
     assert wrapped["args"] == ["garbage"] and wrapped["class"] == "Conveyor::MalformedPayload"
     assert wrapped["failed_at"] == 10.0 and wrapped["retry"] is False
+
+
+@given(st.floats(allow_nan=False, allow_infinity=False))
+def test_floats_round_trip(value: float) -> None:
+    assert json.loads(dumps({"x": value}))["x"] == value
+
+
+def test_floats_are_written_as_ruby_writes_them() -> None:
+    if shutil.which("ruby") is None:
+        pytest.skip("ruby is not installed: cannot compare with Ruby's JSON")
+    rng = random.Random(7)
+    values = [0.0, -0.0, 1e-4, 1e-5, 1e15, 1e16, 999999999999999.9, 123.456, 1.5e300, 5e-324]
+    values += [rng.uniform(-1, 1) * 10 ** rng.randint(-30, 30) for _ in range(300)]
+    ours = dumps(values)
+    ruby = subprocess.run(
+        ["ruby", "-rjson", "-e", "puts JSON.generate(JSON.parse(STDIN.read))"],
+        input=json.dumps(values),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert ours == ruby
+
+
+def test_a_string_that_looks_like_a_marker_is_left_alone() -> None:
+    job = {"args": ["\x00cvf:1\x00", 1e20], "s": "1e+5 and 1234567890123456.7"}
+    assert json.loads(dumps(job)) == job

@@ -701,12 +701,6 @@ def test_conveyor_data_api_reads_ruby_sidekiq_and_retries_its_failure(
     wait_records(r1, {busy}, 10, phase="done")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="payload.dumps formats floats as Python's repr (1e-05, 1e+16, 1234567890123456.0) "
-    "where Ruby writes 1.0e-05, 1.0e+16, 1.234567890123456e+15, so Sidekiq's "
-    "SortedEntry#reschedule (which ZINCRBYs Ruby's re-serialization) adds a second entry",
-)
 def test_sidekiq_reschedule_moves_a_conveyor_entry_with_exponent_floats(
     r: redis.Redis, redis_url: str, interop_app: App
 ) -> None:
