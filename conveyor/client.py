@@ -65,11 +65,7 @@ class Client:
     ) -> EnqueueResult:
         """Build, pass through the client middleware and push one job."""
         cls, job = self.build(job_class, args, options or {})
-        ctx = self._before(cls, job, at)
-        if ctx.dropped is None:
-            self._push([ctx])
-        self._after(ctx)
-        return self._result(ctx)
+        return self._enqueue_one(cls, job, at)
 
     def enqueue_bulk(
         self,
@@ -88,12 +84,13 @@ class Client:
         jids: list[str] = []
         for start in range(0, len(built), batch_size):
             contexts = [
-                self._before(cls, job, at) for cls, job in built[start : start + batch_size]
+                EnqueueContext(self.app, cls, job, at)
+                for cls, job in built[start : start + batch_size]
             ]
+            self._before(contexts)
             kept = [c for c in contexts if c.dropped is None]
             self._push(kept)
-            for ctx in contexts:
-                self._after(ctx)
+            self._after(contexts)
             jids += [c.job["jid"] for c in kept]
         return jids
 
@@ -105,28 +102,35 @@ class Client:
         job.setdefault("queue", "default")
         job.setdefault("retry", True)
         check_args(job.get("args", []), str(job.get("class")))
-        ctx = self._before(self.app.registry.get(str(job.get("class"))), job, at)
-        if ctx.dropped is None:
-            self._push([ctx])
-        self._after(ctx)
-        return self._result(ctx)
+        return self._enqueue_one(self.app.registry.get(str(job.get("class"))), job, at)
 
     # -- internals ------------------------------------------------------------------------------
-    def _before(self, cls: type[Job] | None, job: Payload, at: float | None) -> EnqueueContext:
+    def _enqueue_one(self, cls: type[Job] | None, job: Payload, at: float | None) -> EnqueueResult:
         ctx = EnqueueContext(self.app, cls, job, at)
-        ran = 0
-        for middleware in self.app.client_middleware:
-            ran += 1
-            middleware.before_enqueue(ctx)
-            if ctx.dropped is not None:
-                break
-        ctx.info["_ran"] = ran
-        return ctx
+        self._before([ctx])
+        if ctx.dropped is None:
+            self._push([ctx])
+        self._after([ctx])
+        return self._result(ctx)
 
-    def _after(self, ctx: EnqueueContext) -> None:
-        ran = ctx.info.pop("_ran", 0)
-        for middleware in reversed(self.app.client_middleware.entries()[:ran]):
-            middleware.after_enqueue(ctx)
+    def _before(self, contexts: Sequence[EnqueueContext]) -> None:
+        """Client middleware in chain order, each over the contexts not dropped yet (so a
+        middleware can do its Redis work for a whole bulk batch in one round trip)."""
+        for middleware in self.app.client_middleware:
+            active = [c for c in contexts if c.dropped is None]
+            if not active:
+                break
+            middleware.before_enqueue_many(active)
+            for ctx in active:
+                ctx.info["_ran"] = ctx.info.get("_ran", 0) + 1
+
+    def _after(self, contexts: Sequence[EnqueueContext]) -> None:
+        chain = self.app.client_middleware.entries()
+        ran = [c.info.pop("_ran", 0) for c in contexts]
+        for index in range(len(chain) - 1, -1, -1):
+            for ctx, count in zip(contexts, ran, strict=True):
+                if count > index:
+                    chain[index].after_enqueue(ctx)
 
     def _push(self, contexts: Sequence[EnqueueContext]) -> None:
         if not contexts:

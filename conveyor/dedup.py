@@ -28,7 +28,7 @@ from conveyor.flags import Flags
 from conveyor.middleware import ClientMiddleware, EnqueueContext, JobContext, ServerMiddleware
 from conveyor.payload import dumps
 from conveyor.processor import Processor
-from conveyor.redis.dedup import DedupStore
+from conveyor.redis.dedup import Claim, DedupStore
 
 if TYPE_CHECKING:
     from conveyor.app import App
@@ -116,35 +116,45 @@ def digest(job_class: type[Job], args: Sequence[Any]) -> str:
 class DedupClientMiddleware(ClientMiddleware):
     options = OPTIONS
 
+    def before_enqueue_many(self, contexts: list[EnqueueContext]) -> None:
+        wanted = [(ctx, claim) for ctx in contexts if (claim := _claim_for(ctx)) is not None]
+        if not wanted:
+            return
+        holders = DedupStore(contexts[0].app.store).claim_many([c for _, c in wanted])
+        for (ctx, claim), holder in zip(wanted, holders, strict=True):
+            if holder is None:
+                ctx.job["idempotency_key"] = claim.digest
+                continue
+            ctx.info["duplicate_of"] = holder
+            if claim.mode == "drop":
+                ctx.drop(f"duplicate of {holder}")
+            else:
+                ctx.job["duplicate-of"] = holder
+
     def before_enqueue(self, ctx: EnqueueContext) -> None:
-        job_class = ctx.job_class
-        if job_class is None:
-            return
-        policy = policy_of(job_class)
-        if policy is None or not _active(ctx.app, policy):
-            return
-        now = ctx.app.clock.time()
-        delay = 0.0 if ctx.at is None else ctx.at - now
-        if delay > 0 and not policy.including_scheduled:
-            return
-        key = digest(job_class, ctx.job["args"])
-        idempotent = bool(job_class.conveyor_options.get("idempotent"))
-        wal = ctx.job.get("wal_locations")
-        holder = DedupStore(ctx.app.store).claim(
-            key,
-            ctx.job["jid"],
-            int((policy.ttl + max(0.0, delay)) * 1000),
-            "drop" if idempotent else "mark",
-            wal if isinstance(wal, dict) else {},
-        )
-        if holder is None:
-            ctx.job["idempotency_key"] = key
-            return
-        ctx.info["duplicate_of"] = holder
-        if idempotent:
-            ctx.drop(f"duplicate of {holder}")
-        else:
-            ctx.job["duplicate-of"] = holder
+        self.before_enqueue_many([ctx])
+
+
+def _claim_for(ctx: EnqueueContext) -> Claim | None:
+    """The cookie claim this enqueue needs, or None when it is not deduplicated."""
+    job_class = ctx.job_class
+    if job_class is None:
+        return None
+    policy = policy_of(job_class)
+    if policy is None or not _active(ctx.app, policy):
+        return None
+    delay = 0.0 if ctx.at is None else ctx.at - ctx.app.clock.time()
+    if delay > 0 and not policy.including_scheduled:
+        return None
+    wal = ctx.job.get("wal_locations")
+    return Claim(
+        digest(job_class, ctx.job["args"]),
+        ctx.job["jid"],
+        int((policy.ttl + max(0.0, delay)) * 1000),
+        # An idempotent job's twin is dropped; any other is only marked duplicate-of.
+        "drop" if job_class.conveyor_options.get("idempotent") else "mark",
+        wal if isinstance(wal, dict) else {},
+    )
 
 
 class DedupServerMiddleware(ServerMiddleware):

@@ -77,6 +77,11 @@ class ClientMiddleware(Middleware):
     def before_enqueue(self, ctx: EnqueueContext) -> None:
         """Runs before the push, in chain order."""
 
+    def before_enqueue_many(self, contexts: list[EnqueueContext]) -> None:
+        """The same for a batch (bulk enqueue); override to do one round trip per batch."""
+        for ctx in contexts:
+            self.before_enqueue(ctx)
+
     def after_enqueue(self, ctx: EnqueueContext) -> None:
         """Runs after the push (or the drop), in reverse order."""
 

@@ -231,3 +231,13 @@ def test_perform_twice_runs_the_real_job_twice(app: App, r: redis.Redis) -> None
 
     with pytest.raises(ConfigurationError, match="not declared idempotent"):
         perform_twice(not_declared)
+
+
+def test_bulk_enqueue_deduplicates_within_and_across_batches(app: App, r: redis.Redis) -> None:
+    @app.job(idempotent=True)
+    def touch(x: int) -> None: ...
+
+    assert touch.perform_async(3)
+    jids = touch.bulk_perform_async([[i % 5] for i in range(20)], batch_size=7)
+    assert len(jids) == 4, "0, 1, 2 and 4 once each; 3 was already queued"
+    assert sorted(j["args"][0] for j in queued(r)) == [0, 1, 2, 3, 4]
