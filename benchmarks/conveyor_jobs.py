@@ -21,6 +21,16 @@ def create_app(settings: Settings) -> App:
         def perform(self, index: int) -> None:
             type(self).app.store.client.incr("bench:done")
 
+    @app.job(name="BenchSilent")
+    class BenchSilent(Job):
+        """A true no-op, except that the first (index 0) and the final marker (index -1) record
+        when they ran, so the harness times a drain with no per-job side effect."""
+
+        def perform(self, index: int) -> None:
+            if index in (0, -1):
+                key = "bench:silent:first" if index == 0 else "bench:silent:last"
+                type(self).app.store.client.set(key, time.time())
+
     @app.job(name="BenchLatency")
     class BenchLatency(Job):
         """Records how long ago the producer sent it (seconds)."""

@@ -195,6 +195,7 @@ class Result:
     p99_ms: float = 0.0
     max_ms: float = 0.0
     achieved_rate: float = 0.0
+    silent_rate: float = 0.0
     latency_jobs: int = 0
     error: str | None = None
     notes: list[str] = field(default_factory=list)
@@ -208,8 +209,9 @@ class Engine:
         self.children = children
         self.url = url
 
-    def bulk(self, jobs: int) -> float:
-        """Push ``jobs`` BenchNoop jobs in batches of 1000; seconds taken."""
+    def bulk(self, jobs: int, job_class: str = "BenchNoop") -> float:
+        """Push ``jobs`` jobs of ``job_class`` in batches of 1000; seconds taken. BenchSilent
+        runs end with the marker job (index -1)."""
         raise NotImplementedError
 
     def start_worker(self) -> subprocess.Popen[bytes]:
@@ -224,12 +226,14 @@ class ConveyorEngine(Engine):
     name = "Conveyor"
     log_name = "conveyor-worker"
 
-    def bulk(self, jobs: int) -> float:
+    def bulk(self, jobs: int, job_class: str = "BenchNoop") -> float:
         app = create_app(Settings(redis_url=self.url))
         try:
             app.store.client.ping()
             args = [[i] for i in range(jobs)]
-            job = app.registry["BenchNoop"]
+            if job_class == "BenchSilent":
+                args[-1] = [-1]
+            job = app.registry[job_class]
             started = time.perf_counter()
             job.bulk_perform_async(args, batch_size=BATCH)
             return time.perf_counter() - started
@@ -257,9 +261,9 @@ class SidekiqEngine(Engine):
     def _env(self) -> dict[str, str]:
         return {**os.environ, "REDIS_URL": self.url}
 
-    def bulk(self, jobs: int) -> float:
+    def bulk(self, jobs: int, job_class: str = "BenchNoop") -> float:
         done = subprocess.run(
-            ["ruby", str(SIDEKIQ_DIR / "bulk.rb"), str(jobs), str(BATCH)],
+            ["ruby", str(SIDEKIQ_DIR / "bulk.rb"), str(jobs), str(BATCH), job_class],
             env=self._env(),
             capture_output=True,
             text=True,
@@ -318,7 +322,30 @@ def measure(engine: Engine, client: redis.Redis, args: argparse.Namespace) -> Re
         latency(engine, client, args, result, proc)
     finally:
         engine.children.stop(proc)
+
+    # 4. Drain of true no-op jobs, timed by the jobs themselves (first and final marker).
+    silent(engine, client, args, result)
     return result
+
+
+def silent(engine: Engine, client: redis.Redis, args: argparse.Namespace, result: Result) -> None:
+    client.flushall()
+    engine.bulk(args.jobs, "BenchSilent")
+    proc = engine.start_worker()
+    try:
+        wait_until(
+            lambda: client.exists("bench:silent:last") == 1,
+            args.timeout,
+            "the no-op drain",
+            proc=proc,
+            poll=0.05,
+        )
+        first = float(client.get("bench:silent:first") or 0)
+        last = float(client.get("bench:silent:last") or 0)
+        if last > first:
+            result.silent_rate = (args.jobs - 1) / (last - first)
+    finally:
+        engine.children.stop(proc)
 
 
 def latency(
@@ -398,6 +425,12 @@ ROWS: list[tuple[str, str, str, bool]] = [
     # (label, Result attribute, format, higher is better)
     ("drain: jobs/s, worker start to last job (1 process, 10 threads)", "drain_rate", ",.0f", True),
     ("drain: jobs/s, first to last job (steady state)", "steady_rate", ",.0f", True),
+    (
+        "drain: no-op jobs/s, no side effect (first to final marker job)",
+        "silent_rate",
+        ",.0f",
+        True,
+    ),
     ("drain: seconds from worker start to first job", "first_job_s", ".2f", False),
     ("drain: worker CPU ms per 1000 jobs", "cpu_ms_per_1k", ",.0f", False),
     ("bulk enqueue: jobs/s (batches of 1000)", "bulk_rate", ",.0f", True),
@@ -450,6 +483,9 @@ How it was measured:
   job acknowledged (it moves with the ack, in one script). "Worker start" is the moment the
   harness spawns the process, so the first figure includes interpreter boot; the steady-state
   figure and the CPU per 1000 jobs start at the first completed job.
+- No-op drain: `--jobs` `BenchSilent` jobs that do nothing, except that the first and the
+  last (a marker pushed last) record the wall-clock time they ran; the rate is the jobs between
+  them over that interval, measured by the jobs themselves (a fresh worker process each).
 - Latency: the worker stays up, idle; one Python producer (the same Conveyor client for both
   engines, since both read Sidekiq's wire format) pushes `BenchLatency` one job at a time at the
   target rate; each job RPUSHes `now - sent`. Percentiles over all jobs.
