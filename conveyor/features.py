@@ -6,15 +6,23 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from conveyor import concurrency, cron, dedup, flags
+from conveyor import concurrency, cron, dedup, flags, transitions
 from conveyor.app import App as CoreApp
 from conveyor.clock import SYSTEM_CLOCK, Clock
 from conveyor.settings import Settings
 
 Installer = Callable[[CoreApp], None]
 
-#: In chain order: the flag gate runs before deduplication so a gated job claims no cookie.
-STANDARD: tuple[Installer, ...] = (flags.install, dedup.install, concurrency.install, cron.install)
+#: In chain order: the flag gate runs before deduplication so a gated job claims no cookie;
+#: a deprecated job is skipped after deduplication (its cookie is released) and before the
+#: concurrency limit (a no-op takes no slot).
+STANDARD: tuple[Installer, ...] = (
+    flags.install,
+    dedup.install,
+    transitions.install,
+    concurrency.install,
+    cron.install,
+)
 
 
 class App(CoreApp):
