@@ -9,7 +9,9 @@ ConveyorError
 ├── UnknownJobClassError      a payload naming a class this process does not know
 ├── JobTimeoutError           a job that ran past its timeout
 ├── EmbeddedRedisError        the embedded Redis server could not start
-└── NotFoundError             a data API lookup for something that is not there
+├── NotFoundError             a data API lookup for something that is not there
+├── OperationError            a bulk operation that cannot be created or counted
+└── MailError                 an e-mail that could not be sent (SMTP)
 """
 
 from __future__ import annotations
@@ -56,3 +58,11 @@ class EmbeddedRedisError(ConveyorError):
 
 class NotFoundError(ConveyorError):
     """The data API was asked for a job, queue or process that does not exist."""
+
+
+class OperationError(ConveyorError):
+    """A tracked bulk operation could not be created or counted (bad id, totals, parameters)."""
+
+
+class MailError(ConveyorError):
+    """An e-mail could not be sent; the message names the SMTP server, never the recipient."""

@@ -15,6 +15,7 @@ import click
 
 from conveyor import __version__
 from conveyor.api import RedisError
+from conveyor.cli.bulk_ops import ops_group
 from conveyor.cli.context import CliState
 from conveyor.cli.features import check, cron, flags
 from conveyor.cli.ops import busy, demo, enqueue, processes, redis_group, stats
@@ -70,6 +71,7 @@ for _command in (
     check,
     demo,
     redis_group,
+    ops_group,
 ):
     main.add_command(_command)
 

@@ -141,3 +141,25 @@ class Keys:
     def cron_tick(self, name: str) -> str:
         """Last tick (epoch seconds) enqueued for a cron entry."""
         return self._k(f"conveyor:cron:{name}:last")
+
+    # -- bulk operations (SPEC OPS-1) -----------------------------------------------------------
+    def background_operation(self, operation_id: str) -> str:
+        """Hash of one tracked bulk operation (GitLab's name, so the layout is the seed's)."""
+        return self._k(f"background_operation:{operation_id}")
+
+    def background_operation_failed_items(self, operation_id: str) -> str:
+        """List of JSON failed items of one operation."""
+        return self._k(f"background_operation:{operation_id}:failed_items")
+
+    def background_operation_batches(self, operation_id: str) -> str:
+        """Set of batch ids already counted, so a redelivered batch is not counted twice."""
+        return self._k(f"background_operation:{operation_id}:batches")
+
+    def background_operation_finished(self, operation_id: str) -> str:
+        """Final totals of a deleted operation (JSON), so a late scheduler does not redo it."""
+        return self._k(f"conveyor:background-operation-finished:{operation_id}")
+
+    @property
+    def background_operations(self) -> str:
+        """Zset of operation ids by creation time (so listing needs no SCAN)."""
+        return self._k("conveyor:background-operations")

@@ -1,0 +1,118 @@
+"""The dashboard's application factory: :func:`create_app` (no module-level state)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from conveyor.api import Api
+from conveyor.app import App
+from conveyor.settings import Settings
+from conveyor.web import api as api_routes
+from conveyor.web import auth, metrics, pages
+from conveyor.web.config import WebSettings
+from conveyor.web.context import WebContext, WebExtension, build_templates, resolve_extensions
+
+SESSION_COOKIE = "conveyor_session"
+#: Sent with every response: no framing, no inline or third-party scripts, no sniffing.
+SECURITY_HEADERS = [
+    (
+        b"content-security-policy",
+        b"default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'",
+    ),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"same-origin"),
+]
+
+
+class HeadersMiddleware:
+    """Adds :data:`SECURITY_HEADERS`, and ``Cache-Control: no-store`` outside ``/static``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        static = auth.route_path(scope).startswith("/static/")
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers += SECURITY_HEADERS
+                if not static:
+                    headers.append((b"cache-control", b"no-store"))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def create_app(
+    target: Settings | App | Api | None = None,
+    web_settings: WebSettings | None = None,
+    *,
+    extensions: Iterable[WebExtension | str] = (),
+) -> Starlette:
+    """The dashboard, JSON API and ``/metrics`` as one ASGI app.
+
+    ``target`` is what to show: an :class:`~conveyor.app.App` (its Redis, key prefix and
+    declared jobs), :class:`~conveyor.settings.Settings` (a fresh app over them, closed at
+    shutdown) or a data API. ``web_settings`` defaults to :meth:`WebSettings.load` (the
+    settings' ``extra["web"]`` and ``CONVEYOR_WEB_*``).
+
+    >>> app = create_app(Settings.load(), WebSettings(token="a-long-secret"))  # doctest: +SKIP
+    >>> uvicorn.run(app, port=7433)                                            # doctest: +SKIP
+    """
+    if isinstance(target, Api):
+        data_api = target
+    elif isinstance(target, App):
+        data_api = Api(target)
+    else:
+        data_api = Api.from_settings(target or Settings.load())
+    settings = web_settings or WebSettings.load(data_api.settings)
+    found = resolve_extensions(data_api.app, extensions)
+    context = WebContext(data_api, settings, build_templates(found), found)
+
+    routes: list[BaseRoute] = [
+        Mount("/static", StaticFiles(packages=[("conveyor.web", "static")]), name="static"),
+        *auth.routes,
+        Mount("/api", routes=api_routes.routes([r for e in found for r in e.api])),
+    ]
+    if settings.metrics:
+        routes.insert(1, Route("/metrics", metrics.endpoint, methods=["GET"]))
+    routes += pages.routes([r for e in found for r in e.pages])
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        yield {}
+        data_api.close()
+
+    app = Starlette(
+        routes=routes,
+        middleware=[
+            Middleware(HeadersMiddleware),
+            Middleware(
+                SessionMiddleware,
+                secret_key=settings.secret_key,
+                session_cookie=SESSION_COOKIE,
+                max_age=settings.session_max_age,
+                same_site="lax",
+                https_only=settings.secure_cookies,
+            ),
+            Middleware(auth.SecurityMiddleware, settings=settings),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.conveyor_web = context
+    return app

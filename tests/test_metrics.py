@@ -1,0 +1,127 @@
+"""Worker-side job metrics published to Redis (conveyor.metrics, conveyor.redis.metrics)."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+from helpers import run_burst
+
+from conveyor import App, ConfigurationError, Settings, metrics
+from conveyor.clock import FakeClock
+from conveyor.metrics import BUCKETS, Recorder
+
+
+def scenario(settings: Settings, r: redis.Redis) -> tuple[App, FakeClock]:
+    """3 slow jobs (0.3 s), 2 failing jobs (2 s, no retry), a retry attempt, a duplicate
+    enqueue, a concurrency deferral; durations come from a fake clock advanced by the jobs."""
+    clock = FakeClock()
+    app = App(settings.replace(concurrency=1), clock=clock)
+    metrics.install(app, flush_interval=3600)
+
+    @app.job(queue="mail")
+    def slow(n: int) -> None:
+        clock.advance(0.3)
+
+    @app.job(queue="mail", retry=0)
+    def bad(n: int) -> None:
+        clock.advance(2.0)
+        raise RuntimeError(f"bad {n}")
+
+    @app.job(idempotent=True)
+    def dup(n: int) -> None: ...
+
+    @app.job(concurrency_limit=1)
+    def limited(n: int) -> None: ...
+
+    for i in range(3):
+        slow.perform_async(i)
+    bad.perform_async(1)
+    bad.perform_async(2)
+    app.client.push_payload({"class": "slow", "args": [9], "queue": "mail", "retry_count": 0})
+    assert dup.perform_async(1)
+    assert not dup.perform_async(1), "the twin is dropped"
+    # Another live process holds limited's only slot, so the worker defers the job.
+    keys = app.store.keys
+    r.set(keys.liveness("other:1:abc"), "1", px=60_000)
+    r.zadd(keys.limit_running("limited"), {"other:1:abc|busy": clock.time()})
+    limited.perform_async(1)
+    return app, clock
+
+
+def test_counts_by_class_and_queue_durations_drops_and_deferrals(
+    settings: Settings, r: redis.Redis
+) -> None:
+    app, _ = scenario(settings.replace(queues=(("mail", 1), ("default", 1))), r)
+    try:
+        run_burst(app)
+        metrics.flush(app)
+        snap = metrics.read(app)
+    finally:
+        app.close()
+    assert snap.counter("processed") == {
+        ("slow", "mail"): 4,
+        ("bad", "mail"): 2,
+        ("dup", "default"): 1,
+    }
+    assert snap.counter("failed") == {("bad", "mail"): 2}
+    assert snap.counter("retried") == {("slow", "mail"): 1}
+    assert snap.counter("dedup_dropped") == {("dup",): 1}
+    assert snap.counter("concurrency_deferred") == {("limited",): 1}
+    slow = snap.durations[("slow", "mail")]
+    assert slow.count == 4 and slow.sum == pytest.approx(1.2)
+    assert slow.buckets["0.25"] == 0 and slow.buckets["0.5"] == 4 and slow.buckets["+Inf"] == 4
+    bad = snap.durations[("bad", "mail")]
+    assert (bad.buckets["1.0"], bad.buckets["2.5"], bad.sum) == (0, 2, pytest.approx(4.0))
+    assert list(slow.buckets) == ["+Inf" if b == float("inf") else repr(b) for b in BUCKETS]
+    assert r.get("stat:processed") == "7", "the core counters are untouched"
+
+
+def test_nothing_is_published_until_a_flush_and_counts_add_up(app: App, r: redis.Redis) -> None:
+    recorder = Recorder(app, flush_interval=3600)
+    recorder.count("processed", "A", "q", n=2)
+    assert metrics.read(app).counter("processed") == {}
+    assert recorder.flush() == 1
+    recorder.count("processed", "A", "q", n=3)
+    recorder.observe("A", "q", 0.07)
+    recorder.flush()
+    snap = metrics.read(app)
+    assert snap.counter("processed") == {("A", "q"): 5}
+    assert snap.durations[("A", "q")].buckets["0.05"] == 0
+    assert snap.durations[("A", "q")].buckets["0.1"] == 1
+    assert recorder.flush() == 0, "an empty flush sends nothing"
+    assert metrics.reset(app) and metrics.read(app).counter("processed") == {}
+
+
+def test_a_failed_flush_keeps_the_counts(settings: Settings) -> None:
+    app = App(settings.replace(redis_url="redis://127.0.0.1:1/0"))
+    recorder = Recorder(app)
+    recorder.count("failed", "A", "q")
+    with pytest.raises(redis.ConnectionError):
+        recorder.flush()
+    app.close()
+    app.configure(settings)
+    assert recorder.flush() == 1
+    assert metrics.read(app).counter("failed") == {("A", "q"): 1}
+    app.close()
+
+
+def test_producers_flush_after_the_interval(app: App, r: redis.Redis) -> None:
+    clock = FakeClock()
+    producer = App(app.settings, clock=clock)
+    metrics.install(producer, flush_interval=10)
+
+    @producer.job(idempotent=True)
+    def once() -> None: ...
+
+    once.perform_async()
+    once.perform_async()
+    assert metrics.read(producer).counter("dedup_dropped") == {}
+    clock.advance(11)
+    once.perform_async()
+    assert metrics.read(producer).counter("dedup_dropped") == {("once",): 2}
+    producer.close()
+
+
+def test_bad_flush_interval_is_refused(app: App) -> None:
+    with pytest.raises(ConfigurationError, match="flush_interval"):
+        metrics.install(app, flush_interval=0)
