@@ -20,6 +20,7 @@ from conveyor.cli.context import CliState
 from conveyor.cli.features import check, cron, flags
 from conveyor.cli.ops import busy, demo, enqueue, processes, redis_group, stats
 from conveyor.cli.sets import queues, set_groups
+from conveyor.cli.web import web
 from conveyor.cli.worker import worker
 from conveyor.errors import ConveyorError
 
@@ -71,6 +72,7 @@ for _command in (
     check,
     demo,
     redis_group,
+    web,
     ops_group,
 ):
     main.add_command(_command)

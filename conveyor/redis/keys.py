@@ -142,6 +142,13 @@ class Keys:
         """Last tick (epoch seconds) enqueued for a cron entry."""
         return self._k(f"conveyor:cron:{name}:last")
 
+    # -- metrics (web dashboard and /metrics, issue #9) ------------------------------------------
+    @property
+    def metrics(self) -> str:
+        """Hash: JSON ``[series, label values...]`` -> cluster-wide cumulative count or sum,
+        written in batches by :mod:`conveyor.metrics` (lua/metrics_add.lua)."""
+        return self._k("conveyor:metrics")
+
     # -- bulk operations (SPEC OPS-1) -----------------------------------------------------------
     def background_operation(self, operation_id: str) -> str:
         """Hash of one tracked bulk operation (GitLab's name, so the layout is the seed's)."""
