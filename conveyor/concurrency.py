@@ -14,8 +14,8 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from conveyor.errors import ConfigurationError
-from conveyor.middleware import JobContext, ServerMiddleware
-from conveyor.redis.limits import LimitStore
+from conveyor.middleware import FetchedJob, JobContext, ServerMiddleware
+from conveyor.redis.limits import Acquire, LimitStore
 
 if TYPE_CHECKING:
     from conveyor.app import App
@@ -40,9 +40,48 @@ def limit_of(job_class: type[Job]) -> int | None:
 
 
 class ConcurrencyLimitMiddleware(ServerMiddleware):
+    """Takes slots for a whole fetched batch in one round trip (a job over the limit is
+    deferred before it takes a worker thread) and frees them with the batch's
+    acknowledgement; the per-job hooks do the same one job at a time where no batch runs."""
+
     options = frozenset({"concurrency_limit"})
 
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    def prepare_batch(self, jobs: list[FetchedJob]) -> None:
+        wanted = [(unit, request) for unit in jobs if (request := _request(unit)) is not None]
+        if not wanted:
+            return
+        app = self.app
+        granted = LimitStore(app.store).acquire_many([a for _, a in wanted], app.clock.time())
+        for (unit, request), ok in zip(wanted, granted, strict=True):
+            if ok:
+                unit.state["slot"] = (request.job_class, request.limit, request.member)
+                unit.state["slot_batched"] = True
+            else:
+                unit.handed_off = (
+                    f"deferred: {request.job_class} is at its concurrency limit of {request.limit}"
+                )
+
+    def settle_batch(self, jobs: list[FetchedJob]) -> None:
+        self._release([u for u in jobs if u.state.get("slot_batched")])
+
+    def abandon_batch(self, jobs: list[FetchedJob]) -> None:
+        self._release([u for u in jobs if u.state.get("slot_batched")])
+
+    def _release(self, units: list[FetchedJob]) -> None:
+        if not units:
+            return
+        app = self.app
+        slots = [u.state["slot"] for u in units]
+        LimitStore(app.store).release_many(slots, app.clock.time(), RESERVATION_TTL)
+        for unit in units:
+            unit.state.pop("slot_batched", None)
+
     def before_perform(self, ctx: JobContext) -> None:
+        if "slot" in ctx.state:
+            return  # taken with the batch
         limit = limit_of(ctx.job_class)
         if limit is None or ctx.identity is None:
             return
@@ -63,12 +102,25 @@ class ConcurrencyLimitMiddleware(ServerMiddleware):
 
     def after_perform(self, ctx: JobContext, error: BaseException | None) -> None:
         slot = ctx.state.get("slot")
-        if slot is None:
-            return
+        if slot is None or ctx.state.get("slot_batched"):
+            return  # none, or freed with the batch's acknowledgement
         name, limit, member = slot
         LimitStore(ctx.app.store).release(
             name, limit, ctx.app.clock.time(), RESERVATION_TTL, member
         )
+
+
+def _request(unit: FetchedJob) -> Acquire | None:
+    """The slot a fetched job needs, if its class is limited."""
+    if unit.job_class is None or unit.job is None or unit.identity is None:
+        return None
+    try:
+        limit = limit_of(unit.job_class)
+    except ConfigurationError:
+        return None  # the per-job hook fails the job with the message
+    if limit is None:
+        return None
+    return Acquire(unit.job_class.wire_name(), limit, unit.identity, unit.job["jid"], unit.raw)
 
 
 def resume_deferred(app: App) -> int:
@@ -83,7 +135,7 @@ def resume_deferred(app: App) -> int:
 
 
 def install(app: App) -> None:
-    app.server_middleware.add(ConcurrencyLimitMiddleware())
+    app.server_middleware.add(ConcurrencyLimitMiddleware(app))
     app.add_periodic("concurrency-resume", RESUME_INTERVAL, lambda: resume_deferred(app))
 
 

@@ -25,8 +25,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from conveyor.errors import ConfigurationError
 from conveyor.flags import Flags
-from conveyor.middleware import ClientMiddleware, EnqueueContext, JobContext, ServerMiddleware
-from conveyor.payload import dumps
+from conveyor.middleware import (
+    ClientMiddleware,
+    EnqueueContext,
+    FetchedJob,
+    JobContext,
+    ServerMiddleware,
+)
+from conveyor.payload import Payload, dumps
 from conveyor.processor import Processor
 from conveyor.redis.dedup import Claim, DedupStore
 
@@ -136,9 +142,10 @@ class DedupClientMiddleware(ClientMiddleware):
 
 
 def _claim_for(ctx: EnqueueContext) -> Claim | None:
-    """The cookie claim this enqueue needs, or None when it is not deduplicated."""
+    """The cookie claim this enqueue needs, or None when it is not deduplicated (nor in the
+    inline/fake testing modes, which need no Redis)."""
     job_class = ctx.job_class
-    if job_class is None:
+    if job_class is None or ctx.app.testing.mode != "live":
         return None
     policy = policy_of(job_class)
     if policy is None or not _active(ctx.app, policy):
@@ -158,29 +165,89 @@ def _claim_for(ctx: EnqueueContext) -> Claim | None:
 
 
 class DedupServerMiddleware(ServerMiddleware):
+    """Releases (until_executing) or marks running (until_executed) the cookies of a whole
+    fetched batch in one round trip, and releases until_executed cookies with the batch's
+    acknowledgement; the per-job hooks do the same where no batch runs."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    def prepare_batch(self, jobs: list[FetchedJob]) -> None:
+        starts = [(u, job, policy) for u in jobs if (policy := _policy_for(u)) and (job := u.job)]
+        if not starts:
+            return
+        found = DedupStore(self.app.store).start_many(
+            [(job["idempotency_key"], job["jid"], _mode(policy)) for _, job, policy in starts]
+        )
+        for (unit, job, policy), wal in zip(starts, found, strict=True):
+            if wal:
+                job["dedup_wal_locations"] = wal
+            unit.state["dedup"] = (job["idempotency_key"], policy)
+            unit.state["dedup_batched"] = True
+
+    def settle_batch(self, jobs: list[FetchedJob]) -> None:
+        done = [
+            u
+            for u in jobs
+            if u.state.get("dedup_batched") and u.state["dedup"][1].strategy == "until_executed"
+        ]
+        if not done:
+            return
+        releases = [(u.state["dedup"][0], u.job["jid"]) for u in done if u.job is not None]
+        flags = DedupStore(self.app.store).release_many(releases)
+        for unit, flag in zip(done, flags, strict=True):
+            unit.state.pop("dedup_batched", None)
+            _reschedule_if_asked(self.app, unit.job_class, unit.job, flag, unit.failed)
+
     def before_perform(self, ctx: JobContext) -> None:
+        if ctx.state.get("dedup_batched"):
+            return
         key = ctx.job.get("idempotency_key")
         if not isinstance(key, str):
             return
         policy = policy_of(ctx.job_class) or UNTIL_EXECUTING
-        mode: Literal["release", "running"] = (
-            "running" if policy.strategy == "until_executed" else "release"
-        )
-        wal = DedupStore(ctx.app.store).start(key, ctx.job["jid"], mode)
+        wal = DedupStore(ctx.app.store).start(key, ctx.job["jid"], _mode(policy))
         if wal:
             ctx.job["dedup_wal_locations"] = wal
         ctx.state["dedup"] = (key, policy)
 
     def after_perform(self, ctx: JobContext, error: BaseException | None) -> None:
         held = ctx.state.get("dedup")
-        if held is None:
-            return
+        if held is None or ctx.state.get("dedup_batched"):
+            return  # none, or released with the batch's acknowledgement
         key, policy = held
         if policy.strategy != "until_executed":
             return
-        dropped_meanwhile = DedupStore(ctx.app.store).release(key, ctx.job["jid"]) == 1
-        if dropped_meanwhile and error is None and policy.if_deduplicated == "reschedule_once":
-            ctx.app.client.enqueue(ctx.job_class, ctx.job["args"], {"queue": ctx.job["queue"]})
+        flag = DedupStore(ctx.app.store).release(key, ctx.job["jid"])
+        _reschedule_if_asked(ctx.app, ctx.job_class, ctx.job, flag, error is not None)
+
+
+def _mode(policy: Deduplicate) -> Literal["release", "running"]:
+    return "running" if policy.strategy == "until_executed" else "release"
+
+
+def _policy_for(unit: FetchedJob) -> Deduplicate | None:
+    """The policy of a fetched job that holds (or may hold) a cookie, else None."""
+    if unit.job is None or unit.job_class is None:
+        return None
+    if not isinstance(unit.job.get("idempotency_key"), str):
+        return None
+    try:
+        return policy_of(unit.job_class) or UNTIL_EXECUTING
+    except ConfigurationError:
+        return UNTIL_EXECUTING
+
+
+def _reschedule_if_asked(
+    app: App, job_class: type[Job] | None, job: Payload | None, flag: int, failed: bool
+) -> None:
+    """reschedule_once: run once more if a twin was dropped while the job ran (and it did not
+    fail: its retry covers the twin)."""
+    if job_class is None or job is None or flag != 1 or failed:
+        return
+    policy = policy_of(job_class)
+    if policy is not None and policy.if_deduplicated == "reschedule_once":
+        app.client.enqueue(job_class, job["args"], {"queue": job["queue"]})
 
 
 def _active(app: App, policy: Deduplicate) -> bool:
@@ -192,7 +259,7 @@ def _active(app: App, policy: Deduplicate) -> bool:
 def install(app: App) -> None:
     """Add the deduplication middleware to ``app`` (``conveyor.App`` does this for you)."""
     app.client_middleware.add(DedupClientMiddleware())
-    app.server_middleware.add(DedupServerMiddleware())
+    app.server_middleware.add(DedupServerMiddleware(app))
 
 
 def perform_twice(job_class: type[Job], *args: Any) -> None:

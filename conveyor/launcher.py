@@ -28,6 +28,7 @@ import psutil
 import redis
 
 from conveyor import recovery, scheduler
+from conveyor.middleware import FetchedJob
 from conveyor.processor import Processor, utc_day
 from conveyor.redis import Outcome
 
@@ -72,11 +73,11 @@ class Worker:
         self.counters = Counters()
         self.started_at = time.time()
         self.limit = self.settings.concurrency + self.settings.effective_prefetch
-        self._units: queue_mod.SimpleQueue[tuple[str, str] | None] = queue_mod.SimpleQueue()
+        self._units: queue_mod.SimpleQueue[FetchedJob | None] = queue_mod.SimpleQueue()
         self._inflight = 0
         self._cond = threading.Condition()
         self._busy: dict[str, tuple[str, str, int]] = {}
-        self._outcomes: list[Outcome] = []
+        self._outcomes: list[tuple[Outcome, FetchedJob]] = []
         self._outcome_cond = threading.Condition()
         self._quiet = threading.Event()
         self._stop = threading.Event()
@@ -212,7 +213,7 @@ class Worker:
         self._done.set()
 
     def _return_unstarted(self) -> None:
-        unstarted: list[tuple[str, str]] = []
+        unstarted: list[FetchedJob] = []
         while True:
             try:
                 unit = self._units.get_nowait()
@@ -221,9 +222,29 @@ class Worker:
             if unit is not None:
                 unstarted.append(unit)
         if unstarted:
-            self._requeue(unstarted)
+            self._batch_hook("abandon_batch", unstarted)
+            self._requeue([(u.queue, u.raw) for u in unstarted])
             with self._cond:
                 self._inflight -= len(unstarted)
+
+    def _batch_hook(self, hook: str, units: list[FetchedJob], *, attempts: int = 1) -> None:
+        """Run a server-middleware batch hook over the decodable jobs of a batch, retrying a
+        Redis failure up to ``attempts`` times (a middleware's per-job hooks cover a batch
+        whose ``prepare_batch`` failed)."""
+        jobs = [u for u in units if u.job is not None and u.handed_off is None]
+        if not jobs:
+            return
+        for middleware in self.app.server_middleware:
+            for attempt in range(attempts):
+                try:
+                    getattr(middleware, hook)(jobs)
+                    break
+                except redis.RedisError as exc:
+                    log.error("%s.%s failed (%s)", type(middleware).__name__, hook, exc)
+                    time.sleep(min(5.0, 0.1 * 2**attempt) if attempt + 1 < attempts else 0)
+                except Exception:
+                    log.exception("%s.%s failed", type(middleware).__name__, hook)
+                    break
 
     def _requeue(self, jobs: list[tuple[str, str]]) -> int:
         for attempt in range(5):
@@ -280,13 +301,20 @@ class Worker:
             if self._quiet.is_set():  # quieted while we were blocked: hand them straight back
                 self._requeue(jobs)
                 break
-            with self._cond:
-                self._inflight += len(jobs)
-            for unit in jobs:
-                self._units.put(unit)
+            self._dispatch([self.processor.fetched(q, raw) for q, raw in jobs])
         # Prefetched jobs nobody started go back at once, so other processes can take them.
         self._return_unstarted()
         log.debug("fetcher stopped")
+
+    def _dispatch(self, units: list[FetchedJob]) -> None:
+        # Middleware do their Redis work for the whole batch first (one round trip each); a job
+        # they hand off (e.g. deferred by a concurrency limit) already left the working list.
+        self._batch_hook("prepare_batch", units)
+        kept = [u for u in units if u.handed_off is None]
+        with self._cond:
+            self._inflight += len(kept)
+        for unit in kept:
+            self._units.put(unit)
 
     def _idle(self) -> bool:
         with self._cond:
@@ -299,17 +327,15 @@ class Worker:
             unit = self._units.get()
             if unit is None:
                 return
-            queue, raw = unit
-            self._busy[tid] = (queue, raw, int(time.time()))
+            self._busy[tid] = (unit.queue, unit.raw, int(time.time()))
             try:
-                outcome = self.processor.process(queue, raw)
+                outcome = self.processor.process(unit)
             except BaseException:  # a bug in Conveyor itself: leave the job to recovery
-                log.exception("processor crashed on a job from %s", queue)
-                self._busy.pop(tid, None)
-                continue
-            with self._outcome_cond:
-                self._outcomes.append(outcome)
-                self._outcome_cond.notify()
+                log.exception("processor crashed on a job from %s", unit.queue)
+            else:
+                with self._outcome_cond:
+                    self._outcomes.append((outcome, unit))
+                    self._outcome_cond.notify()
             self._busy.pop(tid, None)
             with self._cond:
                 self._inflight -= 1
@@ -328,22 +354,25 @@ class Worker:
         if not batch:
             return
         settings = self.settings
-        for attempt in range(10 if final else 1_000_000):
+        attempts = 10 if final else 1_000_000
+        self._batch_hook("settle_batch", [unit for _, unit in batch], attempts=attempts)
+        outcomes = [outcome for outcome, _ in batch]
+        for attempt in range(attempts):
             now = self.app.clock.time()
             try:
                 self.store.finish(
                     self.identity,
-                    batch,
+                    outcomes,
                     utc_day(now),
                     settings.dead_max_jobs,
                     now - settings.dead_timeout,
                 )
                 break
             except redis.RedisError as exc:
-                log.error("acknowledging %d job(s) failed (%s); retrying", len(batch), exc)
+                log.error("acknowledging %d job(s) failed (%s); retrying", len(outcomes), exc)
                 time.sleep(min(5.0, 0.1 * 2**attempt))
-        failed = sum(1 for o in batch if o.kind not in ("ok", "gone"))
-        processed = sum(1 for o in batch if o.kind != "gone")
+        failed = sum(1 for o in outcomes if o.kind not in ("ok", "gone"))
+        processed = sum(1 for o in outcomes if o.kind != "gone")
         with self.counters.lock:
             self.counters.processed += processed
             self.counters.failed += failed

@@ -73,6 +73,27 @@ class JobContext:
         self.handed_off = True
 
 
+@dataclass
+class FetchedJob:
+    """A job a worker process fetched, decoded once, before and after it runs."""
+
+    queue: str
+    #: The payload exactly as fetched (what the working list holds).
+    raw: str
+    #: The decoded payload, or ``None`` when it is not a valid job.
+    job: Payload | None
+    #: The registered class, or ``None`` when this process does not know it.
+    job_class: type[Job] | None
+    #: Shared with the :class:`JobContext` of the run (what ``prepare_batch`` did for this job).
+    state: dict[str, Any] = field(default_factory=dict)
+    #: Set by ``prepare_batch`` when it moved the job elsewhere itself: the job is not run.
+    handed_off: str | None = None
+    #: Identity of the worker process that fetched it.
+    identity: str | None = None
+    #: Set after the run when it raised.
+    failed: bool = False
+
+
 class ClientMiddleware(Middleware):
     def before_enqueue(self, ctx: EnqueueContext) -> None:
         """Runs before the push, in chain order."""
@@ -87,6 +108,20 @@ class ClientMiddleware(Middleware):
 
 
 class ServerMiddleware(Middleware):
+    """Per-job hooks, plus optional batch hooks a worker process calls so a middleware can do
+    its Redis work for a whole fetched batch in one round trip. A middleware using the batch
+    hooks must still work from the per-job hooks alone (the testing modes run no batches)."""
+
+    def prepare_batch(self, jobs: list[FetchedJob]) -> None:
+        """Called by the fetcher for each fetched batch, before any of its jobs runs."""
+
+    def settle_batch(self, jobs: list[FetchedJob]) -> None:
+        """Called for each batch of finished jobs, before they are acknowledged. Raising a Redis
+        error makes the worker retry the batch; do nothing here that must not run twice."""
+
+    def abandon_batch(self, jobs: list[FetchedJob]) -> None:
+        """Called for prepared jobs given back unstarted (quiet, shutdown)."""
+
     def before_perform(self, ctx: JobContext) -> None:
         """Runs before ``perform``, in chain order. Raising fails the job like ``perform`` would."""
 

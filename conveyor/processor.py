@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from conveyor.errors import PayloadError, UnknownJobClassError
 from conveyor.execution import AsyncRunner, is_async, run_sync
-from conveyor.middleware import JobContext
+from conveyor.middleware import FetchedJob, JobContext
 from conveyor.payload import Payload, dumps, malformed_record, parse
 from conveyor.redis import Outcome
 from conveyor.retry import decide
@@ -19,6 +19,14 @@ if TYPE_CHECKING:
     from conveyor.job import Job
 
 log = logging.getLogger("conveyor.processor")
+
+
+def _parse_error(raw: str) -> str:
+    try:
+        parse(raw)
+    except PayloadError as exc:
+        return str(exc)
+    return "payload could not be decoded"
 
 
 def utc_day(epoch: float) -> str:
@@ -36,17 +44,27 @@ class Processor:
         self.runner = runner or AsyncRunner()
         self._async_cache: dict[type[Job], bool] = {}
 
-    def process(self, queue: str, raw: str) -> Outcome:
-        app = self.app
+    def fetched(self, queue: str, raw: str) -> FetchedJob:
+        """Decode a fetched job once (a bad payload is kept for :meth:`process` to file)."""
         try:
-            job = parse(raw)
-        except PayloadError as exc:
+            job: Payload | None = parse(raw)
+        except PayloadError:
+            job = None
+        job_class = self.app.registry.get(job["class"]) if job is not None else None
+        return FetchedJob(queue, raw, job, job_class, identity=self.identity)
+
+    def process(self, unit: FetchedJob) -> Outcome:
+        """Run one fetched job and say how it ended."""
+        app, queue, raw = self.app, unit.queue, unit.raw
+        job = unit.job
+        if job is None:
+            error = _parse_error(raw)
             now = app.clock.time()
-            log.error("malformed payload from queue %s sent to the dead set: %s", queue, exc)
-            return Outcome("dead", raw, now, dumps(malformed_record(raw, queue, str(exc), now)))
+            log.error("malformed payload from queue %s sent to the dead set: %s", queue, error)
+            return Outcome("dead", raw, now, dumps(malformed_record(raw, queue, error, now)))
         instance: Job | None = None
         try:
-            job_class = app.registry.get(job["class"])
+            job_class = unit.job_class
             if job_class is None:
                 raise UnknownJobClassError(
                     f"no job class {job['class']!r} is registered in this process; it will be "
@@ -54,13 +72,21 @@ class Processor:
                 )
             instance = job_class.instantiate()
             instance.job = job
-            ctx = self.run(job_class, instance, job, queue, raw)
+            ctx = self.run(job_class, instance, job, queue, raw, state=unit.state)
             return Outcome("gone" if ctx is not None and ctx.handed_off else "ok", raw)
         except Exception as exc:
+            unit.failed = True
             return self._failed(raw, queue, exc, instance)
 
     def run(
-        self, job_class: type[Job], instance: Job, job: Payload, queue: str, raw: str
+        self,
+        job_class: type[Job],
+        instance: Job,
+        job: Payload,
+        queue: str,
+        raw: str,
+        *,
+        state: dict[str, Any] | None = None,
     ) -> JobContext | None:
         """Server middleware around ``perform``; raises what ``perform`` raised."""
         chain = self.app.server_middleware.entries()
@@ -68,6 +94,8 @@ class Processor:
             self._perform(job_class, instance, job)
             return None
         ctx = JobContext(self.app, job_class, instance, job, queue, raw, self.identity)
+        if state is not None:
+            ctx.state = state
         ran = 0
         error: BaseException | None = None
         try:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -122,3 +123,32 @@ def test_spread_schedules_at_most_n_per_interval(redis_url: str, r: redis.Redis)
     with pytest.raises(ConfigurationError):
         spread(imp, [[1]], per_interval=0, interval=60)
     app.close()
+
+
+def test_per_job_hooks_work_without_a_batch(app: App, r: redis.Redis) -> None:
+    """Where no fetched batch runs (a processor used directly), the per-job hooks take and
+    free the slot, and defer a job over the limit."""
+    from conveyor.processor import Processor
+
+    @app.job(concurrency_limit=1)
+    def solo(i: int) -> None:
+        r.rpush("ran", i)
+
+    keys = app.store.keys
+    me = "host:2:direct"
+    r.set(keys.liveness(me), "1", px=10_000)
+    processor = Processor(app, identity=me)
+    _, first = app.client.build(solo, [1], {})
+    _, second = app.client.build(solo, [2], {})
+    raws = [json.dumps(first), json.dumps(second)]
+    r.lpush(keys.working(me), *raws)
+    r.zadd(keys.limit_running("solo"), {"other:1:x|busy": time.time()})
+    r.set(keys.liveness("other:1:x"), "1", px=10_000)
+    outcome = processor.process(processor.fetched("default", raws[0]))
+    assert outcome.kind == "gone" and r.llen(keys.limit_deferred("solo")) == 1
+    r.zrem(keys.limit_running("solo"), "other:1:x|busy")
+    r.delete(keys.limit_deferred("solo"))
+    assert processor.process(processor.fetched("default", raws[1])).kind == "ok"
+    assert r.lrange("ran", 0, -1) == ["2"]
+    assert r.zcard(keys.limit_running("solo")) == 0
+    processor.runner.close()

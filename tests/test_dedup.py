@@ -241,3 +241,27 @@ def test_bulk_enqueue_deduplicates_within_and_across_batches(app: App, r: redis.
     jids = touch.bulk_perform_async([[i % 5] for i in range(20)], batch_size=7)
     assert len(jids) == 4, "0, 1, 2 and 4 once each; 3 was already queued"
     assert sorted(j["args"][0] for j in queued(r)) == [0, 1, 2, 3, 4]
+
+
+def test_per_job_hooks_release_without_a_batch(app: App, r: redis.Redis) -> None:
+    from conveyor.processor import Processor
+
+    @app.job(idempotent=True, deduplicate=deduplicate("until_executed"))
+    def once(x: int) -> None: ...
+
+    assert once.perform_async(1)
+    raw = r.rpop("queue:default") or ""
+    processor = Processor(app, identity="host:3:direct")
+    assert processor.process(processor.fetched("default", raw)).kind == "ok"
+    assert not r.keys("conveyor:dedup:*"), "released after the run"
+    processor.runner.close()
+
+
+def test_testing_modes_do_not_deduplicate_or_touch_redis(app: App, r: redis.Redis) -> None:
+    @app.job(idempotent=True)
+    def f(x: int) -> None: ...
+
+    with app.testing.fake():
+        assert f.perform_async(1) and f.perform_async(1)
+        assert len(app.testing.jobs(f)) == 2
+    assert r.dbsize() == 0

@@ -48,6 +48,27 @@ class DedupStore:
         flat = self.store.scripts.run("dedup_start", [self.store.keys.dedup(digest)], [jid, mode])
         return {str(flat[i]): str(flat[i + 1]) for i in range(0, len(flat), 2)}
 
+    def start_many(
+        self, starts: Sequence[tuple[str, str, Literal["release", "running"]]]
+    ) -> list[dict[str, str]]:
+        """:meth:`start` for ``(digest, jid, mode)`` entries, in one round trip."""
+        pipe = self.store.client.pipeline(transaction=False)
+        for digest, jid, mode in starts:
+            self.store.scripts.run(
+                "dedup_start", [self.store.keys.dedup(digest)], [jid, mode], pipe
+            )
+        return [
+            {str(flat[i]): str(flat[i + 1]) for i in range(0, len(flat), 2)}
+            for flat in pipe.execute()
+        ]
+
+    def release_many(self, releases: Sequence[tuple[str, str]]) -> list[int]:
+        """:meth:`release` for ``(digest, jid)`` pairs, in one round trip."""
+        pipe = self.store.client.pipeline(transaction=False)
+        for digest, jid in releases:
+            self.store.scripts.run("dedup_release", [self.store.keys.dedup(digest)], [jid], pipe)
+        return [int(r) for r in pipe.execute()]
+
     def release(self, digest: str, jid: str) -> int:
         return int(self.store.scripts.run("dedup_release", [self.store.keys.dedup(digest)], [jid]))
 
