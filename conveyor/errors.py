@@ -10,6 +10,7 @@ ConveyorError
 ├── JobTimeoutError           a job that ran past its timeout
 ├── EmbeddedRedisError        the embedded Redis server could not start
 ├── NotFoundError             a data API lookup for something that is not there
+├── CompatibilityError        a job change unsafe across a rolling deploy (compat check)
 ├── OperationError            a bulk operation that cannot be created or counted
 └── MailError                 an e-mail that could not be sent (SMTP)
 """
@@ -66,3 +67,8 @@ class OperationError(ConveyorError):
 
 class MailError(ConveyorError):
     """An e-mail could not be sent; the message names the SMTP server, never the recipient."""
+
+
+class CompatibilityError(ConveyorError):
+    """Job declarations changed in a way that breaks a rolling deploy, or a job lock file is
+    unreadable (``conveyor compat check``)."""

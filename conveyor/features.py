@@ -14,8 +14,7 @@ from conveyor.settings import Settings
 Installer = Callable[[CoreApp], None]
 
 #: In chain order: the flag gate runs before deduplication so a gated job claims no cookie;
-#: a deprecated job is skipped after deduplication (its cookie is released) and before the
-#: concurrency limit (a no-op takes no slot).
+#: a deprecated job is skipped after deduplication, so its cookie is released as for any job.
 STANDARD: tuple[Installer, ...] = (
     flags.install,
     dedup.install,

@@ -84,8 +84,7 @@ def is_deprecated(job_class: type[Job]) -> bool:
 class DeprecatedMiddleware(ServerMiddleware):
     """Skips ``perform`` of classes declared ``deprecated=True`` (the job counts as done),
     logging once per class and process. Installed after deduplication, so a deduplicated
-    job's cookie is released as for any job, and before concurrency limits, so a no-op takes
-    no slot."""
+    job's cookie is released as for any job."""
 
     options = frozenset({"deprecated"})
 
