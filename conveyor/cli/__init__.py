@@ -16,6 +16,7 @@ import click
 from conveyor import __version__
 from conveyor.api import RedisError
 from conveyor.cli.bulk_ops import ops_group
+from conveyor.cli.compat import compat
 from conveyor.cli.context import CliState
 from conveyor.cli.features import check, cron, flags
 from conveyor.cli.ops import busy, demo, enqueue, processes, redis_group, stats
@@ -74,6 +75,7 @@ for _command in (
     redis_group,
     web,
     ops_group,
+    compat,
 ):
     main.add_command(_command)
 

@@ -1,0 +1,1 @@
+"""Three releases of one small app, for ``conveyor compat`` CLI tests and the two-process test."""
