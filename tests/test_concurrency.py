@@ -152,3 +152,16 @@ def test_per_job_hooks_work_without_a_batch(app: App, r: redis.Redis) -> None:
     assert r.lrange("ran", 0, -1) == ["2"]
     assert r.zcard(keys.limit_running("solo")) == 0
     processor.runner.close()
+
+
+def test_a_full_set_of_slots_held_by_dead_processes_is_pruned_on_acquire(
+    app: App, r: redis.Redis
+) -> None:
+    store = LimitStore(app.store)
+    keys = app.store.keys
+    r.zadd(keys.limit_running("c"), {"dead:1:a|j1": 1.0, "dead:2:b|j2": 1.0})
+    me = "host:1:me"
+    r.set(keys.liveness(me), "1", px=10_000)
+    r.lpush(keys.working(me), "raw-3")
+    assert store.acquire("c", 2, identity=me, jid="j3", raw="raw-3", now=time.time())
+    assert r.zrange(keys.limit_running("c"), 0, -1) == [f"{me}|j3"]

@@ -27,13 +27,18 @@ local function prune()
   end
 end
 
+local function has_room()
+  return redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) and redis.call('LLEN', KEYS[2]) == 0
+end
+
 if ARGV[1] == 'acquire' then
-  prune()
   if redis.call('ZREM', KEYS[1], '~|' .. ARGV[6]) == 1 then
     redis.call('ZADD', KEYS[1], now, ARGV[5])
     return 1
   end
-  if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) and redis.call('LLEN', KEYS[2]) == 0 then
+  -- Dead holders only matter when the slots look full: prune then, not on every call.
+  if not has_room() then prune() end
+  if has_room() then
     redis.call('ZADD', KEYS[1], now, ARGV[5])
     return 1
   end
