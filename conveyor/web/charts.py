@@ -52,8 +52,9 @@ def history_svg(days: Sequence[str], processed: Sequence[int], failed: Sequence[
     for i, day in enumerate(days):
         if i % step == 0 or i == len(days) - 1:
             x = PAD_LEFT + plot_w * i / count
+            anchor = "end" if i == len(days) - 1 and i else "middle"
             parts.append(
-                f'<text class="axis" x="{x:.1f}" y="{HEIGHT - 8}" text-anchor="middle">'
+                f'<text class="axis" x="{x:.1f}" y="{HEIGHT - 8}" text-anchor="{anchor}">'
                 f"{escape(day[5:])}</text>"
             )
     for series, values in (("processed", processed), ("failed", failed)):

@@ -49,7 +49,7 @@
     const top = Math.max(1, ...samples.map(function (s) { return Math.max(s[0], s[1]); }));
     ["processed", "failed"].forEach(function (name, index) {
       const points = samples.map(function (s, i) {
-        const x = 8 + (744 * i) / 59;
+        const x = 8 + (744 * i) / Math.max(1, samples.length - 1);
         const y = 112 - (104 * s[index]) / top;
         return x.toFixed(1) + "," + y.toFixed(1);
       });

@@ -1,0 +1,192 @@
+"""The dashboard in a real browser: Playwright driving Debian's chromium against the app served
+by uvicorn, with a real worker running jobs in a thread.
+
+Screenshots of each main page go to the test's temporary folder; with
+``CONVEYOR_UPDATE_SCREENSHOTS=1`` they also replace docs/screenshots/*.png.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from helpers import running_worker, wait_for
+from web_support import TOKEN, served
+
+from conveyor import App, Settings
+from conveyor.cron import Cron, CronEntry
+from conveyor.flags import Flags
+from conveyor.web import WebSettings, create_app
+
+CHROMIUM = "/usr/bin/chromium"
+if not Path(CHROMIUM).exists():
+    pytest.skip(
+        f"Debian's chromium is not installed at {CHROMIUM} (apt-get install -y chromium)",
+        allow_module_level=True,
+    )
+sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is absent")
+
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
+TIMEOUT_MS = 15_000
+
+
+@pytest.fixture
+def browser_page() -> Iterator[sync_api.Page]:
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1180, "height": 760})
+            page.set_default_timeout(TIMEOUT_MS)
+            yield page
+        finally:
+            browser.close()
+
+
+def until(page: sync_api.Page, check: Callable[[], bool], what: str, timeout: float = 10) -> None:
+    """Reload ``page`` until ``check()`` holds (for pages that are not live)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"{what} not seen within {timeout}s"
+        time.sleep(0.2)
+        page.reload()
+
+
+def test_operator_flows_in_chromium(
+    settings: Settings, r: redis.Redis, browser_page: sync_api.Page, tmp_path: Path
+) -> None:
+    page = browser_page
+    expect = sync_api.expect
+    app = App(settings.replace(queues=(("mail", 1), ("default", 1)), concurrency=4))
+    release = threading.Event()
+
+    @app.job(queue="mail")
+    def deliver(n: int) -> None:
+        time.sleep(0.02)
+
+    @app.job(queue="default")
+    def long_report(n: int) -> None:
+        release.wait(20)
+
+    @app.job(queue="mail", retry=0)
+    def explode(n: int) -> None:
+        raise ValueError(f"mailbox {n} is full")
+
+    @app.job(queue="mail", retry=5)
+    def flaky(n: int) -> None:
+        raise ConnectionError("smtp timed out")
+
+    Cron(app).put(CronEntry("nightly-digest", "0 3 * * *", "long_report", [1], "default"))
+    Flags(app).enable("new_billing", "bill with the new engine")
+    Flags(app).set_percentage("new_search", 25)
+    shots: list[Path] = []
+
+    def shot(name: str) -> None:
+        path = tmp_path / f"{name}.png"
+        page.screenshot(path=str(path), full_page=False)
+        shots.append(path)
+
+    web = create_app(app, WebSettings(token=TOKEN, poll_interval=0.3))
+    with served(web) as base:
+        # Log in.
+        page.goto(base + "/queues")
+        expect(page).to_have_url(f"{base}/login?next=/queues")
+        shot("login")
+        page.fill('input[name="token"]', "wrong-token-123")
+        page.click("button[type=submit]")
+        expect(page.locator(".flash.error")).to_contain_text("Wrong token")
+        page.fill('input[name="token"]', TOKEN)
+        page.click("button[type=submit]")
+        expect(page).to_have_url(f"{base}/queues")
+
+        # A queue fills (live, without reloading) and drains once a worker runs.
+        deliver.bulk_perform_async([[i] for i in range(40)])
+        explode.perform_async(1)
+        flaky.perform_async(2)
+        row = page.locator('tr[data-queue="mail"]')
+        expect(row.locator('[data-field="size"]')).to_have_text("42")
+        shot("queues")
+        page.goto(base + "/queues/mail")
+        expect(page.locator("h1")).to_contain_text("mail")
+        shot("queue")
+        page.goto(base + "/queues")
+        with running_worker(app) as worker:
+            expect(row.locator('[data-field="size"]')).to_have_text("0")
+            expect(page.locator('[data-stat="processed"]')).to_have_text("42")
+            expect(page.locator('[data-stat="dead_size"]')).to_have_text("1")
+
+            # Busy: what each process and thread runs.
+            for i in range(3):
+                long_report.perform_async(i)
+            wait_for(lambda: worker.busy == 3)
+            page.goto(base + "/busy")
+            until(page, lambda: page.locator("text=long_report").count() == 3, "3 busy threads")
+            shot("busy")
+            release.set()
+
+            page.goto(base + "/")
+            expect(page.locator('[data-stat="processed"]')).to_have_text("45")
+            page.wait_for_timeout(700)  # a few live samples for the chart
+            shot("overview")
+
+            # Quiet the process.
+            page.goto(base + "/processes")
+            process = page.locator(f'tr[data-identity="{worker.identity}"]')
+            expect(process.locator(".badge")).to_have_text("running")
+            process.get_by_role("button", name="Quiet").click()
+            expect(page.locator(".flash.ok")).to_contain_text("asked")
+            until(page, lambda: process.locator(".badge").inner_text() == "quiet", "quiet badge")
+            assert r.hget(worker.identity, "quiet") == "true"
+            shot("processes")
+
+            # Retry the dead job (the quiet worker leaves it on its queue).
+            page.goto(base + "/retries")
+            expect(page.locator("td.error-cell")).to_contain_text("smtp timed out")
+            shot("retries")
+            page.goto(base + "/dead")
+            expect(page.locator("td.error-cell")).to_contain_text("mailbox 1 is full")
+            shot("dead")
+            page.check('input[name="jid"]')
+            page.get_by_role("button", name="Retry now").click()
+            expect(page.locator(".flash.ok")).to_contain_text("retry: 1 of 1")
+            expect(page.locator("td.empty")).to_have_text("Nothing here.")
+            assert r.zcard("dead") == 0
+            assert r.llen("queue:mail") == 1, "the retried job waits on its queue"
+
+        # Toggle a cron job.
+        page.goto(base + "/cron")
+        entry = page.locator('tr[data-cron="nightly-digest"]')
+        expect(entry.locator(".badge")).to_have_text("enabled")
+        entry.get_by_role("button", name="Disable").click()
+        expect(entry.locator(".badge")).to_have_text("disabled")
+        assert not Cron(app).get("nightly-digest").enabled
+        entry.get_by_role("button", name="Enable").click()
+        expect(entry.locator(".badge")).to_have_text("enabled")
+        assert Cron(app).get("nightly-digest").enabled
+        shot("cron")
+
+        page.goto(base + "/flags")
+        expect(page.locator('tr[data-flag="new_search"] .badge')).to_have_text("25% of actors")
+        shot("flags")
+    app.close()
+
+    assert all(p.stat().st_size > 5_000 for p in shots)
+    if os.environ.get("CONVEYOR_UPDATE_SCREENSHOTS") == "1":
+        DOCS.mkdir(parents=True, exist_ok=True)
+        for path in shots:
+            shutil.copy(path, DOCS / path.name)
