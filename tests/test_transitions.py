@@ -4,13 +4,19 @@ Plus the ``deprecated`` and ``enqueue_as`` options themselves."""
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Iterator
+import signal
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
-from helpers import run_burst
+from compat_apps import rolling
+from conftest import PYTHON, python_env
+from helpers import run_burst, wait_for
 
 from conveyor import App, Job, Settings
 from conveyor.api import Api
@@ -194,3 +200,94 @@ def test_enqueue_as_must_name_an_alias(app: App) -> None:
         Renamed.perform_async()
     with pytest.raises(ConfigurationError, match="flag name 'Not A Flag' is not valid"):
         enqueue_as("Previous", flag="Not A Flag")
+
+
+# -- a rolling deploy with real worker processes -------------------------------------------------
+
+ROLLING = str(Path(__file__).parent / "compat_apps" / "rolling.py")
+
+
+@pytest.fixture
+def spawn(redis_url: str) -> Iterator[Callable[[str], subprocess.Popen[bytes]]]:
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(release: str) -> subprocess.Popen[bytes]:
+        env = python_env(
+            CONVEYOR_REDIS_URL=redis_url,
+            CONVEYOR_CONCURRENCY="2",
+            CONVEYOR_HEARTBEAT_INTERVAL="0.3",
+            CONVEYOR_POLL_INTERVAL_AVERAGE="0.2",
+            CONVEYOR_SHUTDOWN_TIMEOUT="3",
+        )
+        proc = subprocess.Popen(
+            [PYTHON, ROLLING, release], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+        if proc.stderr:
+            proc.stderr.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_rolling_deploy_two_releases_run_each_others_jobs(
+    spawn: Callable[[str], subprocess.Popen[bytes]], redis_url: str, r: redis.Redis
+) -> None:
+    """Release M-1 and M run side by side as real processes on one Redis while both enqueue;
+    every job runs exactly once, on either release, with no retry. Then M-1 stops, the flag
+    goes on, and producers switch to the new name."""
+    old_node, new_node = spawn("old"), spawn("new")
+    wait_for(lambda: r.scard("processes") == 2, timeout=20)
+    settings = Settings(redis_url=redis_url)
+    old, new = rolling.build("old", settings), rolling.build("new", settings)
+    jids: dict[str, str] = {}  # jid -> what was enqueued
+    for i in range(20):
+        for app, release in ((old, "old"), (new, "new")):
+            jids[app.find("OldName").perform_async(i).jid] = f"{release}:rename"  # type: ignore[union-attr]
+            jids[app.find("ExampleWorker").perform_async(i).jid] = f"{release}:optional"  # type: ignore[union-attr]
+        jids[old.find("Doomed").perform_async(i).jid] = "old:doomed"  # type: ignore[union-attr]
+    assert {json.loads(j)["class"] for j in r.lrange("queue:default", 0, -1)} <= {
+        "OldName",
+        "ExampleWorker",
+        "Doomed",
+    }, "with the flag off, release M enqueues the old name"
+
+    def ran() -> list[list[str]]:
+        return [entry.split(":", 3) for entry in r.lrange("ran", 0, -1)]
+
+    wait_for(lambda: len(ran()) >= len(jids), timeout=30)
+    runs = ran()
+    assert sorted(jid for _, _, jid, _ in runs) == sorted(jids), "each job ran exactly once"
+    assert r.zcard("retry") == 0 and r.zcard("dead") == 0
+    assert {release for release, _, _, _ in runs} == {"old", "new"}, "both releases took jobs"
+    for release, name, jid, args in runs:
+        kind = jids[jid].split(":")[1]
+        expected = {
+            ("old", "rename"): "OldName",
+            ("new", "rename"): "NewName",
+            ("old", "optional"): "ExampleWorker",
+            ("new", "optional"): "ExampleWorker",
+            ("old", "doomed"): "Doomed",
+            ("new", "doomed"): "noop",
+        }[(release, kind)]
+        assert name == expected, (release, name, jids[jid])
+        if (release, kind) == ("new", "optional"):
+            assert json.loads(args)[1] is None
+
+    # Every node runs M now: stop M-1, turn the flag on; producers enqueue the new name.
+    old_node.send_signal(signal.SIGTERM)
+    assert old_node.wait(15) == 0
+    Flags.of(new).enable("new_name")
+    late = new.find("NewName").perform_async(99).jid  # type: ignore[union-attr]
+    wait_for(lambda: any(jid == late for _, _, jid, _ in ran()), timeout=15)
+    assert ran()[-1][:2] == ["new", "NewName"]
+    new_node.send_signal(signal.SIGTERM)
+    assert new_node.wait(15) == 0
+    old.close()
+    new.close()
