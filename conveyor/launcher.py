@@ -73,6 +73,9 @@ class Worker:
         self.counters = Counters()
         self.started_at = time.time()
         self.limit = self.settings.concurrency + self.settings.effective_prefetch
+        # Refill only once this many slots are free, so a busy worker fetches (and prepares
+        # and acknowledges) in batches rather than one job per round trip.
+        self.refill = max(1, min(self.limit // 2, MAX_BATCH))
         self._units: queue_mod.SimpleQueue[FetchedJob | None] = queue_mod.SimpleQueue()
         self._inflight = 0
         self._cond = threading.Condition()
@@ -271,7 +274,7 @@ class Worker:
         failures = 0
         while not self._quiet.is_set():
             with self._cond:
-                while self._inflight >= self.limit and not self._quiet.is_set():
+                while self._inflight > self.limit - self.refill and not self._quiet.is_set():
                     self._cond.wait(0.5)
                 free = self.limit - self._inflight
             if self._quiet.is_set():

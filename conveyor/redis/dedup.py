@@ -34,43 +34,49 @@ class DedupStore:
         return self.claim_many([Claim(digest, jid, ttl_ms, mode, wal_locations)])[0]
 
     def claim_many(self, claims: Sequence[Claim]) -> list[str | None]:
-        """:meth:`claim` for a batch, in order, in one round trip (each claim is atomic; a
-        later claim in the batch sees the earlier ones)."""
-        pipe = self.store.client.pipeline(transaction=False)
+        """:meth:`claim` for a batch, in order, in one script call (a later claim in the batch
+        sees the earlier ones)."""
+        if not claims:
+            return []
+        keys = [self.store.keys.dedup(c.digest) for c in claims]
+        args: list[str | int] = []
         for c in claims:
-            args: list[str | int] = [c.jid, max(1, c.ttl_ms), c.mode]
+            args += (c.jid, max(1, c.ttl_ms), c.mode, len(c.wal_locations))
             for db, lsn in c.wal_locations.items():
                 args += (db, lsn)
-            self.store.scripts.run("dedup_claim", [self.store.keys.dedup(c.digest)], args, pipe)
-        return [str(holder) if int(dup) else None for dup, holder in pipe.execute()]
+        holders = self.store.scripts.run("dedup_claim", keys, args)
+        return [str(h) if h else None for h in holders]
 
     def start(self, digest: str, jid: str, mode: Literal["release", "running"]) -> dict[str, str]:
-        flat = self.store.scripts.run("dedup_start", [self.store.keys.dedup(digest)], [jid, mode])
-        return {str(flat[i]): str(flat[i + 1]) for i in range(0, len(flat), 2)}
+        """Release (until_executing) or mark running (until_executed) one job's cookie;
+        returns its WAL locations."""
+        return self.start_many([(digest, jid, mode)])[0]
 
     def start_many(
         self, starts: Sequence[tuple[str, str, Literal["release", "running"]]]
     ) -> list[dict[str, str]]:
-        """:meth:`start` for ``(digest, jid, mode)`` entries, in one round trip."""
-        pipe = self.store.client.pipeline(transaction=False)
-        for digest, jid, mode in starts:
-            self.store.scripts.run(
-                "dedup_start", [self.store.keys.dedup(digest)], [jid, mode], pipe
-            )
+        """:meth:`start` for ``(digest, jid, mode)`` entries, in one script call."""
+        if not starts:
+            return []
+        keys = [self.store.keys.dedup(digest) for digest, _, _ in starts]
+        args = [x for _, jid, mode in starts for x in (jid, mode)]
         return [
             {str(flat[i]): str(flat[i + 1]) for i in range(0, len(flat), 2)}
-            for flat in pipe.execute()
+            for flat in self.store.scripts.run("dedup_start", keys, args)
         ]
 
-    def release_many(self, releases: Sequence[tuple[str, str]]) -> list[int]:
-        """:meth:`release` for ``(digest, jid)`` pairs, in one round trip."""
-        pipe = self.store.client.pipeline(transaction=False)
-        for digest, jid in releases:
-            self.store.scripts.run("dedup_release", [self.store.keys.dedup(digest)], [jid], pipe)
-        return [int(r) for r in pipe.execute()]
-
     def release(self, digest: str, jid: str) -> int:
-        return int(self.store.scripts.run("dedup_release", [self.store.keys.dedup(digest)], [jid]))
+        """Release an until_executed job's cookie: 1 if a twin was dropped while it ran, 0 if
+        not, -1 if it did not hold the cookie."""
+        return self.release_many([(digest, jid)])[0]
+
+    def release_many(self, releases: Sequence[tuple[str, str]]) -> list[int]:
+        """:meth:`release` for ``(digest, jid)`` pairs, in one script call."""
+        if not releases:
+            return []
+        keys = [self.store.keys.dedup(digest) for digest, _ in releases]
+        result = self.store.scripts.run("dedup_release", keys, [jid for _, jid in releases])
+        return [int(r) for r in result]
 
     def holder(self, digest: str) -> str | None:
         value = self.store.client.hget(self.store.keys.dedup(digest), "jid")

@@ -1,24 +1,30 @@
--- A deduplicated job starts. until_executing releases the cookie now; until_executed marks it
--- running (duplicates dropped from now on are noted for reschedule_once). Only the job that
--- holds the cookie touches it.
+-- Deduplicated jobs start (a fetched batch). until_executing releases the cookie now;
+-- until_executed marks it running (duplicates dropped from now on are noted for
+-- reschedule_once). Only the job that holds a cookie touches it.
 --
--- KEYS[1]  dedup cookie
--- ARGV[1]  jid of the starting job
--- ARGV[2]  'release' (until_executing) or 'running' (until_executed)
+-- KEYS[i]  dedup cookie of job i
+-- ARGV     per job, in KEYS order: jid, 'release' (until_executing) or 'running' (until_executed)
 --
--- Returns the cookie's WAL locations as a flat list {db, lsn, ...} ({} if not the holder).
-if redis.call('HGET', KEYS[1], 'jid') ~= ARGV[1] then return {} end
+-- Returns, per job, the cookie's WAL locations as a flat list {db, lsn, ...} ({} if not the
+-- holder).
 local out = {}
-local fields = redis.call('HGETALL', KEYS[1])
-for i = 1, #fields, 2 do
-  if string.sub(fields[i], 1, 4) == 'wal:' then
-    out[#out + 1] = string.sub(fields[i], 5)
-    out[#out + 1] = fields[i + 1]
+for k = 1, #KEYS do
+  local key, jid, mode = KEYS[k], ARGV[2 * k - 1], ARGV[2 * k]
+  local wal = {}
+  if redis.call('HGET', key, 'jid') == jid then
+    local fields = redis.call('HGETALL', key)
+    for i = 1, #fields, 2 do
+      if string.sub(fields[i], 1, 4) == 'wal:' then
+        wal[#wal + 1] = string.sub(fields[i], 5)
+        wal[#wal + 1] = fields[i + 1]
+      end
+    end
+    if mode == 'release' then
+      redis.call('DEL', key)
+    else
+      redis.call('HSET', key, 'running', '1')
+    end
   end
-end
-if ARGV[2] == 'release' then
-  redis.call('DEL', KEYS[1])
-else
-  redis.call('HSET', KEYS[1], 'running', '1')
+  out[k] = wal
 end
 return out
