@@ -102,26 +102,25 @@ def flags_list(state: CliState, /, as_json: bool) -> None:
     console().print(table)
 
 
-@flags.command("enable")
-@click.argument("name")
-@click.option("--description", help="What the flag gates.")
-@pass_state
-def flags_enable(state: CliState, /, name: str, description: str | None) -> None:
-    """Turn a flag on for everyone."""
-    with state.api() as api:
-        Flags(api.app).enable(name, description)
-    click.echo(f"{name}: on")
+def _flag_switch(verb: str) -> click.Command:
+    on = verb == "enable"
+
+    @click.command(name=verb)
+    @click.argument("name")
+    @click.option("--description", help="What the flag gates.")
+    @pass_state
+    def command(state: CliState, /, name: str, description: str | None) -> None:
+        with state.api() as api:
+            flags = Flags(api.app)
+            (flags.enable if on else flags.disable)(name, description)
+        click.echo(f"{name}: {'on' if on else 'off'}")
+
+    command.help = "Turn a flag on for everyone." if on else "Turn a flag off."
+    return command
 
 
-@flags.command("disable")
-@click.argument("name")
-@click.option("--description", help="What the flag gates.")
-@pass_state
-def flags_disable(state: CliState, /, name: str, description: str | None) -> None:
-    """Turn a flag off."""
-    with state.api() as api:
-        Flags(api.app).disable(name, description)
-    click.echo(f"{name}: off")
+for _verb in ("enable", "disable"):
+    flags.add_command(_flag_switch(_verb))
 
 
 @flags.command("percentage")
