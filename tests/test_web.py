@@ -238,6 +238,9 @@ def test_extensions_add_nav_pages_api_routes_and_templates(app: App) -> None:
     app.extensions["web"] = ["tests_web_ext_missing:extension"]
     with pytest.raises(Exception, match="cannot be loaded"):
         create_app(app, WebSettings(token=TOKEN))
+    app.extensions["web"] = ["test_web_auth:EXTENSION"]  # by "module:attribute"
+    with TestClient(create_app(app, WebSettings(token=TOKEN)), headers=BEARER) as client:
+        assert client.post("/api/probe/poke").json() == {"ok": True}
     app.extensions["web"] = [ext]
     with TestClient(create_app(app, WebSettings(token=TOKEN)), headers=BEARER) as client:
         assert client.get("/api/reports").json() == {"from": "extension"}

@@ -271,3 +271,5 @@ def test_web_settings_from_settings_extra_and_environment() -> None:
     with pytest.raises(ConfigurationError, match="at least 8"):
         WebSettings(token="short")
     assert TOKEN not in repr(both)
+    empty = WebSettings.load(None, env={}, token="", allow_anonymous=True)
+    assert empty.token is None, "an empty --token / CONVEYOR_WEB_TOKEN counts as unset"

@@ -116,7 +116,7 @@ class WebSettings:
         for var, name in ENV.items():
             if env.get(var):
                 values[name] = env[var]
-        values.update({k: v for k, v in overrides.items() if v is not None})
+        values.update({k: v for k, v in overrides.items() if v is not None and v != ""})
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
