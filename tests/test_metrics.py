@@ -125,3 +125,32 @@ def test_producers_flush_after_the_interval(app: App, r: redis.Redis) -> None:
 def test_bad_flush_interval_is_refused(app: App) -> None:
     with pytest.raises(ConfigurationError, match="flush_interval"):
         metrics.install(app, flush_interval=0)
+
+
+@pytest.mark.slow
+def test_a_stopping_worker_process_publishes_its_last_counts(
+    settings: Settings, r: redis.Redis
+) -> None:
+    import signal
+    import subprocess
+
+    from conftest import PYTHON, ROOT, python_env
+    from helpers import wait_for
+
+    app = App(settings)
+    proc = subprocess.Popen(
+        [PYTHON, str(ROOT / "tests" / "metrics_app.py")],
+        env=python_env(CONVEYOR_REDIS_URL=str(settings.redis_url), CONVEYOR_CONCURRENCY="2"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for i in range(12):
+            app.client.enqueue("tally", [i])
+        wait_for(lambda: r.get("stat:processed") == "12", timeout=20)
+        assert metrics.read(app).counter("processed") == {}, "nothing flushed while running"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+    assert metrics.read(app).counter("processed") == {("tally", "default"): 12}
+    app.close()
