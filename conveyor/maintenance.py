@@ -236,12 +236,12 @@ class _Remover:
             entries = ms.list_range(place, start, start + self.chunk - 1)
             if not entries:
                 break
-            hits = [raw for raw in entries if self.matches(raw)]
+            hits = [(start + i, raw) for i, raw in enumerate(entries) if self.matches(raw)]
             removed = 0
             if hits and self.report.dry_run:
                 self.report.add(place.label, len(hits))
             elif hits:
-                # LREM searches from the nearer end; our own removals shift later entries left.
+                # Our own removals shift the later entries left: the next chunk starts earlier.
                 removed = ms.remove_from_list(place, hits, from_tail=start > length // 2)
                 if removed < 0:
                     return  # the owner of this working list came back to life

@@ -19,6 +19,7 @@ from conveyor.errors import ConfigurationError
 from conveyor.maintenance import MigrationReport, migrate_queue, remove_jobs, requeued
 from conveyor.payload import new_jid
 from conveyor.redis import Keys
+from conveyor.redis.maintenance import ListPlace, MaintenanceStore
 
 K = Keys()
 
@@ -371,3 +372,26 @@ def test_migrate_queue_under_producers_and_a_worker_moves_every_job(
     later = [json.loads(raw) for raw in r.zrange("retry", 0, -1)]
     assert len(later) == 50 and {job["queue"] for job in later} == {"new"}
     assert sum(rep.total for rep in reports) >= 500 + 50
+
+
+def test_list_removal_finds_entries_shifted_by_pushes_since_they_were_read(
+    app: App, r: redis.Redis
+) -> None:
+    ms = MaintenanceStore(app.store)
+    place = ListPlace("queue", "default")
+    r.lpush("queue:default", *(payload("Gone", f"g{i}") for i in range(10)))
+    r.sadd("queues", "default")
+    read = list(enumerate(ms.list_range(place, 0, -1)))
+    r.lpush("queue:default", *(payload("Keep", f"k{i}") for i in range(5)))  # a producer
+    assert ms.remove_from_list(place, read[:4]) == 4
+    r.lpush("queue:default", *(payload("Keep", f"late{i}") for i in range(100)))
+    assert ms.remove_from_list(place, read[4:], from_tail=True) == 0, (
+        "shifted further than the window: left for the next run, nothing else touched"
+    )
+    assert r.llen("queue:default") == 111
+    assert remove_jobs(app, ["Gone"]).total == 6
+    left = r.lrange("queue:default", 0, -1)
+    assert len(left) == 105 and all('"Keep"' in raw for raw in left), "no tombstone left"
+    r.set(K.liveness("me"), 1)
+    r.lpush(K.working("me"), payload("Gone", "mine"))
+    assert ms.remove_from_list(ListPlace("working", "me"), [(0, payload("Gone", "mine"))]) == -1

@@ -10,6 +10,7 @@ These are admin paths: they may SCAN (``SSCAN``/``ZSCAN``), never ``KEYS``.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -88,23 +89,26 @@ class MaintenanceStore:
 
     # -- removing -------------------------------------------------------------------------------
     def remove_from_list(
-        self, place: ListPlace, raws: Sequence[str], *, from_tail: bool = False
+        self, place: ListPlace, entries: Sequence[tuple[int, str]], *, from_tail: bool = False
     ) -> int:
-        """Remove one copy of each exact payload; ``-1`` if ``place`` is the working list of a
-        process that is alive (then nothing is removed)."""
-        if not raws:
+        """Remove ``(index when read, exact payload)`` entries; ``-1`` if ``place`` is the
+        working list of a process that is alive (then nothing is removed)."""
+        if not entries:
             return 0
         keys = [self.list_key(place)]
         if place.kind == "working":
             keys.append(self.keys.liveness(place.name))
-        args = ["list", -1 if from_tail else 1, *raws]
+        args: list[str | int] = ["list", f"\x00conveyor-removed:{secrets.token_hex(8)}"]
+        args.append(-1 if from_tail else 1)
+        for index, raw in entries:
+            args += (index, raw)
         return int(self.store.scripts.run("remove_entries", keys, args))
 
     def remove_from_zset(self, zset: ZSetName, raws: Sequence[str]) -> int:
         if not raws:
             return 0
         keys = [self.store.zset_key(zset)]
-        return int(self.store.scripts.run("remove_entries", keys, ["zset", 0, *raws]))
+        return int(self.store.scripts.run("remove_entries", keys, ["zset", "", 0, *raws]))
 
     # -- moving ---------------------------------------------------------------------------------
     def move_between_queues(self, old: str, new: str, moves: Sequence[tuple[str, str]]) -> int:
