@@ -157,7 +157,7 @@ def test_cron_entries_are_destroyed_or_disabled(app: App, r: redis.Redis) -> Non
     entry = cron.get("gone-nightly")
     assert entry.enabled is False and entry.args == [1, []], "only 'enabled' changed"
     assert remove_jobs(app, ["Gone"], cron="disable").cron == {"gone-nightly": "already disabled"}
-    assert remove_jobs(app, ["Gone"]).cron == {"gone-nightly": "destroyed"}
+    assert remove_jobs(app.store, ["Gone"]).cron == {"gone-nightly": "destroyed"}  # a Store too
     assert [e.name for e in cron.entries()] == ["keep-nightly"]
     assert not r.exists(K.cron_tick("gone-nightly"))
 
