@@ -114,6 +114,8 @@ def _request(unit: FetchedJob) -> Acquire | None:
     """The slot a fetched job needs, if its class is limited."""
     if unit.job_class is None or unit.job is None or unit.identity is None:
         return None
+    if unit.job_class.conveyor_options.get("deprecated"):
+        return None  # a deprecated class is a no-op: it needs no slot
     try:
         limit = limit_of(unit.job_class)
     except ConfigurationError:
