@@ -49,6 +49,12 @@ class ConcurrencyLimitMiddleware(ServerMiddleware):
     def __init__(self, app: App) -> None:
         self.app = app
 
+    def applies_to(self, job_class: type[Job]) -> bool:
+        try:
+            return limit_of(job_class) is not None
+        except ConfigurationError:
+            return True  # before_perform fails the job with the message
+
     def prepare_batch(self, jobs: list[FetchedJob]) -> None:
         wanted = [(unit, request) for unit in jobs if (request := _request(unit)) is not None]
         if not wanted:

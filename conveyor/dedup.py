@@ -172,6 +172,12 @@ class DedupServerMiddleware(ServerMiddleware):
     def __init__(self, app: App) -> None:
         self.app = app
 
+    def applies_to(self, job_class: type[Job]) -> bool:
+        try:
+            return policy_of(job_class) is not None
+        except ConfigurationError:
+            return True
+
     def prepare_batch(self, jobs: list[FetchedJob]) -> None:
         starts = [(u, job, policy) for u in jobs if (policy := _policy_for(u)) and (job := u.job)]
         if not starts:

@@ -112,6 +112,12 @@ class ServerMiddleware(Middleware):
     its Redis work for a whole fetched batch in one round trip. A middleware using the batch
     hooks must still work from the per-job hooks alone (the testing modes run no batches)."""
 
+    def applies_to(self, job_class: type[Job]) -> bool:
+        """Whether this middleware's per-job hooks matter for ``job_class``. Returning False
+        for classes it ignores spares every job of them the calls (plain jobs then run with
+        no middleware overhead at all)."""
+        return True
+
     def prepare_batch(self, jobs: list[FetchedJob]) -> None:
         """Called by the fetcher for each fetched batch, before any of its jobs runs."""
 
@@ -145,6 +151,8 @@ class Chain(Generic[M]):
 
     def __init__(self) -> None:
         self._entries: list[M] = []
+        #: Bumped on every change, so users of the chain can cache what they derive from it.
+        self.version = 0
 
     def __iter__(self) -> Iterator[M]:
         return iter(list(self._entries))
@@ -161,21 +169,26 @@ class Chain(Generic[M]):
     def add(self, middleware: M) -> None:
         self.remove(type(middleware))
         self._entries.append(middleware)
+        self.version += 1
 
     def prepend(self, middleware: M) -> None:
         self.remove(type(middleware))
         self._entries.insert(0, middleware)
+        self.version += 1
 
     def insert_before(self, existing: type[Middleware], middleware: M) -> None:
         self.remove(type(middleware))
         self._entries.insert(self._index(existing), middleware)
+        self.version += 1
 
     def insert_after(self, existing: type[Middleware], middleware: M) -> None:
         self.remove(type(middleware))
         self._entries.insert(self._index(existing) + 1, middleware)
+        self.version += 1
 
     def remove(self, kind: type[Middleware]) -> None:
         self._entries = [m for m in self._entries if type(m) is not kind]
+        self.version += 1
 
     def _index(self, kind: type[Middleware]) -> int:
         for i, m in enumerate(self._entries):

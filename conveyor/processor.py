@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from conveyor.errors import PayloadError, UnknownJobClassError
 from conveyor.execution import AsyncRunner, is_async, run_sync
-from conveyor.middleware import FetchedJob, JobContext
+from conveyor.middleware import FetchedJob, JobContext, ServerMiddleware
 from conveyor.payload import Payload, dumps, malformed_record, parse
 from conveyor.redis import Outcome
 from conveyor.retry import decide
@@ -43,6 +43,18 @@ class Processor:
         self.identity = identity
         self.runner = runner or AsyncRunner()
         self._async_cache: dict[type[Job], bool] = {}
+        self._chains: dict[type[Job], list[ServerMiddleware]] = {}
+        self._chain_version = -1
+
+    def chain_for(self, job_class: type[Job]) -> list[ServerMiddleware]:
+        """The server middleware that apply to ``job_class``, cached per class."""
+        chain = self.app.server_middleware
+        if chain.version != self._chain_version:
+            self._chains, self._chain_version = {}, chain.version
+        found = self._chains.get(job_class)
+        if found is None:
+            found = self._chains[job_class] = [m for m in chain if m.applies_to(job_class)]
+        return found
 
     def fetched(self, queue: str, raw: str) -> FetchedJob:
         """Decode a fetched job once (a bad payload is kept for :meth:`process` to file)."""
@@ -89,7 +101,7 @@ class Processor:
         state: dict[str, Any] | None = None,
     ) -> JobContext | None:
         """Server middleware around ``perform``; raises what ``perform`` raised."""
-        chain = self.app.server_middleware.entries()
+        chain = self.chain_for(job_class)
         if not chain:
             self._perform(job_class, instance, job)
             return None

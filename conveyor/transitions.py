@@ -92,6 +92,9 @@ class DeprecatedMiddleware(ServerMiddleware):
         self._logged: set[str] = set()
         self._lock = threading.Lock()
 
+    def applies_to(self, job_class: type[Job]) -> bool:
+        return is_deprecated(job_class)
+
     def before_perform(self, ctx: JobContext) -> None:
         if not is_deprecated(ctx.job_class):
             return
