@@ -1,74 +1,94 @@
--- Per-class concurrency limit. Slots are members of a sorted set: 'identity|jid' for a running
--- job (freed when the process's liveness key expires, so a killed process gives its slots
--- back within the recovery bound) and '~|jid' for a slot reserved for a resumed job (freed when
--- its score, an expiry time, passes). Jobs over the limit wait in a list, oldest at the right.
+-- Per-class concurrency limit, for a batch of jobs. Slots are members of a sorted set:
+-- 'identity|jid' for a running job (freed when the process's liveness key expires, so a killed
+-- process gives its slots back within the recovery bound) and '~|jid' for a slot reserved for a
+-- resumed job (freed when its score, an expiry time, passes). Jobs over the limit wait in a
+-- list, oldest at the right. Items are handled in order.
 --
--- KEYS[1]  running slots (zset)      KEYS[2]  deferred jobs (list)
--- KEYS[3]  working list of the calling process ('acquire') / queues set ('release', 'resume')
--- ARGV[1]  mode: 'acquire', 'release' or 'resume'
--- ARGV[2]  limit                     ARGV[3]  now (epoch seconds)
--- ARGV[4]  liveness key prefix (+ identity = liveness key)
--- acquire: ARGV[5] 'identity|jid'    ARGV[6] jid    ARGV[7] payload as fetched
---          Returns 1 (slot taken) or 0 (deferred: moved from the working list to the list).
--- release/resume: ARGV[5] member to free ('' for none)   ARGV[6] reservation expiry
---          ARGV[7] queue key prefix (+ queue name = queue list)
---          Returns the number of deferred jobs put back on their queues.
-local now = tonumber(ARGV[3])
+-- ARGV[1]  mode: 'acquire' or 'release' (a release with member '' only resumes)
+-- ARGV[2]  now (epoch seconds)       ARGV[3]  liveness key prefix (+ identity = liveness key)
+--
+-- acquire: KEYS per item i: running slots (zset), deferred jobs (list), working list of the
+--          calling process. ARGV[4..] per item: limit, 'identity|jid', jid, payload as fetched.
+--          Returns per item 1 (slot taken) or 0 (deferred: moved from the working list to the
+--          deferred list in this same step).
+-- release: KEYS per item i: running slots (zset), deferred jobs (list), queues (set).
+--          ARGV[4] reservation expiry   ARGV[5] queue key prefix (+ queue name = queue list)
+--          ARGV[6..] per item: limit, member to free ('' for none).
+--          Returns per item the number of deferred jobs put back on their queues.
+local now = tonumber(ARGV[2])
 
-local function prune()
-  local members = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+local function prune(running)
+  local members = redis.call('ZRANGE', running, 0, -1, 'WITHSCORES')
   for i = 1, #members, 2 do
     local owner = string.match(members[i], '^(.*)|')
     if owner == '~' then
-      if tonumber(members[i + 1]) < now then redis.call('ZREM', KEYS[1], members[i]) end
-    elseif not owner or redis.call('EXISTS', ARGV[4] .. owner) == 0 then
-      redis.call('ZREM', KEYS[1], members[i])
+      if tonumber(members[i + 1]) < now then redis.call('ZREM', running, members[i]) end
+    elseif not owner or redis.call('EXISTS', ARGV[3] .. owner) == 0 then
+      redis.call('ZREM', running, members[i])
     end
   end
 end
 
-local function has_room()
-  return redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) and redis.call('LLEN', KEYS[2]) == 0
+local function has_room(running, deferred, limit)
+  return redis.call('ZCARD', running) < limit and redis.call('LLEN', deferred) == 0
 end
 
-if ARGV[1] == 'acquire' then
-  if redis.call('ZREM', KEYS[1], '~|' .. ARGV[6]) == 1 then
-    redis.call('ZADD', KEYS[1], now, ARGV[5])
+local function acquire(running, deferred, working, limit, member, jid, raw)
+  if redis.call('ZREM', running, '~|' .. jid) == 1 then
+    redis.call('ZADD', running, now, member)
     return 1
   end
   -- Dead holders only matter when the slots look full: prune then, not on every call.
-  if not has_room() then prune() end
-  if has_room() then
-    redis.call('ZADD', KEYS[1], now, ARGV[5])
+  if not has_room(running, deferred, limit) then prune(running) end
+  if has_room(running, deferred, limit) then
+    redis.call('ZADD', running, now, member)
     return 1
   end
-  if redis.call('LREM', KEYS[3], -1, ARGV[7]) > 0 then
-    redis.call('LPUSH', KEYS[2], ARGV[7])
+  if redis.call('LREM', working, -1, raw) > 0 then
+    redis.call('LPUSH', deferred, raw)
   end
   return 0
 end
 
-if ARGV[5] ~= '' then redis.call('ZREM', KEYS[1], ARGV[5]) end
-if redis.call('LLEN', KEYS[2]) == 0 then return 0 end
-prune()
-local free = tonumber(ARGV[2]) - redis.call('ZCARD', KEYS[1])
-local resumed = {}
-while #resumed < free do
-  local raw = redis.call('RPOP', KEYS[2])
-  if not raw then break end
-  local ok, job = pcall(cjson.decode, raw)
-  local queue = 'default'
-  if ok and type(job) == 'table' then
-    if type(job['queue']) == 'string' then queue = job['queue'] end
-    if type(job['jid']) == 'string' then
-      redis.call('ZADD', KEYS[1], ARGV[6], '~|' .. job['jid'])
+local function release(running, deferred, queues, limit, member)
+  if member ~= '' then redis.call('ZREM', running, member) end
+  if redis.call('LLEN', deferred) == 0 then return 0 end
+  prune(running)
+  local free = limit - redis.call('ZCARD', running)
+  local resumed = {}
+  while #resumed < free do
+    local raw = redis.call('RPOP', deferred)
+    if not raw then break end
+    local ok, job = pcall(cjson.decode, raw)
+    local queue = 'default'
+    if ok and type(job) == 'table' then
+      if type(job['queue']) == 'string' then queue = job['queue'] end
+      if type(job['jid']) == 'string' then
+        redis.call('ZADD', running, ARGV[4], '~|' .. job['jid'])
+      end
     end
+    resumed[#resumed + 1] = {queue, raw}
   end
-  resumed[#resumed + 1] = {queue, raw}
+  -- Pushed newest first onto the consuming end, so the oldest is taken first.
+  for i = #resumed, 1, -1 do
+    redis.call('RPUSH', ARGV[5] .. resumed[i][1], resumed[i][2])
+    redis.call('SADD', queues, resumed[i][1])
+  end
+  return #resumed
 end
--- Pushed newest first onto the consuming end, so the oldest is taken first.
-for i = #resumed, 1, -1 do
-  redis.call('RPUSH', ARGV[7] .. resumed[i][1], resumed[i][2])
-  redis.call('SADD', KEYS[3], resumed[i][1])
+
+local out = {}
+if ARGV[1] == 'acquire' then
+  for k = 0, #KEYS / 3 - 1 do
+    local a = 4 + 4 * k
+    out[k + 1] = acquire(KEYS[3 * k + 1], KEYS[3 * k + 2], KEYS[3 * k + 3],
+      tonumber(ARGV[a]), ARGV[a + 1], ARGV[a + 2], ARGV[a + 3])
+  end
+else
+  for k = 0, #KEYS / 3 - 1 do
+    local a = 6 + 2 * k
+    out[k + 1] = release(KEYS[3 * k + 1], KEYS[3 * k + 2], KEYS[3 * k + 3],
+      tonumber(ARGV[a]), ARGV[a + 1])
+  end
 end
-return #resumed
+return out
