@@ -6,9 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
+import conveyor.api
 from conveyor import FakeClock, Settings
-from conveyor.api import Api
-from conveyor.api._operations import FinishedOperationRecord, OperationRecord, OperationsApi
+from conveyor.api import Api, FinishedOperationRecord, OperationRecord, OperationsApi
 from conveyor.errors import NotFoundError
 from conveyor.redis.operations import OperationStore
 
@@ -88,3 +88,14 @@ def test_status_after_finish_and_resolving_ids(api: Api, store: OperationStore) 
     digit = next(d for d, ids in shared.items() if len(ids) > 1)
     with pytest.raises(NotFoundError, match="matches"):
         ops.resolve(digit)
+
+
+def test_the_data_api_exposes_operations_publicly(api: Api, store: OperationStore) -> None:
+    op_id = store.create_operation("archive", 7, 2, {})
+    add_failures(store, op_id, 1)
+    assert api.operations is api.operations, "created once, on first use"
+    assert isinstance(api.operations, OperationsApi)
+    assert [r.id for r in api.operations.list()] == [op_id]
+    assert api.operations.failed_items(op_id)[0].error_code == "unexpected_error"
+    for name in ("OperationsApi", "OperationRecord", "FinishedOperationRecord", "FailedItemRecord"):
+        assert name in conveyor.api.__all__

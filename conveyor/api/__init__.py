@@ -17,6 +17,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from conveyor.api._operations import (
+    FailedItemRecord,
+    FinishedOperationRecord,
+    OperationRecord,
+    OperationsApi,
+)
 from conveyor.api._processes import ProcessInfo, ProcessSet, Work, WorkSet
 from conveyor.api._records import JobRecord
 from conveyor.api._sets import (
@@ -92,6 +98,7 @@ class Api:
         self.app = app
         self._owns_app = owns_app
         self._admin: Admin | None = None
+        self._operations: OperationsApi | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Api:
@@ -114,6 +121,7 @@ class Api:
         if self._owns_app:
             self.app.close()
         self._admin = None
+        self._operations = None
 
     @property
     def settings(self) -> Settings:
@@ -215,6 +223,13 @@ class Api:
         """Running jobs. Example: ``[w.job.jid for w in api.work.list()]``."""
         return WorkSet(self)
 
+    @property
+    def operations(self) -> OperationsApi:
+        """Tracked bulk operations (created on first use). Example: ``api.operations.list()``."""
+        if self._operations is None:
+            self._operations = OperationsApi.of(self)
+        return self._operations
+
     # -- actions --------------------------------------------------------------------------------
     def enqueue(
         self,
@@ -271,11 +286,15 @@ __all__ = [
     "PAGE",
     "Api",
     "DeadSet",
+    "FailedItemRecord",
+    "FinishedOperationRecord",
     "History",
     "InterruptedSet",
     "JobRecord",
     "JobSet",
     "KillableSet",
+    "OperationRecord",
+    "OperationsApi",
     "ProcessInfo",
     "ProcessSet",
     "Progress",

@@ -16,11 +16,10 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from conveyor.api._operations import (
+from conveyor.api import (
     FailedItemRecord,
     FinishedOperationRecord,
     OperationRecord,
-    OperationsApi,
 )
 from conveyor.cli.context import CliState, clip, console, duration, echo_json, pass_state, when
 from conveyor.errors import NotFoundError
@@ -37,7 +36,7 @@ def ops_group() -> None:
 def ops_list(state: CliState, /, as_json: bool) -> None:
     """Running operations with their progress (finished ones are deleted)."""
     with state.api() as api:
-        records = OperationsApi.of(api).list()
+        records = api.operations.list()
     if as_json:
         echo_json([dataclasses.asdict(r) for r in records])
         return
@@ -69,7 +68,7 @@ def ops_show(state: CliState, /, operation_id: str, items: int, as_json: bool) -
     if items < 0:
         raise click.BadParameter(f"{items} is negative; give 0 or more", param_hint="--items")
     with state.api() as api:
-        ops = OperationsApi.of(api)
+        ops = api.operations
         full_id = ops.resolve(operation_id)
         record = ops.status(full_id)
         failed = ops.failed_items(full_id, 0, items) if items and record else []
@@ -133,7 +132,7 @@ def ops_watch(state: CliState, /, operation_id: str, interval: float, timeout: f
         raise click.BadParameter(f"{interval} must be > 0", param_hint="--interval")
     deadline = time.monotonic() + timeout if timeout > 0 else None
     with state.api() as api:
-        ops = OperationsApi.of(api)
+        ops = api.operations
         full_id = ops.resolve(operation_id)
         record = ops.status(full_id)
         if record is None:
