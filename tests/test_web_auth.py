@@ -47,6 +47,15 @@ def action_routes(routes: list[BaseRoute], prefix: str = "") -> Iterator[tuple[s
                 yield method, prefix + path
 
 
+def read_routes(routes: list[BaseRoute], prefix: str = "") -> Iterator[str]:
+    """Concrete path of every GET route, Mounts of routes included (not static files)."""
+    for route in routes:
+        if isinstance(route, Mount) and route.routes:
+            yield from read_routes(list(route.routes), prefix + route.path)
+        elif isinstance(route, Route) and "GET" in (route.methods or set()):
+            yield prefix + re.sub(r"\{(\w+)(:\w+)?\}", lambda m: f"x-{m.group(1)}", route.path)
+
+
 def state_of(r: redis.Redis) -> dict[str, object]:
     """Every key with its type and content, to prove a refused request changed nothing."""
     out: dict[str, object] = {}
@@ -119,6 +128,19 @@ def test_every_action_refuses_unauthenticated_requests(web: TestClient, r: redis
         assert wrong.status_code == 401, (method, path, "wrong bearer")
     assert state_of(r) == before, "a refused request changed Redis"
     assert not getattr(web.app.state, "poked", False)  # type: ignore[attr-defined]
+
+
+def test_every_read_route_needs_a_login(web: TestClient) -> None:
+    found = set(read_routes(list(web.app.routes)))  # type: ignore[attr-defined]
+    for expected in ("/api/operations", "/api/operations/x-id", "/operations/x-id", "/dead"):
+        assert expected in found, sorted(found)
+    for path in sorted(found - {"/login", "/healthz"}):
+        answer = web.get(path, follow_redirects=False)
+        if path.startswith("/api/") or path == "/metrics":
+            assert answer.status_code == 401, (path, answer.status_code)
+        else:
+            assert answer.status_code == 303, (path, answer.status_code)
+            assert answer.headers["location"].startswith("/login"), path
 
 
 def test_every_action_refuses_a_session_without_a_valid_csrf_token(

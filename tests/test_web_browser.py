@@ -22,6 +22,7 @@ from web_support import TOKEN, served
 from conveyor import App, Settings
 from conveyor.cron import Cron, CronEntry
 from conveyor.flags import Flags
+from conveyor.operations import OperationStore
 from conveyor.web import WebSettings, create_app
 
 CHROMIUM = "/usr/bin/chromium"
@@ -183,6 +184,31 @@ def test_operator_flows_in_chromium(
         page.goto(base + "/flags")
         expect(page.locator('tr[data-flag="new_search"] .badge')).to_have_text("25% of actors")
         shot("flags")
+
+        # A bulk operation's progress bar follows the counts live; failed items are listed.
+        ops = OperationStore(app.store)
+        op_id = ops.create_operation("security_label_update", 7, 400, {})
+        ops.record_batch(op_id, "b0", 120, [])
+        failed = [
+            ops.failed_item(
+                entity_id=i,
+                entity_type="Project",
+                entity_name=f"service-{i}",
+                entity_full_path=f"acme/service-{i}",
+                error_message="Project is archived" if i % 2 else "Permission denied",
+                error_code="service_error",
+            )
+            for i in range(6)
+        ]
+        ops.record_batch(op_id, "b1", 94, failed)
+        page.goto(base + f"/operations/{op_id}")
+        detail = page.locator(f'[data-op-detail="{op_id}"]')
+        expect(detail.locator('[data-op-field="processed_items"]').first).to_have_text("220")
+        ops.record_batch(op_id, "b2", 100, [])
+        expect(detail.locator('[data-op-field="processed_items"]').first).to_have_text("320")
+        expect(detail.locator('[data-op-field="percent"]')).to_have_text("80")
+        expect(page.locator("table.failed-items tbody tr")).to_have_count(6)
+        shot("operations")
     app.close()
 
     assert all(p.stat().st_size > 5_000 for p in shots)

@@ -68,6 +68,13 @@ def _set_job_reader(kind: str) -> Reader:
     return read
 
 
+def _operation(web: WebContext, request: Request) -> Any:
+    q = request.query_params
+    return data.operation(
+        web.api, request.path_params["id"], q.get("page", 1), q.get("per_page", data.PER_PAGE)
+    )
+
+
 def _queue_jobs(web: WebContext, request: Request) -> Any:
     q = request.query_params
     return data.queue_jobs(
@@ -91,6 +98,8 @@ def routes(extra: list[BaseRoute]) -> list[BaseRoute]:
         Route("/queues/{name:path}/jobs", reader(_queue_jobs)),
         Route("/processes", reader(lambda web, r: data.processes(web.api))),
         Route("/busy", reader(lambda web, r: data.busy(web.api))),
+        Route("/operations", reader(lambda web, r: data.operations(web.api))),
+        Route("/operations/{id}", reader(_operation)),
         Route("/cron", reader(lambda web, r: data.cron(web.api))),
         Route("/flags", reader(lambda web, r: data.flags(web.api))),
     ]

@@ -141,6 +141,7 @@ BUILTIN_NAV = (
     NavItem("Dead", "/dead"),
     NavItem("Interrupted", "/interrupted"),
     NavItem("Processes", "/processes"),
+    NavItem("Operations", "/operations"),
     NavItem("Cron", "/cron"),
     NavItem("Flags", "/flags"),
 )

@@ -8,10 +8,19 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from conveyor.api import Api, JobRecord, JobSet, KillableSet
+from conveyor.api import (
+    Api,
+    FailedItemRecord,
+    FinishedOperationRecord,
+    JobRecord,
+    JobSet,
+    KillableSet,
+    OperationRecord,
+)
 from conveyor.cron import Cron
-from conveyor.errors import NotFoundError
+from conveyor.errors import ConfigurationError, NotFoundError, OperationError
 from conveyor.flags import Flags
+from conveyor.operations import BulkOperations, OperationsSettings, entity_link
 
 #: URL name -> (data API attribute, title, whether entries can be killed).
 SETS: dict[str, tuple[str, str]] = {
@@ -180,3 +189,75 @@ def flags(api: Api) -> list[dict[str, Any]]:
         {**dataclasses.asdict(state), "summary": state.summary}
         for state in Flags(api.app, cache_ttl=0).all()
     ]
+
+
+def operations(api: Api) -> list[dict[str, Any]]:
+    """Running bulk operations with their progress, oldest first (``/api/operations``)."""
+    return [operation_summary(r) for r in api.operations.list()]
+
+
+def operation_summary(record: OperationRecord | FinishedOperationRecord) -> dict[str, Any]:
+    """Type, status, counts and timestamps of one operation. The user id and the parameters
+    are left out on purpose: the dashboard shows no personal data (SPEC OPS-5)."""
+    finished_at = record.finished_at if isinstance(record, FinishedOperationRecord) else None
+    expires_in = record.expires_in if isinstance(record, OperationRecord) else None
+    return {
+        "id": record.id,
+        "operation_type": record.operation_type,
+        "status": record.status,
+        "finished": record.finished,
+        "total_items": record.total_items,
+        "successful_items": record.successful_items,
+        "failed_items": record.failed_items,
+        "processed_items": record.processed_items,
+        "percent": round(record.percent, 1),
+        "created_at": record.created_at,
+        "completed_at": record.completed_at,
+        "finished_at": finished_at,
+        "expires_in": expires_in,
+    }
+
+
+def operation(
+    api: Api, operation_id: str, page: Any = 1, per_page: Any = PER_PAGE
+) -> dict[str, Any]:
+    """One operation (a unique id prefix is enough) with a page of its failed items, oldest
+    first, each with the link the failure e-mail gives it (``/api/operations/{id}``).
+
+    A finished operation has only its final totals: its failed items were deleted with it
+    after the e-mail went out.
+    """
+    ops = api.operations
+    try:
+        full_id = ops.resolve(operation_id)
+    except OperationError:
+        raise NotFoundError(f"no bulk operation {operation_id!r}: not a valid id") from None
+    record = ops.status(full_id)
+    if record is None:
+        raise NotFoundError(f"bulk operation {operation_id!r} finished and its totals expired")
+    pager = paging(page, per_page, 0 if record.finished else record.failed_items)
+    items = ops.failed_items(full_id, pager.offset, pager.per_page) if pager.total else []
+    base_url = operations_base_url(api)
+    return {
+        **operation_summary(record),
+        **pager.to_dict(),
+        "items": [failed_item(i, base_url) for i in items],
+    }
+
+
+def failed_item(item: FailedItemRecord, base_url: str) -> dict[str, Any]:
+    """A failed item for display, with ``link`` built as the failure e-mail builds it."""
+    link = entity_link(base_url, item.entity_full_path) if item.entity_full_path else None
+    return {**dataclasses.asdict(item), "link": link}
+
+
+def operations_base_url(api: Api) -> str:
+    """The ``base_url`` entity links start with: the app's :class:`BulkOperations` settings
+    when it declares them, else ``CONVEYOR_OPERATIONS_BASE_URL`` (read now, not at import)."""
+    declared = api.app.extensions.get("bulk_operations")
+    if isinstance(declared, BulkOperations):
+        return declared.settings.base_url
+    try:
+        return OperationsSettings.from_env().base_url
+    except ConfigurationError:  # e.g. an SMTP setting the web process has no use for
+        return OperationsSettings().base_url

@@ -98,6 +98,15 @@ def processes(web: WebContext, request: Request) -> tuple[str, dict[str, Any]]:
     return "processes.html", {"processes": data.processes(web.api)}
 
 
+def operations(web: WebContext, request: Request) -> tuple[str, dict[str, Any]]:
+    return "operations.html", {"operations": data.operations(web.api)}
+
+
+def operation(web: WebContext, request: Request) -> tuple[str, dict[str, Any]]:
+    found = data.operation(web.api, request.path_params["id"], request.query_params.get("page", 1))
+    return "operation.html", {"op": found}
+
+
 def cron(web: WebContext, request: Request) -> tuple[str, dict[str, Any]]:
     return "cron.html", {"entries": data.cron(web.api)}
 
@@ -114,6 +123,8 @@ def routes(extra: list[BaseRoute]) -> list[BaseRoute]:
         Route("/queues/{name:path}", page(queue)),
         Route("/busy", page(busy)),
         Route("/processes", page(processes)),
+        Route("/operations", page(operations)),
+        Route("/operations/{id}", page(operation)),
         Route("/cron", page(cron)),
         Route("/flags", page(flags)),
     ]

@@ -102,12 +102,53 @@
     });
   }
 
+  function updateOperation(op) {
+    const selector = '[data-op-row="' + op.id + '"], [data-op-detail="' + op.id + '"]';
+    document.querySelectorAll(selector).forEach(function (box) {
+      box.querySelectorAll("[data-op-field]").forEach(function (el) {
+        const value = op[el.dataset.opField];
+        if (el.dataset.opField === "percent") el.textContent = String(Math.round(value));
+        else if (value !== undefined && value !== null) el.textContent = String(value);
+      });
+      box.querySelectorAll("progress").forEach(function (bar) {
+        bar.max = Math.max(1, op.total_items);
+        bar.value = op.total_items ? op.processed_items : 1;
+      });
+      box.querySelectorAll("[data-op]").forEach(function (el) {
+        el.dataset.finished = op.finished ? "true" : "false";
+      });
+    });
+  }
+
+  function updateOperations(list) {
+    const seen = new Set(list.map(function (op) { return op.id; }));
+    list.forEach(updateOperation);
+    // Gone from the list: it completed and was deleted after its e-mail.
+    document.querySelectorAll("[data-op-row]").forEach(function (row) {
+      if (seen.has(row.dataset.opRow)) return;
+      const bar = row.querySelector("progress");
+      if (bar) bar.value = bar.max;
+      const percent = row.querySelector('[data-op-field="percent"]');
+      if (percent) percent.textContent = "100";
+      const status = row.querySelector('[data-op-field="status"]');
+      if (status) status.textContent = "finished";
+    });
+  }
+
   function refresh() {
     if (!document.querySelector("[data-stat]")) return;
     getJSON("/api/stats").then(updateStats).catch(function () {});
     if (document.querySelector('table[data-live="queues"]')) {
       getJSON("/api/queues").then(updateQueues).catch(function () {});
     }
+    if (document.querySelector('table[data-live="operations"]')) {
+      getJSON("/api/operations").then(updateOperations).catch(function () {});
+    }
+    document.querySelectorAll("[data-op-detail]").forEach(function (box) {
+      if (box.querySelector('[data-finished="true"]')) return;
+      getJSON("/api/operations/" + encodeURIComponent(box.dataset.opDetail) + "?per_page=1")
+        .then(updateOperation).catch(function () {});
+    });
   }
 
   refresh();
