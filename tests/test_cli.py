@@ -13,10 +13,16 @@ import pytest
 import redis
 from click.testing import CliRunner, Result
 from conftest import PYTHON, ROOT, python_env
+from prometheus_client.parser import text_string_to_metric_families
+from starlette.testclient import TestClient
+from web_support import BEARER, TOKEN
 
 from conveyor import App, Settings
 from conveyor.api import Api
 from conveyor.cli import main
+from conveyor.cli.context import CliState
+from conveyor.cli.worker import child_argv
+from conveyor.web import WebSettings, create_app
 
 
 @pytest.fixture
@@ -227,3 +233,48 @@ def test_console_script_runs_a_burst_worker(redis_url: str, settings: Settings) 
         stats = api.stats()
     assert stats.processed == 21 and stats.enqueued == 0 and stats.failed == 0
     assert "burst: queues empty" in done.stderr
+
+
+def processed_metric(settings: Settings, job_class: str) -> float | None:
+    """``conveyor_jobs_processed_total`` for ``job_class`` as ``/metrics`` shows it."""
+    app = App(settings)
+    with TestClient(create_app(app, WebSettings(token=TOKEN)), headers=BEARER) as client:
+        text = client.get("/metrics").text
+    app.close()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "conveyor_jobs_processed_total" and (
+                sample.labels.get("class") == job_class
+            ):
+                return sample.value
+    return None
+
+
+def test_worker_with_metrics_publishes_job_metrics(redis_url: str, settings: Settings) -> None:
+    def burst(*extra: str) -> None:
+        app = App(settings)
+        for i in range(5):
+            app.enqueue("tick", i)
+        app.close()
+        done = subprocess.run(
+            [PYTHON, "-m", "conveyor.cli", "worker", "-r", "apps.basic", "--burst", *extra],
+            env=python_env(CONVEYOR_REDIS_URL=redis_url),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+
+    burst()
+    assert processed_metric(settings, "tick") is None, "nothing counted without --metrics"
+    burst("--metrics")
+    assert processed_metric(settings, "tick") == 5
+
+
+def test_supervised_children_get_the_metrics_flag() -> None:
+    params = dict.fromkeys(("concurrency", "timeout", "tag", "redis_url", "prefix", "log_level"))
+    params |= {"require": "apps.basic", "strict": False, "burst": False, "metrics": True}
+    argv = child_argv(CliState(), params, ())
+    assert "--metrics" in argv and "--burst" not in argv

@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from conveyor import metrics
 from conveyor.app import App
 from conveyor.cli.context import CliState, pass_state
 from conveyor.errors import ConfigurationError
@@ -95,7 +96,7 @@ def child_argv(state: CliState, params: dict[str, Any], queues: tuple[str, ...])
     for option in ("concurrency", "timeout", "tag", "redis_url", "prefix", "log_level"):
         if params[option] is not None:
             argv += [f"--{option.replace('_', '-')}", str(params[option])]
-    for flag in ("strict", "burst"):
+    for flag in ("strict", "burst", "metrics"):
         if params[flag]:
             argv.append(f"--{flag}")
     return [*argv, "--processes", "1", "--parent-pid", str(os.getpid())]
@@ -125,6 +126,11 @@ def watch_parent(worker: Worker, parent_pid: int) -> None:
     "--timeout", type=click.FloatRange(min=0, min_open=True), help="Shutdown deadline (s)."
 )
 @click.option("--tag", help="Tag shown with the process.")
+@click.option(
+    "--metrics",
+    is_flag=True,
+    help="Count job metrics and publish them for /metrics (conveyor.metrics.install).",
+)
 @click.option("--redis-url", help="Redis URL (overrides the global option).")
 @click.option("--prefix", help="Key prefix (overrides the global option).")
 @click.option(
@@ -137,7 +143,7 @@ def watch_parent(worker: Worker, parent_pid: int) -> None:
 def worker(state: CliState, /, queues: tuple[str, ...], **params: Any) -> None:
     """Run jobs of the App found in --require until stopped (TERM/INT stop, TSTP quiets).
 
-    Example: conveyor worker -r myproject.jobs -q critical,3 -q default -c 10 -p 4
+    Example: conveyor worker -r myproject.jobs -q critical,3 -q default -c 10 -p 4 --metrics
     """
     logging.basicConfig(
         level=(params["log_level"] or "INFO").upper(),
@@ -153,6 +159,8 @@ def worker(state: CliState, /, queues: tuple[str, ...], **params: Any) -> None:
             stop_timeout=app.settings.shutdown_timeout + STOP_GRACE,
         )
         sys.exit(supervisor.run())
+    if params["metrics"] and "metrics" not in app.extensions:  # installed once, not twice
+        metrics.install(app)
     runner = Worker(app, burst=params["burst"])
     if params["parent_pid"] is not None:
         watch_parent(runner, params["parent_pid"])
