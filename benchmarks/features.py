@@ -23,7 +23,8 @@ from pathlib import Path
 
 import redis
 
-from benchmarks.core import (
+from benchmarks.feature_jobs import VARIANTS, class_name, create_app
+from benchmarks.harness import (
     ROOT,
     Children,
     cpu_model,
@@ -32,7 +33,6 @@ from benchmarks.core import (
     start_redis,
     wait_until,
 )
-from benchmarks.feature_jobs import VARIANTS, class_name, create_app
 from conveyor import Settings
 
 HERE = Path(__file__).resolve().parent

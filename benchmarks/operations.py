@@ -28,7 +28,7 @@ from pathlib import Path
 
 import redis
 
-from benchmarks.core import (
+from benchmarks.harness import (
     ROOT,
     Children,
     cpu_model,
