@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -110,3 +110,28 @@ def python_env(**extra: str) -> dict[str, str]:
 
 
 PYTHON = sys.executable
+
+#: Starts ``python <args...>`` with the test PYTHONPATH and extra environment variables.
+StartProcess = Callable[..., "subprocess.Popen[bytes]"]
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[StartProcess]:
+    """Start real child processes; any still running when the test ends is killed. Their
+    stderr goes to ``proc-<n>.log`` files in the test's tmp_path (a pipe nobody reads could
+    fill up and block a chatty child)."""
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(*args: str, **env: str) -> subprocess.Popen[bytes]:
+        with (tmp_path / f"proc-{len(procs)}.log").open("wb") as log:
+            proc = subprocess.Popen(
+                [PYTHON, *args], env=python_env(**env), stdout=subprocess.DEVNULL, stderr=log
+            )
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import redis
-from conftest import PYTHON, python_env
+from conftest import StartProcess
 from helpers import wait_for
 
 from conveyor import App, Settings
@@ -22,26 +22,11 @@ Spawn = Callable[..., "subprocess.Popen[bytes]"]
 
 
 @pytest.fixture
-def spawn(redis_url: str) -> Iterator[Spawn]:
-    procs: list[subprocess.Popen[bytes]] = []
-
+def spawn(redis_url: str, processes: StartProcess) -> Spawn:
     def start(**env: str) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(
-            [PYTHON, APP],
-            env=python_env(CONVEYOR_REDIS_URL=redis_url, **env),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        procs.append(proc)
-        return proc
+        return processes(APP, CONVEYOR_REDIS_URL=redis_url, **env)
 
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(10)
-        if proc.stderr:
-            proc.stderr.close()
+    return start
 
 
 def enqueue(redis_url: str, jobs: list[tuple[int, float]]) -> None:

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 import redis
-from conftest import PYTHON, python_env
+from conftest import StartProcess
 from helpers import wait_for
 
 from conveyor import App, Settings
@@ -23,16 +22,16 @@ APP = str(Path(__file__).parent / "hammer_app.py")
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_eight_processes_cron_once_per_tick_and_limit_never_exceeded(
-    redis_url: str, r: redis.Redis
+    redis_url: str, r: redis.Redis, processes: StartProcess
 ) -> None:
-    env = python_env(
-        CONVEYOR_REDIS_URL=redis_url,
-        CONVEYOR_CONCURRENCY="8",
-        CONVEYOR_HEARTBEAT_INTERVAL="0.5",
-        CONVEYOR_LIVENESS_TTL="3",
-    )
     procs = [
-        subprocess.Popen([PYTHON, APP], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        processes(
+            APP,
+            CONVEYOR_REDIS_URL=redis_url,
+            CONVEYOR_CONCURRENCY="8",
+            CONVEYOR_HEARTBEAT_INTERVAL="0.5",
+            CONVEYOR_LIVENESS_TTL="3",
+        )
         for _ in range(8)
     ]
     try:
@@ -49,8 +48,6 @@ def test_eight_processes_cron_once_per_tick_and_limit_never_exceeded(
             proc.send_signal(signal.SIGTERM)
         for proc in procs:
             proc.wait(30)
-            if proc.stderr:
-                proc.stderr.close()
     assert int(r.get("limited:peak") or 0) == 3, "the limit was reached and never exceeded"
     assert r.get("limited:now") == "0"
     # Ticks that ran, plus any enqueued just before the shutdown and not run yet.

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import redis
-from conftest import PYTHON, python_env
+from conftest import StartProcess
 from helpers import wait_for
 from mail_server import Received, smtp_server
 
@@ -41,35 +41,23 @@ def smtp() -> Iterator[tuple[Received, int]]:
 
 
 @pytest.fixture
-def spawn(redis_url: str, smtp: tuple[Received, int]) -> Iterator[Spawn]:
-    procs: list[subprocess.Popen[bytes]] = []
-
+def spawn(redis_url: str, smtp: tuple[Received, int], processes: StartProcess) -> Spawn:
     def start(**env: str) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(
-            [PYTHON, APP],
-            env=python_env(
-                **{
-                    "CONVEYOR_REDIS_URL": redis_url,
-                    "CONVEYOR_SMTP_HOST": "127.0.0.1",
-                    "CONVEYOR_SMTP_PORT": str(smtp[1]),
-                    "CONVEYOR_SMTP_SENDER": "noreply@example.com",
-                    "CONVEYOR_OPERATIONS_BASE_URL": "https://gitlab.example.com",
-                    "CONVEYOR_OPERATIONS_BATCH_SIZE": "1",
-                    **FAST,
-                    **env,
-                }
-            ),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        return processes(
+            APP,
+            **{
+                "CONVEYOR_REDIS_URL": redis_url,
+                "CONVEYOR_SMTP_HOST": "127.0.0.1",
+                "CONVEYOR_SMTP_PORT": str(smtp[1]),
+                "CONVEYOR_SMTP_SENDER": "noreply@example.com",
+                "CONVEYOR_OPERATIONS_BASE_URL": "https://gitlab.example.com",
+                "CONVEYOR_OPERATIONS_BATCH_SIZE": "1",
+                **FAST,
+                **env,
+            },
         )
-        procs.append(proc)
-        return proc
 
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(10)
+    return start
 
 
 def start_operation(settings: Settings, parameters: dict[str, Any], batch_size: int = 1) -> str:

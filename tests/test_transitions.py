@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import redis
 from compat_apps import rolling
-from conftest import PYTHON, python_env
+from conftest import StartProcess
 from helpers import run_burst, wait_for
 
 from conveyor import App, Job, Settings
@@ -208,30 +208,19 @@ ROLLING = str(Path(__file__).parent / "compat_apps" / "rolling.py")
 
 
 @pytest.fixture
-def spawn(redis_url: str) -> Iterator[Callable[[str], subprocess.Popen[bytes]]]:
-    procs: list[subprocess.Popen[bytes]] = []
-
+def spawn(redis_url: str, processes: StartProcess) -> Callable[[str], subprocess.Popen[bytes]]:
     def start(release: str) -> subprocess.Popen[bytes]:
-        env = python_env(
+        return processes(
+            ROLLING,
+            release,
             CONVEYOR_REDIS_URL=redis_url,
             CONVEYOR_CONCURRENCY="2",
             CONVEYOR_HEARTBEAT_INTERVAL="0.3",
             CONVEYOR_POLL_INTERVAL_AVERAGE="0.2",
             CONVEYOR_SHUTDOWN_TIMEOUT="3",
         )
-        proc = subprocess.Popen(
-            [PYTHON, ROLLING, release], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
-        procs.append(proc)
-        return proc
 
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(10)
-        if proc.stderr:
-            proc.stderr.close()
+    return start
 
 
 @pytest.mark.slow
