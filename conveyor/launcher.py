@@ -85,6 +85,8 @@ class Worker:
         self._quiet = threading.Event()
         self._stop = threading.Event()
         self._done = threading.Event()
+        self._housekeeping_stop = threading.Event()
+        self._housekeeping: threading.Thread | None = None
         self._finisher_stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._workers: list[threading.Thread] = []
@@ -112,7 +114,7 @@ class Worker:
         # The liveness key must exist before anything enters our working list, or a sweep
         # elsewhere could take our jobs for orphans.
         self.heartbeat()
-        self._spawn(self._housekeeper, "conveyor-housekeeper")
+        self._housekeeping = self._spawn(self._housekeeper, "conveyor-housekeeper")
         self._finisher_thread = self._spawn(self._finisher, "conveyor-finisher")
         for i in range(self.settings.concurrency):
             self._workers.append(self._spawn(self._work, f"conveyor-worker-{i}"))
@@ -200,6 +202,10 @@ class Worker:
                 moved,
                 self.settings.shutdown_timeout,
             )
+        # No heartbeat may follow the unregistering, or the process would reappear for 60 s.
+        self._housekeeping_stop.set()
+        if self._housekeeping is not None:
+            self._housekeeping.join(timeout=30)
         try:
             remaining = self.store.unregister(self.identity)
             if remaining:
@@ -409,7 +415,7 @@ class Worker:
         next_beat = now + settings.heartbeat_interval
         next_sweep = now + self._rng.uniform(0, settings.recovery_interval)
         next_poll = now + self._rng.uniform(0, settings.poll_interval_average)
-        while not self._done.is_set():
+        while not self._housekeeping_stop.is_set():
             now = time.monotonic()
             try:
                 if now >= next_beat:
@@ -430,7 +436,7 @@ class Worker:
             except redis.RedisError as exc:
                 log.error("housekeeping failed: %s", exc)
             wake = min(next_beat, next_sweep, next_poll) - time.monotonic()
-            self._done.wait(max(0.01, min(wake, 1.0)))
+            self._housekeeping_stop.wait(max(0.01, min(wake, 1.0)))
 
     def _periodic(self) -> None:
         """Feature tasks (cron, resuming deferred jobs...), apart from the heartbeat so a slow

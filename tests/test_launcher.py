@@ -269,3 +269,14 @@ def test_weighted_queue_order(app: App) -> None:
     share = firsts.count("heavy") / len(firsts)
     assert 0.7 < share < 0.8
     assert sorted(worker._queue_order()) == ["heavy", "light"]
+
+
+def test_a_stopped_worker_stays_unregistered(app: App, r: redis.Redis) -> None:
+    app.configure(app.settings.replace(heartbeat_interval=0.05, liveness_ttl=1.0))
+    with running_worker(app) as worker:
+        wait_for(lambda: r.sismember("processes", worker.identity), timeout=5)
+        time.sleep(0.2)  # several heartbeats
+    time.sleep(0.3)  # a heartbeat racing the shutdown would have re-registered it by now
+    assert not r.sismember("processes", worker.identity)
+    assert not r.exists(worker.identity)
+    assert not r.exists(app.store.keys.liveness(worker.identity))
