@@ -1,0 +1,423 @@
+"""Conveyor against the Python peers, in one run, on one local Redis, one worker process each.
+
+    python -m benchmarks.peers [--jobs 5000] [--sleep-jobs 2000] [--only NAME]
+
+Peers: RQ (Worker and SimpleWorker), Dramatiq, Celery (prefork and threads), arq, Huey,
+taskiq-redis and SAQ, each with its documented default settings (see ``PEERS``), installed
+with ``pip install -r benchmarks/requirements-peers.txt``. For each, on a fresh
+``redis-server`` it starts itself (persistence off), it measures:
+
+1. no-op drain: ``--jobs`` no-op jobs pre-filled, then one worker process started on them; the
+   first job and a final marker job record the wall-clock time they ran, and the rate is the
+   jobs between over that interval (as benchmarks/core.py's no-op drain);
+2. bulk enqueue: the pre-fill of 1., timed inside the pushing process, with the library's batch
+   API where it has one, else a loop of single enqueues;
+3. I/O-bound drain: ``--sleep-jobs`` jobs sleeping 10 ms, at concurrency 10, timed by the jobs
+   from the first to the last completion.
+
+A peer that is not installed or fails is reported as n/a with the reason. The table (ratio
+Conveyor/peer) is printed and written to ``benchmarks/results/peers-<date>.md``. Job modules:
+``benchmarks/peers/<name>_jobs.py``. See benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import importlib.metadata
+import json
+import os
+import platform
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+
+from benchmarks.core import terminate_on_sigterm
+from benchmarks.harness import (
+    ROOT,
+    Children,
+    cpu_model,
+    pick_redis_server,
+    redis_url,
+    start_redis,
+    wait_until,
+)
+
+HERE = Path(__file__).resolve().parent
+JOBS_DIR = HERE / "peers"
+CONCURRENCY = 10
+KINDS = ("noop", "sleep")
+
+
+def script(name: str) -> str:
+    """A console script of the current environment (next to the interpreter), else on PATH."""
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.exists() else (shutil.which(name) or name)
+
+
+def python_entry(module: str) -> Callable[[str, str], list[str]]:
+    return lambda kind, url: [sys.executable, "-m", "peer_common", "worker", module]
+
+
+@dataclass(frozen=True)
+class Peer:
+    key: str  # for --only
+    label: str
+    module: str  # benchmarks/peers/<module>_jobs.py
+    dists: tuple[str, ...]  # for the versions line
+    settings: str
+    bulk_api: str
+    worker: Callable[[str, str], list[str]]  # (kind, redis url) -> command
+    sleep_na: str = ""  # why the 10 ms workload cannot run at concurrency 10
+
+
+def _rq(worker_class: str) -> Callable[[str, str], list[str]]:
+    return lambda kind, url: [script("rq"), "worker", "-u", url, "-q", "-w", worker_class, "bench"]
+
+
+def _celery(pool: str) -> Callable[[str, str], list[str]]:
+    cmd = ["worker", "-P", pool, "-c", str(CONCURRENCY), "-l", "WARNING"]
+    return lambda kind, url: [script("celery"), "-A", "celery_jobs", *cmd]
+
+
+HUEY_ARGS = ["-k", "thread", "-w", str(CONCURRENCY), "-q"]
+RQ_ONE = "RQ runs one job at a time per worker process (no threads): concurrency 10 is 10 processes"
+PEERS: list[Peer] = [
+    Peer(
+        "conveyor", "Conveyor", "conveyor", ("conveyor",), "default (10 threads)",
+        "`bulk_perform_async`, 1000 per call", python_entry("conveyor"),
+    ),
+    Peer(
+        "rq-worker", "RQ Worker", "rq", ("rq",), "`rq worker -q` (forks per job)",
+        "`Queue.enqueue_many`, 1000 per pipeline", _rq("rq.worker.Worker"), RQ_ONE,
+    ),
+    Peer(
+        "rq-simple", "RQ SimpleWorker", "rq", ("rq",), "`rq worker -q -w SimpleWorker`",
+        "`Queue.enqueue_many`, 1000 per pipeline", _rq("rq.worker.SimpleWorker"), RQ_ONE,
+    ),
+    Peer(
+        "dramatiq", "Dramatiq", "dramatiq", ("dramatiq",),
+        "`dramatiq -p 1` (8 threads; `-t 10` for the 10 ms jobs)", "loop of `send`",
+        lambda kind, url: [script("dramatiq"), "dramatiq_jobs", "-p", "1"]
+        + (["-t", str(CONCURRENCY)] if kind == "sleep" else []),
+    ),
+    Peer(
+        "celery-prefork", "Celery prefork", "celery", ("celery", "kombu"),
+        "`celery worker -P prefork -c 10 -l WARNING`", "loop of `delay`", _celery("prefork"),
+    ),
+    Peer(
+        "celery-threads", "Celery threads", "celery", ("celery", "kombu"),
+        "`celery worker -P threads -c 10 -l WARNING`", "loop of `delay`", _celery("threads"),
+    ),
+    Peer(
+        "arq", "arq", "arq", ("arq",), "`run_worker`, defaults (`max_jobs` 10), log WARNING",
+        "loop of `enqueue_job`", python_entry("arq"),
+    ),
+    Peer(
+        "huey", "Huey", "huey", ("huey",), "`huey_consumer -k thread -w 10 -q` (RedisHuey)",
+        "loop of task calls",
+        lambda kind, url: [script("huey_consumer"), "huey_jobs.huey", *HUEY_ARGS],
+    ),
+    Peer(
+        "taskiq", "taskiq-redis", "taskiq", ("taskiq", "taskiq-redis"),
+        "`taskiq worker --workers 1` (RedisStreamBroker; 10 ms jobs: `--max-async-tasks 10`)",
+        "loop of `kiq`",
+        lambda kind, url: [script("taskiq"), "worker", "taskiq_jobs:broker", "--workers", "1"]
+        + ["--log-level", "WARNING"]
+        + (["--max-async-tasks", str(CONCURRENCY)] if kind == "sleep" else []),
+    ),
+    Peer(
+        "saq", "SAQ", "saq", ("saq",), "`saq --workers 1` (concurrency 10)", "loop of `enqueue`",
+        lambda kind, url: [script("saq"), "saq_jobs.settings", "--workers", "1"],
+    ),
+]  # fmt: skip
+
+
+# -- measuring ------------------------------------------------------------------------------------
+@dataclass
+class Result:
+    noop_rate: float = 0.0
+    bulk_rate: float = 0.0
+    sleep_rate: float = 0.0
+    errors: dict[str, str] = field(default_factory=dict)  # metric -> why it is n/a
+
+
+class Runner:
+    def __init__(self, children: Children, client: redis.Redis, args: argparse.Namespace) -> None:
+        self.children = children
+        self.client = client
+        self.args = args
+        self.url = redis_url(client)
+        self.env = dict(os.environ)
+        path = [str(JOBS_DIR), str(ROOT), self.env.get("PYTHONPATH", "")]
+        self.env["PYTHONPATH"] = os.pathsep.join(p for p in path if p)
+        self.env["BENCH_REDIS_URL"] = self.env["CONVEYOR_REDIS_URL"] = self.url
+
+    def stop(self, proc: subprocess.Popen[bytes]) -> None:
+        self.children.stop(proc)
+        # Forking workers (Celery prefork, RQ Worker) leave no child behind: each process runs
+        # in its own session, so its group is exactly what this run started.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    def enqueue(self, peer: Peer, kind: str, jobs: int) -> float:
+        name = f"{peer.key}-enqueue-{kind}"
+        cmd = [sys.executable, "-m", "peer_common", "enqueue", peer.module, kind, str(jobs)]
+        proc = self.children.start(name, cmd, self.env)
+        try:
+            code = proc.wait(timeout=self.args.timeout)
+        except subprocess.TimeoutExpired:
+            raise TimeoutError(f"enqueue took over {self.args.timeout:.0f}s") from None
+        finally:
+            self.stop(proc)
+        out = self.children.log_tail(name, 100_000)
+        if code != 0:
+            raise RuntimeError(f"enqueue exited with {code}: {last_line(out)}")
+        lines = [line for line in out.splitlines() if line.startswith('{"seconds"')]
+        return float(json.loads(lines[-1])["seconds"])
+
+    def drain(self, peer: Peer, kind: str, jobs: int) -> float:
+        """Jobs/s between the first and the last job, as the jobs recorded them."""
+        name = f"{peer.key}-worker-{kind}"
+        proc = self.children.start(name, peer.worker(kind, self.url), self.env)
+        try:
+            wait_until(
+                lambda: self.client.exists("bench:last") == 1,
+                self.args.timeout,
+                f"{peer.label} to drain {jobs} {kind} jobs",
+                proc=proc,
+                poll=0.05,
+            )
+        except (RuntimeError, TimeoutError) as exc:
+            raise type(exc)(f"{exc}: {last_line(self.children.log_tail(name))}") from None
+        finally:
+            self.stop(proc)
+        first = float(self.client.get("bench:first") or 0)
+        last = float(self.client.get("bench:last") or 0)
+        if not 0 < first < last:
+            raise RuntimeError(f"no interval between first and last job ({first}, {last})")
+        return (jobs - 1) / (last - first)
+
+    def measure(self, peer: Peer) -> Result:
+        result = Result()
+        for kind, jobs in (("noop", self.args.jobs), ("sleep", self.args.sleep_jobs)):
+            metric = "noop_rate" if kind == "noop" else "sleep_rate"
+            if kind == "sleep" and peer.sleep_na:
+                result.errors[metric] = peer.sleep_na
+                continue
+            self.client.flushall()
+            try:
+                seconds = self.enqueue(peer, kind, jobs)
+            except (RuntimeError, TimeoutError, OSError, ValueError, IndexError) as exc:
+                why = f"enqueue failed: {exc}"
+                result.errors[metric] = why
+                if kind == "noop":
+                    result.errors["bulk_rate"] = why
+                continue
+            if kind == "noop":
+                result.bulk_rate = jobs / seconds
+            try:
+                setattr(result, metric, self.drain(peer, kind, jobs))
+            except (RuntimeError, TimeoutError, OSError, redis.RedisError) as exc:
+                result.errors[metric] = f"{type(exc).__name__}: {exc}"
+        self.client.flushall()
+        return result
+
+
+def last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1][:300] if lines else "(no output)"
+
+
+# -- report ---------------------------------------------------------------------------------------
+METRICS = [("noop_rate", "no-op drain"), ("bulk_rate", "bulk enqueue"), ("sleep_rate", "10 ms")]
+
+
+def versions(peers: list[Peer]) -> str:
+    seen: dict[str, str] = {}
+    for dist in ["redis", "hiredis"] + [d for p in peers for d in p.dists]:
+        try:
+            seen[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            seen[dist] = "not installed"
+    return ", ".join(f"{d} {v}" for d, v in seen.items())
+
+
+def table(peers: list[Peer], results: dict[str, Result]) -> list[str]:
+    ours = results.get("conveyor")
+    lines = [
+        "| peer | no-op drain, jobs/s | Conveyor/peer | bulk enqueue, jobs/s | Conveyor/peer "
+        "| 10 ms jobs, jobs/s | Conveyor/peer |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for peer in peers:
+        r = results[peer.key]
+        cells = []
+        for attr, _ in METRICS:
+            if attr in r.errors:
+                cells += ["n/a", "n/a"]
+                continue
+            value = getattr(r, attr)
+            ratio = "n/a"
+            if ours is not None and attr not in ours.errors and value:
+                ratio = f"{getattr(ours, attr) / value:.2f}"
+            cells += [f"{value:,.0f}", ratio]
+        lines.append(f"| {peer.label} | {' | '.join(cells)} |")
+    return lines
+
+
+def report(
+    peers: list[Peer], results: dict[str, Result], header: list[str], args: argparse.Namespace
+) -> str:
+    now = dt.datetime.now(dt.UTC)
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    lines = [
+        f"# Conveyor against the Python peers, {now:%Y-%m-%d %H:%M} UTC",
+        "",
+        f"Command: `{shlex.join(['python', '-m', 'benchmarks.peers', *args.argv])}`",
+        "",
+        *header,
+        f"- load average at the end: {load}",
+        *([f"- note: {args.note}"] if args.note else []),
+        "",
+        f"{args.jobs:,} no-op jobs and {args.sleep_jobs:,} jobs sleeping 10 ms; one worker "
+        "process each. The machine is shared and all processes (Redis, worker, harness) share "
+        "its cores: compare the ratios, measured in the same run on the same Redis.",
+        "",
+        *table(peers, results),
+        "",
+        "| peer | worker settings | bulk enqueue API |",
+        "|---|---|---|",
+        *(f"| {p.label} | {p.settings} | {p.bulk_api} |" for p in peers),
+        "",
+    ]
+    missing = [
+        f"- {p.label}, {label}: {results[p.key].errors[attr]}"
+        for p in peers
+        for attr, label in METRICS
+        if attr in results[p.key].errors
+    ]
+    if missing:
+        lines += ["n/a:", "", *missing, ""]
+    lines += [NOTES]
+    return "\n".join(lines)
+
+
+NOTES = """\
+How it was measured:
+
+- One `redis-server` for the whole run; `FLUSHALL` before each workload of each peer.
+- No-op drain: the jobs are pushed first, then one worker process is started on them. The jobs
+  time themselves, as in `benchmarks.core`'s no-op drain: the first job and a final marker job
+  (pushed last) write `time.time()` to Redis, and the rate is the jobs between them over that
+  interval, so interpreter boot and the library's start-up are excluded.
+- Bulk enqueue: the pre-fill of the no-op drain, timed inside the pushing process after it
+  connected (interpreter boot and imports excluded), with the API in the second table.
+- 10 ms jobs: each sleeps 10 ms (`time.sleep`, or `asyncio.sleep` in the async libraries) and
+  then `INCR`s a counter; the jobs that see 1 and the total write the time, so the rate is
+  from the first to the last completion. Concurrency 10 in every peer (its ceiling is 1000/s).
+- Every peer writes the markers with the same redis-py client (`redis.asyncio` in the async
+  ones). Per-job INFO logging is off everywhere (WARNING), as Conveyor logs nothing per job.
+"""
+
+
+def describe(client: redis.Redis, binary: str, peers: list[Peer]) -> list[str]:
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    return [
+        f"- host: {socket.gethostname()}; CPU: {cpu_model()}; {os.cpu_count()} logical CPUs "
+        f"(shared with other work); load average at start: {load}",
+        f"- Python {platform.python_version()}; {versions(peers)}",
+        f"- Redis {client.info('server')['redis_version']} ({binary}), started by the harness, "
+        "persistence off",
+    ]
+
+
+# -- main -----------------------------------------------------------------------------------------
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.peers", description=__doc__.split("\n\n")[0]
+    )
+    keys = ", ".join(p.key for p in PEERS)
+    parser.add_argument("--jobs", type=int, default=5_000, help="no-op jobs per drain")
+    parser.add_argument("--sleep-jobs", type=int, default=2_000, help="10 ms jobs per drain")
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help=f"measure only this peer (repeatable; a prefix such as rq works): {keys}",
+    )
+    parser.add_argument("--timeout", type=float, default=120.0, help="limit for each wait, s")
+    parser.add_argument("--redis-server", help="redis-server binary (default: the newest found)")
+    parser.add_argument("--note", default="", help="a line for the report, e.g. other load")
+    parser.add_argument(
+        "--results-dir", type=Path, default=HERE / "results", help="where peers-<date>.md goes"
+    )
+    args = parser.parse_args(argv)
+    if args.jobs < 2 or args.sleep_jobs < 2:
+        parser.error("--jobs and --sleep-jobs must be >= 2")
+    args.argv = argv
+    return args
+
+
+def selected(only: list[str]) -> list[Peer]:
+    if not only:
+        return PEERS
+    unknown = [n for n in only if not any(p.key.startswith(n) for p in PEERS)]
+    if unknown:
+        raise SystemExit(f"unknown peer {unknown[0]!r}; choose from {[p.key for p in PEERS]}")
+    # Conveyor always runs: the ratios need it.
+    return [p for p in PEERS if p.key == "conveyor" or any(p.key.startswith(n) for n in only)]
+
+
+def run(args: argparse.Namespace) -> int:
+    peers = selected(args.only)
+    workdir = Path(tempfile.mkdtemp(prefix="conveyor-peers-"))
+    children = Children(workdir)
+    results: dict[str, Result] = {}
+    header: list[str] = []
+    try:
+        with terminate_on_sigterm():
+            binary = pick_redis_server(args.redis_server)
+            client = start_redis(children, binary, workdir)
+            header = describe(client, binary, peers)
+            runner = Runner(children, client, args)
+            for peer in peers:
+                print(f"measuring {peer.label} ...", file=sys.stderr, flush=True)
+                started = time.perf_counter()
+                results[peer.key] = runner.measure(peer)
+                for metric, why in results[peer.key].errors.items():
+                    print(f"  {metric} n/a: {why}", file=sys.stderr)
+                print(f"  {time.perf_counter() - started:.0f}s", file=sys.stderr, flush=True)
+            client.close()
+    finally:
+        children.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    text = report(peers, results, header, args)
+    print(text)
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    path = args.results_dir / f"peers-{dt.datetime.now(dt.UTC):%Y-%m-%d}.md"
+    path.write_text(text)
+    print(f"written to {path}", file=sys.stderr)
+    return 1 if results.get("conveyor") is None or results["conveyor"].errors else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    return run(parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,24 @@
+"""Celery: both workloads as tasks on its Redis broker (no result backend); no batch API for
+independent tasks, so a loop of ``delay``. The worker is Celery's own CLI (prefork or threads)."""
+
+from __future__ import annotations
+
+import peer_common
+from celery import Celery
+
+app = Celery("celery_jobs", broker=peer_common.url())
+
+noop = app.task(name="noop")(peer_common.noop)
+sleep = app.task(name="sleep")(peer_common.sleep)
+
+
+def enqueue(kind: str, jobs: int) -> float:
+    task = sleep if kind == "sleep" else noop
+    with app.connection_for_write() as connection:
+        connection.ensure_connection()
+
+    def push(args: list[int]) -> None:
+        for a in args:
+            task.delay(a)
+
+    return peer_common.timed(push, kind, jobs)

@@ -1,0 +1,98 @@
+"""What every peer's job module shares: the Redis the jobs report to, the two job bodies, and the
+entry point the harness runs (``python -m peer_common enqueue|worker NAME ...``, with this
+directory on ``PYTHONPATH`` so that each library imports its jobs by a stable module name).
+
+The jobs time themselves, as in benchmarks/core.py's no-op drain:
+
+- ``noop(index)`` does nothing, except that index 0 (pushed first) and -1 (a marker pushed last)
+  write the wall-clock time they ran to ``bench:first`` / ``bench:last``;
+- ``sleep(total)`` sleeps 10 ms, then ``INCR bench:done``; the job that sees 1 writes
+  ``bench:first``, the one that sees ``total`` writes ``bench:last`` (completion order, so
+  concurrent jobs finishing out of order do not matter).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import importlib
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+
+import redis
+import redis.asyncio
+
+SLEEP_S = 0.010
+BATCH = 1000
+
+
+def url() -> str:
+    return os.environ["BENCH_REDIS_URL"]
+
+
+@functools.cache
+def client() -> redis.Redis:
+    # Created on first use, so a forking worker (RQ, Celery prefork) gets one per child.
+    return redis.Redis.from_url(url())
+
+
+@functools.cache
+def aclient() -> redis.asyncio.Redis:
+    return redis.asyncio.Redis.from_url(url())
+
+
+def noop(index: int) -> None:
+    if index in (0, -1):
+        client().set("bench:first" if index == 0 else "bench:last", time.time())
+
+
+def sleep(total: int) -> None:
+    time.sleep(SLEEP_S)
+    done = client().incr("bench:done")
+    if done in (1, total):
+        client().set("bench:first" if done == 1 else "bench:last", time.time())
+
+
+async def anoop(index: int) -> None:
+    if index in (0, -1):
+        await aclient().set("bench:first" if index == 0 else "bench:last", time.time())
+
+
+async def asleep(total: int) -> None:
+    await asyncio.sleep(SLEEP_S)
+    done = await aclient().incr("bench:done")
+    if done in (1, total):
+        await aclient().set("bench:first" if done == 1 else "bench:last", time.time())
+
+
+def arguments(kind: str, jobs: int) -> list[int]:
+    """The argument of each job: indexes ending with the -1 marker, or the total for sleeps."""
+    if kind == "sleep":
+        return [jobs] * jobs
+    return [*range(jobs - 1), -1]
+
+
+def timed(push: Callable[[list[int]], object], kind: str, jobs: int) -> float:
+    args = arguments(kind, jobs)
+    started = time.perf_counter()
+    push(args)
+    return time.perf_counter() - started
+
+
+def main(argv: list[str]) -> None:
+    command, name, *rest = argv
+    module = importlib.import_module(f"{name}_jobs")
+    if command == "enqueue":
+        kind, jobs = rest[0], int(rest[1])
+        print(json.dumps({"seconds": module.enqueue(kind, jobs)}))
+    elif command == "worker":
+        module.work(*rest)
+    else:
+        raise SystemExit(f"unknown command {command!r}: use enqueue or worker")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,37 @@
+"""taskiq: both workloads as async tasks on taskiq-redis' ``RedisStreamBroker`` (the one with
+acknowledgements); no batch API, so a loop of ``kiq``. The worker is taskiq's own CLI
+(``taskiq worker taskiq_jobs:broker --workers 1``)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import peer_common
+from taskiq_redis import RedisStreamBroker
+
+broker = RedisStreamBroker(url=peer_common.url())
+
+
+@broker.task(task_name="noop")
+async def noop(index: int) -> None:
+    await peer_common.anoop(index)
+
+
+@broker.task(task_name="sleep")
+async def sleep(total: int) -> None:
+    await peer_common.asleep(total)
+
+
+def enqueue(kind: str, jobs: int) -> float:
+    task = sleep if kind == "sleep" else noop
+
+    async def go() -> float:
+        await broker.startup()  # also creates the consumer group, before the first message
+        started = asyncio.get_running_loop().time()
+        for a in peer_common.arguments(kind, jobs):
+            await task.kiq(a)
+        seconds = asyncio.get_running_loop().time() - started
+        await broker.shutdown()
+        return seconds
+
+    return asyncio.run(go())
