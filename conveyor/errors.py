@@ -2,7 +2,8 @@
 
 ConveyorError
 ├── ConfigurationError        bad settings, bad job declaration
-│   └── UnknownOptionError    a job option no core feature or middleware declares
+│   ├── UnknownOptionError    a job option no core feature or middleware declares
+│   └── AutomationSettingsError  an invalid automation settings file (every problem listed)
 ├── EnqueueError              a job that cannot be enqueued
 │   └── SerializationError    args that are not JSON-native
 ├── PayloadError              a payload read from Redis that is not a valid job
@@ -12,7 +13,8 @@ ConveyorError
 ├── NotFoundError             a data API lookup for something that is not there
 ├── CompatibilityError        a job change unsafe across a rolling deploy (compat check)
 ├── OperationError            a bulk operation that cannot be created or counted
-└── MailError                 an e-mail that could not be sent (SMTP)
+├── MailError                 an e-mail that could not be sent (SMTP)
+└── WorkflowUrlError          an automation HTTP path that does not follow the URL grammar
 """
 
 from __future__ import annotations
@@ -28,6 +30,24 @@ class ConfigurationError(ConveyorError):
 
 class UnknownOptionError(ConfigurationError):
     """A job declares an option that neither the core nor any installed middleware knows."""
+
+
+class AutomationSettingsError(ConfigurationError):
+    """The ``functions.backend.automation`` settings are invalid.
+
+    ``problems`` holds one line per bad field, each starting with the field's JSON path, e.g.
+    ``functions.backend.automation.workflows[2].steps.execute.timeout: must be a positive
+    number, got "fast"``; the message lists them all, so one run of ``conveyor automation check``
+    shows everything to fix.
+    """
+
+    def __init__(self, problems: list[str] | tuple[str, ...], source: str = "") -> None:
+        self.problems = tuple(problems)
+        self.source = source
+        where = f" in {source}" if source else ""
+        count = len(self.problems)
+        head = f"invalid automation settings{where} ({count} problem{'s' if count != 1 else ''}):"
+        super().__init__("\n".join([head, *(f"  {p}" for p in self.problems)]))
 
 
 class EnqueueError(ConveyorError):
@@ -72,3 +92,21 @@ class MailError(ConveyorError):
 class CompatibilityError(ConveyorError):
     """Job declarations changed in a way that breaks a rolling deploy, or a job lock file is
     unreadable (``conveyor compat check``)."""
+
+
+class UploadRejected(ConveyorError):
+    """An uploaded file was refused before anything was imported (size, type, or an archive
+    entry that is unsafe). ``entry`` names the archive member at fault, when there is one."""
+
+    def __init__(self, message: str, entry: str | None = None) -> None:
+        super().__init__(message)
+        self.entry = entry
+
+
+class WorkflowUrlError(ConveyorError):
+    """An automation HTTP path does not follow the URL grammar (``/{keyword}/workflows/{name}``,
+    optional ``/steps/...`` and ``/vars/...``); the message names the bad segment."""
+
+    def __init__(self, message: str, segment: str = "") -> None:
+        self.segment = segment
+        super().__init__(message)
