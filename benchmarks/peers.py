@@ -80,6 +80,7 @@ class Peer:
     bulk_api: str
     worker: Callable[[str, str], list[str]]  # (kind, redis url) -> command
     sleep_na: str = ""  # why the 10 ms workload cannot run at concurrency 10
+    max_jobs: int = 0  # a cap on --jobs for a very slow peer (0: none)
 
 
 def _rq(worker_class: str) -> Callable[[str, str], list[str]]:
@@ -99,8 +100,9 @@ PEERS: list[Peer] = [
         "`bulk_perform_async`, 1000 per call", python_entry("conveyor"),
     ),
     Peer(
-        "rq-worker", "RQ Worker", "rq", ("rq",), "`rq worker -q` (forks per job)",
-        "`Queue.enqueue_many`, 1000 per pipeline", _rq("rq.worker.Worker"), RQ_ONE,
+        "rq-worker", "RQ Worker", "rq", ("rq",),
+        "`rq worker -q` (forks a child per job; at most 1,000 no-op jobs)",
+        "`Queue.enqueue_many`, 1000 per pipeline", _rq("rq.worker.Worker"), RQ_ONE, 1_000,
     ),
     Peer(
         "rq-simple", "RQ SimpleWorker", "rq", ("rq",), "`rq worker -q -w SimpleWorker`",
@@ -108,13 +110,15 @@ PEERS: list[Peer] = [
     ),
     Peer(
         "dramatiq", "Dramatiq", "dramatiq", ("dramatiq",),
-        "`dramatiq -p 1` (8 threads; `-t 10` for the 10 ms jobs)", "loop of `send`",
+        "`dramatiq -p 1` (a parent and 1 worker process of 8 threads; 10 ms jobs: `-t 10`)",
+        "loop of `send`",
         lambda kind, url: [script("dramatiq"), "dramatiq_jobs", "-p", "1"]
         + (["-t", str(CONCURRENCY)] if kind == "sleep" else []),
     ),
     Peer(
         "celery-prefork", "Celery prefork", "celery", ("celery", "kombu"),
-        "`celery worker -P prefork -c 10 -l WARNING`", "loop of `delay`", _celery("prefork"),
+        "`celery worker -P prefork -c 10 -l WARNING` (a parent and 10 children)",
+        "loop of `delay`", _celery("prefork"),
     ),
     Peer(
         "celery-threads", "Celery threads", "celery", ("celery", "kombu"),
@@ -131,7 +135,8 @@ PEERS: list[Peer] = [
     ),
     Peer(
         "taskiq", "taskiq-redis", "taskiq", ("taskiq", "taskiq-redis"),
-        "`taskiq worker --workers 1` (RedisStreamBroker; 10 ms jobs: `--max-async-tasks 10`)",
+        "`taskiq worker --workers 1` (a parent and 1 worker; RedisStreamBroker; 10 ms jobs: "
+        "`--max-async-tasks 10`)",
         "loop of `kiq`",
         lambda kind, url: [script("taskiq"), "worker", "taskiq_jobs:broker", "--workers", "1"]
         + ["--log-level", "WARNING"]
@@ -165,7 +170,8 @@ class Runner:
         self.env["BENCH_REDIS_URL"] = self.env["CONVEYOR_REDIS_URL"] = self.url
 
     def stop(self, proc: subprocess.Popen[bytes]) -> None:
-        self.children.stop(proc)
+        # The measurement is over: no need to wait for a slow graceful shutdown (taskiq: 20 s).
+        self.children.stop(proc, timeout=5)
         # Forking workers (Celery prefork, RQ Worker) leave no child behind: each process runs
         # in its own session, so its group is exactly what this run started.
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -211,7 +217,8 @@ class Runner:
 
     def measure(self, peer: Peer) -> Result:
         result = Result()
-        for kind, jobs in (("noop", self.args.jobs), ("sleep", self.args.sleep_jobs)):
+        noop_jobs = min(self.args.jobs, peer.max_jobs or self.args.jobs)
+        for kind, jobs in (("noop", noop_jobs), ("sleep", self.args.sleep_jobs)):
             metric = "noop_rate" if kind == "noop" else "sleep_rate"
             if kind == "sleep" and peer.sleep_na:
                 result.errors[metric] = peer.sleep_na
