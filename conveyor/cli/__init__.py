@@ -15,6 +15,7 @@ import click
 
 from conveyor import __version__
 from conveyor.api import RedisError
+from conveyor.cli.automation import automation
 from conveyor.cli.bulk_ops import ops_group
 from conveyor.cli.compat import compat
 from conveyor.cli.context import CliState
@@ -76,6 +77,7 @@ for _command in (
     web,
     ops_group,
     compat,
+    automation,
 ):
     main.add_command(_command)
 
