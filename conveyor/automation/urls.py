@@ -177,7 +177,7 @@ def _parse_switches(spec: str) -> dict[str, bool]:
                 f"steps segment {item!r} must be {key}=true or {key}=false", item
             )
         if key in out:
-            raise WorkflowUrlError(f"step {key!r} is switched twice in the steps segment", item)
+            raise WorkflowUrlError(f"step {key!r} is switched twice, again in {item!r}", item)
         out[key] = value == "true"
     return out
 
@@ -198,6 +198,6 @@ def _parse_vars(spec: str) -> dict[str, str]:
                 item,
             )
         if key in out:
-            raise WorkflowUrlError(f"variable {key!r} is given twice", item)
+            raise WorkflowUrlError(f"variable {key!r} is given twice, again in {item!r}", item)
         out[key] = _decode(raw_value, item)
     return out
