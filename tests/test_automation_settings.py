@@ -142,7 +142,7 @@ def test_every_problem_is_reported_once_with_its_json_path() -> None:
         (wf(enable=1), "[0].enable", "true or false"),
         (wf(description=5), "[0].description", "string"),
         (wf(throttling={"cpu": {"deactive": "high"}}), "[0].throttling.cpu.deactive", "number"),
-        (wf(throttling={"cpu": {"reactive": None}}), "[0].throttling.cpu.reactive", "number"),
+        (wf(throttling={"cpu": {"reactive": [40]}}), "[0].throttling.cpu.reactive", "number"),
         (wf(throttling={"enable": "no"}), "[0].throttling.enable", "true or false"),
         ("not an object", "[0]", "JSON object"),
     ],
@@ -166,6 +166,29 @@ def test_bad_fields_name_their_path(workflow: Any, path: str, fragment: str) -> 
 )
 def test_bad_documents(data: Any, expected: str) -> None:
     assert problems(data)[0].startswith(expected)
+
+
+def test_null_means_the_default() -> None:
+    s = parse_automation_settings(
+        doc(
+            wf(
+                enable=None,
+                allowApiExecution=None,
+                vars=None,
+                throttling={"enable": None, "cpu": {"deactive": None, "reactive": None}},
+                steps={"execute": {"playbook": "x", "timeout": None, "vars": None}},
+            ),
+            meta={"enable": None, "keyword": None},
+        )
+    )
+    w = s.workflow("w")
+    assert (s.meta.enable, s.meta.keyword, w.enable, w.allow_api_execution) == (
+        False,
+        "automation",
+        True,
+        False,
+    )
+    assert w.steps.execute.timeout == 180 and w.throttling.cpu.reactive == 40
 
 
 def test_missing_workflows_is_an_empty_list() -> None:

@@ -50,6 +50,13 @@ def parse_playbook(raw: str) -> str | None:
     return None
 
 
+def or_default(obj: JsonObject, key: str, default: Any) -> Any:
+    """``obj[key]``, or ``default`` when it is absent or ``null`` (the seed writes ``null`` for
+    "not set")."""
+    value = obj.get(key)
+    return default if value is None else value
+
+
 def shown(value: Any) -> str:
     """A value as it appears in JSON (strings quoted), shortened."""
     try:

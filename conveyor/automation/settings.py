@@ -29,6 +29,7 @@ from conveyor.automation._check import (
     Checker,
     JsonObject,
     effective_reactive,
+    or_default,
     parse_playbook,
 )
 from conveyor.errors import AutomationSettingsError
@@ -306,13 +307,15 @@ def _meta(check: Checker, section: JsonObject) -> Meta:
     obj = check.obj(path, section.get("meta"), ("enable", "keyword", "cpuAverage"))
     if obj is None:
         return Meta()
-    keyword = check.name(f"{path}.keyword", obj.get("keyword", DEFAULT_KEYWORD))
+    keyword = check.name(f"{path}.keyword", or_default(obj, "keyword", DEFAULT_KEYWORD))
     avg_path = f"{path}.cpuAverage"
     avg = check.obj(avg_path, obj.get("cpuAverage"), ("interval", "window", "alpha"))
     cpu_average = CpuAverage()
     if avg is not None:
-        interval = check.positive(f"{avg_path}.interval", avg.get("interval", DEFAULT_CPU_INTERVAL))
-        window = check.positive(f"{avg_path}.window", avg.get("window", DEFAULT_CPU_WINDOW))
+        interval = check.positive(
+            f"{avg_path}.interval", or_default(avg, "interval", DEFAULT_CPU_INTERVAL)
+        )
+        window = check.positive(f"{avg_path}.window", or_default(avg, "window", DEFAULT_CPU_WINDOW))
         alpha: float | None = None
         if avg.get("alpha") is not None:
             alpha = check.number(f"{avg_path}.alpha", avg["alpha"])
@@ -323,7 +326,7 @@ def _meta(check: Checker, section: JsonObject) -> Meta:
             interval or DEFAULT_CPU_INTERVAL, window or DEFAULT_CPU_WINDOW, alpha
         )
     return Meta(
-        enable=check.boolean(f"{path}.enable", obj.get("enable", False)),
+        enable=check.boolean(f"{path}.enable", or_default(obj, "enable", False)),
         keyword=keyword or DEFAULT_KEYWORD,
         cpu_average=cpu_average,
     )
@@ -380,8 +383,8 @@ def _workflow(check: Checker, path: str, item: Any) -> Workflow | None:
     steps = _steps(check, f"{path}.steps", obj.get("steps"))
     workflow_vars = check.vars(f"{path}.vars", obj.get("vars"))
     throttling = _throttling(check, f"{path}.throttling", obj.get("throttling"))
-    enable = check.boolean(f"{path}.enable", obj.get("enable", True))
-    allow = check.boolean(f"{path}.allowApiExecution", obj.get("allowApiExecution", False))
+    enable = check.boolean(f"{path}.enable", or_default(obj, "enable", True))
+    allow = check.boolean(f"{path}.allowApiExecution", or_default(obj, "allowApiExecution", False))
     if len(check.problems) > before or name is None or steps is None:
         return None
     return Workflow(
@@ -424,7 +427,7 @@ def _run_step(
         return None
     playbook = check.playbook(f"{path}.playbook", obj.get("playbook"))
     default = DEFAULT_EXECUTE_TIMEOUT if kind == "execute" else DEFAULT_COMPLETE_TIMEOUT
-    timeout = check.positive(f"{path}.timeout", obj.get("timeout", default))
+    timeout = check.positive(f"{path}.timeout", or_default(obj, "timeout", default))
     step_vars = check.vars(f"{path}.vars", obj.get("vars"))
     if playbook is None or timeout is None:
         return None
@@ -488,12 +491,12 @@ def _throttling(check: Checker, path: str, raw: Any) -> Throttling:
     obj = check.obj(path, raw, ("enable", "cpu"))
     if obj is None:
         return Throttling()
-    enable = check.boolean(f"{path}.enable", obj.get("enable", True))
+    enable = check.boolean(f"{path}.enable", or_default(obj, "enable", True))
     cpu = check.obj(f"{path}.cpu", obj.get("cpu"), ("deactive", "reactive"))
     if cpu is None:
         return Throttling(enable=enable)
-    deactive = check.number(f"{path}.cpu.deactive", cpu.get("deactive", DEFAULT_DEACTIVE))
-    reactive = check.number(f"{path}.cpu.reactive", cpu.get("reactive", DEFAULT_REACTIVE))
+    deactive = check.number(f"{path}.cpu.deactive", or_default(cpu, "deactive", DEFAULT_DEACTIVE))
+    reactive = check.number(f"{path}.cpu.reactive", or_default(cpu, "reactive", DEFAULT_REACTIVE))
     if deactive is not None and not 0 <= deactive <= 100:
         check.problem(f"{path}.cpu.deactive", "must be between 0 and 100", cpu["deactive"])
         deactive = None
