@@ -13,7 +13,9 @@ with ``pip install -r benchmarks/requirements-peers.txt``. For each, on a fresh
 2. bulk enqueue: the pre-fill of 1., timed inside the pushing process, with the library's batch
    API where it has one, else a loop of single enqueues;
 3. I/O-bound drain: ``--sleep-jobs`` jobs sleeping 10 ms, at concurrency 10, timed by the jobs
-   from the first to the last completion.
+   from the first to the last completion;
+4. latency: with the worker up and idle, one producer pushes one job at a time at ``--rate``
+   for ``--duration``; each job records ``now - sent``; p50 and p99.
 
 A peer that is not installed or fails is reported as n/a with the reason. The table (ratio
 Conveyor/peer) is printed and written to ``benchmarks/results/peers-<date>.md``. Job modules:
@@ -33,6 +35,7 @@ import shlex
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -125,7 +128,8 @@ PEERS: list[Peer] = [
         "`celery worker -P threads -c 10 -l WARNING`", "loop of `delay`", _celery("threads"),
     ),
     Peer(
-        "arq", "arq", "arq", ("arq",), "`run_worker`, defaults (`max_jobs` 10), log WARNING",
+        "arq", "arq", "arq", ("arq",),
+        "`run_worker`, defaults (`max_jobs` 10, `poll_delay` 0.5 s), log WARNING",
         "loop of `enqueue_job`", python_entry("arq"),
     ),
     Peer(
@@ -155,6 +159,8 @@ class Result:
     noop_rate: float = 0.0
     bulk_rate: float = 0.0
     sleep_rate: float = 0.0
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
     errors: dict[str, str] = field(default_factory=dict)  # metric -> why it is n/a
 
 
@@ -168,6 +174,7 @@ class Runner:
         path = [str(JOBS_DIR), str(ROOT), self.env.get("PYTHONPATH", "")]
         self.env["PYTHONPATH"] = os.pathsep.join(p for p in path if p)
         self.env["BENCH_REDIS_URL"] = self.env["CONVEYOR_REDIS_URL"] = self.url
+        self.env["BENCH_RATE"] = str(args.rate)
 
     def stop(self, proc: subprocess.Popen[bytes]) -> None:
         # The measurement is over: no need to wait for a slow graceful shutdown (taskiq: 20 s).
@@ -193,20 +200,18 @@ class Runner:
         lines = [line for line in out.splitlines() if line.startswith('{"seconds"')]
         return float(json.loads(lines[-1])["seconds"])
 
+    def wait(self, proc: subprocess.Popen[bytes], name: str, check: Callable[[], bool]) -> None:
+        try:
+            wait_until(check, self.args.timeout, name, proc=proc, poll=0.05)
+        except (RuntimeError, TimeoutError) as exc:
+            raise type(exc)(f"{exc}: {last_line(self.children.log_tail(name))}") from None
+
     def drain(self, peer: Peer, kind: str, jobs: int) -> float:
         """Jobs/s between the first and the last job, as the jobs recorded them."""
         name = f"{peer.key}-worker-{kind}"
         proc = self.children.start(name, peer.worker(kind, self.url), self.env)
         try:
-            wait_until(
-                lambda: self.client.exists("bench:last") == 1,
-                self.args.timeout,
-                f"{peer.label} to drain {jobs} {kind} jobs",
-                proc=proc,
-                poll=0.05,
-            )
-        except (RuntimeError, TimeoutError) as exc:
-            raise type(exc)(f"{exc}: {last_line(self.children.log_tail(name))}") from None
+            self.wait(proc, name, lambda: self.client.exists("bench:last") == 1)
         finally:
             self.stop(proc)
         first = float(self.client.get("bench:first") or 0)
@@ -238,8 +243,37 @@ class Runner:
                 setattr(result, metric, self.drain(peer, kind, jobs))
             except (RuntimeError, TimeoutError, OSError, redis.RedisError) as exc:
                 result.errors[metric] = f"{type(exc).__name__}: {exc}"
+        floor = 1.5 * self.args.rate
+        if "noop_rate" in result.errors or result.noop_rate < floor:
+            drains = "failed" if "noop_rate" in result.errors else f"{result.noop_rate:,.0f}/s"
+            result.errors["p50_ms"] = result.errors["p99_ms"] = (
+                f"its no-op drain ({drains}) is below 1.5x the latency rate ({self.args.rate}/s)"
+            )
+        else:
+            try:
+                result.p50_ms, result.p99_ms = self.latency(peer)
+            except (RuntimeError, TimeoutError, OSError, ValueError, redis.RedisError) as exc:
+                result.errors["p50_ms"] = result.errors["p99_ms"] = f"{type(exc).__name__}: {exc}"
         self.client.flushall()
         return result
+
+    def latency(self, peer: Peer) -> tuple[float, float]:
+        """p50 and p99 (ms) from enqueue to start, the worker idle and warm."""
+        count = max(2, int(self.args.rate * self.args.duration))
+        self.client.flushall()
+        name = f"{peer.key}-worker-latency"
+        proc = self.children.start(name, peer.worker("noop", self.url), self.env)
+        try:
+            self.enqueue(peer, "noop", 2)  # the worker is ready once these two have run
+            self.wait(proc, name, lambda: self.client.exists("bench:last") == 1)
+            time.sleep(0.5)
+            self.enqueue(peer, "latency", count)
+            self.wait(proc, name, lambda: self.client.llen("bench:latency") >= count)
+        finally:
+            self.stop(proc)
+        samples = sorted(float(x) * 1000 for x in self.client.lrange("bench:latency", 0, -1))
+        cuts = statistics.quantiles(samples, n=100, method="inclusive")
+        return cuts[49], cuts[98]
 
 
 def last_line(text: str) -> str:
@@ -249,6 +283,11 @@ def last_line(text: str) -> str:
 
 # -- report ---------------------------------------------------------------------------------------
 METRICS = [("noop_rate", "no-op drain"), ("bulk_rate", "bulk enqueue"), ("sleep_rate", "10 ms")]
+LATENCY = [("p50_ms", "latency p50"), ("p99_ms", "latency p99")]
+
+
+def ratio_text(ratio: float) -> str:
+    return f"{ratio:.2f}" if ratio >= 0.1 else f"{ratio:.2g}"
 
 
 def versions(peers: list[Peer]) -> str:
@@ -261,25 +300,23 @@ def versions(peers: list[Peer]) -> str:
     return ", ".join(f"{d} {v}" for d, v in seen.items())
 
 
-def table(peers: list[Peer], results: dict[str, Result]) -> list[str]:
+def table(
+    peers: list[Peer], results: dict[str, Result], metrics: list[tuple[str, str]], fmt: str
+) -> list[str]:
     ours = results.get("conveyor")
-    lines = [
-        "| peer | no-op drain, jobs/s | Conveyor/peer | bulk enqueue, jobs/s | Conveyor/peer "
-        "| 10 ms jobs, jobs/s | Conveyor/peer |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
+    lines = []
     for peer in peers:
         r = results[peer.key]
         cells = []
-        for attr, _ in METRICS:
+        for attr, _ in metrics:
             if attr in r.errors:
                 cells += ["n/a", "n/a"]
                 continue
             value = getattr(r, attr)
             ratio = "n/a"
             if ours is not None and attr not in ours.errors and value:
-                ratio = f"{getattr(ours, attr) / value:.2f}"
-            cells += [f"{value:,.0f}", ratio]
+                ratio = ratio_text(getattr(ours, attr) / value)
+            cells += [format(value, fmt), ratio]
         lines.append(f"| {peer.label} | {' | '.join(cells)} |")
     return lines
 
@@ -302,7 +339,17 @@ def report(
         "process each. The machine is shared and all processes (Redis, worker, harness) share "
         "its cores: compare the ratios, measured in the same run on the same Redis.",
         "",
-        *table(peers, results),
+        "| peer | no-op drain, jobs/s | Conveyor/peer | bulk enqueue, jobs/s | Conveyor/peer "
+        "| 10 ms jobs, jobs/s | Conveyor/peer |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+        *table(peers, results, METRICS, ",.0f"),
+        "",
+        f"Latency, enqueue to start, at {args.rate:,} jobs/s for {args.duration:g} s (lower is "
+        "better: a ratio below 1 means Conveyor is faster):",
+        "",
+        "| peer | p50, ms | Conveyor/peer | p99, ms | Conveyor/peer |",
+        "|---|---:|---:|---:|---:|",
+        *table(peers, results, LATENCY, ".2f"),
         "",
         "| peer | worker settings | bulk enqueue API |",
         "|---|---|---|",
@@ -312,7 +359,7 @@ def report(
     missing = [
         f"- {p.label}, {label}: {results[p.key].errors[attr]}"
         for p in peers
-        for attr, label in METRICS
+        for attr, label in METRICS + LATENCY[:1]
         if attr in results[p.key].errors
     ]
     if missing:
@@ -334,6 +381,10 @@ How it was measured:
 - 10 ms jobs: each sleeps 10 ms (`time.sleep`, or `asyncio.sleep` in the async libraries) and
   then `INCR`s a counter; the jobs that see 1 and the total write the time, so the rate is
   from the first to the last completion. Concurrency 10 in every peer (its ceiling is 1000/s).
+- Latency: the worker is started and runs two no-op jobs (so it is ready), then one producer
+  process pushes one job at a time (single enqueues, never the batch API) at `--rate` for
+  `--duration`; each job pushes `now - sent`. Skipped (n/a) for a peer whose no-op drain is below
+  1.5x that rate, where the figure would measure the queue growing, not the latency.
 - Every peer writes the markers with the same redis-py client (`redis.asyncio` in the async
   ones). Per-job INFO logging is off everywhere (WARNING), as Conveyor logs nothing per job.
 """
@@ -365,6 +416,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         metavar="NAME",
         help=f"measure only this peer (repeatable; a prefix such as rq works): {keys}",
     )
+    parser.add_argument("--rate", type=int, default=100, help="latency producer, jobs/s")
+    parser.add_argument("--duration", type=float, default=5.0, help="latency phase, seconds")
     parser.add_argument("--timeout", type=float, default=120.0, help="limit for each wait, s")
     parser.add_argument("--redis-server", help="redis-server binary (default: the newest found)")
     parser.add_argument("--note", default="", help="a line for the report, e.g. other load")
@@ -372,8 +425,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--results-dir", type=Path, default=HERE / "results", help="where peers-<date>.md goes"
     )
     args = parser.parse_args(argv)
-    if args.jobs < 2 or args.sleep_jobs < 2:
-        parser.error("--jobs and --sleep-jobs must be >= 2")
+    if args.jobs < 2 or args.sleep_jobs < 2 or args.rate < 1 or args.duration <= 0:
+        parser.error("--jobs and --sleep-jobs must be >= 2, --rate >= 1 and --duration > 0")
     args.argv = argv
     return args
 

@@ -21,8 +21,12 @@ async def sleep(ctx: dict[str, Any], total: int) -> None:
     await peer_common.asleep(total)
 
 
+async def latency(ctx: dict[str, Any], sent: float) -> None:
+    await peer_common.alatency(sent)
+
+
 class WorkerSettings:
-    functions: ClassVar = [noop, sleep]
+    functions: ClassVar = [noop, sleep, latency]
     redis_settings = RedisSettings.from_dsn(peer_common.url())
 
 

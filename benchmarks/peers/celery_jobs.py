@@ -3,6 +3,9 @@ independent tasks, so a loop of ``delay``. The worker is Celery's own CLI (prefo
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 import peer_common
 from celery import Celery
 
@@ -10,14 +13,15 @@ app = Celery("celery_jobs", broker=peer_common.url())
 
 noop = app.task(name="noop")(peer_common.noop)
 sleep = app.task(name="sleep")(peer_common.sleep)
+latency = app.task(name="latency")(peer_common.latency)
 
 
 def enqueue(kind: str, jobs: int) -> float:
-    task = sleep if kind == "sleep" else noop
+    task = {"noop": noop, "sleep": sleep, "latency": latency}[kind]
     with app.connection_for_write() as connection:
         connection.ensure_connection()
 
-    def push(args: list[int]) -> None:
+    def push(args: Iterable[Any]) -> None:
         for a in args:
             task.delay(a)
 

@@ -21,9 +21,18 @@ class PeerSleep(Job):
         peer_common.sleep(total)
 
 
+@app.job(name="PeerLatency")
+class PeerLatency(Job):
+    def perform(self, sent: float) -> None:
+        peer_common.latency(sent)
+
+
 def enqueue(kind: str, jobs: int) -> float:
-    job = app.registry["PeerSleep" if kind == "sleep" else "PeerNoop"]
     app.store.client.ping()
+    if kind == "latency":
+        latency = app.registry["PeerLatency"]
+        return peer_common.timed(lambda args: [latency.perform_async(a) for a in args], kind, jobs)
+    job = app.registry["PeerSleep" if kind == "sleep" else "PeerNoop"]
     return peer_common.timed(
         lambda args: job.bulk_perform_async([[a] for a in args], batch_size=peer_common.BATCH),
         kind,

@@ -3,6 +3,9 @@ The worker is Dramatiq's own CLI (``dramatiq dramatiq_jobs -p 1``)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 import dramatiq
 import peer_common
 from dramatiq.brokers.redis import RedisBroker
@@ -11,13 +14,14 @@ dramatiq.set_broker(RedisBroker(url=peer_common.url()))
 
 noop = dramatiq.actor(peer_common.noop, actor_name="noop")
 sleep = dramatiq.actor(peer_common.sleep, actor_name="sleep")
+latency = dramatiq.actor(peer_common.latency, actor_name="latency")
 
 
 def enqueue(kind: str, jobs: int) -> float:
-    actor = sleep if kind == "sleep" else noop
+    actor = {"noop": noop, "sleep": sleep, "latency": latency}[kind]
     dramatiq.get_broker().client.ping()
 
-    def push(args: list[int]) -> None:
+    def push(args: Iterable[Any]) -> None:
         for a in args:
             actor.send(a)
 

@@ -3,6 +3,9 @@ loop of calls. The worker is Huey's own CLI (``huey_consumer huey_jobs.huey -k t
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 import peer_common
 from huey import RedisHuey
 
@@ -10,13 +13,14 @@ huey = RedisHuey("bench", url=peer_common.url())
 
 noop = huey.task(name="noop")(peer_common.noop)
 sleep = huey.task(name="sleep")(peer_common.sleep)
+latency = huey.task(name="latency")(peer_common.latency)
 
 
 def enqueue(kind: str, jobs: int) -> float:
-    task = sleep if kind == "sleep" else noop
+    task = {"noop": noop, "sleep": sleep, "latency": latency}[kind]
     huey.storage.conn.ping()
 
-    def push(args: list[int]) -> None:
+    def push(args: Iterable[Any]) -> None:
         for a in args:
             task(a)
 

@@ -8,7 +8,9 @@ The jobs time themselves, as in benchmarks/core.py's no-op drain:
   write the wall-clock time they ran to ``bench:first`` / ``bench:last``;
 - ``sleep(total)`` sleeps 10 ms, then ``INCR bench:done``; the job that sees 1 writes
   ``bench:first``, the one that sees ``total`` writes ``bench:last`` (completion order, so
-  concurrent jobs finishing out of order do not matter).
+  concurrent jobs finishing out of order do not matter);
+- ``latency(sent)`` pushes ``now - sent`` (seconds) onto ``bench:latency``; the producer sends
+  one job at a time, paced at ``BENCH_RATE`` jobs/s.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import redis
 import redis.asyncio
@@ -56,6 +59,10 @@ def sleep(total: int) -> None:
         client().set("bench:first" if done == 1 else "bench:last", time.time())
 
 
+def latency(sent: float) -> None:
+    client().rpush("bench:latency", time.time() - sent)
+
+
 async def anoop(index: int) -> None:
     if index in (0, -1):
         await aclient().set("bench:first" if index == 0 else "bench:last", time.time())
@@ -68,14 +75,32 @@ async def asleep(total: int) -> None:
         await aclient().set("bench:first" if done == 1 else "bench:last", time.time())
 
 
-def arguments(kind: str, jobs: int) -> list[int]:
-    """The argument of each job: indexes ending with the -1 marker, or the total for sleeps."""
+async def alatency(sent: float) -> None:
+    await aclient().rpush("bench:latency", time.time() - sent)
+
+
+def paced(jobs: int) -> Iterator[float]:
+    """The send time of each latency job, yielded at ``BENCH_RATE`` jobs/s."""
+    interval = 1.0 / float(os.environ["BENCH_RATE"])
+    started = time.perf_counter()
+    for i in range(jobs):
+        delay = started + i * interval - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        yield time.time()
+
+
+def arguments(kind: str, jobs: int) -> Iterable[Any]:
+    """The argument of each job: indexes ending with the -1 marker, the total for sleeps, or
+    the send time, paced, for latency."""
     if kind == "sleep":
         return [jobs] * jobs
+    if kind == "latency":
+        return paced(jobs)
     return [*range(jobs - 1), -1]
 
 
-def timed(push: Callable[[list[int]], object], kind: str, jobs: int) -> float:
+def timed(push: Callable[[Iterable[Any]], object], kind: str, jobs: int) -> float:
     args = arguments(kind, jobs)
     started = time.perf_counter()
     push(args)

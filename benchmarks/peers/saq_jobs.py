@@ -21,11 +21,15 @@ async def sleep(ctx: dict[str, Any], *, total: int) -> None:
     await peer_common.asleep(total)
 
 
-settings = {"queue": queue, "functions": [noop, sleep], "concurrency": 10}
+async def latency(ctx: dict[str, Any], *, sent: float) -> None:
+    await peer_common.alatency(sent)
+
+
+settings = {"queue": queue, "functions": [noop, sleep, latency], "concurrency": 10}
 
 
 def enqueue(kind: str, jobs: int) -> float:
-    key = "total" if kind == "sleep" else "index"
+    key = {"noop": "index", "sleep": "total", "latency": "sent"}[kind]
 
     async def go() -> float:
         await queue.connect()

@@ -22,8 +22,13 @@ async def sleep(total: int) -> None:
     await peer_common.asleep(total)
 
 
+@broker.task(task_name="latency")
+async def latency(sent: float) -> None:
+    await peer_common.alatency(sent)
+
+
 def enqueue(kind: str, jobs: int) -> float:
-    task = sleep if kind == "sleep" else noop
+    task = {"noop": noop, "sleep": sleep, "latency": latency}[kind]
 
     async def go() -> float:
         await broker.startup()  # also creates the consumer group, before the first message
