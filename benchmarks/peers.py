@@ -218,7 +218,8 @@ class Runner:
         last = float(self.client.get("bench:last") or 0)
         if not 0 < first < last:
             raise RuntimeError(f"no interval between first and last job ({first}, {last})")
-        return (jobs - 1) / (last - first)
+        # 10 ms jobs finish in waves of CONCURRENCY: the first wave ends at the first mark.
+        return (jobs - (CONCURRENCY if kind == "sleep" else 1)) / (last - first)
 
     def measure(self, peer: Peer) -> Result:
         result = Result()
@@ -243,11 +244,12 @@ class Runner:
                 setattr(result, metric, self.drain(peer, kind, jobs))
             except (RuntimeError, TimeoutError, OSError, redis.RedisError) as exc:
                 result.errors[metric] = f"{type(exc).__name__}: {exc}"
-        floor = 1.5 * self.args.rate
-        if "noop_rate" in result.errors or result.noop_rate < floor:
-            drains = "failed" if "noop_rate" in result.errors else f"{result.noop_rate:,.0f}/s"
+        if "noop_rate" in result.errors:
+            result.errors["p50_ms"] = result.errors["p99_ms"] = "not measured: no-op drain failed"
+        elif result.noop_rate < 1.5 * self.args.rate:
             result.errors["p50_ms"] = result.errors["p99_ms"] = (
-                f"its no-op drain ({drains}) is below 1.5x the latency rate ({self.args.rate}/s)"
+                f"its no-op drain ({result.noop_rate:,.0f}/s) is below 1.5x the latency rate "
+                f"({self.args.rate}/s)"
             )
         else:
             try:
@@ -284,6 +286,7 @@ def last_line(text: str) -> str:
 # -- report ---------------------------------------------------------------------------------------
 METRICS = [("noop_rate", "no-op drain"), ("bulk_rate", "bulk enqueue"), ("sleep_rate", "10 ms")]
 LATENCY = [("p50_ms", "latency p50"), ("p99_ms", "latency p99")]
+ALL_METRICS = [attr for attr, _ in METRICS + LATENCY]
 
 
 def ratio_text(ratio: float) -> str:
@@ -380,7 +383,8 @@ How it was measured:
   connected (interpreter boot and imports excluded), with the API in the second table.
 - 10 ms jobs: each sleeps 10 ms (`time.sleep`, or `asyncio.sleep` in the async libraries) and
   then `INCR`s a counter; the jobs that see 1 and the total write the time, so the rate is
-  from the first to the last completion. Concurrency 10 in every peer (its ceiling is 1000/s).
+  from the first to the last completion, counting the jobs after the first wave of 10.
+  Concurrency 10 in every peer (its ceiling is 1000/s).
 - Latency: the worker is started and runs two no-op jobs (so it is ready), then one producer
   process pushes one job at a time (single enqueues, never the batch API) at `--rate` for
   `--duration`; each job pushes `now - sent`. Skipped (n/a) for a peer whose no-op drain is below
@@ -456,7 +460,11 @@ def run(args: argparse.Namespace) -> int:
             for peer in peers:
                 print(f"measuring {peer.label} ...", file=sys.stderr, flush=True)
                 started = time.perf_counter()
-                results[peer.key] = runner.measure(peer)
+                try:
+                    results[peer.key] = runner.measure(peer)
+                except Exception as exc:  # one broken peer must not end the run
+                    why = f"{type(exc).__name__}: {exc}"
+                    results[peer.key] = Result(errors=dict.fromkeys(ALL_METRICS, why))
                 for metric, why in results[peer.key].errors.items():
                     print(f"  {metric} n/a: {why}", file=sys.stderr)
                 print(f"  {time.perf_counter() - started:.0f}s", file=sys.stderr, flush=True)

@@ -8,7 +8,8 @@ The jobs time themselves, as in benchmarks/core.py's no-op drain:
   write the wall-clock time they ran to ``bench:first`` / ``bench:last``;
 - ``sleep(total)`` sleeps 10 ms, then ``INCR bench:done``; the job that sees 1 writes
   ``bench:first``, the one that sees ``total`` writes ``bench:last`` (completion order, so
-  concurrent jobs finishing out of order do not matter);
+  concurrent jobs finishing out of order do not matter; the harness counts the jobs after the
+  first wave of 10);
 - ``latency(sent)`` pushes ``now - sent`` (seconds) onto ``bench:latency``; the producer sends
   one job at a time, paced at ``BENCH_RATE`` jobs/s.
 """
