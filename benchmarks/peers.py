@@ -470,7 +470,11 @@ def run(args: argparse.Namespace) -> int:
                 print(f"  {time.perf_counter() - started:.0f}s", file=sys.stderr, flush=True)
             client.close()
     finally:
+        groups = [proc.pid for _, proc in children.procs]
         children.close()
+        for pgid in groups:  # forked children of a worker stopped mid-run (Ctrl-C, SIGTERM)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGKILL)
         shutil.rmtree(workdir, ignore_errors=True)
 
     text = report(peers, results, header, args)
