@@ -20,6 +20,14 @@ Progress = Callable[[int, int], None]
 PAGE = 100
 
 
+def _paged(jobs: Callable[[int, int], list[JobRecord]]) -> Iterator[JobRecord]:
+    """Every record ``jobs(offset, limit)`` can list, read a page at a time."""
+    offset = 0
+    while page := jobs(offset, PAGE):
+        yield from page
+        offset += len(page)
+
+
 class Queue:
     """One queue (``queue:<name>``): index 0 is the newest job, the right end runs next.
 
@@ -58,10 +66,7 @@ class Queue:
 
     def __iter__(self) -> Iterator[JobRecord]:
         """Every job, newest first, read a page at a time."""
-        offset = 0
-        while page := self.jobs(offset, PAGE):
-            yield from page
-            offset += len(page)
+        return _paged(self.jobs)
 
     def find_job(self, jid: str) -> JobRecord | None:
         """The job with ``jid``, or ``None``. Example: ``api.queue("default").find_job(jid)``."""
@@ -114,10 +119,7 @@ class JobSet:
 
     def __iter__(self) -> Iterator[JobRecord]:
         """Every entry in listing order, a page at a time."""
-        offset = 0
-        while page := self.jobs(offset, PAGE):
-            yield from page
-            offset += len(page)
+        return _paged(self.jobs)
 
     def find_job(self, jid: str) -> JobRecord | None:
         """The entry with ``jid`` (found with ZSCAN), or ``None``.
