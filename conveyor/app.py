@@ -61,6 +61,8 @@ class App:
         self.death_handlers: list[DeathHandler] = []
         self.interrupted_handlers: list[InterruptedHandler] = []
         self.periodic_tasks: list[PeriodicTask] = []
+        #: Queue gates: while a gate returns False its queue is left out of fetching.
+        self.queue_gates: dict[str, Callable[[], bool]] = {}
         #: Per-app state of features (flags cache, cron entries...), keyed by feature name.
         self.extensions: dict[str, Any] = {}
         self.client = Client(self)
@@ -161,6 +163,13 @@ class App:
             )
         self.periodic_tasks = [t for t in self.periodic_tasks if t.name != name]
         self.periodic_tasks.append(PeriodicTask(name, interval, run))
+
+    def gate_queue(self, queue: str, is_open: Callable[[], bool]) -> None:
+        """Have workers fetch from ``queue`` only while ``is_open()`` is true (a CPU throttle,
+        a maintenance switch). Jobs already fetched still run; the queue's jobs wait in Redis
+        for another process whose gate is open. ``is_open`` is called before every fetch, so
+        it must be cheap and must not raise."""
+        self.queue_gates[queue] = is_open
 
     def find(self, name: str) -> type[Job] | None:
         return self.registry.get(name)

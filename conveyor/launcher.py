@@ -40,6 +40,8 @@ log = logging.getLogger("conveyor.worker")
 #: How long the fetcher blocks on an empty queue before looking again.
 BLOCK_SINGLE = 1.0
 BLOCK_MULTI = 0.25
+# How often a worker whose queues are all gated shut looks again.
+GATED_WAIT = 0.2
 MAX_BATCH = 100
 
 
@@ -269,12 +271,25 @@ class Worker:
     # -- fetching -------------------------------------------------------------------------------
     def _queue_order(self) -> list[str]:
         queues = self.settings.queues
-        if self.settings.strict_order or len(queues) == 1:
+        gates = self.app.queue_gates
+        if gates:
+            queues = tuple((name, w) for name, w in queues if self._gate_open(name))
+        if self.settings.strict_order or len(queues) <= 1:
             return [name for name, _ in queues]
         # Weighted random order, as Sidekiq: a queue of weight 3 comes first 3x as often.
         pool = [name for name, weight in queues for _ in range(weight)]
         self._rng.shuffle(pool)
         return list(dict.fromkeys(pool))
+
+    def _gate_open(self, queue: str) -> bool:
+        gate = self.app.queue_gates.get(queue)
+        if gate is None:
+            return True
+        try:
+            return bool(gate())
+        except Exception:
+            log.exception("queue gate of %s failed; treating the queue as open", queue)
+            return True
 
     def _fetch_loop(self) -> None:
         failures = 0
@@ -286,6 +301,9 @@ class Worker:
             if self._quiet.is_set():
                 break
             order = self._queue_order()
+            if not order:  # every queue gated shut: look again shortly
+                self._quiet.wait(GATED_WAIT)
+                continue
             try:
                 jobs = self.store.fetch(self.identity, order, min(free, MAX_BATCH))
                 if not jobs:

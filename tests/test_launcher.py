@@ -280,3 +280,48 @@ def test_a_stopped_worker_stays_unregistered(app: App, r: redis.Redis) -> None:
     assert not r.sismember("processes", worker.identity)
     assert not r.exists(worker.identity)
     assert not r.exists(app.store.keys.liveness(worker.identity))
+
+
+def test_a_gated_queue_is_not_fetched_until_its_gate_opens(app: App, r: redis.Redis) -> None:
+    app.configure(app.settings.replace(queues="tasks other"))
+    is_open = threading.Event()
+    app.gate_queue("tasks", is_open.is_set)
+
+    @app.job()
+    def note(q: str) -> None:
+        r.rpush("ran", q)
+
+    with running_worker(app):
+        note.set(queue="tasks").perform_async("tasks")
+        note.set(queue="other").perform_async("other")
+        wait_for(lambda: r.lrange("ran", 0, -1) == ["other"])
+        time.sleep(0.5)  # the gate is shut: the tasks job stays queued, not lost
+        assert r.lrange("ran", 0, -1) == ["other"]
+        assert r.llen("queue:tasks") == 1
+        is_open.set()
+        wait_for(lambda: r.lrange("ran", 0, -1) == ["other", "tasks"])
+
+
+def test_a_worker_whose_queues_are_all_gated_waits_and_a_failing_gate_counts_as_open(
+    app: App, r: redis.Redis
+) -> None:
+    app.configure(app.settings.replace(queues="tasks"))
+    calls: list[int] = []
+
+    def broken() -> bool:
+        calls.append(1)
+        raise RuntimeError("gate bug")
+
+    app.gate_queue("tasks", lambda: False)
+
+    @app.job()
+    def note() -> None:
+        r.incr("ran")
+
+    with running_worker(app):
+        note.set(queue="tasks").perform_async()
+        time.sleep(0.6)
+        assert r.get("ran") is None
+        app.gate_queue("tasks", broken)
+        wait_for(lambda: r.get("ran") == "1")
+    assert calls
