@@ -170,3 +170,38 @@ class Keys:
     def background_operations(self) -> str:
         """Zset of operation ids by creation time (so listing needs no SCAN)."""
         return self._k("conveyor:background-operations")
+
+    # -- imports (SPEC IMP-*, issue #8; see conveyor/redis/imports.py) ---------------------------
+    def import_state(self, import_id: str) -> str:
+        """Hash of one import: status, current stage, per-stage totals, options, timestamps."""
+        return self._k(f"conveyor:import:{import_id}")
+
+    def import_pending(self, import_id: str, stage: str) -> str:
+        """Set of record tokens of a stage not finished yet (the stage's pending counter)."""
+        return self._k(f"conveyor:import:{import_id}:pending:{stage}")
+
+    def import_seen(self, import_id: str, stage: str) -> str:
+        """Set of every record token a stage ever registered (so a rerun counts none twice)."""
+        return self._k(f"conveyor:import:{import_id}:seen:{stage}")
+
+    def import_cursors(self, import_id: str) -> str:
+        """Hash: progress pointer name -> saved cursor."""
+        return self._k(f"conveyor:import:{import_id}:cursors")
+
+    def import_failures(self, import_id: str) -> str:
+        """Hash: 'stage|record id' -> JSON failure (error class, message, retryable)."""
+        return self._k(f"conveyor:import:{import_id}:failures")
+
+    @property
+    def imports(self) -> str:
+        """Zset of import ids by creation time (listing needs no SCAN)."""
+        return self._k("conveyor:imports")
+
+    @property
+    def imports_running(self) -> str:
+        """Zset of running import ids by the time their progress last moved (stuck detector)."""
+        return self._k("conveyor:imports:running")
+
+    def import_cache(self, namespace: str, key: str) -> str:
+        """One cached value of the import cache (24 h default TTL)."""
+        return self._k(f"conveyor:import-cache:{namespace}:{key}")
