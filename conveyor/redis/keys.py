@@ -205,3 +205,56 @@ class Keys:
     def import_cache(self, namespace: str, key: str) -> str:
         """One cached value of the import cache (24 h default TTL)."""
         return self._k(f"conveyor:import-cache:{namespace}:{key}")
+
+    # -- automation workflows (SPEC AUTO-3 … AUTO-9, conveyor/redis/automation.py) --------------
+    def automation_run(self, run_id: str) -> str:
+        """Hash of one workflow run (state, fences, counters, summary)."""
+        return self._k(f"conveyor:automation:run:{run_id}")
+
+    def automation_run_results(self, run_id: str) -> str:
+        """Hash: task index -> JSON result of the task (one per index, however often it ran)."""
+        return self._k(f"conveyor:automation:run:{run_id}:results")
+
+    def automation_run_started(self, run_id: str) -> str:
+        """Hash: task index -> node id that started it (for the running count)."""
+        return self._k(f"conveyor:automation:run:{run_id}:started")
+
+    @property
+    def automation_runs(self) -> str:
+        """Zset of every run id by creation time."""
+        return self._k("conveyor:automation:runs")
+
+    def automation_workflow_runs(self, workflow: str) -> str:
+        """Zset of one workflow's run ids by creation time."""
+        return self._k(f"conveyor:automation:runs:{workflow}")
+
+    def automation_active(self, workflow: str) -> str:
+        """Set of a workflow's unfinished run ids (what its master drives)."""
+        return self._k(f"conveyor:automation:active:{workflow}")
+
+    def automation_fence(self, workflow: str) -> str:
+        """The highest master fence seen for a workflow; lower fences are stale."""
+        return self._k(f"conveyor:automation:fence:{workflow}")
+
+    def automation_rejected(self, workflow: str) -> str:
+        """Count of fenced writes refused as stale for a workflow."""
+        return self._k(f"conveyor:automation:rejected:{workflow}")
+
+    def automation_cron(self, workflow: str) -> str:
+        """Last cron tick of a workflow's prepare schedule claimed by a master."""
+        return self._k(f"conveyor:automation:cron:{workflow}")
+
+    @property
+    def automation_nodes(self) -> str:
+        """Hash: node id -> JSON heartbeat (host, pid, throttle, masters, last seen)."""
+        return self._k("conveyor:automation:nodes")
+
+    # -- leader election (automation, issue #6) -------------------------------------------------
+    def lease(self, name: str) -> str:
+        """Hash of one Redis-held leader lease: holder, fence, expires_ms, renewed, released."""
+        return self._k(f"conveyor:lease:{name}")
+
+    def lease_fence(self, name: str) -> str:
+        """Fence counter of one lease (INCR on every new term; never expires, so a fence is
+        never handed out twice even if the lease hash is deleted)."""
+        return self._k(f"conveyor:lease-fence:{name}")
