@@ -14,7 +14,11 @@ ConveyorError
 ├── CompatibilityError        a job change unsafe across a rolling deploy (compat check)
 ├── OperationError            a bulk operation that cannot be created or counted
 ├── MailError                 an e-mail that could not be sent (SMTP)
-└── WorkflowUrlError          an automation HTTP path that does not follow the URL grammar
+├── UploadRejected            an uploaded file refused before anything was imported
+├── ImportPipelineError       an import that cannot be started, found or continued
+│   └── RecordError           one imported record that cannot be saved (recorded, not fatal)
+├── WorkflowUrlError          an automation HTTP path that does not follow the URL grammar
+└── LeaseError                a leader-election lease that cannot be opened, read or written
 """
 
 from __future__ import annotations
@@ -110,3 +114,33 @@ class WorkflowUrlError(ConveyorError):
     def __init__(self, message: str, segment: str = "") -> None:
         self.segment = segment
         super().__init__(message)
+
+
+class MissingLogContext(ConfigurationError):
+    """An import log line lacks a key identifier (``importer``, ``import_id``, ``status`` or an
+    id the logger was bound with). Raised in development and test mode only; production logs the
+    line with a ``missing_context`` field instead (SPEC IMP-2). ``missing`` names the keys."""
+
+    def __init__(self, message: str, missing: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.missing = missing
+
+
+class LeaseError(ConveyorError):
+    """A leader-election lease cannot be opened (bad type, path, bucket or credentials) or its
+    backend failed (file system, S3 or Redis error); the message names the lease and the cause.
+    A lease held by someone else is not an error: ``acquire`` returns ``None``."""
+
+
+class ImportPipelineError(ConveyorError):
+    """An import cannot be started, found or continued (unknown importer, bad id, bad options)."""
+
+
+class RecordError(ImportPipelineError):
+    """One imported record cannot be saved. The import records it as a failure (record id,
+    stage, error class, message) and goes on; ``retryable`` says whether running the record
+    again could succeed (a locked database) or not (bad data)."""
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
