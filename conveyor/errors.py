@@ -144,3 +144,22 @@ class RecordError(ImportPipelineError):
     def __init__(self, message: str, *, retryable: bool = False) -> None:
         super().__init__(message)
         self.retryable = retryable
+
+
+class WorkflowNotFound(NotFoundError):
+    """An automation workflow that does not exist, is disabled (``enable: false``), or belongs to
+    an automation section that is switched off (``meta.enable: false``). The HTTP API answers
+    404. ``workflow`` is the name asked for."""
+
+    def __init__(self, message: str, workflow: str = "") -> None:
+        super().__init__(message)
+        self.workflow = workflow
+
+
+class WorkflowForbidden(ConveyorError):
+    """A client (HTTP API) call of a workflow without ``allowApiExecution: true``. The HTTP API
+    answers 403. ``workflow`` is the name asked for."""
+
+    def __init__(self, message: str, workflow: str = "") -> None:
+        super().__init__(message)
+        self.workflow = workflow
