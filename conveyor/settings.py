@@ -93,6 +93,14 @@ class Settings:
     #: Free-form tag shown with the process (Sidekiq's ``tag``).
     tag: str = ""
     labels: tuple[str, ...] = ()
+    #: ``"json"`` (one object per line), ``"text"``, or ``"auto"``: text on a terminal, else
+    #: JSON (docs/logging.md).
+    log_format: str = "auto"
+    #: ``DEBUG``, ``INFO``, ``WARNING``, ``ERROR`` or ``CRITICAL``.
+    log_level: str = "INFO"
+    #: ``development``, ``test`` or ``production``; empty: ``CONVEYOR_ENV``, else production.
+    #: Development and test mode make log contract violations raise (SPEC IMP-2).
+    env: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -110,6 +118,7 @@ class Settings:
         for name in ("shutdown_timeout", "heartbeat_interval", "liveness_ttl", "recovery_interval"):
             if getattr(self, name) <= 0:
                 raise ConfigurationError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        _check_logging(self)
         if self.liveness_ttl <= self.heartbeat_interval:
             raise ConfigurationError(
                 f"liveness_ttl ({self.liveness_ttl}) must exceed heartbeat_interval "
@@ -167,6 +176,19 @@ class Settings:
         if "labels" in values:
             values["labels"] = tuple(values["labels"])
         return cls(**values)
+
+
+def _check_logging(s: Settings) -> None:
+    if s.log_format not in ("auto", "json", "text"):
+        raise ConfigurationError(f"log_format must be auto, json or text, got {s.log_format!r}")
+    if str(s.log_level).upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ConfigurationError(
+            f"log_level must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {s.log_level!r}"
+        )
+    if s.env not in ("", "development", "test", "production"):
+        raise ConfigurationError(
+            f"env must be development, test or production (or empty), got {s.env!r}"
+        )
 
 
 def _is_parsed_queues(value: Any) -> bool:
