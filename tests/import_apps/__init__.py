@@ -1,0 +1,1 @@
+"""Fixture data and apps for the import toolkit tests."""
