@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from conveyor.errors import PayloadError, UnknownJobClassError
 from conveyor.execution import AsyncRunner, is_async, run_sync
+from conveyor.logs import job_context
 from conveyor.middleware import FetchedJob, JobContext, ServerMiddleware
 from conveyor.payload import Payload, dumps, malformed_record, parse
 from conveyor.redis import Outcome
@@ -72,23 +73,28 @@ class Processor:
         if job is None:
             error = _parse_error(raw)
             now = app.clock.time()
-            log.error("malformed payload from queue %s sent to the dead set: %s", queue, error)
+            # The error quotes the payload (arguments, maybe personal data): it goes to the dead
+            # set, not to the log.
+            log.error(
+                "malformed payload (%d bytes) from queue %s sent to the dead set", len(raw), queue
+            )
             return Outcome("dead", raw, now, dumps(malformed_record(raw, queue, error, now)))
         instance: Job | None = None
-        try:
-            job_class = unit.job_class
-            if job_class is None:
-                raise UnknownJobClassError(
-                    f"no job class {job['class']!r} is registered in this process; it will be "
-                    "retried (a newer deploy may know it)"
-                )
-            instance = job_class.instantiate()
-            instance.job = job
-            ctx = self.run(job_class, instance, job, queue, raw, state=unit.state)
-            return Outcome("gone" if ctx is not None and ctx.handed_off else "ok", raw)
-        except Exception as exc:
-            unit.failed = True
-            return self._failed(raw, queue, exc, instance)
+        with job_context(job, queue):  # jid, class and queue on every line logged meanwhile
+            try:
+                job_class = unit.job_class
+                if job_class is None:
+                    raise UnknownJobClassError(
+                        f"no job class {job['class']!r} is registered in this process; it will "
+                        "be retried (a newer deploy may know it)"
+                    )
+                instance = job_class.instantiate()
+                instance.job = job
+                ctx = self.run(job_class, instance, job, queue, raw, state=unit.state)
+                return Outcome("gone" if ctx is not None and ctx.handed_off else "ok", raw)
+            except Exception as exc:
+                unit.failed = True
+                return self._failed(raw, queue, exc, instance)
 
     def run(
         self,

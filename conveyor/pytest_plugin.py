@@ -10,6 +10,7 @@ Redis, with nothing mocked, for your own assertions afterwards (SPEC DEDUP-2)::
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +18,13 @@ import pytest
 
 from conveyor.dedup import perform_twice
 from conveyor.job import Job
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Run tests in Conveyor's test mode (unless ``CONVEYOR_ENV`` says otherwise): log contract
+    violations such as an import log line without its ids raise (docs/logging.md). Set in the
+    environment so worker processes the tests start inherit it."""
+    os.environ.setdefault("CONVEYOR_ENV", "test")
 
 
 @pytest.fixture

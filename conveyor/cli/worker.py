@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from conveyor import metrics
+from conveyor import logs, metrics
 from conveyor.app import App
 from conveyor.cli.context import CliState, pass_state
 from conveyor.errors import ConfigurationError
@@ -84,6 +84,8 @@ def _overrides(state: CliState, params: dict[str, Any], queues: tuple[str, ...])
             changes[setting] = params[option]
     if params["strict"]:
         changes["strict_order"] = True
+    if params["log_level"]:
+        changes["log_level"] = params["log_level"].upper()
     return changes
 
 
@@ -136,7 +138,7 @@ def watch_parent(worker: Worker, parent_pid: int) -> None:
 @click.option(
     "--log-level",
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
-    help="Log level (default INFO).",
+    help="Log level (default: the log_level setting, INFO).",
 )
 @click.option("--parent-pid", type=int, hidden=True)
 @pass_state
@@ -145,12 +147,9 @@ def worker(state: CliState, /, queues: tuple[str, ...], **params: Any) -> None:
 
     Example: conveyor worker -r myproject.jobs -q critical,3 -q default -c 10 -p 4 --metrics
     """
-    logging.basicConfig(
-        level=(params["log_level"] or "INFO").upper(),
-        format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s",
-    )
     app = load_app(params["require"])
     app.configure(app.settings.replace(**_overrides(state, params, queues)))
+    logs.configure(app.settings)  # once per process: JSON or text, scrubbed (docs/logging.md)
     processes = params["processes"] or app.settings.processes
     if processes > 1:
         supervisor = Supervisor(
@@ -162,6 +161,7 @@ def worker(state: CliState, /, queues: tuple[str, ...], **params: Any) -> None:
     if params["metrics"] and "metrics" not in app.extensions:  # installed once, not twice
         metrics.install(app)
     runner = Worker(app, burst=params["burst"])
+    logs.bind_process(worker=runner.identity)
     if params["parent_pid"] is not None:
         watch_parent(runner, params["parent_pid"])
     try:
