@@ -122,6 +122,9 @@ def digest(job_class: type[Job], args: Sequence[Any]) -> str:
 class DedupClientMiddleware(ClientMiddleware):
     options = OPTIONS
 
+    def applies_to(self, job_class: type[Job] | None) -> bool:
+        return job_class is not None and policy_of(job_class) is not None
+
     def before_enqueue_many(self, contexts: list[EnqueueContext]) -> None:
         wanted = [(ctx, claim) for ctx in contexts if (claim := _claim_for(ctx)) is not None]
         if not wanted:

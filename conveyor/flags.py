@@ -25,6 +25,7 @@ from conveyor.redis.flags import FlagStore
 
 if TYPE_CHECKING:
     from conveyor.app import App
+    from conveyor.job import Job
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9_.:-]{0,127}$")
 
@@ -172,6 +173,9 @@ class FlagGateMiddleware(ClientMiddleware):
     while that flag is off; the enqueue result says why, so nothing is silently lost."""
 
     options = frozenset({"feature_flag"})
+
+    def applies_to(self, job_class: type[Job] | None) -> bool:
+        return job_class is not None and bool(job_class.conveyor_options.get("feature_flag"))
 
     def before_enqueue(self, ctx: EnqueueContext) -> None:
         if ctx.job_class is None:

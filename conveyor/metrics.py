@@ -29,12 +29,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from conveyor.dedup import policy_of
 from conveyor.errors import ConfigurationError
 from conveyor.middleware import ClientMiddleware, EnqueueContext, JobContext, ServerMiddleware
 from conveyor.redis.metrics import MetricsStore
 
 if TYPE_CHECKING:
     from conveyor.app import App
+    from conveyor.job import Job
 
 log = logging.getLogger("conveyor.metrics")
 
@@ -183,6 +185,10 @@ class MetricsClientMiddleware(ClientMiddleware):
 
     def __init__(self, recorder: Recorder) -> None:
         self.recorder = recorder
+
+    def applies_to(self, job_class: type[Job] | None) -> bool:
+        # Only deduplication drops a job as a duplicate.
+        return job_class is not None and policy_of(job_class) is not None
 
     def after_enqueue(self, ctx: EnqueueContext) -> None:
         if ctx.dropped is not None and "duplicate_of" in ctx.info:

@@ -95,6 +95,12 @@ class FetchedJob:
 
 
 class ClientMiddleware(Middleware):
+    def applies_to(self, job_class: type[Job] | None) -> bool:
+        """Whether this middleware matters for enqueues of ``job_class`` (``None``: a class
+        name this process does not know). When no middleware applies, enqueueing skips the
+        chain and a bulk enqueue takes the template fast path."""
+        return True
+
     def before_enqueue(self, ctx: EnqueueContext) -> None:
         """Runs before the push, in chain order."""
 

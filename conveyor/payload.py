@@ -8,6 +8,7 @@ from __future__ import annotations
 import decimal
 import json
 import math
+import os
 import re
 import secrets
 from collections.abc import Sequence
@@ -20,6 +21,29 @@ Payload = dict[str, Any]
 REQUIRED = ("class", "args")
 
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+
+def _unserializable(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+# The C encoder json.dumps builds on every call, built once: a third of the cost for small
+# payloads. Same output as ``_encode`` (no circularity check: args are walked by check_args
+# first, and a payload read back from Redis cannot be circular).
+_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+_c_encode = (
+    _c_make_encoder(
+        None, _unserializable, json.encoder.encode_basestring, None, ":", ",", False, False, False
+    )
+    if _c_make_encoder is not None
+    else None
+)
+
+
+def _fast_encode(value: Any) -> str:
+    if _c_encode is None:  # pragma: no cover - CPython without the C accelerator
+        return _encode(value)
+    return "".join(_c_encode(value, 0))
 
 # Floats to rewrite travel through the C encoder as marked strings; the random token keeps a
 # user's own string from ever looking like one.
@@ -37,7 +61,7 @@ def dumps(job: Any) -> str:
     >>> dumps({"at": 1e-05, "big": 1234567890123456.0, "n": 2.5})
     '{"at":1.0e-05,"big":1.234567890123456e+15,"n":2.5}'
     """
-    text = _encode(job)
+    text = _fast_encode(job)
     if not _maybe_unlike_ruby(text):
         return text
     marked = _encode(_mark_floats(job))
@@ -95,13 +119,29 @@ def new_jid() -> str:
     return secrets.token_hex(12)
 
 
+def new_jids(count: int) -> list[str]:
+    """``count`` fresh job ids from one read of the system's random source.
+
+    >>> [len(j) for j in new_jids(2)]
+    [24, 24]
+    """
+    text = os.urandom(12 * count).hex()
+    return [text[i : i + 24] for i in range(0, 24 * count, 24)]
+
+
 def check_args(args: Sequence[Any], class_name: str) -> list[Any]:
     """Return ``args`` as a list if every value is JSON-native, else raise naming the bad one."""
     if not isinstance(args, list | tuple):
         raise SerializationError(f"{class_name}: args must be a list, got {type(args).__name__}")
+    if all(type(value) in _PLAIN for value in args):  # the common case, without the walk
+        return list(args)
     for i, value in enumerate(args):
         _check_value(value, f"args[{i}]", class_name)
     return list(args)
+
+
+# Exact types only: a str or int subclass (an enum, say) still gets the full check.
+_PLAIN = frozenset({str, int, bool, type(None)})
 
 
 def _check_value(value: Any, path: str, class_name: str) -> None:

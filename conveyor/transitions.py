@@ -118,6 +118,9 @@ class EnqueueAsMiddleware(ClientMiddleware):
 
     options = frozenset({"enqueue_as"})
 
+    def applies_to(self, job_class: type[Job] | None) -> bool:
+        return job_class is not None and enqueue_as_of(job_class) is not None
+
     def before_enqueue(self, ctx: EnqueueContext) -> None:
         job_class = ctx.job_class
         if job_class is None:

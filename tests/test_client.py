@@ -156,3 +156,54 @@ def test_function_jobs_stay_callable(app: App) -> None:
         return a + b
 
     assert add(2, 3) == 5
+
+
+def test_bulk_template_path_writes_the_same_bytes_as_the_per_job_path(
+    r: redis.Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from conveyor import Settings
+    from conveyor import client as client_mod
+
+    app = App(Settings(redis_url=redis_url), clock=FakeClock(1_700_000_000.25))
+
+    @app.job(queue="bulk", retry=3, backtrace=5, dead=False, tags=["a", "b"])
+    def plain(*args: Any) -> None: ...
+
+    rows = [[1, "x", 2.5], [1e20, {"k": [None, True]}], ["ü€ \"quoted\" \\ /"], []]
+    four = ["a" * 24, "b" * 24, "c" * 24, "d" * 24]
+    jids = iter([*four, "t" * 24, *four])  # "t": the bulk template's own, replaced
+    monkeypatch.setattr(client_mod, "new_jid", lambda: next(jids))
+    monkeypatch.setattr(client_mod, "new_jids", lambda n: [next(jids) for _ in range(n)])
+    for args in rows:  # the per-job path: build, middleware context, _push
+        plain.perform_async(*args)
+    per_job = r.lrange("queue:bulk", 0, -1)
+    r.delete("queue:bulk")
+    assert not app.client._middleware_for(plain)
+    plain.bulk_perform_async(rows, batch_size=3)
+    assert r.lrange("queue:bulk", 0, -1) == per_job
+    assert json.loads(per_job[1])["args"] == ["ü€ \"quoted\" \\ /"]
+    assert json.loads(per_job[-1])["dead"] is False
+    app.close()
+
+
+def test_bulk_schedules_and_names_unknown_classes(app: App, r: redis.Redis) -> None:
+    at = app.clock.time() + 3600
+    jids = app.client.enqueue_bulk("Ruby::Worker", [[1], [2]], {"queue": "ruby"}, at=at)
+    assert r.llen("queue:ruby") == 0
+    entries = r.zrange("schedule", 0, -1, withscores=True)
+    assert [json.loads(p)["jid"] for p, _ in entries] == jids or sorted(jids) == sorted(
+        json.loads(p)["jid"] for p, _ in entries
+    )
+    assert all(abs(score - at) < 1e-3 for _, score in entries)
+    job = json.loads(entries[0][0])
+    assert job["class"] == "Ruby::Worker" and "enqueued_at" not in job
+
+
+def test_bulk_of_a_class_with_client_middleware_still_runs_it(app: App, r: redis.Redis) -> None:
+    @app.job(idempotent=True)
+    def once(i: int) -> None: ...
+
+    assert app.client._middleware_for(once)
+    jids = once.bulk_perform_async([[1], [1], [2]])
+    assert len(jids) == 2  # the twin was dropped by deduplication
+    assert r.llen("queue:default") == 2
