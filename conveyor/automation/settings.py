@@ -42,7 +42,7 @@ DEFAULT_REACTIVE = 40.0
 DEFAULT_CPU_INTERVAL = 1.0
 DEFAULT_CPU_WINDOW = 10.0
 
-LeaderType = Literal["file", "aws-s3"]
+LeaderType = Literal["file", "aws-s3", "redis"]
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,8 @@ class LeaderElection:
 
     type: LeaderType = "file"
     #: Full lease path; one ending in ``/`` is a directory holding ``<workflow name>.txt``.
-    #: ``None``: the engine picks a local default (one machine only).
+    #: ``None``: the engine picks a local default (one machine only). For ``redis`` the path
+    #: names the lease key (default: the workflow name).
     path: str | None = None
     auth_endpoint: EndpointRef | None = None
 
@@ -460,10 +461,10 @@ def _leader(check: Checker, path: str, raw: Any) -> LeaderElection | None:
         return None if len(check.problems) > before else LeaderElection()
     kind: LeaderType = "file"
     raw_kind = obj.get("type")
-    if raw_kind == "aws-s3":
-        kind = "aws-s3"
+    if raw_kind in ("aws-s3", "redis"):
+        kind = raw_kind
     elif raw_kind not in (None, "file"):
-        check.problem(f"{path}.type", 'must be "file" or "aws-s3"', raw_kind)
+        check.problem(f"{path}.type", 'must be "file", "aws-s3" or "redis"', raw_kind)
     lease = obj.get("path")
     if lease is not None and (not isinstance(lease, str) or not lease.strip()):
         check.problem(f"{path}.path", "must be a non-empty string or null", lease)
