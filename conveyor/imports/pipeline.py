@@ -1,0 +1,535 @@
+"""Multi-stage imports made of Conveyor jobs (SPEC IMP-3 … IMP-9).
+
+An :class:`Importer` names its stages. Each stage runs as one *stage job*; a *record stage*
+also fans out into one *record job* per record. A stage advances when all its jobs finished,
+and no worker thread waits for that: every record token sits in the stage's pending set in
+Redis, each job removes its own token when it ends (``imp_done.lua``) and the call that
+empties the set pushes the next stage's job in the same step. The stage job holds a token of
+its own until it has enqueued every record, so a stage never advances half-scheduled.
+
+- Stage jobs retry 6 times (about 20 minutes of backoff) and may be interrupted many times:
+  they resume from their progress pointers (:meth:`StageRun.cursor`).
+- Record jobs are spread (:func:`conveyor.concurrency.spread`) and capped by a cluster-wide
+  concurrency limit; jobs over it are deferred in Redis and re-enqueued as slots free.
+- One bad record never fails an import: its error is recorded (record id, stage, error class,
+  message, retryable?) and the stage goes on. Retryable errors are retried first.
+- Jobs run with the ``importing`` flag set (:mod:`conveyor.imports.context`).
+- With a health signal, write-heavy record jobs re-enqueue themselves with a delay while the
+  database reports saturation.
+- A cron entry fails imports whose progress has not moved for ``stuck_after`` seconds.
+
+>>> imports = Imports(app, ImportSettings())                 # doctest: +SKIP
+>>> imports.register(ProjectImporter())                      # doctest: +SKIP
+>>> import_id = imports.start("project_export", {"source": "export.tar.gz"})  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from conveyor import cron
+from conveyor.concurrency import spread
+from conveyor.errors import ConfigurationError, ImportPipelineError, NotFoundError, RecordError
+from conveyor.imports.cache import DEFAULT_TTL, ImportCache
+from conveyor.imports.context import BulkHooks, importing
+from conveyor.imports.model import (
+    Failure,
+    HealthSignal,
+    ImportSettings,
+    ImportState,
+    RecordRef,
+)
+from conveyor.job import Job
+from conveyor.payload import Payload, dumps
+from conveyor.redis.imports import STAGE_TOKEN, ImportStore, StagePush
+from conveyor.retry import error_class_name
+
+if TYPE_CHECKING:
+    from conveyor.app import App
+
+log = logging.getLogger("conveyor.imports")
+
+STAGE_JOB = "conveyor.ImportStage"
+RECORD_JOB = "conveyor.ImportRecord"
+STUCK_JOB = "conveyor.ImportStuckDetector"
+STUCK_CRON = "conveyor-imports-stuck"
+#: Stage jobs resume from their cursors, so being interrupted by a deploy costs little.
+STAGE_INTERRUPTIONS = 20
+#: Error messages kept per failed record.
+MAX_MESSAGE = 500
+MODES = ("import", "missing")
+
+
+class Importer:
+    """Base of importers. Subclasses set ``name`` (the importer type every log line and
+    status names) and ``stages``; stages in ``record_stages`` fan out into record jobs.
+
+    - :meth:`run_stage` does the work of the other stages.
+    - :meth:`records` lists a record stage's records, from ``run.cursor()`` on, each with the
+      cursor that follows it.
+    - :meth:`import_record` saves one record; it must be idempotent (keyed by source ids)
+      and, in ``missing`` mode, must not change rows that exist.
+    """
+
+    name: ClassVar[str] = ""
+    stages: ClassVar[tuple[str, ...]] = ()
+    record_stages: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, *, health_signal: HealthSignal | None = None) -> None:
+        self.health_signal = health_signal
+        self.bulk_hooks = BulkHooks()
+
+    def run_stage(self, run: StageRun) -> None:
+        raise NotImplementedError(f"{type(self).__name__} has no work for stage {run.stage!r}")
+
+    def records(self, run: StageRun) -> Iterator[tuple[RecordRef, str]]:
+        raise NotImplementedError(f"{type(self).__name__} lists no records for {run.stage!r}")
+
+    def import_record(self, run: StageRun, ref: RecordRef) -> None:
+        raise NotImplementedError(f"{type(self).__name__} cannot import {run.stage!r} records")
+
+    def retryable(self, exc: BaseException) -> bool:
+        """Whether running the record again could succeed. Default: a :class:`RecordError`
+        says so itself; connection and time-out errors are retryable; anything else (bad
+        data) is not."""
+        if isinstance(exc, RecordError):
+            return exc.retryable
+        return isinstance(exc, ConnectionError | TimeoutError)
+
+    def checkpoint(self, run: StageRun, step: str) -> None:
+        """Called at safe points (after each scheduled chunk, and wherever the importer calls
+        it). No-op; crash tests override it to stop a worker at a known place."""
+
+    def finished(self, state: ImportState) -> None:
+        """Called once when the import finished (after its last stage)."""
+
+
+@dataclass
+class StageRun:
+    """What a stage or record job knows about its import, and what it can do to it."""
+
+    imports: Imports
+    state: ImportState
+    stage: str
+    importer: Importer
+
+    @property
+    def import_id(self) -> str:
+        return self.state.id
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return self.state.options
+
+    @property
+    def mode(self) -> str:
+        """``import``, or ``missing`` for a partial retry (insert what is absent, change
+        nothing that exists)."""
+        return self.state.mode
+
+    @property
+    def cache(self) -> ImportCache:
+        """A cache shared by the jobs of this import (24 h default TTL)."""
+        return ImportCache(self.imports.app, self.import_id, self.imports.cache_ttl)
+
+    def cursor(self, name: str = "") -> str | None:
+        """The progress pointer ``name`` of this stage (``None``: start from the beginning)."""
+        return self.imports.store.cursor(self.import_id, f"{self.stage}:{name}")
+
+    def save_cursor(self, value: str, name: str = "") -> None:
+        """Save a progress pointer; a job that runs again resumes from it."""
+        now = self.imports.app.clock.time()
+        self.imports.store.save_cursor(self.import_id, f"{self.stage}:{name}", value, now=now)
+
+    def refresh(self) -> None:
+        """Tell the stuck detector this import is alive (call it in long loops)."""
+        self.imports.store.touch(self.import_id, now=self.imports.app.clock.time())
+
+    def fail_record(self, record_id: str, exc: BaseException, *, retryable: bool = False) -> None:
+        """Record a failure for a record that never got a job of its own (a line that is not
+        JSON, a bad label in a bulk batch); counted once however often the stage runs."""
+        imports = self.imports
+        if imports.store.pending(self.import_id, self.stage, [record_id], now=imports.now()):
+            imports._record_failure(self, record_id, exc, retryable=retryable)
+            imports._done(self, record_id, failed=True)
+
+    def describe(self) -> str:
+        """The identifiers every log line carries (no personal data)."""
+        return f"importer={self.importer.name} import_id={self.import_id} stage={self.stage}"
+
+
+class ImportJob(Job):
+    """Base of the toolkit's jobs: ``imports`` is set on each app's subclass."""
+
+    imports: ClassVar[Imports]
+
+
+class StageJob(ImportJob):
+    def perform(self, import_id: str, stage: str) -> None:
+        self.imports.run_stage(import_id, stage)
+
+    def retries_exhausted(self, job: Payload, exc: BaseException) -> None:
+        args = job.get("args") or ["", ""]
+        self.imports.fail(
+            str(args[0]), f"stage {args[1]} failed: {error_class_name(exc)}: {_clip(str(exc))}"
+        )
+
+
+class RecordJob(ImportJob):
+    def perform(self, import_id: str, stage: str, record_id: str, locator: str) -> None:
+        self.imports.run_record(import_id, stage, record_id, locator)
+
+    def retries_exhausted(self, job: Payload, exc: BaseException) -> None:
+        import_id, stage, record_id, _ = job.get("args") or ["", "", "", ""]
+        self.imports.give_up_record(str(import_id), str(stage), str(record_id), exc)
+
+
+class StuckJob(ImportJob):
+    def perform(self) -> None:
+        self.imports.fail_stuck()
+
+
+def _bind(base: type[ImportJob], imports: Imports) -> type[ImportJob]:
+    return type(base.__name__, (base,), {"imports": imports, "__module__": __name__})
+
+
+class Imports:
+    """The import toolkit on one app: importers, the three jobs and the service calls.
+
+    Creating it registers the jobs and the stuck-detector cron entry on ``app`` (which must
+    have the standard features: ``conveyor.App``); worker processes create it too and
+    register the same importers.
+    """
+
+    def __init__(
+        self,
+        app: App,
+        settings: ImportSettings | None = None,
+        *,
+        cache_ttl: float = DEFAULT_TTL,
+    ) -> None:
+        if "imports" in app.extensions:
+            raise ConfigurationError("this app already has Imports; use Imports.of(app)")
+        self.app = app
+        self.settings = settings or ImportSettings()
+        self.cache_ttl = cache_ttl
+        self.importers: dict[str, Importer] = {}
+        s = self.settings
+        self.stage_job = app.register(
+            _bind(StageJob, self),
+            name=STAGE_JOB,
+            queue=s.queue,
+            retry=s.stage_retry,
+            max_retries_after_interruption=STAGE_INTERRUPTIONS,
+        )
+        self.record_job = app.register(
+            _bind(RecordJob, self),
+            name=RECORD_JOB,
+            queue=s.queue,
+            retry=s.record_retry,
+            concurrency_limit=s.record_concurrency,
+        )
+        self.stuck_job = app.register(_bind(StuckJob, self), name=STUCK_JOB, queue=s.queue, retry=0)
+        cron.schedule(app, STUCK_CRON, s.stuck_schedule, self.stuck_job)
+        app.extensions["imports"] = self
+
+    @classmethod
+    def of(cls, app: App) -> Imports:
+        found = app.extensions.get("imports")
+        return found if isinstance(found, Imports) else cls(app)
+
+    @property
+    def store(self) -> ImportStore:
+        return ImportStore(self.app.store)
+
+    def now(self) -> float:
+        return self.app.clock.time()
+
+    def register(self, importer: Importer) -> Importer:
+        name = importer.name
+        if not name or not importer.stages:
+            raise ConfigurationError(
+                f"{type(importer).__name__} needs a name and stages, e.g. name = 'github' "
+                "and stages = ('repository', 'issues', 'finish')"
+            )
+        unknown = importer.record_stages - set(importer.stages)
+        if unknown:
+            raise ConfigurationError(f"{name}: record stages {sorted(unknown)} are not stages")
+        self.importers[name] = importer
+        return importer
+
+    def importer(self, name: str) -> Importer:
+        found = self.importers.get(name)
+        if found is None:
+            known = ", ".join(sorted(self.importers)) or "none"
+            raise ConfigurationError(
+                f"no importer {name!r} is registered in this process (known: {known}); "
+                "register it with Imports.register() where the worker loads"
+            )
+        return found
+
+    # -- the service ----------------------------------------------------------------------------
+    def start(
+        self,
+        importer: str,
+        options: Mapping[str, Any],
+        *,
+        mode: str = "import",
+        parent: str = "",
+        import_id: str | None = None,
+    ) -> str:
+        """Create an import and enqueue its first stage; returns the import id."""
+        found = self.importer(importer)
+        if mode not in MODES:
+            raise ImportPipelineError(f"mode {mode!r} is not one of {', '.join(MODES)}")
+        import_id = import_id or secrets.token_hex(12)
+        first = self._push(import_id, found.stages[0])
+        fields = {
+            "id": import_id,
+            "importer": importer,
+            "mode": mode,
+            "parent": parent,
+            "stages": ",".join(found.stages),
+            "options": _json(options),
+        }
+        now = self.app.clock.time()
+        if not self.store.create(import_id, fields, first, now=now):
+            raise ImportPipelineError(f"an import with id {import_id!r} exists already")
+        log.info(
+            "import started importer=%s import_id=%s mode=%s status=running",
+            importer,
+            import_id,
+            mode,
+        )
+        return import_id
+
+    def retry_missing(self, import_id: str) -> str:
+        """Partial retry (SPEC IMP-8): a new import of the same source in ``missing`` mode,
+        which inserts the records that are absent and changes nothing that exists."""
+        state = self.get(import_id)
+        if state.active:
+            raise ImportPipelineError(
+                f"import {import_id} is still running; retry what is missing once it ended"
+            )
+        return self.start(state.importer, state.options, mode="missing", parent=import_id)
+
+    def get(self, import_id: str) -> ImportState:
+        data = self.store.get(import_id)
+        if data is None:
+            raise NotFoundError(
+                f"no import {import_id!r} (it expired, or the id is wrong); "
+                "`conveyor import status` lists them"
+            )
+        return ImportState.from_hash(data, tuple(filter(None, data.get("stages", "").split(","))))
+
+    def recent(self, count: int = 50) -> list[ImportState]:
+        """The newest imports first."""
+        out = []
+        for import_id in self.store.ids(0, count):
+            data = self.store.get(import_id)
+            if data is not None:
+                stages = tuple(filter(None, data.get("stages", "").split(",")))
+                out.append(ImportState.from_hash(data, stages))
+        return out
+
+    def failures(self, import_id: str) -> list[Failure]:
+        """Per-record failures, in stage order then record id."""
+        found = [Failure.from_json(raw) for raw in self.store.failures(import_id).values()]
+        return sorted(found, key=lambda f: (f.at, f.stage, f.record_id))
+
+    def fail(self, import_id: str, message: str) -> bool:
+        now = self.app.clock.time()
+        failed = bool(self.store.fail([import_id], message, now=now))
+        if failed:
+            log.warning("import failed import_id=%s status=failed reason=%s", import_id, message)
+        return failed
+
+    def fail_stuck(self) -> list[str]:
+        """Fail running imports whose progress did not move for ``stuck_after`` seconds
+        (SPEC IMP-7); an import that keeps moving, however slowly, is left alone."""
+        now = self.app.clock.time()
+        cutoff = now - self.settings.stuck_after
+        message = f"no progress for {self.settings.stuck_after:g} s: failed as stuck"
+        failed = self.store.fail(self.store.stalled(cutoff), message, now=now, cutoff=cutoff)
+        for import_id in failed:
+            log.warning("import stuck import_id=%s status=failed", import_id)
+        return failed
+
+    # -- stage jobs -----------------------------------------------------------------------------
+    def run_stage(self, import_id: str, stage: str) -> None:
+        run = self._run(import_id, stage)
+        if run is None:
+            return
+        if any(s.name == stage and s.advanced_at for s in run.state.stages):
+            log.info("stage already done %s status=skipped", run.describe())
+            return
+        self.store.touch(import_id, now=self.app.clock.time())
+        log.info("stage started %s status=running", run.describe())
+        with importing():
+            if stage in run.importer.record_stages:
+                self._schedule(run)
+            else:
+                run.importer.run_stage(run)
+        self._done(run, STAGE_TOKEN)
+
+    def _schedule(self, run: StageRun) -> None:
+        """Register and enqueue the stage's records chunk by chunk, saving the cursor after
+        each chunk, so a stage job that runs again continues where it stopped."""
+        chunk: list[RecordRef] = []
+        cursor = ""
+        sent = 0
+        for ref, after in run.importer.records(run):
+            chunk.append(ref)
+            cursor = after
+            if len(chunk) >= self.settings.chunk_size:
+                sent += self._enqueue(run, chunk, cursor, sent)
+                chunk = []
+        if chunk:
+            self._enqueue(run, chunk, cursor, sent)
+
+    def _enqueue(self, run: StageRun, refs: list[RecordRef], cursor: str, sent: int) -> int:
+        store, s = self.store, self.settings
+        wanted = store.pending(
+            run.import_id, run.stage, [r.record_id for r in refs], now=self.app.clock.time()
+        )
+        args = [
+            [run.import_id, run.stage, r.record_id, r.locator]
+            for r, ok in zip(refs, wanted, strict=False)
+            if ok
+        ]
+        if not wanted:
+            return 0  # the import stopped running
+        start_in = (sent // s.spread_per_interval) * s.spread_interval
+        spread(
+            self.record_job,
+            args,
+            per_interval=s.spread_per_interval,
+            interval=s.spread_interval,
+            start_in=start_in,
+        )
+        run.save_cursor(cursor)
+        log.info("records scheduled %s count=%d status=running", run.describe(), len(args))
+        run.importer.checkpoint(run, f"chunk:{sent + len(args)}")
+        return len(args)
+
+    # -- record jobs ----------------------------------------------------------------------------
+    def run_record(self, import_id: str, stage: str, record_id: str, locator: str) -> None:
+        run = self._run(import_id, stage)
+        if run is None:
+            return
+        signal = run.importer.health_signal
+        if signal is not None and signal.saturated():
+            self.store.increment(import_id, "deferred")
+            delay = self.settings.defer_delay
+            self.record_job.perform_in(delay, import_id, stage, record_id, locator)
+            log.info(
+                "record deferred %s record_id=%s status=deferred delay=%g",
+                run.describe(),
+                record_id,
+                delay,
+            )
+            return
+        try:
+            with importing():
+                run.importer.import_record(run, RecordRef(record_id, locator))
+        except Exception as exc:
+            if run.importer.retryable(exc):
+                log.warning(
+                    "record will be retried %s record_id=%s status=retrying error_class=%s",
+                    run.describe(),
+                    record_id,
+                    error_class_name(exc),
+                )
+                raise
+            self._record_failure(run, record_id, exc, retryable=False)
+            self._done(run, record_id, failed=True)
+            return
+        log.info("record imported %s record_id=%s status=imported", run.describe(), record_id)
+        self._done(run, record_id)
+
+    def give_up_record(
+        self, import_id: str, stage: str, record_id: str, exc: BaseException
+    ) -> None:
+        """A retryable record ran out of retries: record it and let the stage go on."""
+        run = self._run(import_id, stage)
+        if run is None:
+            return
+        self._record_failure(run, record_id, exc, retryable=True)
+        self._done(run, record_id, failed=True)
+
+    def _record_failure(
+        self, run: StageRun, record_id: str, exc: BaseException, *, retryable: bool
+    ) -> None:
+        failure = Failure(
+            run.stage,
+            record_id,
+            error_class_name(exc),
+            _clip(str(exc)),
+            retryable,
+            self.app.clock.time(),
+        )
+        self.store.record_failure(run.import_id, run.stage, record_id, failure.to_json())
+        log.warning(
+            "record failed %s record_id=%s status=failed error_class=%s retryable=%s",
+            run.describe(),
+            record_id,
+            failure.error_class,
+            retryable,
+        )
+
+    # -- shared ---------------------------------------------------------------------------------
+    def _run(self, import_id: str, stage: str) -> StageRun | None:
+        data = self.store.get(import_id)
+        if data is None:
+            log.warning("import gone import_id=%s stage=%s status=missing", import_id, stage)
+            return None
+        stages = tuple(filter(None, data.get("stages", "").split(",")))
+        state = ImportState.from_hash(data, stages)
+        importer = self.importer(state.importer)
+        run = StageRun(self, state, stage, importer)
+        if state.status != "running":
+            log.info("import not running %s status=%s", run.describe(), state.status)
+            return None
+        if stage not in importer.stages:
+            raise ImportPipelineError(f"importer {importer.name} has no stage {stage!r}")
+        return run
+
+    def _push(self, import_id: str, stage: str) -> StagePush:
+        queue = self.settings.queue
+        _, payload = self.app.client.build(self.stage_job, [import_id, stage], {"queue": queue})
+        payload["enqueued_at"] = self.app.clock.time()
+        return StagePush(stage, queue, dumps(payload))
+
+    def _done(self, run: StageRun, token: str, *, failed: bool = False) -> None:
+        stages = run.importer.stages
+        index = stages.index(run.stage)
+        nxt = self._push(run.import_id, stages[index + 1]) if index + 1 < len(stages) else None
+        outcome = self.store.done(
+            run.import_id,
+            run.stage,
+            token,
+            now=self.app.clock.time(),
+            failed=failed,
+            next_stage=nxt,
+        )
+        if outcome == "advanced":
+            log.info("stage done %s status=advanced next=%s", run.describe(), nxt and nxt.stage)
+        elif outcome == "finished":
+            log.info("import finished %s status=finished", run.describe())
+            run.importer.finished(self.get(run.import_id))
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…"
+
+
+def _json(options: Mapping[str, Any]) -> str:
+    try:
+        return json.dumps(dict(options), sort_keys=True)
+    except (TypeError, ValueError) as exc:
+        raise ImportPipelineError(f"import options must be JSON values: {exc}") from None
