@@ -16,6 +16,7 @@ import click
 from conveyor import __version__
 from conveyor.api import RedisError
 from conveyor.cli.automation import automation
+from conveyor.cli.automation_node import node as automation_node
 from conveyor.cli.bulk_ops import ops_group
 from conveyor.cli.compat import compat
 from conveyor.cli.context import CliState
@@ -80,5 +81,6 @@ for _command in (
     automation,
 ):
     main.add_command(_command)
+automation.add_command(automation_node)  # the workflow engine's node (conveyor.automation)
 
 __all__ = ["ConveyorGroup", "main"]

@@ -1,0 +1,70 @@
+"""Shared helpers of the workflow engine tests: settings files and run waits."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from conveyor.automation import AutomationSettings, load_automation_settings
+
+STEPS = "python:automation_apps.steps"
+
+
+def write_settings(
+    tmp_path: Path,
+    redis_url: str,
+    *,
+    workflow: str = "batch",
+    throttling: dict[str, Any] | None = None,
+    cpu_average: dict[str, Any] | None = None,
+    complete: bool = True,
+    schedule: str | None = None,
+    extra_vars: dict[str, Any] | None = None,
+) -> Path:
+    """A settings file with one workflow of ``python:`` steps and a file lease in tmp_path."""
+    leases = tmp_path / "leases"
+    leases.mkdir(exist_ok=True)
+    steps: dict[str, Any] = {
+        "prepare": {
+            "schedule": schedule,
+            "playbook": f"{STEPS}:prepare",
+            "vars": {"count": 3},
+            "leaderElection": {"type": "file", "path": f"{leases}/"},
+        },
+        "execute": {"playbook": f"{STEPS}:execute", "timeout": 30, "vars": {"size": 10}},
+    }
+    if complete:
+        steps["complete"] = {"playbook": f"{STEPS}:complete", "timeout": 30}
+    meta: dict[str, Any] = {"enable": True}
+    if cpu_average:
+        meta["cpuAverage"] = cpu_average
+    document = {
+        "functions": {
+            "backend": {
+                "automation": {
+                    "meta": meta,
+                    "workflows": [
+                        {
+                            "name": workflow,
+                            "allowApiExecution": True,
+                            "vars": {
+                                "redis_url": redis_url,
+                                "workflow_name": workflow,
+                                **(extra_vars or {}),
+                            },
+                            "steps": steps,
+                            "throttling": throttling or {"enable": False},
+                        }
+                    ],
+                }
+            }
+        }
+    }
+    path = tmp_path / "settings.json"
+    path.write_text(json.dumps(document))
+    return path
+
+
+def load(path: Path) -> AutomationSettings:
+    return load_automation_settings(path)

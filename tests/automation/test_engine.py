@@ -1,0 +1,121 @@
+"""The workflow engine in one process: a real Redis, a real file lease, a real worker running
+the task jobs, real ``python:`` steps in child processes (tests/automation_apps/steps.py)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from conftest import python_env
+from helpers import running_worker, wait_for
+from support import load, write_settings
+
+from conveyor import App, Settings
+from conveyor.automation.engine import Automation
+from conveyor.errors import WorkflowForbidden, WorkflowNotFound
+
+
+@pytest.fixture
+def node(
+    tmp_path: Path, redis_url: str, r: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Automation]:
+    # The python: steps run in child processes that import tests/automation_apps.
+    monkeypatch.setenv("PYTHONPATH", python_env()["PYTHONPATH"])
+    settings_file = write_settings(tmp_path, redis_url)
+    app = App(
+        Settings(
+            redis_url=redis_url,
+            concurrency=3,
+            heartbeat_interval=0.5,
+            liveness_ttl=2.0,
+            recovery_interval=0.5,
+            queues=(("automation.batch", 1),),
+        )
+    )
+    automation = Automation(app, load(settings_file), node="solo", term=2.0)
+    automation.install()
+    yield automation
+    automation.close()
+    app.close()
+
+
+def test_batch_run_prepare_execute_complete_with_totals(node: Automation, r: redis.Redis) -> None:
+    with running_worker(node.app):
+        run = node.start_run("batch", request_vars={"count": "4"}, source="cli")
+        assert run.state == "preparing"
+        wait_for(lambda: (s := node.run_status(run.id)) is not None and s.finished, timeout=30)
+    done = node.run_status(run.id)
+    assert done is not None
+    assert (done.state, done.total, done.succeeded, done.failed) == ("done", 4, 4, 0)
+    assert (done.src_size_total, done.dest_size_total) == (40, 36)
+    assert done.master == "solo" and done.fence >= 1 and done.tasks_fence == done.fence
+    completes = [json.loads(x) for x in r.lrange("side:completes", 0, -1)]
+    assert len(completes) == 1
+    assert completes[0]["_request_total"] == 4
+    assert completes[0]["_complte_total"] == completes[0]["_complete_total"] == 4
+    assert completes[0]["_fail_total"] == 0
+    assert (completes[0]["_src_size_total"], completes[0]["_dest_size_total"]) == (40, 36)
+    results = node.task_results(run.id)
+    assert sorted(results) == [0, 1, 2, 3]
+    assert {res["vars"]["path"] for res in results.values()} == {f"/tmp/a=b/{i}" for i in range(4)}
+    assert all(res["node"] == "solo" and res["ok"] for res in results.values())
+    assert all("src_size=10" in res["log"] for res in results.values())
+    assert [x.id for x in node.runs("batch")] == [run.id]
+
+
+def test_failed_tasks_are_counted_and_reported(node: Automation, r: redis.Redis) -> None:
+    with running_worker(node.app):
+        run = node.start_run("batch", request_vars={"count": "5", "fail_every": "2"}, source="cli")
+        wait_for(lambda: (s := node.run_status(run.id)) is not None and s.finished, timeout=30)
+    done = node.run_status(run.id)
+    assert done is not None
+    assert (done.state, done.succeeded, done.failed) == ("done", 2, 3)
+    summary = json.loads(r.lrange("side:completes", 0, -1)[0])
+    assert (summary["_complete_total"], summary["_fail_total"]) == (2, 3)
+    failed = [res for res in node.task_results(run.id).values() if not res["ok"]]
+    assert {res["vars"]["i"] for res in failed} == {"0", "2", "4"}
+    assert all("fails on purpose" in res["error"] for res in failed)
+
+
+def test_prepare_off_runs_the_request_as_one_task(node: Automation, r: redis.Redis) -> None:
+    with running_worker(node.app):
+        run = node.start_run(
+            "batch", request_vars={"i": "x", "size": "7"}, prepare=False, source="api"
+        )
+        wait_for(lambda: (s := node.run_status(run.id)) is not None and s.finished, timeout=30)
+    done = node.run_status(run.id)
+    assert done is not None
+    assert (done.total, done.succeeded, done.src_size_total) == (1, 1, 7)
+    assert r.llen("side:prepares") == 0
+    assert r.hgetall("side:completions") == {"x": "1"}
+
+
+def test_real_time_task_runs_here_and_now(node: Automation) -> None:
+    result = node.run_task("batch", request_vars={"i": "rt", "size": "5"})
+    assert result.ok and result.facts == {"src_size": 5, "dest_size": 4}
+    assert result.node == "solo" and result.run_id is None
+    assert "real-time task" in result.log
+    assert result.as_dict()["vars"] == {"i": "rt", "size": "5"}
+
+
+def test_unknown_disabled_and_forbidden_workflows(node: Automation, tmp_path: Path) -> None:
+    with pytest.raises(WorkflowNotFound):
+        node.start_run("nope")
+    closed = Automation(
+        node.app,
+        load(write_settings(tmp_path, "redis://x:1/0", workflow="closed")).__class__(
+            meta=node.settings.meta,
+            workflows=tuple(
+                wf.__class__(**{**wf.__dict__, "allow_api_execution": False})
+                for wf in node.settings.workflows
+            ),
+        ),
+    )
+    with pytest.raises(WorkflowForbidden):
+        closed.start_run("batch", source="api")
+    with pytest.raises(WorkflowForbidden):
+        closed.run_task("batch", source="api")
+    assert closed.workflow("batch", source="cli").name == "batch"

@@ -1,0 +1,51 @@
+"""``python:`` steps for the engine tests. Each runs in a child process of a node (the runner's
+``conveyor.automation._call``) and records what really happened in Redis under ``side:*`` keys,
+so tests count real effects instead of trusting the engine's own counters.
+
+Variables used: ``redis_url`` (workflow vars), ``count`` and ``prepare_sleep`` (prepare),
+``i`` (the task), ``sleep`` (execute), ``size`` (execute: reported as src_size; dest_size is
+``size - 1``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import redis
+
+
+def _side(variables: dict[str, Any]) -> redis.Redis:
+    return redis.Redis.from_url(variables["redis_url"], decode_responses=True)
+
+
+def prepare(variables: dict[str, Any]) -> None:
+    """Write ``count`` task lines into ``prepare_path`` (after ``prepare_sleep`` seconds)."""
+    side = _side(variables)
+    side.rpush("side:prepares", f"{os.getppid()}:{time.time()}")
+    time.sleep(float(variables.get("prepare_sleep", 0)))
+    name = variables["workflow_name"]
+    with open(variables["prepare_path"], "w", encoding="utf-8") as f:
+        for i in range(int(variables["count"])):
+            f.write(f"example.com/automation/workflows/{name}/vars/i={i};path=/tmp/a=b/{i}\n")
+
+
+def execute(variables: dict[str, Any]) -> dict[str, Any]:
+    """Record a start, sleep, record a completion; report sizes."""
+    side = _side(variables)
+    i = variables["i"]
+    side.rpush("side:starts", f"{i}:{os.getppid()}:{time.time()}")
+    time.sleep(float(variables.get("sleep", 0)))
+    side.hincrby("side:completions", str(i), 1)
+    size = int(variables.get("size", 10))
+    if variables.get("fail_every") and int(i) % int(variables["fail_every"]) == 0:
+        raise RuntimeError(f"task {i} fails on purpose")
+    return {"src_size": size, "dest_size": size - 1}
+
+
+def complete(variables: dict[str, Any]) -> None:
+    """Record the summary variables the complete step received."""
+    summary = {k: v for k, v in variables.items() if k.startswith("_")}
+    _side(variables).rpush("side:completes", json.dumps({"pid": os.getppid(), **summary}))
