@@ -135,3 +135,9 @@ def processes(tmp_path: Path) -> Iterator[StartProcess]:
         if proc.poll() is None:
             proc.kill()
         proc.wait(10)
+
+
+# -- log scan (SPEC IMP-2) ------------------------------------------------------------------------
+# Every log line of the run (this process and child *.log files) is scanned at the end for the
+# fixture personal data of tests/import_apps/fixtures.py; a hit fails the run (tests/log_scan.py).
+pytest_plugins = ["log_scan"]

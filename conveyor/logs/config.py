@@ -254,6 +254,7 @@ def configure(
 
     handler = logging.StreamHandler(out)
     handler.setFormatter(make_formatter(fmt))
+    handler.setLevel(settings.log_level.upper())  # even where a logger was made more verbose
     handler._conveyor_logs = True  # type: ignore[attr-defined]
     root = logging.getLogger()
     for old in [h for h in root.handlers if getattr(h, "_conveyor_logs", False)]:
