@@ -80,9 +80,12 @@ class ProjectImporter(Importer):
     stages = ("validate", "project", "labels", "issues", "comments", "finish")
     record_stages = frozenset({"issues", "comments"})
 
-    def __init__(self, *, limits: UploadLimits | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *, limits: UploadLimits | None = None, label_batch: int = LABEL_BATCH, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.limits = limits
+        self.label_batch = label_batch
         self.bulk_hooks.add("labels", self._labels_inserted)
 
     # -- plumbing -------------------------------------------------------------------------------
@@ -202,7 +205,7 @@ class ProjectImporter(Importer):
                     "description": label.description,
                 }
             )
-            if len(batch) >= LABEL_BATCH:
+            if len(batch) >= self.label_batch:
                 batches += 1
                 self._write_labels(run, batch, update, end, batches)
                 batch = []

@@ -1,0 +1,36 @@
+"""A worker process for the import crash tests: ``python tests/import_apps/worker_app.py``.
+
+With ``IMPORT_PAUSE=<stage>:<step>`` and ``IMPORT_PAUSE_FILE=<path>``, the job that reaches that
+checkpoint (e.g. ``issues:record:1005`` or ``labels:batch:1``) writes the file and sleeps, so
+the test can SIGKILL the process at a known point in the middle of the stage.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from conveyor import Settings, Worker
+from conveyor.features import App
+from conveyor.imports import Imports, ImportSettings, StageRun
+from conveyor.imports.project import ProjectImporter
+
+
+class PausingImporter(ProjectImporter):
+    def checkpoint(self, run: StageRun, step: str) -> None:
+        if os.environ.get("IMPORT_PAUSE") == f"{run.stage}:{step}":
+            Path(os.environ["IMPORT_PAUSE_FILE"]).write_text(str(os.getpid()))
+            while True:  # until SIGKILL
+                time.sleep(1)
+
+
+def import_settings() -> ImportSettings:
+    return ImportSettings(chunk_size=int(os.environ.get("IMPORT_CHUNK", "200")))
+
+
+app = App(Settings.load())
+Imports(app, import_settings()).register(PausingImporter(label_batch=2))
+
+if __name__ == "__main__":
+    Worker(app).run()
