@@ -26,7 +26,6 @@ its own until it has enqueued every record, so a stage never advances half-sched
 from __future__ import annotations
 
 import json
-import logging
 import secrets
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -45,6 +44,7 @@ from conveyor.imports.model import (
     RecordRef,
 )
 from conveyor.job import Job
+from conveyor.logs import import_logger, log_record
 from conveyor.payload import Payload, dumps
 from conveyor.redis.imports import STAGE_TOKEN, ImportStore, StagePush
 from conveyor.retry import error_class_name
@@ -52,7 +52,6 @@ from conveyor.retry import error_class_name
 if TYPE_CHECKING:
     from conveyor.app import App
 
-log = logging.getLogger("conveyor.imports")
 
 STAGE_JOB = "conveyor.ImportStage"
 RECORD_JOB = "conveyor.ImportRecord"
@@ -100,6 +99,10 @@ class Importer:
         if isinstance(exc, RecordError):
             return exc.retryable
         return isinstance(exc, ConnectionError | TimeoutError)
+
+    def record_type(self, stage: str) -> str:
+        """The record type log lines name for ``stage`` (default: the stage's name)."""
+        return stage
 
     def checkpoint(self, run: StageRun, step: str) -> None:
         """Called at safe points (after each scheduled chunk, and wherever the importer calls
@@ -158,9 +161,16 @@ class StageRun:
             imports._record_failure(self, record_id, exc, retryable=retryable)
             imports._done(self, record_id, failed=True)
 
-    def describe(self) -> str:
-        """The identifiers every log line carries (no personal data)."""
-        return f"importer={self.importer.name} import_id={self.import_id} stage={self.stage}"
+    @property
+    def log(self) -> Any:
+        """A structured logger bound to the importer type, the import id and the stage; every
+        line must add a ``status`` (SPEC IMP-2). Never pass record contents to it."""
+        return import_logger(self.importer.name, self.import_id, stage=self.stage)
+
+    @property
+    def record_type(self) -> str:
+        """What a record of this stage is called in log lines (the importer may override)."""
+        return self.importer.record_type(self.stage)
 
 
 class ImportJob(Job):
@@ -175,9 +185,8 @@ class StageJob(ImportJob):
 
     def retries_exhausted(self, job: Payload, exc: BaseException) -> None:
         args = job.get("args") or ["", ""]
-        self.imports.fail(
-            str(args[0]), f"stage {args[1]} failed: {error_class_name(exc)}: {_clip(str(exc))}"
-        )
+        headline = f"stage {args[1]} failed: {error_class_name(exc)}"
+        self.imports.fail(str(args[0]), f"{headline}: {_clip(str(exc))}", reason=headline)
 
 
 class RecordJob(ImportJob):
@@ -300,12 +309,7 @@ class Imports:
         now = self.app.clock.time()
         if not self.store.create(import_id, fields, first, now=now):
             raise ImportPipelineError(f"an import with id {import_id!r} exists already")
-        log.info(
-            "import started importer=%s import_id=%s mode=%s status=running",
-            importer,
-            import_id,
-            mode,
-        )
+        import_logger(importer, import_id).info("import started", status="started", mode=mode)
         return import_id
 
     def retry_missing(self, import_id: str) -> str:
@@ -342,11 +346,16 @@ class Imports:
         found = [Failure.from_json(raw) for raw in self.store.failures(import_id).values()]
         return sorted(found, key=lambda f: (f.at, f.stage, f.record_id))
 
-    def fail(self, import_id: str, message: str) -> bool:
+    def fail(self, import_id: str, message: str, *, reason: str | None = None) -> bool:
+        """Fail a running import with ``message`` (shown by ``status``); ``reason`` is what
+        the log line says (default: the message), for messages that may quote data."""
         now = self.app.clock.time()
         failed = bool(self.store.fail([import_id], message, now=now))
         if failed:
-            log.warning("import failed import_id=%s status=failed reason=%s", import_id, message)
+            data = self.store.get(import_id) or {}
+            import_logger(data.get("importer", "unknown"), import_id).warning(
+                "import failed", status="failed", reason=reason or message
+            )
         return failed
 
     def fail_stuck(self) -> list[str]:
@@ -357,7 +366,10 @@ class Imports:
         message = f"no progress for {self.settings.stuck_after:g} s: failed as stuck"
         failed = self.store.fail(self.store.stalled(cutoff), message, now=now, cutoff=cutoff)
         for import_id in failed:
-            log.warning("import stuck import_id=%s status=failed", import_id)
+            data = self.store.get(import_id) or {}
+            import_logger(data.get("importer", "unknown"), import_id).warning(
+                "import stuck", status="failed", stuck_after=self.settings.stuck_after
+            )
         return failed
 
     # -- stage jobs -----------------------------------------------------------------------------
@@ -366,10 +378,10 @@ class Imports:
         if run is None:
             return
         if any(s.name == stage and s.advanced_at for s in run.state.stages):
-            log.info("stage already done %s status=skipped", run.describe())
+            run.log.info("stage already done", status="skipped")
             return
         self.store.touch(import_id, now=self.app.clock.time())
-        log.info("stage started %s status=running", run.describe())
+        run.log.info("stage started", status="running")
         with importing():
             if stage in run.importer.record_stages:
                 self._schedule(run)
@@ -413,7 +425,7 @@ class Imports:
             start_in=start_in,
         )
         run.save_cursor(cursor)
-        log.info("records scheduled %s count=%d status=running", run.describe(), len(args))
+        run.log.info("records scheduled", status="running", count=len(args))
         run.importer.checkpoint(run, f"chunk:{sent + len(args)}")
         return len(args)
 
@@ -427,29 +439,20 @@ class Imports:
             self.store.increment(import_id, "deferred")
             delay = self.settings.defer_delay
             self.record_job.perform_in(delay, import_id, stage, record_id, locator)
-            log.info(
-                "record deferred %s record_id=%s status=deferred delay=%g",
-                run.describe(),
-                record_id,
-                delay,
-            )
+            log_record(run.log, run.record_type, record_id, "deferred", delay=delay)
             return
         try:
             with importing():
                 run.importer.import_record(run, RecordRef(record_id, locator))
         except Exception as exc:
             if run.importer.retryable(exc):
-                log.warning(
-                    "record will be retried %s record_id=%s status=retrying error_class=%s",
-                    run.describe(),
-                    record_id,
-                    error_class_name(exc),
-                )
+                kind = error_class_name(exc)
+                log_record(run.log, run.record_type, record_id, "retrying", error_class=kind)
                 raise
             self._record_failure(run, record_id, exc, retryable=False)
             self._done(run, record_id, failed=True)
             return
-        log.info("record imported %s record_id=%s status=imported", run.describe(), record_id)
+        log_record(run.log, run.record_type, record_id, "imported")
         self._done(run, record_id)
 
     def give_up_record(
@@ -474,26 +477,29 @@ class Imports:
             self.app.clock.time(),
         )
         self.store.record_failure(run.import_id, run.stage, record_id, failure.to_json())
-        log.warning(
-            "record failed %s record_id=%s status=failed error_class=%s retryable=%s",
-            run.describe(),
+        log_record(
+            run.log,
+            run.record_type,
             record_id,
-            failure.error_class,
-            retryable,
+            "failed",
+            error_class=failure.error_class,
+            retryable=retryable,
         )
 
     # -- shared ---------------------------------------------------------------------------------
     def _run(self, import_id: str, stage: str) -> StageRun | None:
         data = self.store.get(import_id)
         if data is None:
-            log.warning("import gone import_id=%s stage=%s status=missing", import_id, stage)
+            import_logger("unknown", import_id).warning(
+                "import gone (expired or deleted)", stage=stage, status="skipped"
+            )
             return None
         stages = tuple(filter(None, data.get("stages", "").split(",")))
         state = ImportState.from_hash(data, stages)
         importer = self.importer(state.importer)
         run = StageRun(self, state, stage, importer)
         if state.status != "running":
-            log.info("import not running %s status=%s", run.describe(), state.status)
+            run.log.info("import not running", status="skipped", import_status=state.status)
             return None
         if stage not in importer.stages:
             raise ImportPipelineError(f"importer {importer.name} has no stage {stage!r}")
@@ -518,9 +524,9 @@ class Imports:
             next_stage=nxt,
         )
         if outcome == "advanced":
-            log.info("stage done %s status=advanced next=%s", run.describe(), nxt and nxt.stage)
+            run.log.info("stage done", status="running", next_stage=nxt and nxt.stage)
         elif outcome == "finished":
-            log.info("import finished %s status=finished", run.describe())
+            run.log.info("import finished", status="finished")
             run.importer.finished(self.get(run.import_id))
 
 

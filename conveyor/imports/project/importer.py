@@ -146,6 +146,9 @@ class ProjectImporter(Importer):
 
         return int(run.cache.fetch(key_of("user", author.username), refetch) or 0) or None
 
+    def record_type(self, stage: str) -> str:
+        return {"issues": "issue", "comments": "comment", "labels": "label"}.get(stage, stage)
+
     def retryable(self, exc: BaseException) -> bool:
         if isinstance(exc, OperationalError | PoolTimeout):
             return True  # a locked or unreachable database: running again can succeed
