@@ -2,7 +2,8 @@
 
     python -m benchmarks.peers [--jobs 5000] [--sleep-jobs 2000] [--only NAME]
 
-Peers: RQ (Worker and SimpleWorker), Dramatiq, Celery (prefork and threads), arq, Huey,
+Peers: Ruby Sidekiq 6.4 (Debian's ``ruby-sidekiq``, when installed; ``benchmarks/peers/
+sidekiq_main.rb``), RQ (Worker and SimpleWorker), Dramatiq, Celery (prefork and threads), arq, Huey,
 taskiq-redis and SAQ, each with its documented default settings (see ``PEERS``), installed
 with ``pip install -r benchmarks/requirements-peers.txt``. For each, on a fresh
 ``redis-server`` it starts itself (persistence off), it measures:
@@ -46,7 +47,7 @@ from pathlib import Path
 
 import redis
 
-from benchmarks.core import terminate_on_sigterm
+from benchmarks.core import sidekiq_version, terminate_on_sigterm
 from benchmarks.harness import (
     ROOT,
     Children,
@@ -84,6 +85,10 @@ class Peer:
     worker: Callable[[str, str], list[str]]  # (kind, redis url) -> command
     sleep_na: str = ""  # why the 10 ms workload cannot run at concurrency 10
     max_jobs: int = 0  # a cap on --jobs for a very slow peer (0: none)
+    #: (kind, jobs) -> the enqueue command, for a peer not written in Python.
+    enqueuer: Callable[[str, int], list[str]] | None = None
+    #: Why the peer cannot run on this machine ("" when it can).
+    missing: Callable[[], str] = lambda: ""
 
 
 def _rq(worker_class: str) -> Callable[[str, str], list[str]]:
@@ -95,12 +100,26 @@ def _celery(pool: str) -> Callable[[str, str], list[str]]:
     return lambda kind, url: [script("celery"), "-A", "celery_jobs", *cmd]
 
 
+def _sidekiq_missing() -> str:
+    if sidekiq_version():
+        return ""
+    return "Ruby Sidekiq is not installed (Debian: apt-get install ruby-sidekiq)"
+
+
+SIDEKIQ_MAIN = str(JOBS_DIR / "sidekiq_main.rb")
 HUEY_ARGS = ["-k", "thread", "-w", str(CONCURRENCY), "-q"]
 RQ_ONE = "RQ runs one job at a time per worker process (no threads): concurrency 10 is 10 processes"
 PEERS: list[Peer] = [
     Peer(
         "conveyor", "Conveyor", "conveyor", ("conveyor",), "default (10 threads)",
         "`bulk_perform_async`, 1000 per call", python_entry("conveyor"),
+    ),
+    Peer(
+        "sidekiq", "Ruby Sidekiq", "sidekiq", (), "`sidekiq -c 10` (Sidekiq::CLI)",
+        "`Sidekiq::Client.push_bulk`, 1000 per call",
+        lambda kind, url: ["ruby", SIDEKIQ_MAIN, "worker"],
+        enqueuer=lambda kind, jobs: ["ruby", SIDEKIQ_MAIN, "enqueue", kind, str(jobs)],
+        missing=_sidekiq_missing,
     ),
     Peer(
         "rq-worker", "RQ Worker", "rq", ("rq",),
@@ -187,6 +206,8 @@ class Runner:
     def enqueue(self, peer: Peer, kind: str, jobs: int) -> float:
         name = f"{peer.key}-enqueue-{kind}"
         cmd = [sys.executable, "-m", "peer_common", "enqueue", peer.module, kind, str(jobs)]
+        if peer.enqueuer is not None:
+            cmd = peer.enqueuer(kind, jobs)
         proc = self.children.start(name, cmd, self.env)
         try:
             code = proc.wait(timeout=self.args.timeout)
@@ -223,6 +244,9 @@ class Runner:
 
     def measure(self, peer: Peer) -> Result:
         result = Result()
+        why = peer.missing()
+        if why:
+            return Result(errors=dict.fromkeys(ALL_METRICS, why))
         noop_jobs = min(self.args.jobs, peer.max_jobs or self.args.jobs)
         for kind, jobs in (("noop", noop_jobs), ("sleep", self.args.sleep_jobs)):
             metric = "noop_rate" if kind == "noop" else "sleep_rate"
@@ -295,6 +319,8 @@ def ratio_text(ratio: float) -> str:
 
 def versions(peers: list[Peer]) -> str:
     seen: dict[str, str] = {}
+    if any(p.key == "sidekiq" for p in peers):
+        seen["Ruby Sidekiq"] = sidekiq_version() or "not installed"
     for dist in ["redis", "hiredis"] + [d for p in peers for d in p.dists]:
         try:
             seen[dist] = importlib.metadata.version(dist)
@@ -330,7 +356,7 @@ def report(
     now = dt.datetime.now(dt.UTC)
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     lines = [
-        f"# Conveyor against the Python peers, {now:%Y-%m-%d %H:%M} UTC",
+        f"# Conveyor against Sidekiq and the Python peers, {now:%Y-%m-%d %H:%M} UTC",
         "",
         f"Command: `{shlex.join(['python', '-m', 'benchmarks.peers', *args.argv])}`",
         "",

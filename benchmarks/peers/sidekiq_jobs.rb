@@ -1,0 +1,54 @@
+# frozen_string_literal: true
+
+# Ruby Sidekiq 6.4 as a peer of benchmarks/peers.py: the workloads of peer_common.py as Sidekiq
+# jobs, with the same markers in Redis, and the same two commands:
+#
+#   ruby sidekiq_main.rb enqueue KIND N   # prints {"seconds": ...}; noop/sleep use push_bulk
+#   ruby sidekiq_main.rb worker [ARGS]    # Sidekiq::CLI with this file required, -c 10
+#
+# Redis: BENCH_REDIS_URL (also handed to Sidekiq as REDIS_URL); latency pacing: BENCH_RATE.
+
+require "json"
+require "sidekiq"
+
+ENV["REDIS_URL"] ||= ENV.fetch("BENCH_REDIS_URL")
+Redis.silence_deprecations = true if Redis.respond_to?(:silence_deprecations=)
+
+# peer_common.noop: index 0 and the final marker -1 record when they ran.
+class PeerNoop
+  include Sidekiq::Worker
+  sidekiq_options queue: "bench"
+
+  def perform(index)
+    return unless index.zero? || index == -1
+
+    Sidekiq.redis { |conn| conn.set(index.zero? ? "bench:first" : "bench:last", Time.now.to_f) }
+  end
+end
+
+# peer_common.sleep: 10 ms, then INCR; the first and the last completion record the time.
+class PeerSleep
+  include Sidekiq::Worker
+  sidekiq_options queue: "bench"
+
+  def perform(total)
+    sleep 0.010
+    done = Sidekiq.redis { |conn| conn.incr("bench:done") }
+    return unless done == 1 || done == total
+
+    Sidekiq.redis { |conn| conn.set(done == 1 ? "bench:first" : "bench:last", Time.now.to_f) }
+  end
+end
+
+# peer_common.latency: how long ago the producer sent it.
+class PeerLatency
+  include Sidekiq::Worker
+  sidekiq_options queue: "bench"
+
+  def perform(sent)
+    Sidekiq.redis { |conn| conn.rpush("bench:latency", Time.now.to_f - sent) }
+  end
+end
+
+Sidekiq.configure_server { |_config| Sidekiq.logger.level = Logger::WARN }
+
