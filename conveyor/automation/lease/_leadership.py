@@ -58,7 +58,8 @@ class Leadership:
         self.term = check_ttl(term)
         self.clock = clock
         self.margin = max(self.term / 5, MIN_MARGIN) if margin is None else float(margin)
-        if not 0 <= self.margin < self.term * (1 - RENEW_FRACTION):
+        # margin < term * 2/3, written without the rounding of 1 - 1/3.
+        if not (self.margin >= 0 and self.margin * 3 < self.term * 2):
             raise LeaseError(
                 f"leadership margin {margin!r} must be at least 0 and below two thirds of the "
                 f"term ({self.term:g} s), so the term is renewed before it stops being trusted"

@@ -26,9 +26,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-import boto3
 import botocore.exceptions
-from botocore.config import Config
 
 from conveyor.automation.lease._base import (
     LeaseRecord,
@@ -106,6 +104,10 @@ def s3_client(config: Mapping[str, Any]) -> Any:
     Timeouts are short and retries few: a lease call that hangs longer than a fraction of the
     term is worth less than a quick failure (the holder stops at its deadline either way).
     """
+    # Imported here: boto3 takes a noticeable time to import, and most nodes use another lease.
+    import boto3
+    from botocore.config import Config
+
     unknown = [k for k in ("access_key_id", "secret_access_key") if k in config and not config[k]]
     if unknown:
         raise LeaseError(f"aws-s3 endpoint: {', '.join(unknown)} is empty; set it or leave it out")

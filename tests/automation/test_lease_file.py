@@ -1,0 +1,164 @@
+"""The file lease: its files on disk, fences that survive a deleted lease file, and real
+processes contending for one lease through Leadership."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import threading
+from pathlib import Path
+
+import pytest
+from conftest import StartProcess
+
+from conveyor.automation.lease import FileLease, Term, default_lease_path, open_lease
+from conveyor.automation.settings import LeaderElection
+from conveyor.clock import FakeClock
+from conveyor.errors import LeaseError
+
+LONG = 60.0
+
+
+def test_the_lease_file_is_a_json_record(tmp_path: Path) -> None:
+    clock = FakeClock(1_000.0)
+    lease = FileLease(tmp_path / "wf.txt", clock=clock)
+    term = lease.acquire("node-a", 30)
+    assert term == Term("node-a", 1, 1_030.0)
+    clock.advance(5)
+    assert lease.renew(term, 30) == Term("node-a", 1, 1_035.0)
+    assert json.loads((tmp_path / "wf.txt").read_text()) == {
+        "holder": "node-a",
+        "fence": 1,
+        "expires_at": 1_035.0,
+        "renewed": 1,
+        "released": False,
+    }
+    assert (tmp_path / "wf.txt.fence").read_text() == "1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["wf.txt", "wf.txt.fence", "wf.txt.lock"]
+
+
+def test_fence_survives_a_deleted_or_emptied_lease_file(tmp_path: Path) -> None:
+    lease = FileLease(tmp_path / "wf.txt")
+    fences = []
+    for damage in ("delete", "empty", "garbage", None):
+        term = lease.acquire("node-a", LONG)
+        assert term is not None
+        fences.append(term.fence)
+        lease.release(term)
+        if damage == "delete":
+            (tmp_path / "wf.txt").unlink()
+        elif damage == "empty":  # as left by a crash right after the exclusive create
+            (tmp_path / "wf.txt").write_bytes(b"")
+        elif damage == "garbage":
+            (tmp_path / "wf.txt").write_text('{"holder": 3}')
+    assert fences == [1, 2, 3, 4]
+    # The record alone also carries the high-water mark, if the sidecar is the one lost.
+    (tmp_path / "wf.txt.fence").unlink()
+    term = lease.acquire("node-b", LONG)
+    assert term is not None and term.fence == 5
+
+
+def test_a_missing_directory_is_refused_not_created(tmp_path: Path) -> None:
+    missing = tmp_path / "not-mounted" / "wf.txt"
+    with pytest.raises(LeaseError, match="does not exist: mount the shared storage"):
+        FileLease(missing)
+    with pytest.raises(LeaseError, match="not-mounted"):
+        open_lease(LeaderElection(path=str(tmp_path / "not-mounted") + "/"), "wf")
+    assert not missing.parent.exists()
+
+
+def test_open_lease_paths(tmp_path: Path) -> None:
+    by_dir = open_lease(LeaderElection(path=f"{tmp_path}/"), "migrate")
+    assert by_dir.description == f"file:{tmp_path}/migrate.txt"
+    by_file = open_lease(LeaderElection(path=str(tmp_path / "one.lock")), "migrate")
+    assert by_file.description == f"file:{tmp_path}/one.lock"
+    default = open_lease(LeaderElection(), "migrate", state_dir=str(tmp_path / "state"))
+    assert default.description == f"file:{tmp_path}/state/leases/migrate.txt"
+    assert default.acquire("node-a", LONG) is not None  # the default directory was created
+    assert default_lease_path("migrate", "/srv/c") == "/srv/c/leases/migrate.txt"
+    with pytest.raises(LeaseError, match=r"workflow name '\.\./x' cannot name a lease"):
+        open_lease(LeaderElection(), "../x", state_dir=str(tmp_path))
+
+
+def _race(handles: list[FileLease]) -> list[Term | None]:
+    results: list[Term | None] = [None] * len(handles)
+    start = threading.Barrier(len(handles))
+
+    def run(i: int) -> None:
+        start.wait()
+        results[i] = handles[i].acquire(f"node-{i}", LONG)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(handles))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return results
+
+
+def test_threads_of_one_process_exclude_each_other(tmp_path: Path) -> None:
+    """POSIX locks do not exclude threads of one process; the per-path thread lock does."""
+    for round_ in range(5):
+        path = tmp_path / f"wf{round_}.txt"
+        results = _race([FileLease(path) for _ in range(8)])
+        assert sum(r is not None for r in results) == 1, results
+
+
+# Each child ticks a Leadership on the shared lease file and records, for every term it
+# believed valid (current() returned it), the wall-clock window [before the first such
+# current() call, after the last one]. It sometimes resigns and sometimes stalls past its term
+# without ticking (as a paused process would), so terms change hands many times.
+CHILD = """
+import json, os, random, sys, time
+from conveyor.automation.lease import FileLease, Leadership
+path, out, seconds, name = sys.argv[1:5]
+node = Leadership(FileLease(path), name, term=1.5, margin=0.5)
+rng = random.Random(os.getpid())
+windows = {}
+end = time.monotonic() + float(seconds)
+while time.monotonic() < end:
+    node.tick()
+    before = time.time()
+    term = node.current()
+    after = time.time()
+    if term is not None:
+        w = windows.setdefault(term.fence, [term.holder, before, after])
+        w[2] = after
+        roll = rng.random()
+        if roll < 0.04:
+            node.resign()
+        elif roll < 0.07:
+            time.sleep(1.8)  # stall past the whole term, no tick
+    time.sleep(rng.uniform(0.002, 0.02))
+node.resign()
+with open(out, "w") as f:
+    json.dump([[fence, *w] for fence, w in windows.items()], f)
+"""
+
+
+def test_processes_contending_never_overlap_and_fences_increase(
+    tmp_path: Path, processes: StartProcess
+) -> None:
+    lease_path = tmp_path / "shared" / "wf.txt"
+    lease_path.parent.mkdir()
+    outs = [tmp_path / f"node-{i}.json" for i in range(4)]
+    children = [
+        processes("-c", CHILD, str(lease_path), str(out), "5", f"node-{i}")
+        for i, out in enumerate(outs)
+    ]
+    for child in children:
+        assert child.wait(60) == 0
+    windows = [tuple(w) for out in outs for w in json.loads(out.read_text())]
+    fences = [w[0] for w in windows]
+    assert len(fences) == len(set(fences)), "a fence was handed out twice"
+    assert len(windows) >= 4 and len({w[1] for w in windows}) >= 2, windows
+    ordered = sorted(windows, key=lambda w: w[2])
+    for (fence_a, holder_a, _, end_a), (fence_b, holder_b, start_b, _) in itertools.pairwise(
+        ordered
+    ):
+        assert fence_b > fence_a, ordered
+        assert end_a < start_b, f"{holder_a} (term {fence_a}) and {holder_b} overlapped"
+    last = FileLease(lease_path).peek()
+    assert last is not None and last.fence >= max(fences)
+    assert os.path.exists(str(lease_path) + ".fence")
