@@ -297,6 +297,16 @@ class Automation:
     ) -> None:
         """Run task ``index`` of a run (the task job's body) and record its result once."""
         store = self.store
+        if workflow in self.monitor.throttles and not self.monitor.accepting(workflow):
+            # Fetched in the instant the gate closed (a blocking fetch was already waiting):
+            # give it back for a node with CPU to spare.
+            store.hand_back(
+                self.queue(workflow), self.task_payload(workflow, run_id, index, fence, variables)
+            )
+            log.info(
+                "automation %s: run %s task %d handed back (throttled)", workflow, run_id, index
+            )
+            return
         decision = store.task_start(run_id, workflow, index, fence, self.node)
         if decision != "run":
             log.info(
@@ -321,6 +331,7 @@ class Automation:
         self.monitor.count_task()
         record = task.as_dict()
         record["output"] = task.output[-RECORDED_OUTPUT:]
+        record["ended_at"] = self.clock.time()
         recorded = store.record(
             run_id,
             workflow,

@@ -54,6 +54,11 @@ class NodeMonitor:
         throttle = self.throttles[workflow]
         return lambda: throttle.accepting
 
+    def accepting(self, workflow: str) -> bool:
+        """Whether this node takes ``workflow``'s tasks now."""
+        throttle = self.throttles.get(workflow)
+        return throttle is None or throttle.accepting
+
     @property
     def throttled(self) -> bool:
         return any(not t.accepting for t in self.throttles.values())

@@ -21,6 +21,7 @@ from conveyor.automation.node import serve
 @click.pass_context
 def node(
     ctx: click.Context,
+    *,
     settings_file: str,
     redis_url: str | None,
     threads: int | None,

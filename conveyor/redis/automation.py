@@ -204,6 +204,13 @@ class AutomationStore:
         outcome, succeeded, failed, total = self._run("auto_record", keys, args)
         return Recorded(str(outcome), int(succeeded), int(failed), int(total))
 
+    def hand_back(self, queue: str, payload: str) -> None:
+        """Put a task job back at the consuming end of ``queue`` (the next one fetched)."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.sadd(self.keys.queues, queue)
+        pipe.rpush(self.keys.queue(queue), payload)
+        pipe.execute()
+
     # -- reading ----------------------------------------------------------------------------------
     def get(self, run_id: str) -> dict[str, str] | None:
         """The run hash plus ``started`` (how many tasks were started), or ``None``."""

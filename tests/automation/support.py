@@ -68,3 +68,14 @@ def write_settings(
 
 def load(path: Path) -> AutomationSettings:
     return load_automation_settings(path)
+
+
+#: Short core intervals for node processes: a killed or stopped node's jobs are recovered
+#: within a few seconds.
+NODE_ENV = {
+    "CONVEYOR_HEARTBEAT_INTERVAL": "0.5",
+    "CONVEYOR_LIVENESS_TTL": "2",
+    "CONVEYOR_RECOVERY_INTERVAL": "0.5",
+    "CONVEYOR_POLL_INTERVAL_AVERAGE": "0.5",
+    "CONVEYOR_SHUTDOWN_TIMEOUT": "3",
+}

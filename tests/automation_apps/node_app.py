@@ -27,7 +27,8 @@ def burner_source(pidfile: str) -> Any:
 
     def sample() -> float:
         try:
-            pids = [int(x) for x in open(pidfile).read().split()]
+            with open(pidfile) as f:
+                pids = [int(x) for x in f.read().split()]
         except (OSError, ValueError):
             pids = []
         total = 0.0
