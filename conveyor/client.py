@@ -162,6 +162,9 @@ class Client:
     # -- internals ------------------------------------------------------------------------------
     def _enqueue_one(self, cls: type[Job] | None, job: Payload, at: float | None) -> EnqueueResult:
         ctx = EnqueueContext(self.app, cls, job, at)
+        if not self._middleware_for(cls):
+            self._push([ctx])
+            return EnqueueResult(jid=job["jid"], queued=True, dropped=None, info={})
         self._before([ctx])
         if ctx.dropped is None:
             self._push([ctx])
