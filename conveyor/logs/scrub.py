@@ -81,23 +81,50 @@ _EMAIL_RE = re.compile(
     # Local part: RFC 5322 atom characters; domain: labels with at least one dot.
     r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+"
 )
-_URL_USERINFO_RE = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://)[^/\s@]*@")
-_AUTH_SCHEME_RE = re.compile(r"(?i)\b(bearer|basic|token|digest)(\s+)[A-Za-z0-9._~+/=-]{6,}")
-_SECRET_PAIR_RE = re.compile(
-    r"(?i)\b([\w-]*(?:password|passwd|secret|token|api[_-]?key|access[_-]?key|authorization"
-    r"|cookie|credential)[\w-]*)(\"?'?\s*[:=]\s*\"?'?)([^\s\"'&,;}]+)"
+_URL_USERINFO = r"(\b[A-Za-z][A-Za-z0-9+.-]*://)[^/\s@]*@"
+_AUTH_SCHEME = r"\b((?i:bearer|basic|token|digest))(\s+)[A-Za-z0-9._~+/=-]{6,}"
+_SECRET_WORDS = (
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "api_key",
+    "api-key",
+    "apikey",
+    "access_key",
+    "access-key",
+    "authorization",
+    "cookie",
+    "credential",
 )
-_KNOWN_TOKEN_RE = re.compile(
+_SECRET_PAIR = (
+    # Starts at the word (cheap to search); "db_password=x" matches from "password".
+    r"((?i:password|passwd|secret|token|api[_-]?key|access[_-]?key|authorization|cookie"
+    r"|credential)[\w-]*)(\"?'?\s*[:=]\s*\"?'?)([^\s\"'&,;}]+)"
+)
+_KNOWN_TOKEN = (
     r"\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}|glpat-[A-Za-z0-9_-]{20,}"
     r"|xox[abprs]-[A-Za-z0-9-]{10,}|sk-[A-Za-z0-9_-]{20,}|AKIA[0-9A-Z]{16}"
     r"|eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*)"
 )
 #: 40+ hex digits (SHA-1 sized and up): keys, HMACs. 32-digit UUIDs and 24-digit jids stay.
-_LONG_HEX_RE = re.compile(r"\b[0-9a-fA-F]{40,}\b")
+_LONG_HEX = r"\b[0-9a-fA-F]{40,}\b"
 #: Runs from the base64/url-safe alphabet; redacted when they mix upper, lower case and digits.
-_B64_RUN_RE = re.compile(r"[A-Za-z0-9+=_-]{32,}")
-#: Characters whose presence means a pattern could match; strings without any skip the regexes.
-_TRIGGERS = ("@", "://", "=", ":", " ")
+_B64_RUN = r"[A-Za-z0-9+=_-]{32,}"
+
+_URL_USERINFO_RE = re.compile(_URL_USERINFO)
+_AUTH_SCHEME_RE = re.compile(_AUTH_SCHEME)
+_SECRET_PAIR_RE = re.compile(_SECRET_PAIR)
+_KNOWN_TOKEN_RE = re.compile(_KNOWN_TOKEN)
+_LONG_HEX_RE = re.compile(_LONG_HEX)
+_B64_RUN_RE = re.compile(_B64_RUN)
+#: Token-shaped runs; one search tells whether the three token rules need to run.
+_TOKENISH_RE = re.compile(f"{_KNOWN_TOKEN}|{_B64_RUN}")
+_SCHEME_WORDS = ("bearer", "basic", "token", "digest")
+
+
+#: Top-level event fields set by the logging pipeline itself (clock, level, code, process).
+_TRUSTED = ("timestamp", "level", "logger", "pid")
 
 
 def _normalise(key: str) -> str:
@@ -175,20 +202,24 @@ class Scrubber:
 
     def scrub_text(self, text: str) -> str:
         """``text`` with e-mail addresses, credentials and token-like strings replaced."""
-        if not any(t in text for t in _TRIGGERS) and len(text) < 32:
+        # Each rule is gated by a plain substring test, so text with nothing to scrub (most
+        # log lines) costs a few scans in C instead of a regex per rule.
+        if len(text) < 6:
             return text
-        if "://" in text:
+        if "://" in text:  # before e-mails: "user:pw@host.com" must not be read as one
             text = _URL_USERINFO_RE.sub(lambda m: m.group(1) + "[redacted]@", text)
         if "@" in text:
             text = _EMAIL_RE.sub(lambda m: self._mark("email", m.group(0)), text)
-        text = _AUTH_SCHEME_RE.sub(
-            lambda m: m.group(1) + m.group(2) + self._mark("redacted", m.group(0)), text
-        )
-        if "=" in text or ":" in text:
+        lowered = text.lower()
+        if any(word in lowered for word in _SCHEME_WORDS):
+            text = _AUTH_SCHEME_RE.sub(
+                lambda m: m.group(1) + m.group(2) + self._mark("redacted", m.group(0)), text
+            )
+        if ("=" in text or ":" in text) and any(word in lowered for word in _SECRET_WORDS):
             text = _SECRET_PAIR_RE.sub(
                 lambda m: m.group(1) + m.group(2) + self._mark("redacted", m.group(3)), text
             )
-        if len(text) >= 20:
+        if len(text) >= 20 and _TOKENISH_RE.search(text) is not None:
             text = _KNOWN_TOKEN_RE.sub(lambda m: self._mark("redacted", m.group(0)), text)
             text = _LONG_HEX_RE.sub(lambda m: self._mark("redacted", m.group(0)), text)
             text = _B64_RUN_RE.sub(
@@ -245,7 +276,12 @@ class Scrubber:
         """Like :meth:`scrub_mapping` for a whole event, but never raises: if scrubbing fails,
         only the level, logger, timestamp and a note survive."""
         try:
-            return self.scrub_mapping(event_dict)
+            # Fields Conveyor itself sets from code and the clock hold nothing to scrub.
+            trusted = {k: event_dict[k] for k in _TRUSTED if k in event_dict}
+            if not trusted:
+                return self.scrub_mapping(event_dict)
+            rest = {k: v for k, v in event_dict.items() if k not in trusted}
+            return {**trusted, **self.scrub_mapping(rest)}
         except Exception as exc:
             keep = ("timestamp", "level", "logger", "pid")
             safe: dict[str, Any] = {k: event_dict[k] for k in keep if k in event_dict}
