@@ -18,6 +18,7 @@ from conveyor.app import App
 from conveyor.settings import Settings
 from conveyor.web import api as api_routes
 from conveyor.web import auth, metrics, pages
+from conveyor.web import automation as automation_web
 from conveyor.web.config import WebSettings
 from conveyor.web.context import WebContext, WebExtension, build_templates, resolve_extensions
 
@@ -82,6 +83,11 @@ def create_app(
         data_api = Api.from_settings(target or Settings.load())
     settings = web_settings or WebSettings.load(data_api.settings)
     found = resolve_extensions(data_api.app, extensions)
+    # Automation's HTTP API joins when the app has automation configured (an installed
+    # engine or CONVEYOR_AUTOMATION_SETTINGS), unless given explicitly already.
+    discovered = automation_web.discover(data_api.app)
+    if discovered is not None and all(e.name != discovered.name for e in found):
+        found.append(discovered)
     context = WebContext(data_api, settings, build_templates(found), found)
 
     routes: list[BaseRoute] = [
@@ -110,7 +116,11 @@ def create_app(
                 same_site="lax",
                 https_only=settings.secure_cookies,
             ),
-            Middleware(auth.SecurityMiddleware, settings=settings),
+            Middleware(
+                auth.SecurityMiddleware,
+                settings=settings,
+                api_prefixes=tuple(p for e in found for p in e.api_prefixes),
+            ),
         ],
         lifespan=lifespan,
     )

@@ -51,9 +51,13 @@ def _same(a: str, b: str) -> bool:
 class SecurityMiddleware:
     """Runs inside Starlette's session middleware; sets ``request.state.user``."""
 
-    def __init__(self, app: ASGIApp, settings: WebSettings) -> None:
+    def __init__(
+        self, app: ASGIApp, settings: WebSettings, api_prefixes: tuple[str, ...] = ()
+    ) -> None:
         self.app = app
         self.settings = settings
+        #: Besides ``/api/``: prefixes answered like the API (JSON 401, no login redirect).
+        self.api_prefixes = ("/api/", *api_prefixes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -77,7 +81,9 @@ class SecurityMiddleware:
             supplied = await csrf.token_from_form(scope, body)
             receive = csrf.replay(body)
         if not csrf.matches(scope.get("session", {}), supplied):
-            response = _error(path, 403, "missing or invalid CSRF token; reload the page")
+            response = _error(
+                path, 403, "missing or invalid CSRF token; reload the page", self.api_prefixes
+            )
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)
@@ -100,8 +106,13 @@ class SecurityMiddleware:
         return ("anonymous" if settings.allow_anonymous else None), False
 
     def _refuse(self, scope: Scope, path: str) -> Response:
-        if path.startswith("/api/") or path == "/metrics" or scope["method"] != "GET":
-            return _error(path, 401, "authentication required: log in or send a Bearer token")
+        if path.startswith(self.api_prefixes) or path == "/metrics" or scope["method"] != "GET":
+            return _error(
+                path,
+                401,
+                "authentication required: log in or send a Bearer token",
+                self.api_prefixes,
+            )
         root = str(scope.get("root_path", ""))
         return RedirectResponse(f"{root}/login?next={quote(root + path)}", 303)
 
@@ -113,9 +124,11 @@ def _header_token(scope: Scope) -> str | None:
     return None
 
 
-def _error(path: str, status: int, message: str) -> Response:
+def _error(
+    path: str, status: int, message: str, api_prefixes: tuple[str, ...] = ("/api/",)
+) -> Response:
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    if path.startswith("/api/") or path == "/metrics":
+    if path.startswith(api_prefixes) or path == "/metrics":
         return JSONResponse({"error": message}, status, headers=headers)
     return PlainTextResponse(message, status, headers=headers)
 

@@ -72,6 +72,9 @@ class WebExtension:
     templates: str | None = None
     #: Called with the context at start; each returns a Prometheus collector for /metrics.
     collectors: Sequence[Callable[[WebContext], Collector]] = ()
+    #: Path prefixes outside ``/api`` that are machine APIs too: a request without valid
+    #: credentials gets a JSON 401, not a redirect to the login page (e.g. ``"/automation/"``).
+    api_prefixes: Sequence[str] = ()
 
 
 @dataclass

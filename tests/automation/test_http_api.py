@@ -1,0 +1,324 @@
+"""The automation HTTP API: the real web app served by uvicorn, called with httpx, on a real
+Redis; real-time tasks run real ``python:`` steps, batch runs a real node process."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from helpers import wait_for
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from web_support import BEARER, TOKEN, served
+
+from conveyor import App
+from conveyor.automation import format_workflow_path, load_automation_settings
+from conveyor.automation.engine import Automation
+from conveyor.web import WebSettings, create_app
+from conveyor.web.automation import automation_extension
+
+STEPS = textwrap.dedent(
+    """\
+    import json, time
+
+    def echo(variables):
+        return {"vars": variables}
+
+    def sized(variables):
+        n = len(variables.get("file", ""))
+        return {"src_size": n, "dest_size": n}
+
+    def slow(variables):
+        time.sleep(30)
+
+    def boom(variables):
+        raise RuntimeError("boom " + variables.get("x", ""))
+
+    def plan(variables):
+        with open(variables["prepare_path"], "w") as f:
+            for name in ("a/b=c", "d;e", "ü"):
+                from urllib.parse import quote
+                f.write("/automation/workflows/batch/vars/file=" + quote(name, safe="") + "\\n")
+
+    def report(variables):
+        summary = {k: v for k, v in variables.items() if k.startswith("_")}
+        with open(variables["report_path"], "w") as f:
+            json.dump(summary, f)
+    """
+)
+
+
+def _workflow(name: str, execute: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "allowApiExecution": True,
+        "vars": {"wf": "w", "layer": "workflow"},
+        "steps": {
+            "execute": {"playbook": f"python:http_steps:{execute}", "vars": {"layer": "step"}}
+        },
+        "throttling": {"enable": False},
+        **extra,
+    }
+
+
+def write_settings(tmp_path: Path, *, enable: bool = True) -> Path:
+    (tmp_path / "http_steps.py").write_text(STEPS)
+    (tmp_path / "leases").mkdir(exist_ok=True)
+    slow = _workflow("slowpoke", "slow")
+    slow["steps"]["execute"]["timeout"] = 1.5
+    batch = _workflow("batch", "sized")
+    batch["vars"] = {"report_path": str(tmp_path / "report.json")}
+    batch["steps"]["prepare"] = {
+        "playbook": "python:http_steps:plan",
+        "leaderElection": {"type": "file", "path": f"{tmp_path}/leases/"},
+    }
+    batch["steps"]["complete"] = {"playbook": "python:http_steps:report", "timeout": 30}
+    document = {
+        "functions": {
+            "backend": {
+                "automation": {
+                    "meta": {"enable": enable},
+                    "workflows": [
+                        _workflow("open", "echo"),
+                        slow,
+                        _workflow("broken", "boom"),
+                        {**_workflow("closed", "echo"), "allowApiExecution": False},
+                        {**_workflow("off", "echo"), "enable": False},
+                        batch,
+                    ],
+                }
+            }
+        }
+    }
+    path = tmp_path / "settings.json"
+    path.write_text(json.dumps(document))
+    return path
+
+
+@pytest.fixture
+def automation(tmp_path: Path, app: App) -> Automation:
+    return Automation(app, load_automation_settings(write_settings(tmp_path)), grace=1)
+
+
+@pytest.fixture
+def client(app: App, automation: Automation) -> Iterator[httpx.Client]:
+    web = create_app(app, WebSettings(token=TOKEN), extensions=[automation_extension(automation)])
+    with served(web) as base, httpx.Client(base_url=base, headers=BEARER, timeout=60) as c:
+        yield c
+
+
+def test_realtime_runs_one_task_with_vars_holding_slash_equals_and_escapes(
+    client: httpx.Client,
+) -> None:
+    path = format_workflow_path(
+        "open", {"src_path": "/tmp/a=b/c.jpg", "semi": "x;y", "pct": "100%", "layer": "request"}
+    )
+    assert "%3B" in path and "%25" in path  # the escapes travel as sent
+    answer = client.post(path, params={"mode": "realtime"})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["mode"] == "realtime" and body["ok"] is True
+    assert body["facts"]["vars"] == {
+        "wf": "w",
+        "layer": "request",  # workflow < step < request
+        "src_path": "/tmp/a=b/c.jpg",
+        "semi": "x;y",
+        "pct": "100%",
+    }
+    assert body["vars"]["semi"] == "x;y"
+
+
+def test_realtime_failure_and_timeout_statuses(client: httpx.Client) -> None:
+    failed = client.post("/automation/workflows/broken/vars/x=1", params={"mode": "realtime"})
+    assert failed.status_code == 502
+    assert failed.json()["ok"] is False
+    assert failed.json()["error"] == "RuntimeError: boom 1"
+    timed = client.post("/automation/workflows/slowpoke", params={"mode": "realtime"})
+    assert timed.status_code == 504
+    assert timed.json()["timed_out"] is True and timed.json()["returncode"] is None
+
+
+def test_authentication_is_required(client: httpx.Client) -> None:
+    url = "/automation/workflows/open"
+    for headers in ({"Authorization": ""}, {"Authorization": "Bearer wrong-token-123"}):
+        for method, path in (
+            ("POST", url),
+            ("GET", "/automation/runs/abc"),
+            ("GET", "/automation/nodes"),
+        ):
+            answer = client.request(method, path, headers=headers, follow_redirects=False)
+            assert answer.status_code == 401, (method, path, answer.status_code)
+            assert "authentication required" in answer.json()["error"]
+            assert TOKEN not in answer.text
+
+
+def test_forbidden_unknown_and_disabled(client: httpx.Client) -> None:
+    closed = client.post("/automation/workflows/closed")
+    assert closed.status_code == 403
+    assert "allowApiExecution" in closed.json()["error"]
+    for name in ("nope", "off"):
+        answer = client.post(f"/automation/workflows/{name}", params={"mode": "realtime"})
+        assert answer.status_code == 404, name
+        assert answer.json()["workflow"] == name
+    assert client.post("/other/workflows/open").status_code == 404
+
+
+def test_automation_switched_off_is_404(tmp_path: Path, app: App) -> None:
+    off = Automation(app, load_automation_settings(write_settings(tmp_path, enable=False)))
+    web = create_app(app, WebSettings(token=TOKEN), extensions=[automation_extension(off)])
+    with served(web) as base, httpx.Client(base_url=base, headers=BEARER) as c:
+        assert c.post("/automation/workflows/open").status_code == 404
+        assert c.post("/automation/workflows/open", params={"mode": "realtime"}).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("path", "segment"),
+    [
+        ("/automation/workflows/open/steps/prepare=maybe;", "prepare=maybe"),
+        ("/automation/workflows/open/steps/deploy=true", "deploy=true"),
+        ("/automation/workflows/open/vars/novalue", "novalue"),
+        ("/automation/workflows/open/vars/1x=2", "1x=2"),
+        ("/automation/workflows/open/vars/a=1;a=2", "a=2"),
+        ("/automation/workflows/open/other", "other"),
+        ("/automation/workflows/open/vars/a=%FF", "a=%FF"),
+        ("/automation/workflows/b@d", "b@d"),
+        ("/automation/workflows/open/steps/execute=false", "steps"),
+    ],
+)
+def test_malformed_paths_are_400_naming_the_part(
+    client: httpx.Client, path: str, segment: str
+) -> None:
+    answer = client.post(path)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["segment"] == segment
+    assert answer.json()["error"]
+
+
+def test_bad_query_is_400(client: httpx.Client) -> None:
+    assert client.post("/automation/workflows/open", params={"mode": "fast"}).status_code == 400
+    answer = client.post("/automation/workflows/open", params={"mod": "realtime"})
+    assert answer.status_code == 400 and answer.json()["segment"] == "query"
+    prepare_rt = client.post(
+        "/automation/workflows/open/steps/prepare=true", params={"mode": "realtime"}
+    )
+    assert prepare_rt.status_code == 400
+
+
+def test_runs_are_started_with_post_only(client: httpx.Client) -> None:
+    assert client.get("/automation/workflows/open").status_code == 405
+
+
+def test_batch_returns_202_with_location_and_prepare_off_by_default(
+    client: httpx.Client, automation: Automation
+) -> None:
+    answer = client.post("/automation/workflows/open/vars/k=v=w")
+    assert answer.status_code == 202, answer.text
+    body = answer.json()
+    assert answer.headers["location"] == f"/automation/runs/{body['id']}" == body["location"]
+    assert body["run"]["prepare"] is False and body["run"]["complete"] is True
+    assert body["run"]["request"] == {"k": "v=w"}
+    assert body["run"]["source"] == "api"
+    status = client.get(answer.headers["location"])
+    assert status.status_code == 200
+    assert status.json()["id"] == body["id"] and status.json()["workflow"] == "open"
+    assert status.json()["progress"]["finished"] is False
+    listed = client.get("/automation/runs", params={"workflow": "open"}).json()["runs"]
+    assert [r["id"] for r in listed] == [body["id"]]
+    explicit = client.post("/automation/workflows/open/steps/prepare=true;complete=false")
+    assert explicit.json()["run"]["prepare"] is True
+    assert explicit.json()["run"]["complete"] is False
+    assert automation.run_status(body["id"]) is not None
+
+
+def test_unknown_runs_are_404(client: httpx.Client) -> None:
+    assert client.get("/automation/runs/0123abcd").status_code == 404
+    assert client.get("/automation/runs/not-hex").status_code == 404
+    assert client.get("/automation/runs", params={"limit": "0"}).status_code == 400
+
+
+def test_batch_run_end_to_end_on_a_node(
+    tmp_path: Path, client: httpx.Client, redis_url: str, processes: Any
+) -> None:
+    settings_file = tmp_path / "settings.json"
+    node = processes(
+        "-c",
+        "import sys; from conveyor.automation.node import serve; "
+        "serve(sys.argv[1], redis_url=sys.argv[2], term=5, threads=3)",
+        str(settings_file),
+        redis_url,
+        CONVEYOR_HEARTBEAT_INTERVAL="0.5",
+    )
+    started = client.post("/automation/workflows/batch/steps/prepare=true")
+    assert started.status_code == 202, started.text
+    location = started.headers["location"]
+
+    def finished() -> bool:
+        return bool(client.get(location).json()["progress"]["finished"])
+
+    wait_for(finished, timeout=90, interval=0.25)
+    assert node.poll() is None
+    run = client.get(location, params={"tasks": "true"}).json()
+    assert run["state"] == "done", run
+    assert run["progress"] == {"ended": 3, "total": 3, "percent": 100.0, "finished": True}
+    files = sorted(t["vars"]["file"] for t in run["tasks"])
+    assert files == sorted(["a/b=c", "d;e", "ü"])
+    sizes = len("a/b=c") + len("d;e") + len("ü")
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["_request_total"] == 3 and report["_fail_total"] == 0
+    assert report["_src_size_total"] == sizes == run["src_size_total"]
+    nodes = client.get("/automation/nodes").json()["nodes"]
+    assert len(nodes) == 1 and nodes[0]["pid"] == node.pid
+
+
+_TOKENS = [
+    "open",
+    "closed",
+    "off",
+    "nope",
+    "steps",
+    "vars",
+    "prepare=true",
+    "complete=false",
+    "execute=false",
+    "k=v",
+    "a=b=c",
+    "%3B",
+    "%2F",
+    "%",
+    "%ZZ",
+    "%FF",
+    "%C3%BC",
+    "ü",
+    ";",
+    "=",
+    "/",
+    "..",
+]
+_SEGMENT = st.lists(
+    st.sampled_from(_TOKENS) | st.text(alphabet="ab_-.=;%Z9~!:@ ", max_size=3), max_size=5
+).map("".join)
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(parts=st.lists(_SEGMENT, max_size=6), mode=st.sampled_from([None, "batch", "realtime", "x"]))
+def test_fuzzed_paths_never_500(client: httpx.Client, parts: list[str], mode: str | None) -> None:
+    from urllib.parse import quote
+
+    raw = "/automation/workflows/" + "/".join(parts)
+    url = httpx.URL(str(client.base_url)).copy_with(raw_path=quote(raw, safe="/;=%:@!~").encode())
+    params = {} if mode is None else {"mode": mode}
+    answer = client.post(url, params=params)
+    assert answer.status_code < 500 or answer.status_code in (502, 504), (raw, answer.text)
+    assert answer.headers["content-type"].startswith("application/json") or answer.status_code in (
+        404,
+        405,
+    )
