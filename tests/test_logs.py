@@ -172,7 +172,8 @@ def test_identifiers_are_kept() -> None:
     s = scrub.Scrubber()
     text = (
         "job 3f2a0c9e1b7d4a5f6e8d9c0b stage issues uuid 123e4567-e89b-12d3-a456-426614174000 "
-        "hex 0123456789abcdef0123456789abcdef queue critical conveyor.jobs.SendReport"
+        "hex 0123456789abcdef0123456789abcdef queue critical conveyor.jobs.SendReport; "
+        "Basic authentication is off, digest mismatch, token expired"
     )
     assert s.scrub_text(text) == text
 

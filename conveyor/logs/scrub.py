@@ -212,9 +212,7 @@ class Scrubber:
             text = _EMAIL_RE.sub(lambda m: self._mark("email", m.group(0)), text)
         lowered = text.lower()
         if any(word in lowered for word in _SCHEME_WORDS):
-            text = _AUTH_SCHEME_RE.sub(
-                lambda m: m.group(1) + m.group(2) + self._mark("redacted", m.group(0)), text
-            )
+            text = _AUTH_SCHEME_RE.sub(self._auth_credential, text)
         if ("=" in text or ":" in text) and any(word in lowered for word in _SECRET_WORDS):
             text = _SECRET_PAIR_RE.sub(
                 lambda m: m.group(1) + m.group(2) + self._mark("redacted", m.group(3)), text
@@ -227,6 +225,16 @@ class Scrubber:
                 text,
             )
         return text
+
+    def _auth_credential(self, m: re.Match[str]) -> str:
+        # "Basic auth is off" / "digest mismatch" are prose, not credentials: after a scheme
+        # other than Bearer, an all-lower-case or Capitalised plain word is left alone.
+        scheme, space = m.group(1), m.group(2)
+        credential = m.group(0)[len(scheme) + len(space) :]
+        prose = credential.isalpha() and (credential.islower() or credential.istitle())
+        if prose and scheme.lower() != "bearer":
+            return m.group(0)
+        return scheme + space + self._mark("redacted", credential)
 
     def _redact(self, value: Any) -> Any:
         if value is None or isinstance(value, bool):
