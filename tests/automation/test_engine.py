@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -101,21 +102,22 @@ def test_real_time_task_runs_here_and_now(node: Automation) -> None:
     assert result.as_dict()["vars"] == {"i": "rt", "size": "5"}
 
 
-def test_unknown_disabled_and_forbidden_workflows(node: Automation, tmp_path: Path) -> None:
-    with pytest.raises(WorkflowNotFound):
+def test_unknown_disabled_and_forbidden_workflows(node: Automation) -> None:
+    with pytest.raises(WorkflowNotFound, match="'nope'"):
         node.start_run("nope")
-    closed = Automation(
-        node.app,
-        load(write_settings(tmp_path, "redis://x:1/0", workflow="closed")).__class__(
-            meta=node.settings.meta,
-            workflows=tuple(
-                wf.__class__(**{**wf.__dict__, "allow_api_execution": False})
-                for wf in node.settings.workflows
-            ),
-        ),
+    closed_settings = replace(
+        node.settings,
+        workflows=tuple(replace(wf, allow_api_execution=False) for wf in node.settings.workflows),
     )
-    with pytest.raises(WorkflowForbidden):
+    closed = Automation(node.app, closed_settings)
+    with pytest.raises(WorkflowForbidden, match="allowApiExecution"):
         closed.start_run("batch", source="api")
     with pytest.raises(WorkflowForbidden):
         closed.run_task("batch", source="api")
-    assert closed.workflow("batch", source="cli").name == "batch"
+    assert closed.workflow("batch", source="cli").name == "batch", "the CLI is trusted"
+    disabled = Automation(
+        node.app, replace(node.settings, meta=replace(node.settings.meta, enable=False))
+    )
+    with pytest.raises(WorkflowNotFound):
+        disabled.start_run("batch", source="cli")
+    assert disabled.queues == ()
