@@ -61,7 +61,7 @@ class Env:
 
 
 def make_env(settings: Settings, tmp_path: Path, **import_settings: Any) -> Env:
-    app = App(settings)
+    app = App(settings.replace(queues="imports"))
     imports = Imports(app, ImportSettings(**import_settings))
     importer = ProjectImporter(label_batch=4)
     imports.register(importer)
@@ -326,12 +326,12 @@ def test_record_jobs_are_spread_and_concurrency_limited(settings: Settings, tmp_
     assert env.imports.stage_job.conveyor_options["retry"] == 6
     import_id = env.start(fixtures.build(tmp_path / "export.tar.gz", issue_count=10, per_issue=0))
     for stage in ("validate", "project", "labels"):
-        r.delete("queue:default")
+        r.delete("queue:imports")
         env.imports.run_stage(import_id, stage)
-    r.delete("queue:default")
+    r.delete("queue:imports")
     now = env.app.clock.time()
     env.imports.run_stage(import_id, "issues")
-    assert r.llen("queue:default") == 4, "the first wave runs now"
+    assert r.llen("queue:imports") == 4, "the first wave runs now"
     delays = sorted(round(at - now) for _, at in r.zrange("schedule", 0, -1, withscores=True))
     assert delays == [60, 60, 60, 60, 120, 120]
     assert env.imports.get(import_id).stage == "issues", "waits for its records"

@@ -72,7 +72,7 @@ def clock() -> FakeClock:
 def setup(
     settings: Settings, clock: FakeClock, r: redis.Redis
 ) -> Iterator[tuple[Imports, ListImporter]]:
-    app = App(settings, clock=clock)
+    app = App(settings.replace(queues="imports"), clock=clock)
     imports = Imports(app, ImportSettings(stuck_after=600, record_retry=0))
     importer = ListImporter(r)
     imports.register(importer)

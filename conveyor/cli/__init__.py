@@ -21,6 +21,7 @@ from conveyor.cli.bulk_ops import ops_group
 from conveyor.cli.compat import compat
 from conveyor.cli.context import CliState
 from conveyor.cli.features import check, cron, flags
+from conveyor.cli.imports import import_group
 from conveyor.cli.ops import busy, demo, enqueue, processes, redis_group, stats
 from conveyor.cli.sets import queues, set_groups
 from conveyor.cli.web import web
@@ -79,6 +80,7 @@ for _command in (
     ops_group,
     compat,
     automation,
+    import_group,
 ):
     main.add_command(_command)
 automation.add_command(automation_node)  # the workflow engine's node (conveyor.automation)

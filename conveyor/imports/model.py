@@ -17,8 +17,9 @@ STATUSES = ("running", "finished", "failed")
 class ImportSettings:
     """How imports run. Defaults suit production; tests shorten the intervals."""
 
-    #: Queue of the stage and record jobs.
-    queue: str = "default"
+    #: Queue of the stage and record jobs (their own, so a worker started for imports takes
+    #: nothing else: ``conveyor worker -r conveyor.imports.project.worker:app -q imports``).
+    queue: str = "imports"
     #: Retries of a stage job: with the default backoff (``count**4 + 15 + rand``) six retries
     #: span about 20 minutes; more would make a failing import take too long to report.
     stage_retry: int = 6

@@ -29,7 +29,7 @@ def import_settings() -> ImportSettings:
     return ImportSettings(chunk_size=int(os.environ.get("IMPORT_CHUNK", "200")))
 
 
-app = App(Settings.load())
+app = App(Settings.load(queues="imports"))
 Imports(app, import_settings()).register(PausingImporter(label_batch=2))
 
 if __name__ == "__main__":

@@ -1,0 +1,87 @@
+"""``conveyor import run|status|retry-missing`` (conveyor.cli.imports) with a real Redis and a
+SQLite file: the command validates, imports with its own worker and reports."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+import redis
+from click.testing import CliRunner, Result
+from import_apps import fixtures
+
+from conveyor.cli import main
+
+
+@pytest.fixture
+def cli(redis_url: str, r: redis.Redis) -> CliRunner:
+    return CliRunner(
+        env={
+            "CONVEYOR_REDIS_URL": redis_url,
+            "COLUMNS": "200",
+            "CONVEYOR_POLL_INTERVAL_AVERAGE": "0.2",
+        }
+    )
+
+
+def run(cli: CliRunner, *args: str) -> Result:
+    return cli.invoke(main, list(args), catch_exceptions=False)
+
+
+def count(db: Path, table: str) -> int:
+    with sqlite3.connect(db) as conn:
+        return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+
+
+def test_run_status_and_retry_missing(cli: CliRunner, tmp_path: Path) -> None:
+    db = tmp_path / "out.db"
+    source = fixtures.build(tmp_path / "export.tar.gz", issue_count=5, per_issue=1)
+    result = run(
+        cli,
+        "import",
+        "run",
+        str(source),
+        "--db",
+        f"sqlite:///{db}",
+        "--watch",
+        "--workdir",
+        str(tmp_path),
+    )
+    assert result.exit_code == 0, result.output
+    import_id = result.output.split()[1]
+    assert "finished" in result.output and "5/5" in result.output
+    assert (count(db, "issues"), count(db, "comments")) == (5, 5)
+
+    listing = run(cli, "import", "status")
+    assert import_id in listing.output and "project_export" in listing.output
+    shown = json.loads(run(cli, "import", "status", import_id, "--json").output)
+    assert shown["status"] == "finished" and shown["failures"] == []
+    assert {s["name"]: s["done"] for s in shown["stages"]}["issues"] == 5
+
+    with sqlite3.connect(db) as conn:
+        conn.execute("DELETE FROM comments WHERE export_id IN (50010, 50030)")
+    retried = run(cli, "import", "retry-missing", import_id)
+    assert retried.exit_code == 0, retried.output
+    assert f"(missing records of {import_id})" in retried.output
+    assert count(db, "comments") == 5
+    for person in fixtures.PERSONAL_DATA:
+        assert person not in result.output + retried.output
+
+
+def test_a_refused_upload_writes_nothing(cli: CliRunner, tmp_path: Path) -> None:
+    db = tmp_path / "out.db"
+    bad = tmp_path / "notes.tar.gz"
+    bad.write_text("just text, not an archive")
+    result = cli.invoke(main, ["import", "run", str(bad), "--db", f"sqlite:///{db}"])
+    assert result.exit_code == 1
+    assert "the upload is not an archive" in result.output
+    assert not db.exists()
+    assert "no imports" in run(cli, "import", "status").output
+
+
+def test_status_of_an_unknown_import(cli: CliRunner) -> None:
+    result = cli.invoke(main, ["import", "status", "nope"])
+    assert result.exit_code == 1
+    assert "no import 'nope'" in result.output
