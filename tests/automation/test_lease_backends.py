@@ -23,6 +23,7 @@ from typing import Any
 import boto3
 import pytest
 import redis
+from botocore.config import Config
 from helpers import wait_for
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -57,6 +58,21 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# moto's S3 server (5.2.1) honours If-Match and If-None-Match on PutObject (probed: a stale
+# ETag or an existing key gets 412), but it checks the condition and then writes without a lock,
+# and ``python -m moto.server`` serves each request on its own thread: two concurrent
+# conditional writes could both pass there, which real S3 never allows. So the server is started
+# with moto's own app and werkzeug's server on one thread, which serves one request at a time,
+# giving the check-and-write the atomicity real S3 has.
+MOTO_SERVER = """
+import sys
+from werkzeug.serving import run_simple
+from moto.server import DomainDispatcherApplication, create_backend_app
+run_simple("127.0.0.1", int(sys.argv[1]), DomainDispatcherApplication(create_backend_app),
+           threaded=False)
+"""
+
+
 @pytest.fixture(scope="module")
 def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """The endpoint configuration of a fresh moto S3 server (fake credentials live here, not in
@@ -65,7 +81,7 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
     log = tmp_path_factory.mktemp("moto") / "moto.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            [sys.executable, "-c", MOTO_SERVER, str(port)],
             stdout=out,
             stderr=subprocess.STDOUT,
         )
@@ -101,12 +117,12 @@ def s3_client(s3_endpoint: dict[str, str]) -> Iterator[Any]:
     client.close()
 
 
-def _client(config: dict[str, str]) -> Any:
+def _client(config: dict[str, str], botocore_config: Config | None = None) -> Any:
     return boto3.session.Session(
         aws_access_key_id=config["access_key_id"],
         aws_secret_access_key=config["secret_access_key"],
         region_name=config["region"],
-    ).client("s3", endpoint_url=config["endpoint_url"])
+    ).client("s3", endpoint_url=config["endpoint_url"], config=botocore_config)
 
 
 # -- the backends, behind one small interface ---------------------------------------------------
@@ -344,8 +360,10 @@ def test_s3_missing_bucket_and_bad_endpoint_are_lease_errors(
     with pytest.raises(LeaseError, match="bucket does not exist"):
         lease.acquire("node-a", LONG)
     dead = {**s3_endpoint, "endpoint_url": f"http://127.0.0.1:{_free_port()}"}
+    client = _client(dead, Config(retries={"max_attempts": 1}))  # no retry backoff to sit out
     with pytest.raises(LeaseError, match=re.escape("aws-s3:conveyor-leases/k.txt: cannot read")):
-        S3Lease(BUCKET, "k.txt", config=dead).peek()
+        S3Lease(BUCKET, "k.txt", client=client).peek()
+    client.close()
 
 
 def test_s3_open_lease_takes_bucket_and_credentials_from_the_endpoint(
