@@ -322,3 +322,23 @@ def test_fuzzed_paths_never_500(client: httpx.Client, parts: list[str], mode: st
         404,
         405,
     )
+
+
+def test_the_api_joins_the_web_app_from_the_environment(
+    tmp_path: Path, app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CONVEYOR_AUTOMATION_SETTINGS", str(write_settings(tmp_path)))
+    web = create_app(app, WebSettings(token=TOKEN))  # no explicit extension
+    with served(web) as base, httpx.Client(base_url=base, timeout=60) as c:
+        answer = c.post(
+            "/automation/workflows/open/vars/x=1", params={"mode": "realtime"}, headers=BEARER
+        )
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["facts"]["vars"]["x"] == "1"
+        assert c.get("/automation/nodes").status_code == 401
+        # The dashboard's own pages still send a browser to the login page.
+        assert c.get("/queues", follow_redirects=False).status_code == 303
+    monkeypatch.delenv("CONVEYOR_AUTOMATION_SETTINGS")
+    plain = create_app(app, WebSettings(token=TOKEN))
+    with served(plain) as base, httpx.Client(base_url=base, headers=BEARER) as c:
+        assert c.post("/automation/workflows/open").status_code == 404
