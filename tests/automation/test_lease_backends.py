@@ -450,6 +450,15 @@ def test_open_lease_redis(r: redis.Redis) -> None:
         open_lease(LeaderElection(type="redis"), "wf")
 
 
+def test_redis_lease_works_with_a_client_that_returns_bytes(redis_url: str, r: redis.Redis) -> None:
+    raw = redis.Redis.from_url(redis_url)  # decode_responses=False, as an app's client may be
+    lease = open_lease(LeaderElection(type="redis"), "wf", redis_client=raw)
+    term = lease.acquire("node-a", LONG)
+    assert term is not None and term.holder == "node-a" and term.fence == 1
+    assert lease.peek() == term and lease.renew(term, LONG) is not None
+    raw.close()
+
+
 def test_redis_connection_failure_is_a_lease_error() -> None:
     client = redis.Redis(port=_free_port(), retry=Retry(NoBackoff(), 0))
     with pytest.raises(LeaseError, match="redis:wf: Redis failed"):
