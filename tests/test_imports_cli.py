@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
 from pathlib import Path
 
 import pytest
 import redis
 from click.testing import CliRunner, Result
+from conftest import PYTHON, python_env
 from import_apps import fixtures
 
 from conveyor.cli import main
@@ -85,3 +87,26 @@ def test_status_of_an_unknown_import(cli: CliRunner) -> None:
     result = cli.invoke(main, ["import", "status", "nope"])
     assert result.exit_code == 1
     assert "no import 'nope'" in result.output
+
+
+def test_the_example_export_imports_with_its_broken_records_listed(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    script = Path(__file__).resolve().parent.parent / "examples" / "imports" / "build_export.py"
+    archive = tmp_path / "sample.tar.gz"
+    subprocess.run(
+        [PYTHON, str(script), str(archive), "--issues", "6", "--comments", "1", "--broken"],
+        check=True,
+        env=python_env(),
+        capture_output=True,
+    )
+    db = tmp_path / "out.db"
+    result = run(cli, "import", "run", str(archive), "--db", f"sqlite:///{db}")
+    assert result.exit_code == 0, result.output
+    import_id = result.output.split()[1]
+    shown = json.loads(run(cli, "import", "status", import_id, "--json").output)
+    failed = {(f["stage"], f["record_id"]) for f in shown["failures"]}
+    named = {("comments", "99001"), ("issues", "9001"), ("issues", "9002")}
+    ((stage, line),) = failed - named
+    assert stage == "issues" and line.startswith("@"), "the line that is not JSON"
+    assert (count(db, "issues"), count(db, "comments")) == (6, 6)
