@@ -133,6 +133,13 @@ class Automation:
             return
         for workflow in self.enabled_workflows():
             self.app.gate_queue(self.queue(workflow.name), self.monitor.gate(workflow.name))
+        missing = sorted(set(self.queues) - set(self.app.settings.queue_names))
+        if missing:
+            log.warning(
+                "automation: this worker does not listen on %s; its node takes no tasks "
+                "(add the queues, or run `conveyor automation node`)",
+                ", ".join(missing),
+            )
         interval = min(1.0, self.term / 10)
         self.app.add_periodic("automation-master", interval, self.master.tick)
         beat = self.settings.meta.cpu_average.interval

@@ -291,7 +291,9 @@ class Master:
         if outcome == "stale":
             self._rejected(workflow.name, f"claim the complete step of run {run_id}")
             return
-        if outcome not in ("claimed", "taken-over"):
+        # 'held': this term claimed it before and that attempt ended without finishing the run
+        # (an error, or a moment without a trusted term); _spawn keeps attempts one at a time.
+        if outcome not in ("claimed", "taken-over", "held"):
             return
         run = auto.run_status(run_id)
         if run is None:
