@@ -4,7 +4,7 @@ the task jobs, real ``python:`` steps in child processes (tests/automation_apps/
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,6 +16,9 @@ from support import load, write_settings
 
 from conveyor import App, Settings
 from conveyor.automation.engine import Automation
+from conveyor.automation.lease import Leadership, open_lease
+from conveyor.automation.settings import LeaderElection, Workflow
+from conveyor.clock import FakeClock
 from conveyor.errors import WorkflowForbidden, WorkflowNotFound
 
 
@@ -121,3 +124,39 @@ def test_unknown_disabled_and_forbidden_workflows(node: Automation) -> None:
     with pytest.raises(WorkflowNotFound):
         disabled.start_run("batch", source="cli")
     assert disabled.queues == ()
+
+
+def test_prepare_schedule_makes_one_run_per_cron_tick_across_nodes(
+    tmp_path: Path, redis_url: str, r: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two nodes tick with an injected clock over 4.5 minutes of a once-a-minute schedule:
+    whichever is master creates the run of each tick, exactly once; the first tick seen is only
+    the baseline. (Prepare itself is not run here: the runs are only counted.)"""
+    settings = load(write_settings(tmp_path, redis_url, schedule="* * * * *"))
+    start = 1_700_000_000.0
+    clock = FakeClock(start - start % 60 + 30)  # half past a minute
+    app = App(Settings(redis_url=redis_url))
+
+    def leadership(name: str) -> Callable[[Workflow], Leadership]:
+        def make(workflow: Workflow) -> Leadership:
+            election = LeaderElection(path=f"{tmp_path}/leases/")
+            return Leadership(open_lease(election, workflow.name, clock=clock), name, term=30,
+                              clock=clock)  # fmt: skip
+
+        return make
+
+    nodes = [
+        Automation(app, settings, node=name, clock=clock, term=30, leadership=leadership(name))
+        for name in ("a", "b")
+    ]
+    for automation in nodes:
+        monkeypatch.setattr(automation.master, "_spawn", lambda *args: None)
+    for step in range(10):
+        for automation in nodes if step % 3 else reversed(nodes):
+            automation.master.tick()
+        clock.advance(30)
+    runs = nodes[0].runs("batch")
+    assert len(runs) == 4, [(run.source, run.created_at - start) for run in runs]
+    assert {run.source for run in runs} == {"schedule"}
+    assert {run.master for run in runs} <= {"a", "b"}
+    app.close()
