@@ -135,6 +135,8 @@ class Master:
         tick = float(croniter(prepare.schedule, start).get_prev(float))
         if self._last_tick.get(workflow.name) == tick:
             return
+        if not self.still_master(workflow.name, fence):
+            return
         outcome = self.automation.store.create_run(
             self.automation.new_run_id(),
             workflow.name,
