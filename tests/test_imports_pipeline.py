@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import redis
-from helpers import run_burst, running_worker, wait_for
+from helpers import running_worker, wait_for
 from import_apps import fixtures
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -55,8 +55,13 @@ class Env:
         return start_project_import(self.imports, source, self.url, workdir=str(self.tmp), **kwargs)
 
     def run(self, source: Path) -> str:
-        import_id = self.start(source)
-        run_burst(self.app)
+        return self.wait(self.start(source))
+
+    def wait(self, import_id: str) -> str:
+        """Run a worker until the import ended. (A burst worker could stop early: record jobs
+        deferred by the concurrency limit leave the queue empty for a moment.)"""
+        with running_worker(self.app):
+            wait_for(lambda: not self.imports.get(import_id).active, timeout=60)
         return import_id
 
 
@@ -215,7 +220,7 @@ def test_malicious_archives_are_refused_before_any_row(
         "project_export", {"source": str(source), "db": env.url, "workdir": str(env.tmp)}
     )
     env.importer.limits = limits
-    run_burst(env.app)
+    env.wait(import_id)
     state = env.imports.get(import_id)
     assert state.status == "failed"
     assert state.error.startswith("upload refused:") and fragment in state.error
@@ -238,8 +243,7 @@ def test_retry_missing_restores_exactly_the_deleted_rows(env: Env) -> None:
         conn.execute("UPDATE projects SET name = 'Renamed'")
     assert counts(env.db)["issues"] == 6
 
-    retry = env.imports.retry_missing(first)
-    run_burst(env.app)
+    retry = env.wait(env.imports.retry_missing(first))
     state = env.imports.get(retry)
     assert (state.status, state.mode, state.parent) == ("finished", "missing", first)
     progress = {s.name: (s.total, s.done) for s in state.stages}

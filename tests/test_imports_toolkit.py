@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 import redis
-from helpers import run_burst
+from helpers import run_burst, wait_for
 
 from conveyor import App, FakeClock, Settings
 from conveyor.cron import Cron
@@ -23,6 +23,7 @@ from conveyor.imports import (
     StageRun,
     is_importing,
 )
+from conveyor.imports.model import error_message
 from conveyor.imports.pipeline import STUCK_CRON
 
 
@@ -73,7 +74,7 @@ def setup(
     settings: Settings, clock: FakeClock, r: redis.Redis
 ) -> Iterator[tuple[Imports, ListImporter]]:
     app = App(settings.replace(queues="imports"), clock=clock)
-    imports = Imports(app, ImportSettings(stuck_after=600, record_retry=0))
+    imports = Imports(app, ImportSettings(stuck_after=600, record_retry=0, record_concurrency=100))
     importer = ListImporter(r)
     imports.register(importer)
     yield imports, importer
@@ -195,3 +196,30 @@ def test_service_errors_say_what_to_do(setup: tuple[Imports, ListImporter]) -> N
         imports.retry_missing(import_id)
     with pytest.raises(ImportPipelineError, match="exists already"):
         imports.start("list", {"items": []}, import_id=import_id)
+
+
+def test_keep_alive_refreshes_a_long_call_so_it_is_not_taken_for_stuck(
+    setup: tuple[Imports, ListImporter], clock: FakeClock
+) -> None:
+    imports, importer = setup
+    import_id = imports.start("list", {"items": ["a"]})
+    run = StageRun(imports, imports.get(import_id), "load", importer)
+    clock.advance(700)
+    with run.keep_alive(every=0.01):  # one long call that cannot report progress itself
+        wait_for(lambda: imports.get(import_id).progressed_at == clock.time(), timeout=10)
+        assert imports.fail_stuck() == []
+    clock.advance(601)
+    assert imports.fail_stuck() == [import_id], "after the call ends, silence counts again"
+
+
+def test_failure_messages_keep_the_driver_error_not_the_sql_parameters() -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    wrapped = IntegrityError(
+        "INSERT INTO users (username, email) VALUES (?, ?)",
+        ("someone", "someone@example.com"),
+        Exception("UNIQUE constraint failed: users.username"),
+    )
+    assert "someone@example.com" in str(wrapped)
+    assert error_message(wrapped) == "UNIQUE constraint failed: users.username"
+    assert error_message(ValueError("x" * 600)).endswith("…")

@@ -3,6 +3,7 @@
 detection, partial retry, the ``importing`` flag, a health-signal hook) and, in
 :mod:`conveyor.imports.project`, a real importer of project export archives."""
 
+from conveyor.imports.base import Importer, StageRun
 from conveyor.imports.cache import DEFAULT_TTL, ImportCache, key_of
 from conveyor.imports.context import BulkHooks, Importable, importing, is_importing
 from conveyor.imports.model import (
@@ -13,7 +14,7 @@ from conveyor.imports.model import (
     RecordRef,
     StageProgress,
 )
-from conveyor.imports.pipeline import Importer, Imports, StageRun
+from conveyor.imports.pipeline import Imports
 from conveyor.imports.validation import (
     ArchiveEntry,
     UploadLimits,

@@ -11,6 +11,21 @@ from typing import Any, Protocol
 from conveyor.errors import ConfigurationError
 
 STATUSES = ("running", "finished", "failed")
+#: Error messages kept per failed record.
+MAX_MESSAGE = 500
+
+
+def error_message(exc: BaseException) -> str:
+    """What a failure records of an exception: its message, cut to ``MAX_MESSAGE``. For a
+    database driver error wrapped by SQLAlchemy only the driver's message is kept: the wrapper
+    adds the SQL parameters, which may be personal data.
+
+    >>> error_message(ValueError("bad title"))
+    'bad title'
+    """
+    orig = getattr(exc, "orig", None)
+    text = str(orig) if isinstance(orig, BaseException) and hasattr(exc, "statement") else str(exc)
+    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…"
 
 
 @dataclass(frozen=True)

@@ -27,184 +27,37 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from conveyor import cron
 from conveyor.concurrency import spread
-from conveyor.errors import ConfigurationError, ImportPipelineError, NotFoundError, RecordError
-from conveyor.imports.cache import DEFAULT_TTL, ImportCache
-from conveyor.imports.context import BulkHooks, importing
+from conveyor.errors import ConfigurationError, ImportPipelineError, NotFoundError
+from conveyor.imports import jobs
+from conveyor.imports.base import Importer, StageRun
+from conveyor.imports.cache import DEFAULT_TTL
+from conveyor.imports.context import importing
 from conveyor.imports.model import (
     Failure,
-    HealthSignal,
     ImportSettings,
     ImportState,
     RecordRef,
+    error_message,
 )
-from conveyor.job import Job
 from conveyor.logs import import_logger, log_record
-from conveyor.payload import Payload, dumps
+from conveyor.payload import dumps
 from conveyor.redis.imports import STAGE_TOKEN, ImportStore, StagePush
 from conveyor.retry import error_class_name
 
 if TYPE_CHECKING:
     from conveyor.app import App
 
+__all__ = ["STUCK_CRON", "Importer", "Imports", "StageRun"]
 
-STAGE_JOB = "conveyor.ImportStage"
-RECORD_JOB = "conveyor.ImportRecord"
-STUCK_JOB = "conveyor.ImportStuckDetector"
 STUCK_CRON = "conveyor-imports-stuck"
 #: Stage jobs resume from their cursors, so being interrupted by a deploy costs little.
 STAGE_INTERRUPTIONS = 20
-#: Error messages kept per failed record.
-MAX_MESSAGE = 500
 MODES = ("import", "missing")
-
-
-class Importer:
-    """Base of importers. Subclasses set ``name`` (the importer type every log line and
-    status names) and ``stages``; stages in ``record_stages`` fan out into record jobs.
-
-    - :meth:`run_stage` does the work of the other stages.
-    - :meth:`records` lists a record stage's records, from ``run.cursor()`` on, each with the
-      cursor that follows it.
-    - :meth:`import_record` saves one record; it must be idempotent (keyed by source ids)
-      and, in ``missing`` mode, must not change rows that exist.
-    """
-
-    name: ClassVar[str] = ""
-    stages: ClassVar[tuple[str, ...]] = ()
-    record_stages: ClassVar[frozenset[str]] = frozenset()
-
-    def __init__(self, *, health_signal: HealthSignal | None = None) -> None:
-        self.health_signal = health_signal
-        self.bulk_hooks = BulkHooks()
-
-    def run_stage(self, run: StageRun) -> None:
-        raise NotImplementedError(f"{type(self).__name__} has no work for stage {run.stage!r}")
-
-    def records(self, run: StageRun) -> Iterator[tuple[RecordRef, str]]:
-        raise NotImplementedError(f"{type(self).__name__} lists no records for {run.stage!r}")
-
-    def import_record(self, run: StageRun, ref: RecordRef) -> None:
-        raise NotImplementedError(f"{type(self).__name__} cannot import {run.stage!r} records")
-
-    def retryable(self, exc: BaseException) -> bool:
-        """Whether running the record again could succeed. Default: a :class:`RecordError`
-        says so itself; connection and time-out errors are retryable; anything else (bad
-        data) is not."""
-        if isinstance(exc, RecordError):
-            return exc.retryable
-        return isinstance(exc, ConnectionError | TimeoutError)
-
-    def record_type(self, stage: str) -> str:
-        """The record type log lines name for ``stage`` (default: the stage's name)."""
-        return stage
-
-    def checkpoint(self, run: StageRun, step: str) -> None:
-        """Called at safe points (after each scheduled chunk, and wherever the importer calls
-        it). No-op; crash tests override it to stop a worker at a known place."""
-
-    def finished(self, state: ImportState) -> None:
-        """Called once when the import finished (after its last stage)."""
-
-
-@dataclass
-class StageRun:
-    """What a stage or record job knows about its import, and what it can do to it."""
-
-    imports: Imports
-    state: ImportState
-    stage: str
-    importer: Importer
-
-    @property
-    def import_id(self) -> str:
-        return self.state.id
-
-    @property
-    def options(self) -> dict[str, Any]:
-        return self.state.options
-
-    @property
-    def mode(self) -> str:
-        """``import``, or ``missing`` for a partial retry (insert what is absent, change
-        nothing that exists)."""
-        return self.state.mode
-
-    @property
-    def cache(self) -> ImportCache:
-        """A cache shared by the jobs of this import (24 h default TTL)."""
-        return ImportCache(self.imports.app, self.import_id, self.imports.cache_ttl)
-
-    def cursor(self, name: str = "") -> str | None:
-        """The progress pointer ``name`` of this stage (``None``: start from the beginning)."""
-        return self.imports.store.cursor(self.import_id, f"{self.stage}:{name}")
-
-    def save_cursor(self, value: str, name: str = "") -> None:
-        """Save a progress pointer; a job that runs again resumes from it."""
-        now = self.imports.app.clock.time()
-        self.imports.store.save_cursor(self.import_id, f"{self.stage}:{name}", value, now=now)
-
-    def refresh(self) -> None:
-        """Tell the stuck detector this import is alive (call it in long loops)."""
-        self.imports.store.touch(self.import_id, now=self.imports.app.clock.time())
-
-    def fail_record(self, record_id: str, exc: BaseException, *, retryable: bool = False) -> None:
-        """Record a failure for a record that never got a job of its own (a line that is not
-        JSON, a bad label in a bulk batch); counted once however often the stage runs."""
-        imports = self.imports
-        if imports.store.pending(self.import_id, self.stage, [record_id], now=imports.now()):
-            imports._record_failure(self, record_id, exc, retryable=retryable)
-            imports._done(self, record_id, failed=True)
-
-    @property
-    def log(self) -> Any:
-        """A structured logger bound to the importer type, the import id and the stage; every
-        line must add a ``status`` (SPEC IMP-2). Never pass record contents to it."""
-        return import_logger(self.importer.name, self.import_id, stage=self.stage)
-
-    @property
-    def record_type(self) -> str:
-        """What a record of this stage is called in log lines (the importer may override)."""
-        return self.importer.record_type(self.stage)
-
-
-class ImportJob(Job):
-    """Base of the toolkit's jobs: ``imports`` is set on each app's subclass."""
-
-    imports: ClassVar[Imports]
-
-
-class StageJob(ImportJob):
-    def perform(self, import_id: str, stage: str) -> None:
-        self.imports.run_stage(import_id, stage)
-
-    def retries_exhausted(self, job: Payload, exc: BaseException) -> None:
-        args = job.get("args") or ["", ""]
-        headline = f"stage {args[1]} failed: {error_class_name(exc)}"
-        self.imports.fail(str(args[0]), f"{headline}: {_clip(str(exc))}", reason=headline)
-
-
-class RecordJob(ImportJob):
-    def perform(self, import_id: str, stage: str, record_id: str, locator: str) -> None:
-        self.imports.run_record(import_id, stage, record_id, locator)
-
-    def retries_exhausted(self, job: Payload, exc: BaseException) -> None:
-        import_id, stage, record_id, _ = job.get("args") or ["", "", "", ""]
-        self.imports.give_up_record(str(import_id), str(stage), str(record_id), exc)
-
-
-class StuckJob(ImportJob):
-    def perform(self) -> None:
-        self.imports.fail_stuck()
-
-
-def _bind(base: type[ImportJob], imports: Imports) -> type[ImportJob]:
-    return type(base.__name__, (base,), {"imports": imports, "__module__": __name__})
 
 
 class Imports:
@@ -230,20 +83,22 @@ class Imports:
         self.importers: dict[str, Importer] = {}
         s = self.settings
         self.stage_job = app.register(
-            _bind(StageJob, self),
-            name=STAGE_JOB,
+            jobs.bind(jobs.StageJob, self),
+            name=jobs.STAGE_JOB,
             queue=s.queue,
             retry=s.stage_retry,
             max_retries_after_interruption=STAGE_INTERRUPTIONS,
         )
         self.record_job = app.register(
-            _bind(RecordJob, self),
-            name=RECORD_JOB,
+            jobs.bind(jobs.RecordJob, self),
+            name=jobs.RECORD_JOB,
             queue=s.queue,
             retry=s.record_retry,
             concurrency_limit=s.record_concurrency,
         )
-        self.stuck_job = app.register(_bind(StuckJob, self), name=STUCK_JOB, queue=s.queue, retry=0)
+        self.stuck_job = app.register(
+            jobs.bind(jobs.StuckJob, self), name=jobs.STUCK_JOB, queue=s.queue, retry=0
+        )
         cron.schedule(app, STUCK_CRON, s.stuck_schedule, self.stuck_job)
         app.extensions["imports"] = self
 
@@ -472,7 +327,7 @@ class Imports:
             run.stage,
             record_id,
             error_class_name(exc),
-            _clip(str(exc)),
+            error_message(exc),
             retryable,
             self.app.clock.time(),
         )
@@ -528,10 +383,6 @@ class Imports:
         elif outcome == "finished":
             run.log.info("import finished", status="finished")
             run.importer.finished(self.get(run.import_id))
-
-
-def _clip(text: str) -> str:
-    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…"
 
 
 def _json(options: Mapping[str, Any]) -> str:

@@ -26,9 +26,10 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 
 from conveyor.errors import ImportPipelineError, RecordError, UploadRejected
+from conveyor.imports.base import Importer, StageRun
 from conveyor.imports.cache import key_of
 from conveyor.imports.model import RecordRef
-from conveyor.imports.pipeline import Importer, Imports, StageRun
+from conveyor.imports.pipeline import Imports
 from conveyor.imports.project import format as fmt
 from conveyor.imports.project.schema import (
     Comment,
@@ -162,7 +163,8 @@ class ProjectImporter(Importer):
         base = Path(run.options.get("workdir") or tempfile.gettempdir())
         root = base / f"conveyor-import-{run.import_id}"
         try:
-            self._extract(run, root)
+            with run.keep_alive():  # a large archive takes long to check and extract
+                self._extract(run, root)
         except UploadRejected as exc:
             run.imports.fail(run.import_id, f"upload refused: {exc}")
             return
