@@ -248,22 +248,29 @@ def _kill_tree(proc: subprocess.Popen[bytes], grace: float) -> None:
     try:
         # Collected before any signal: once a parent dies its children are reparented and
         # can no longer be found from it.
-        descendants = psutil.Process(proc.pid).children(recursive=True)
+        tracked = psutil.Process(proc.pid).children(recursive=True)
     except psutil.Error:
-        descendants = []
-    descendants += _group_members(pgid)
-    if proc.poll() is not None and not any(_alive(p) for p in descendants):
+        tracked = []
+    tracked += _group_members(pgid)
+
+    def remaining() -> list[psutil.Process]:
+        # The group is looked at again: a process forked while we signal joins it late.
+        found = {p.pid: p for p in [*tracked, *_group_members(pgid)] if _alive(p)}
+        return list(found.values())
+
+    if proc.poll() is not None and not remaining():
         return
-    _signal_all(pgid, descendants, signal.SIGTERM)
+    _signal_all(pgid, tracked, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
-        if proc.poll() is not None and not any(_alive(p) for p in descendants):
+        if proc.poll() is not None and not remaining():
             return
         time.sleep(0.05)
-    _signal_all(pgid, descendants, signal.SIGKILL)
+    _signal_all(pgid, remaining(), signal.SIGKILL)
     proc.wait()
     deadline = time.monotonic() + 10.0
-    while any(_alive(p) for p in descendants) and time.monotonic() < deadline:
+    while (left := remaining()) and time.monotonic() < deadline:
+        _signal_all(pgid, left, signal.SIGKILL)
         time.sleep(0.02)
 
 

@@ -40,39 +40,12 @@ def test_vars_arrive_with_their_precedence_and_facts_come_back(tmp_path: Path) -
           gather_facts: false
           vars:
             from_play: play
-            layer: play   # extra vars win over play vars
+            c: play   # extra vars win over play vars
           tasks:
             - ansible.builtin.copy:
                 dest: "{{ conveyor_result_path }}"
-                content: "{{ {'layer': layer, 'only_wf': only_wf, 'n': n + 1,
-                              'value': value, 'from_play': from_play} | to_json }}"
-        """,
-    )
-    variables = {"layer": "request", "only_wf": "w", "n": 41, "value": "a/b=c;d %e ü"}
-    result = run_step(Playbook.parse("site.yml"), variables, timeout=90, base_dir=str(tmp_path))
-    assert result.ok, result.output
-    assert result.returncode == 0 and not result.timed_out and result.error is None
-    assert result.facts == {
-        "layer": "request",
-        "only_wf": "w",
-        "n": 42,
-        "value": "a/b=c;d %e ü",
-        "from_play": "play",
-    }
-    assert "PLAY RECAP" in result.output
-    assert result.duration > 0
-
-
-def test_workflow_step_request_precedence_through_settings(tmp_path: Path) -> None:
-    _write(
-        tmp_path / "report.yml",
-        """\
-        - hosts: localhost
-          gather_facts: false
-          tasks:
-            - ansible.builtin.copy:
-                dest: "{{ conveyor_result_path }}"
-                content: "{{ {'a': a, 'b': b, 'c': c} | to_json }}"
+                content: "{{ {'a': a, 'b': b, 'c': c, 'n': n + 1, 'value': value,
+                              'from_play': from_play} | to_json }}"
         """,
     )
     doc = {
@@ -82,10 +55,10 @@ def test_workflow_step_request_precedence_through_settings(tmp_path: Path) -> No
                     "workflows": [
                         {
                             "name": "w",
-                            "vars": {"a": "wf", "b": "wf", "c": "wf"},
+                            "vars": {"a": "wf", "b": "wf", "c": "wf", "n": 41},
                             "steps": {
                                 "execute": {
-                                    "playbook": "report.yml",
+                                    "playbook": "site.yml",
                                     "vars": {"b": "st", "c": "st"},
                                 }
                             },
@@ -102,12 +75,23 @@ def test_workflow_step_request_precedence_through_settings(tmp_path: Path) -> No
     step = wf.steps.execute
     result = run_step(
         step.playbook,
-        wf.step_vars("execute", {"c": "req"}),
+        wf.step_vars("execute", {"c": "req", "value": "a/b=c;d %e ü"}),
         timeout=step.timeout,
         base_dir=settings.base_dir,
     )
     assert result.ok, result.output
-    assert result.facts == {"a": "wf", "b": "st", "c": "req"}
+    assert result.returncode == 0 and not result.timed_out and result.error is None
+    # workflow < step < request, and every layer over the playbook's own vars; types survive.
+    assert result.facts == {
+        "a": "wf",
+        "b": "st",
+        "c": "req",
+        "n": 42,
+        "value": "a/b=c;d %e ü",
+        "from_play": "play",
+    }
+    assert "PLAY RECAP" in result.output
+    assert result.duration > 0
 
 
 def test_a_failing_task_is_not_ok_and_keeps_the_output(tmp_path: Path) -> None:
