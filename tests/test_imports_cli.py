@@ -14,7 +14,10 @@ from click.testing import CliRunner, Result
 from conftest import PYTHON, python_env
 from import_apps import fixtures
 
+from conveyor import Settings
 from conveyor.cli import main
+from conveyor.imports import Imports
+from conveyor.imports.project.worker import build_app
 
 
 @pytest.fixture
@@ -81,6 +84,16 @@ def test_a_refused_upload_writes_nothing(cli: CliRunner, tmp_path: Path) -> None
     assert "the upload is not an archive" in result.output
     assert not db.exists()
     assert "no imports" in run(cli, "import", "status").output
+
+
+def test_status_masks_a_database_password(cli: CliRunner, redis_url: str) -> None:
+    app = build_app(Settings(redis_url=redis_url))
+    options = {"source": "/x.tar.gz", "db": "postgresql://importer:s3cret@db.internal/app"}
+    import_id = Imports.of(app).start("project_export", options)
+    app.close()
+    shown = json.loads(run(cli, "import", "status", import_id, "--json").output)
+    assert shown["options"]["db"] == "postgresql://importer:***@db.internal/app"
+    assert "s3cret" not in run(cli, "import", "status", "--json").output
 
 
 def test_status_of_an_unknown_import(cli: CliRunner) -> None:

@@ -15,6 +15,8 @@ from typing import Any
 
 import click
 from rich.table import Table
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from conveyor.app import App
 from conveyor.cli.context import CliState, clip, console, echo_json, pass_state, progress_bar, when
@@ -104,7 +106,7 @@ def import_status(state: CliState, /, import_id: str | None, failures: int, as_j
         if as_json:
             echo_json(
                 {
-                    **dataclasses.asdict(record),
+                    **_public(record),
                     "failures": [dataclasses.asdict(f) for f in failed[:failures]],
                 }
             )
@@ -160,9 +162,21 @@ def _wait(imports: Imports, import_id: str, *, watch: bool) -> ImportState:
     return current
 
 
+def _public(record: ImportState) -> dict[str, Any]:
+    """The record as JSON, with a password in the database URL masked."""
+    data = dataclasses.asdict(record)
+    db = data["options"].get("db")
+    if isinstance(db, str):
+        try:
+            data["options"]["db"] = make_url(db).render_as_string(hide_password=True)
+        except ArgumentError:
+            data["options"]["db"] = "(not a valid URL)"
+    return data
+
+
 def _print_list(records: list[ImportState], *, as_json: bool) -> None:
     if as_json:
-        echo_json([dataclasses.asdict(r) for r in records])
+        echo_json([_public(r) for r in records])
         return
     if not records:
         click.echo("no imports")
