@@ -15,6 +15,7 @@ from conveyor import Settings, Worker
 from conveyor.features import App
 from conveyor.imports import Imports, ImportSettings, StageRun
 from conveyor.imports.project import ProjectImporter
+from conveyor.logs import configure
 
 
 class PausingImporter(ProjectImporter):
@@ -29,8 +30,11 @@ def import_settings() -> ImportSettings:
     return ImportSettings(chunk_size=int(os.environ.get("IMPORT_CHUNK", "200")))
 
 
-app = App(Settings.load(queues="imports"))
+settings = Settings.load(queues="imports", log_level="DEBUG")
+app = App(settings)
 Imports(app, import_settings()).register(PausingImporter(label_batch=2))
 
 if __name__ == "__main__":
+    # Every line to stderr (the test's proc-<n>.log), so the session log scan reads them all.
+    configure(settings)
     Worker(app).run()
