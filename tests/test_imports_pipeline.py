@@ -323,7 +323,12 @@ def test_importing_flag_skips_application_hooks_and_bulk_hooks_run(env: Env) -> 
 
 def test_record_jobs_are_spread_and_concurrency_limited(settings: Settings, tmp_path: Path) -> None:
     env = make_env(
-        settings, tmp_path, spread_per_interval=4, spread_interval=60.0, record_concurrency=2
+        settings,
+        tmp_path,
+        spread_per_interval=4,
+        spread_interval=60.0,
+        record_concurrency=2,
+        chunk_size=3,  # waves span chunks: 3 + 1 of the next chunk start now
     )
     r = env.app.store.client
     assert env.imports.record_job.conveyor_options["concurrency_limit"] == 2

@@ -271,14 +271,21 @@ class Imports:
         ]
         if not wanted:
             return 0  # the import stopped running
-        start_in = (sent // s.spread_per_interval) * s.spread_interval
-        spread(
-            self.record_job,
-            args,
-            per_interval=s.spread_per_interval,
-            interval=s.spread_interval,
-            start_in=start_in,
-        )
+        # Waves count across chunks: job number ``sent + i`` starts in wave
+        # ``(sent + i) // spread_per_interval``, however the chunks fall.
+        per = s.spread_per_interval
+        position = 0
+        while position < len(args):
+            wave, offset = divmod(sent + position, per)
+            group = args[position : position + per - offset]
+            spread(
+                self.record_job,
+                group,
+                per_interval=len(group),
+                interval=s.spread_interval,
+                start_in=wave * s.spread_interval,
+            )
+            position += len(group)
         run.save_cursor(cursor)
         run.log.info("records scheduled", status="running", count=len(args))
         run.importer.checkpoint(run, f"chunk:{sent + len(args)}")
