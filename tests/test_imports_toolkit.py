@@ -223,3 +223,12 @@ def test_failure_messages_keep_the_driver_error_not_the_sql_parameters() -> None
     assert "someone@example.com" in str(wrapped)
     assert error_message(wrapped) == "UNIQUE constraint failed: users.username"
     assert error_message(ValueError("x" * 600)).endswith("…")
+
+
+def test_transient_errors_are_retried_and_bad_data_is_not(r: redis.Redis) -> None:
+    importer = ListImporter(r)
+    assert importer.retryable(redis.exceptions.ConnectionError("cache unreachable"))
+    assert importer.retryable(TimeoutError())
+    assert importer.retryable(RecordError("locked", retryable=True))
+    assert not importer.retryable(RecordError("no title"))
+    assert not importer.retryable(ValueError("bad date"))

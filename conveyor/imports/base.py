@@ -10,6 +10,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import redis
+
 from conveyor.errors import RecordError
 from conveyor.imports.cache import ImportCache
 from conveyor.imports.context import BulkHooks
@@ -18,6 +20,14 @@ from conveyor.logs import import_logger
 
 if TYPE_CHECKING:
     from conveyor.imports.pipeline import Imports
+
+#: Errors that say nothing about the record: running it again can succeed.
+_TRANSIENT = (
+    ConnectionError,
+    TimeoutError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+)
 
 
 class Importer:
@@ -50,11 +60,11 @@ class Importer:
 
     def retryable(self, exc: BaseException) -> bool:
         """Whether running the record again could succeed. Default: a :class:`RecordError`
-        says so itself; connection and time-out errors are retryable; anything else (bad
-        data) is not."""
+        says so itself; connection and time-out errors (Redis's too: the cache) are retryable;
+        anything else (bad data) is not."""
         if isinstance(exc, RecordError):
             return exc.retryable
-        return isinstance(exc, ConnectionError | TimeoutError)
+        return isinstance(exc, _TRANSIENT)
 
     def record_type(self, stage: str) -> str:
         """The record type log lines name for ``stage`` (default: the stage's name)."""
