@@ -197,19 +197,20 @@ def make_formatter(fmt: str = "json") -> ProcessorFormatter:
     )
 
 
-def get_logger(name: str = "conveyor", **initial: Any) -> Any:
+def get_logger(name: str = "conveyor", **initial: Any) -> structlog.stdlib.BoundLogger:
     """A structlog logger that goes through Conveyor's pipeline whether or not
     :func:`configure` (or anybody else's ``structlog.configure``) ran.
 
     >>> log = get_logger("conveyor.imports", importer="project")
     >>> log.info("archive opened", status="running")   # doctest: +SKIP
     """
-    return structlog.wrap_logger(
+    logger: structlog.stdlib.BoundLogger = structlog.wrap_logger(
         logging.getLogger(name),
         processors=structlog_processors(),
         wrapper_class=structlog.stdlib.BoundLogger,
         **initial,
     )
+    return logger
 
 
 # -- configure --------------------------------------------------------------------------------

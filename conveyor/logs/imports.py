@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import structlog
 from structlog.typing import EventDict, WrappedLogger
 
 from conveyor.errors import MissingLogContext
@@ -66,7 +67,9 @@ def check_import_context(_logger: WrappedLogger, _method: str, event_dict: Event
     return event_dict
 
 
-def import_logger(importer: str, import_id: str | int | None, **ids: Any) -> Any:
+def import_logger(
+    importer: str, import_id: str | int | None, **ids: Any
+) -> structlog.stdlib.BoundLogger:
     """A structlog logger for one import: every line carries ``importer`` and ``import_id`` and
     the ``ids`` given here, and must be given a ``status``.
 
@@ -82,7 +85,11 @@ def import_logger(importer: str, import_id: str | int | None, **ids: Any) -> Any
 
 
 def log_record(
-    logger: Any, record_type: str, record_id: str | int | None, status: str, **fields: Any
+    logger: structlog.stdlib.BoundLogger,
+    record_type: str,
+    record_id: str | int | None,
+    status: str,
+    **fields: Any,
 ) -> None:
     """The one line per imported record: ``record_type``, ``record_id`` and ``status`` (at
     warning level when the status is ``"failed"``). ``fields`` must not hold personal data;
