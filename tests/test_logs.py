@@ -22,7 +22,7 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from conveyor import App, Settings, logs
+from conveyor import App, Settings, logs, pytest_plugin
 from conveyor.errors import ConfigurationError, MissingLogContext
 from conveyor.logs import scrub
 
@@ -396,9 +396,15 @@ def test_environment_comes_from_conveyor_env(monkeypatch: pytest.MonkeyPatch) ->
         logs.set_environment("qa")
 
 
-def test_pytest_runs_in_test_mode() -> None:
-    assert os.environ.get("CONVEYOR_ENV") == "test"  # set by conveyor.pytest_plugin
-    assert logs.strict()
+def test_the_pytest_plugin_sets_test_mode_unless_told_otherwise(
+    monkeypatch: pytest.MonkeyPatch, pytestconfig: pytest.Config
+) -> None:
+    monkeypatch.delenv("CONVEYOR_ENV", raising=False)
+    pytest_plugin.pytest_configure(pytestconfig)
+    assert os.environ["CONVEYOR_ENV"] == "test"
+    monkeypatch.setenv("CONVEYOR_ENV", "production")
+    pytest_plugin.pytest_configure(pytestconfig)
+    assert os.environ["CONVEYOR_ENV"] == "production"
 
 
 # -- text mode and settings -----------------------------------------------------------------------
