@@ -61,7 +61,8 @@ def _free_port() -> int:
 # moto's S3 server (5.2.1) honours If-Match and If-None-Match on PutObject (probed: a stale
 # ETag or an existing key gets 412), but it checks the condition and then writes without a lock,
 # and ``python -m moto.server`` serves each request on its own thread: two concurrent
-# conditional writes could both pass there, which real S3 never allows. So the server is started
+# conditional writes could both pass there (never seen in 200 rounds of 8 racing creators, but
+# nothing in moto prevents it), which real S3 never allows. So the server is started
 # with moto's own app and werkzeug's server on one thread, which serves one request at a time,
 # giving the check-and-write the atomicity real S3 has.
 MOTO_SERVER = """
