@@ -38,7 +38,7 @@ from conveyor.automation.lease import (
     parse_s3_location,
 )
 from conveyor.automation.lease._base import LeaseRecord
-from conveyor.automation.settings import EndpointRef, LeaderElection
+from conveyor.automation.settings import EndpointRef, LeaderElection, parse_automation_settings
 from conveyor.clock import FakeClock
 from conveyor.errors import LeaseError
 from conveyor.redis.keys import Keys
@@ -465,3 +465,48 @@ def test_redis_connection_failure_is_a_lease_error() -> None:
     with pytest.raises(LeaseError, match="redis:wf: Redis failed"):
         RedisLease(Store(client), "wf").acquire("node-a", LONG)
     client.close()
+
+
+# -- from the settings file to a held lease -----------------------------------------------------
+def _settings(leader: dict[str, Any], endpoint: dict[str, str] | None = None) -> dict[str, Any]:
+    functions: dict[str, Any] = {
+        "automation": {
+            "meta": {"enable": True},
+            "workflows": [
+                {
+                    "name": "migrate_tmpimg",
+                    "steps": {
+                        "prepare": {"playbook": "p.yml", "leaderElection": leader},
+                        "execute": {"playbook": "e.yml"},
+                    },
+                }
+            ],
+        }
+    }
+    if endpoint is not None:
+        functions["aws_s3"] = {"endpoints": [{"name": "mystorage", **endpoint}]}
+    return {"functions": {"backend": functions}}
+
+
+def test_settings_aws_s3_election_opens_a_working_lease(s3_endpoint: dict[str, str]) -> None:
+    document = _settings(
+        {"type": "aws-s3", "path": "conveyor/leases/", "authEndpoint": "mystorage@aws_s3"},
+        s3_endpoint,
+    )
+    workflow = parse_automation_settings(document).workflow("migrate_tmpimg")
+    assert workflow.steps.prepare is not None
+    lease = open_lease(workflow.steps.prepare.leader_election, workflow.name)
+    assert lease.description == f"aws-s3:{BUCKET}/conveyor/leases/migrate_tmpimg.txt"
+    term = lease.acquire("node-a", LONG)
+    assert term is not None and lease.peek() == term
+
+
+def test_settings_redis_election_opens_a_working_lease(r: redis.Redis) -> None:
+    workflow = parse_automation_settings(_settings({"type": "redis"})).workflow("migrate_tmpimg")
+    assert workflow.steps.prepare is not None
+    election = workflow.steps.prepare.leader_election
+    assert election.type == "redis"
+    lease = open_lease(election, workflow.name, redis_client=r)
+    assert lease.description == "redis:migrate_tmpimg"
+    assert lease.acquire("node-a", LONG) is not None
+    assert r.hget("conveyor:lease:migrate_tmpimg", "holder") == "node-a"
