@@ -161,6 +161,13 @@ def test_three_nodes_ansible_run_then_sigkill_the_master_mid_run(
     assert sorted(results) == list(range(12)), "every task recorded once"
     after = {res["node"] for res in results.values() if res["ended_at"] > killed_at}
     assert after and after <= survivors, f"work after the kill ran on the survivors: {after}"
+    # Tasks the victim had started but not recorded ran again on a survivor, counted once.
+    started_on_victim = {
+        int(i) for i, pid, _ in (x.split(":") for x in r.lrange("side:starts", 0, -1))
+        if int(pid) == victim.pid
+    }  # fmt: skip
+    interrupted = {i for i in started_on_victim if results[i]["node"] != master.id}
+    assert all(results[i]["node"] in survivors for i in interrupted)
     ran = r.hgetall("side:completions")
     assert set(ran) == {str(i) for i in range(12)}, "every task really ran"
     # Complete ran exactly once, on the new master, with the right summary.
