@@ -342,3 +342,40 @@ def test_the_api_joins_the_web_app_from_the_environment(
     plain = create_app(app, WebSettings(token=TOKEN))
     with served(plain) as base, httpx.Client(base_url=base, headers=BEARER) as c:
         assert c.post("/automation/workflows/open").status_code == 404
+
+
+def test_realtime_task_runs_the_example_ansible_playbook(tmp_path: Path, app: App) -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "automation" / "playbooks"
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    src.mkdir()
+    (src / "a;b=c.jpg").write_bytes(b"x" * 321)
+    document = {
+        "functions": {
+            "backend": {
+                "automation": {
+                    "meta": {"enable": True},
+                    "workflows": [
+                        {
+                            "name": "migrate_tmpimg",
+                            "allowApiExecution": True,
+                            "vars": {"src_dir": str(src), "dest_dir": str(dest)},
+                            "steps": {"execute": {"playbook": str(example / "file_migration.yml")}},
+                        }
+                    ],
+                }
+            }
+        }
+    }
+    (tmp_path / "settings.json").write_text(json.dumps(document))
+    engine = Automation(app, load_automation_settings(tmp_path / "settings.json"))
+    web = create_app(app, WebSettings(token=TOKEN), extensions=[automation_extension(engine)])
+    with served(web) as base, httpx.Client(base_url=base, headers=BEARER, timeout=120) as c:
+        path = format_workflow_path("migrate_tmpimg", {"file": "a;b=c.jpg"})
+        answer = c.post(path, params={"mode": "realtime"})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["facts"] == {"src_size": 321, "dest_size": 321}
+        assert (dest / "a;b=c.jpg").stat().st_size == 321
+        assert not (src / "a;b=c.jpg").exists()
+        again = c.post(path, params={"mode": "realtime"})  # the file is gone now
+        assert again.status_code == 502
+        assert "missing or not a regular file" in again.json()["output"]
