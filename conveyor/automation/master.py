@@ -73,6 +73,7 @@ class Master:
 
     # -- leadership -----------------------------------------------------------------------------
     def leader(self, workflow: Workflow) -> LeadershipLike:
+        """The leadership of ``workflow`` on this node (created on first use)."""
         found = self.leaders.get(workflow.name)
         if found is None:
             found = self.leaders[workflow.name] = self.factory(workflow)

@@ -78,13 +78,16 @@ class RunInfo:
 
     @property
     def ended(self) -> int:
+        """Tasks that ended (succeeded or failed)."""
         return self.succeeded + self.failed
 
     @property
     def finished(self) -> bool:
+        """True once the run is ``done`` or ``failed``."""
         return self.state in FINISHED_STATES
 
     def as_dict(self) -> dict[str, Any]:
+        """JSON-native values of every field."""
         out = asdict(self)
         out["summary"] = dict(self.summary)
         out["request"] = dict(self.request)
@@ -158,6 +161,7 @@ class TaskResult:
     vars: Mapping[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
+        """JSON-native values of every field."""
         out = asdict(self)
         out["facts"] = dict(self.facts)
         out["vars"] = dict(self.vars)
@@ -186,6 +190,7 @@ class NodeInfo:
     tasks_run: int = 0
 
     def as_dict(self) -> dict[str, Any]:
+        """JSON-native values of every field."""
         out = asdict(self)
         out["masters"] = dict(self.masters)
         out["throttle"] = dict(self.throttle)
@@ -193,6 +198,7 @@ class NodeInfo:
 
     @classmethod
     def from_beat(cls, info: Mapping[str, Any]) -> NodeInfo:
+        """Build from a heartbeat object (:meth:`NodeMonitor.info`)."""
         average = info.get("cpu_average")
         return cls(
             id=str(info.get("id", "")),

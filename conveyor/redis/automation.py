@@ -251,6 +251,7 @@ class AutomationStore:
         pipe.execute()
 
     def highest_fence(self, workflow: str) -> int:
+        """The highest master fence seen for ``workflow`` (0 before any master wrote)."""
         return int(self.client.get(self.keys.automation_fence(workflow)) or 0)
 
     def rejected(self, workflow: str) -> int:
@@ -263,6 +264,7 @@ class AutomationStore:
         self.client.hset(self.keys.automation_nodes, node, json.dumps(dict(info)))
 
     def forget_node(self, node: str) -> None:
+        """Remove a node's heartbeat (a node leaving gracefully)."""
         self.client.hdel(self.keys.automation_nodes, node)
 
     def nodes(self, now: float) -> list[dict[str, Any]]:
