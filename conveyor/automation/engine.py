@@ -204,12 +204,15 @@ class Automation:
         prepare: bool = True,
         complete: bool = True,
         source: str = "api",
+        execute: bool = True,
     ) -> RunInfo:
         """Start a batch run; the workflow's master adopts it within a master tick.
 
         ``source="api"`` is a client call and needs ``allowApiExecution``; any other source
         (``"cli"``, ``"schedule"``, ...) is trusted. With ``prepare=False`` (or a workflow
-        without a prepare step) the request variables are the run's one task.
+        without a prepare step) the request variables are the run's one task. With
+        ``execute=False`` (``/steps/execute=false``) no task runs: prepare's list is discarded
+        and complete gets zero totals.
         """
         wf = self.workflow(workflow, source=source)
         variables = _check_vars(request_vars)
@@ -222,6 +225,7 @@ class Automation:
             complete=complete,
             source=source,
             now=self.clock.time(),
+            execute=execute,
         )
         found = self.run_status(run_id)
         assert found is not None  # just created

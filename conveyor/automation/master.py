@@ -218,6 +218,8 @@ class Master:
         if error is not None:
             self._finish(workflow, run, fence, state=RunState.FAILED, error=error)
             return
+        if not run.execute:
+            tasks = []  # execute switched off: publish an empty list, so complete follows
         payloads = [
             auto.task_payload(workflow.name, run_id, i, fence, v) for i, v in enumerate(tasks)
         ]

@@ -67,6 +67,7 @@ class RunInfo:
     #: Request variables, and which steps the run includes.
     request: Mapping[str, Any] = field(default_factory=dict)
     prepare: bool = True
+    execute: bool = True
     complete: bool = True
     source: str = ""
     #: The fence the task list was published under (task results must carry it).
@@ -131,6 +132,7 @@ class RunInfo:
             error=raw.get("error") or None,
             request=json.loads(raw.get("request") or "{}"),
             prepare=raw.get("prepare") == "1",
+            execute=raw.get("execute", "1") != "0",
             complete=raw.get("complete") == "1",
             source=raw.get("source", ""),
             tasks_fence=num("tasks_fence"),

@@ -64,6 +64,7 @@ class AutomationStore:
         now: float,
         fence: int | None = None,
         cron_tick: float | None = None,
+        execute: bool = True,
     ) -> str:
         """Create a run in state ``preparing``; returns ``created``, ``exists``, ``stale``,
         ``baseline`` or ``claimed`` (see ``auto_create_run.lua``)."""
@@ -87,6 +88,7 @@ class AutomationStore:
             source,
             "" if fence is None else str(fence),
             "" if cron_tick is None else repr(cron_tick),
+            "1" if execute else "0",
         ]
         return str(self._run("auto_create_run", keys, args))
 

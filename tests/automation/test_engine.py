@@ -97,6 +97,17 @@ def test_prepare_off_runs_the_request_as_one_task(node: Automation, r: redis.Red
     assert r.hgetall("side:completions") == {"x": "1"}
 
 
+def test_execute_off_runs_prepare_and_complete_only(node: Automation, r: redis.Redis) -> None:
+    with running_worker(node.app):
+        run = node.start_run("batch", request_vars={"count": "2"}, execute=False, source="cli")
+        wait_for(lambda: (s := node.run_status(run.id)) is not None and s.finished, timeout=30)
+    done = node.run_status(run.id)
+    assert done is not None and not done.execute
+    assert (done.state, done.total, done.succeeded) == ("done", 0, 0)
+    assert r.llen("side:prepares") == 1 and r.hlen("side:completions") == 0
+    assert json.loads(r.lrange("side:completes", 0, -1)[0])["_request_total"] == 0
+
+
 def test_real_time_task_runs_here_and_now(node: Automation) -> None:
     result = node.run_task("batch", request_vars={"i": "rt", "size": "5"})
     assert result.ok and result.facts == {"src_size": 5, "dest_size": 4}

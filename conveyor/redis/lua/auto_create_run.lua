@@ -12,7 +12,7 @@
 -- ARGV[1]  run id      ARGV[2] workflow   ARGV[3] now (epoch seconds)
 -- ARGV[4]  request vars (JSON)            ARGV[5] prepare '1'|'0'   ARGV[6] complete '1'|'0'
 -- ARGV[7]  source      ARGV[8] fence ('' = no fence check, a client request)
--- ARGV[9]  cron tick ('' = not scheduled)
+-- ARGV[9]  cron tick ('' = not scheduled)   ARGV[10] execute '1'|'0'
 --
 -- Returns 'created', 'exists' (the id is taken), 'stale' (fence below the highest seen; counted
 -- in KEYS[6]), 'baseline' (the first tick ever seen: remembered, no run) or 'claimed' (this
@@ -37,7 +37,7 @@ redis.call('HSET', KEYS[1],
   'id', ARGV[1], 'workflow', ARGV[2], 'state', 'preparing', 'fence', '0', 'tasks_fence', '0',
   'total', '0', 'succeeded', '0', 'failed', '0', 'src_size_total', '0', 'dest_size_total', '0',
   'master', '', 'created_at', ARGV[3], 'request', ARGV[4], 'prepare', ARGV[5],
-  'complete', ARGV[6], 'source', ARGV[7])
+  'complete', ARGV[6], 'source', ARGV[7], 'execute', ARGV[10])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
 redis.call('SADD', KEYS[4], ARGV[1])
