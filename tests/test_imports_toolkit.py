@@ -232,3 +232,42 @@ def test_transient_errors_are_retried_and_bad_data_is_not(r: redis.Redis) -> Non
     assert importer.retryable(RecordError("locked", retryable=True))
     assert not importer.retryable(RecordError("no title"))
     assert not importer.retryable(ValueError("bad date"))
+
+
+class BrokenStage(Importer):
+    name = "broken"
+    stages = ("load", "done")
+
+    def run_stage(self, run: StageRun) -> None:
+        raise RuntimeError("the source is unreachable")
+
+
+def test_a_stage_out_of_retries_fails_the_import(settings: Settings, r: redis.Redis) -> None:
+    app = App(settings.replace(queues="imports"))
+    imports = Imports(app, ImportSettings(stage_retry=0))
+    imports.register(BrokenStage())
+    import_id = imports.start("broken", {})
+    run_burst(app)
+    state = imports.get(import_id)
+    assert state.status == "failed"
+    assert state.error == "stage load failed: RuntimeError: the source is unreachable"
+    app.close()
+
+
+def test_upserts_compile_for_postgresql() -> None:
+    from sqlalchemy.dialects import postgresql
+
+    from conveyor.imports.project.schema import Label, upsert_statement
+
+    row = {"project_id": 1, "export_id": 2, "name": "bug", "color": "#d73a4a"}
+    keys = ["project_id", "export_id"]
+    update = upsert_statement(
+        "postgresql", Label.__table__, [row], keys=keys, update_columns=["name", "color"]
+    )
+    sql = str(update.compile(dialect=postgresql.dialect()))
+    assert "ON CONFLICT (project_id, export_id) DO UPDATE SET name = excluded.name" in sql
+    ignore = upsert_statement("postgresql", Label.__table__, [row], keys=keys)
+    assert "ON CONFLICT (project_id, export_id) DO NOTHING" in str(
+        ignore.compile(dialect=postgresql.dialect())
+    )
+    assert upsert_statement("mssql", Label.__table__, [row], keys=keys) is None

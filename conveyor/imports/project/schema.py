@@ -173,6 +173,27 @@ def dispose_engines() -> None:
         _engines.clear()
 
 
+def upsert_statement(
+    dialect: str,
+    table: Any,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    keys: Sequence[str],
+    update_columns: Sequence[str] = (),
+) -> Any | None:
+    """One ``INSERT ... ON CONFLICT (keys) DO UPDATE/DO NOTHING`` statement for SQLite and
+    PostgreSQL; ``None`` for other dialects (:func:`write_rows` goes row by row there)."""
+    if dialect not in ("sqlite", "postgresql"):
+        return None
+    statement: Any = (sqlite_insert if dialect == "sqlite" else pg_insert)(table).values(list(rows))
+    if update_columns:
+        return statement.on_conflict_do_update(
+            index_elements=list(keys),
+            set_={c: statement.excluded[c] for c in update_columns},
+        )
+    return statement.on_conflict_do_nothing(index_elements=list(keys))
+
+
 def write_rows(
     connection: Connection,
     table: Any,
@@ -186,18 +207,10 @@ def write_rows(
     other databases insert row by row and skip conflicts."""
     if not rows:
         return
-    name = connection.dialect.name
-    if name in ("sqlite", "postgresql"):
-        statement: Any = (sqlite_insert if name == "sqlite" else pg_insert)(table).values(
-            list(rows)
-        )
-        if update_columns:
-            statement = statement.on_conflict_do_update(
-                index_elements=list(keys),
-                set_={c: statement.excluded[c] for c in update_columns},
-            )
-        else:
-            statement = statement.on_conflict_do_nothing(index_elements=list(keys))
+    statement = upsert_statement(
+        connection.dialect.name, table, rows, keys=keys, update_columns=update_columns
+    )
+    if statement is not None:
         connection.execute(statement)
         return
     for row in rows:
