@@ -108,9 +108,9 @@ def s3_client(config: Mapping[str, Any]) -> Any:
     import boto3
     from botocore.config import Config
 
-    unknown = [k for k in ("access_key_id", "secret_access_key") if k in config and not config[k]]
-    if unknown:
-        raise LeaseError(f"aws-s3 endpoint: {', '.join(unknown)} is empty; set it or leave it out")
+    empty = [k for k in ("access_key_id", "secret_access_key") if k in config and not config[k]]
+    if empty:
+        raise LeaseError(f"aws-s3 endpoint: {', '.join(empty)} is empty; set it or leave it out")
     session = boto3.session.Session(
         aws_access_key_id=config.get("access_key_id"),
         aws_secret_access_key=config.get("secret_access_key"),
