@@ -410,6 +410,11 @@ def test_s3_location_errors_name_the_value(path: str, bucket: str | None, messag
         parse_s3_location(path, bucket)
 
 
+def test_s3_empty_credentials_are_refused() -> None:
+    with pytest.raises(LeaseError, match="secret_access_key is empty; set it or leave it out"):
+        S3Lease(BUCKET, "k.txt", config={"access_key_id": "AKIA", "secret_access_key": ""})
+
+
 def test_s3_needs_a_path() -> None:
     with pytest.raises(LeaseError, match=r"needs leaderElection\.path"):
         open_lease(LeaderElection(type="aws-s3"), "wf")
