@@ -50,12 +50,16 @@ class Importer:
         self.bulk_hooks = BulkHooks()
 
     def run_stage(self, run: StageRun) -> None:
+        """Do the work of a stage without record jobs."""
         raise NotImplementedError(f"{type(self).__name__} has no work for stage {run.stage!r}")
 
     def records(self, run: StageRun) -> Iterator[tuple[RecordRef, str]]:
+        """The records of a record stage from ``run.cursor()`` on, each with the cursor to
+        save after it."""
         raise NotImplementedError(f"{type(self).__name__} lists no records for {run.stage!r}")
 
     def import_record(self, run: StageRun, ref: RecordRef) -> None:
+        """Save one record (idempotently)."""
         raise NotImplementedError(f"{type(self).__name__} cannot import {run.stage!r} records")
 
     def retryable(self, exc: BaseException) -> bool:
@@ -89,10 +93,12 @@ class StageRun:
 
     @property
     def import_id(self) -> str:
+        """The import's id."""
         return self.state.id
 
     @property
     def options(self) -> dict[str, Any]:
+        """The options the import was started with (JSON values)."""
         return self.state.options
 
     @property

@@ -64,11 +64,13 @@ class ImportCache:
         return value if isinstance(value, str) else None
 
     def set(self, key: str, value: str, ttl: float | None = None) -> None:
+        """Cache ``value`` for ``ttl`` seconds (default: the cache's TTL, 24 h)."""
         seconds = self.ttl if ttl is None else ttl
         entry = {"value": value, "expires_at": self.app.clock.time() + seconds}
         self._store.cache_set(self.namespace, key, entry, redis_ttl=int(seconds) + _REDIS_GRACE)
 
     def delete(self, key: str) -> None:
+        """Forget ``key``."""
         self._store.cache_delete(self.namespace, key)
 
     def fetch(

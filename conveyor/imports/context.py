@@ -71,6 +71,7 @@ class BulkHooks:
         self._hooks: dict[str, list[BulkHook]] = {}
 
     def add(self, table: str, hook: BulkHook) -> None:
+        """Run ``hook`` after rows of ``table`` were inserted in bulk."""
         self._hooks.setdefault(table, []).append(hook)
 
     def disable(self, table: str) -> None:

@@ -91,6 +91,7 @@ class Failure:
     at: float
 
     def to_json(self) -> str:
+        """The failure as stored in Redis."""
         return json.dumps(
             {
                 "stage": self.stage,
@@ -104,6 +105,7 @@ class Failure:
 
     @classmethod
     def from_json(cls, raw: str) -> Failure:
+        """A failure read back from Redis."""
         data = json.loads(raw)
         return cls(
             str(data["stage"]),
@@ -144,22 +146,28 @@ class ImportState:
 
     @property
     def total(self) -> int:
+        """Records registered in all stages."""
         return sum(s.total for s in self.stages)
 
     @property
     def done(self) -> int:
+        """Records finished (imported or failed) in all stages."""
         return sum(s.done for s in self.stages)
 
     @property
     def failed(self) -> int:
+        """Records that failed in all stages."""
         return sum(s.failed for s in self.stages)
 
     @property
     def active(self) -> bool:
+        """True while the import runs."""
         return self.status == "running"
 
     @classmethod
     def from_hash(cls, data: Mapping[str, str], stage_names: tuple[str, ...]) -> ImportState:
+        """Decode the import hash (``stage_names`` in order)."""
+
         def num(name: str) -> int:
             return int(data.get(name) or 0)
 
@@ -195,4 +203,6 @@ class HealthSignal(Protocol):
     """Tells write-heavy import jobs to back off (SPEC IMP-6): while ``saturated()`` is true
     they put themselves back on the queue with a delay instead of writing."""
 
-    def saturated(self) -> bool: ...
+    def saturated(self) -> bool:
+        """True while writes should wait."""
+        ...

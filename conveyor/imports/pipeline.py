@@ -104,17 +104,21 @@ class Imports:
 
     @classmethod
     def of(cls, app: App) -> Imports:
+        """The app's instance, created with default settings if it has none yet."""
         found = app.extensions.get("imports")
         return found if isinstance(found, Imports) else cls(app)
 
     @property
     def store(self) -> ImportStore:
+        """The import keys on the app's Redis."""
         return ImportStore(self.app.store)
 
     def now(self) -> float:
+        """Epoch seconds by the app's (injectable) clock."""
         return self.app.clock.time()
 
     def register(self, importer: Importer) -> Importer:
+        """Make an importer known to this process (the service and every worker)."""
         name = importer.name
         if not name or not importer.stages:
             raise ConfigurationError(
@@ -128,6 +132,7 @@ class Imports:
         return importer
 
     def importer(self, name: str) -> Importer:
+        """The registered importer called ``name``."""
         found = self.importers.get(name)
         if found is None:
             known = ", ".join(sorted(self.importers)) or "none"
@@ -178,6 +183,7 @@ class Imports:
         return self.start(state.importer, state.options, mode="missing", parent=import_id)
 
     def get(self, import_id: str) -> ImportState:
+        """The import as stored; :class:`NotFoundError` when it is gone or never was."""
         data = self.store.get(import_id)
         if data is None:
             raise NotFoundError(
@@ -229,6 +235,8 @@ class Imports:
 
     # -- stage jobs -----------------------------------------------------------------------------
     def run_stage(self, import_id: str, stage: str) -> None:
+        """The body of a stage job: run the stage (or schedule its records), then give back
+        the stage's own token, which advances the import once every record has ended."""
         run = self._run(import_id, stage)
         if run is None:
             return
@@ -293,6 +301,8 @@ class Imports:
 
     # -- record jobs ----------------------------------------------------------------------------
     def run_record(self, import_id: str, stage: str, record_id: str, locator: str) -> None:
+        """The body of a record job: import one record (or defer it while the health signal
+        is raised), record its failure if it has bad data, and count it done."""
         run = self._run(import_id, stage)
         if run is None:
             return

@@ -158,10 +158,12 @@ class ImportStore:
         pipe.execute()
 
     def increment(self, import_id: str, field: str, by: int = 1) -> None:
+        """Add ``by`` to a counter field of the import hash."""
         self.client.hincrby(self.keys.import_state(import_id), field, by)
 
     # -- reading --------------------------------------------------------------------------------
     def get(self, import_id: str) -> dict[str, str] | None:
+        """The import hash, or ``None``."""
         raw = self.client.hgetall(self.keys.import_state(import_id))
         if not raw:
             return None
@@ -173,10 +175,12 @@ class ImportStore:
         return [_text(i) for i in found]
 
     def pending_count(self, import_id: str, stage: str) -> int:
+        """Tokens of a stage not finished yet."""
         return int(self.client.scard(self.keys.import_pending(import_id, stage)))
 
     # -- progress pointers ----------------------------------------------------------------------
     def cursor(self, import_id: str, name: str) -> str | None:
+        """A saved progress pointer, or ``None``."""
         value = self.client.hget(self.keys.import_cursors(import_id), name)
         return None if value is None else _text(value)
 
@@ -200,11 +204,13 @@ class ImportStore:
         pipe.execute()
 
     def failures(self, import_id: str) -> dict[str, str]:
+        """Every recorded failure of an import, by ``stage|record id``."""
         raw = self.client.hgetall(self.keys.import_failures(import_id))
         return {_text(a): _text(b) for a, b in raw.items()}
 
     # -- cache ----------------------------------------------------------------------------------
     def cache_get(self, namespace: str, key: str) -> dict[str, Any] | None:
+        """A cache entry (value and expiry), or ``None``."""
         raw = self.client.get(self.keys.import_cache(namespace, key))
         if raw is None:
             return None
@@ -217,9 +223,11 @@ class ImportStore:
     def cache_set(
         self, namespace: str, key: str, entry: Mapping[str, Any], *, redis_ttl: int
     ) -> None:
+        """Store a cache entry; Redis drops it after ``redis_ttl`` seconds."""
         self.client.set(self.keys.import_cache(namespace, key), json.dumps(entry), ex=redis_ttl)
 
     def cache_delete(self, namespace: str, key: str) -> None:
+        """Drop a cache entry."""
         self.client.delete(self.keys.import_cache(namespace, key))
 
 

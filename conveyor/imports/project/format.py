@@ -130,6 +130,7 @@ class _Fields:
 
 
 def parse_project(data: Any) -> ProjectData:
+    """Check ``project.json``; a bad one refuses the whole upload (:class:`UploadRejected`)."""
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise UploadRejected(f"{PROJECT_FILE} is not a {FORMAT} file (its 'format' differs)")
     if data.get("version") != VERSION:
@@ -150,6 +151,7 @@ def parse_project(data: Any) -> ProjectData:
 
 
 def parse_label(data: Any) -> LabelData:
+    """Check one label record (:class:`RecordError` names the field)."""
     f = _Fields("label", data)
     color = f.text("color", limit=7)
     if not COLOR.match(color):
@@ -158,6 +160,7 @@ def parse_label(data: Any) -> LabelData:
 
 
 def parse_issue(data: Any) -> IssueData:
+    """Check one issue record (:class:`RecordError` names the field)."""
     f = _Fields("issue", data)
     state = f.text("state", limit=16)
     if state not in STATES:
@@ -178,6 +181,7 @@ def parse_issue(data: Any) -> IssueData:
 
 
 def parse_comment(data: Any) -> CommentData:
+    """Check one comment record (:class:`RecordError` names the field)."""
     f = _Fields("comment", data)
     return CommentData(
         f.id,
@@ -190,6 +194,7 @@ def parse_comment(data: Any) -> CommentData:
 
 # -- reading the extracted files ---------------------------------------------------------------
 def read_project(root: Path) -> ProjectData:
+    """Read and check ``project.json`` of an extracted export."""
     path = root / PROJECT_FILE
     try:
         data = json.loads(path.read_text(encoding="utf-8"))

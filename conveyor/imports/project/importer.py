@@ -91,6 +91,7 @@ class ProjectImporter(Importer):
 
     # -- plumbing -------------------------------------------------------------------------------
     def engine(self, run: StageRun) -> Engine:
+        """The engine of the import's ``db`` option."""
         url = run.options.get("db")
         if not isinstance(url, str) or not url:
             raise ImportPipelineError(f"import {run.import_id} has no 'db' option")
@@ -160,6 +161,8 @@ class ProjectImporter(Importer):
         getattr(self, f"stage_{run.stage}")(run)
 
     def stage_validate(self, run: StageRun) -> None:
+        """Validate the upload again (it may have changed since it was started) and extract
+        it; a refused upload fails the import before any row is written."""
         base = Path(run.options.get("workdir") or tempfile.gettempdir())
         root = base / f"conveyor-import-{run.import_id}"
         try:
@@ -171,6 +174,7 @@ class ProjectImporter(Importer):
         self.checkpoint(run, "extracted")
 
     def stage_project(self, run: StageRun) -> None:
+        """Upsert the project row (insert only, in ``missing`` mode)."""
         data = fmt.read_project(self.root(run))
         owner = self.user_id(run, data.owner)
         row = {
@@ -187,6 +191,8 @@ class ProjectImporter(Importer):
         self.checkpoint(run, "saved")
 
     def stage_labels(self, run: StageRun) -> None:
+        """Bulk insert the labels in batches, saving the cursor and running the bulk hooks
+        after each batch."""
         project_id = self.project_id(run)
         path = self.root(run) / fmt.FILES["labels"]
         start = int(run.cursor() or 0)
@@ -238,12 +244,14 @@ class ProjectImporter(Importer):
         :func:`recount_project` at the end of the import."""
 
     def stage_finish(self, run: StageRun) -> None:
+        """Recount the project's counters, since per-row hooks were skipped while importing."""
         project_id = self.project_id(run)
         with self.engine(run).begin() as conn:
             recount_project(conn, project_id)
         self.checkpoint(run, "recounted")
 
     def finished(self, state: Any) -> None:
+        """Remove the extracted files."""
         base = Path(state.options.get("workdir") or tempfile.gettempdir())
         shutil.rmtree(base / f"conveyor-import-{state.id}", ignore_errors=True)
 
@@ -253,6 +261,8 @@ class ProjectImporter(Importer):
 
     # -- record stages --------------------------------------------------------------------------
     def records(self, run: StageRun) -> Iterator[tuple[RecordRef, str]]:
+        """Issues or comments from the cursor on; lines without an id are recorded as
+        failures here; in ``missing`` mode records already in the database are skipped."""
         path = self.root(run) / fmt.FILES[run.stage]
         existing = self._existing(run) if run.mode == "missing" else set()
         for line in fmt.lines(path, int(run.cursor() or 0)):
@@ -272,6 +282,7 @@ class ProjectImporter(Importer):
             return set(found)
 
     def import_record(self, run: StageRun, ref: RecordRef) -> None:
+        """Import one issue or comment, found by its byte offset."""
         data = fmt.read_line(self.root(run) / fmt.FILES[run.stage], int(ref.locator))
         if run.stage == "issues":
             self._import_issue(run, fmt.parse_issue(data))

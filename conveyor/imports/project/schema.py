@@ -167,6 +167,7 @@ def _sqlite_pragmas(dbapi_connection: Any, record: Any) -> None:
 
 
 def dispose_engines() -> None:
+    """Close every engine of this process (tests, shutdown)."""
     with _lock:
         for engine in _engines.values():
             engine.dispose()
