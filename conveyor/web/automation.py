@@ -92,6 +92,9 @@ class AutomationHttp:
         kw = self.keyword
         return [
             Route(f"/{kw}/workflows/{{rest:path}}", self.run, methods=["POST"]),
+            # A path the server normalised to no name ("/workflows/." arrives as "/workflows"):
+            # answered by the parser (400 naming the segment), not by a slash redirect.
+            Route(f"/{kw}/workflows", self.run, methods=["POST"]),
             Route(f"/{kw}/runs", self.list_runs, methods=["GET"]),
             Route(f"/{kw}/runs/{{run_id}}", self.run_status, methods=["GET"]),
             Route(f"/{kw}/nodes", self.list_nodes, methods=["GET"]),
