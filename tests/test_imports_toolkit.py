@@ -19,6 +19,7 @@ from conveyor.imports import (
     Importer,
     Imports,
     ImportSettings,
+    ImportState,
     RecordRef,
     StageRun,
     is_importing,
@@ -238,19 +239,28 @@ class BrokenStage(Importer):
     name = "broken"
     stages = ("load", "done")
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed_calls: list[str] = []
+
     def run_stage(self, run: StageRun) -> None:
         raise RuntimeError("the source is unreachable")
+
+    def failed(self, state: ImportState) -> None:
+        self.failed_calls.append(state.id)
 
 
 def test_a_stage_out_of_retries_fails_the_import(settings: Settings, r: redis.Redis) -> None:
     app = App(settings.replace(queues="imports"))
     imports = Imports(app, ImportSettings(stage_retry=0))
-    imports.register(BrokenStage())
+    importer = BrokenStage()
+    imports.register(importer)
     import_id = imports.start("broken", {})
     run_burst(app)
     state = imports.get(import_id)
     assert state.status == "failed"
     assert state.error == "stage load failed: RuntimeError: the source is unreachable"
+    assert importer.failed_calls == [import_id], "the importer's failed hook ran once"
     app.close()
 
 

@@ -81,6 +81,10 @@ class Importer:
     def finished(self, state: ImportState) -> None:
         """Called once when the import finished (after its last stage)."""
 
+    def failed(self, state: ImportState) -> None:
+        """Called once when the import was failed (a stage out of retries, a refused upload,
+        the stuck detector), in the process that failed it."""
+
 
 @dataclass
 class StageRun:

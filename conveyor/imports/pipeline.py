@@ -217,7 +217,14 @@ class Imports:
             import_logger(data.get("importer", "unknown"), import_id).warning(
                 "import failed", status="failed", reason=reason or message
             )
+            self._failed_hook(import_id)
         return failed
+
+    def _failed_hook(self, import_id: str) -> None:
+        state = self.get(import_id)
+        importer = self.importers.get(state.importer)
+        if importer is not None:
+            importer.failed(state)
 
     def fail_stuck(self) -> list[str]:
         """Fail running imports whose progress did not move for ``stuck_after`` seconds
@@ -231,6 +238,7 @@ class Imports:
             import_logger(data.get("importer", "unknown"), import_id).warning(
                 "import stuck", status="failed", stuck_after=self.settings.stuck_after
             )
+            self._failed_hook(import_id)
         return failed
 
     # -- stage jobs -----------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from conveyor.errors import ImportPipelineError, RecordError, UploadRejected
 from conveyor.imports.base import Importer, StageRun
 from conveyor.imports.cache import key_of
-from conveyor.imports.model import RecordRef
+from conveyor.imports.model import ImportState, RecordRef
 from conveyor.imports.pipeline import Imports
 from conveyor.imports.project import format as fmt
 from conveyor.imports.project.schema import (
@@ -250,10 +250,14 @@ class ProjectImporter(Importer):
             recount_project(conn, project_id)
         self.checkpoint(run, "recounted")
 
-    def finished(self, state: Any) -> None:
-        """Remove the extracted files."""
+    def finished(self, state: ImportState) -> None:
+        """Remove the extracted files (a retry extracts the source again)."""
         base = Path(state.options.get("workdir") or tempfile.gettempdir())
         shutil.rmtree(base / f"conveyor-import-{state.id}", ignore_errors=True)
+
+    def failed(self, state: ImportState) -> None:
+        """Remove the extracted files of a failed import too."""
+        self.finished(state)
 
     def _fail_line(self, run: StageRun, line: fmt.Line, exc: RecordError) -> None:
         record_id = str(line.record_id) if line.record_id is not None else f"@{line.offset}"
