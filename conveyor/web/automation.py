@@ -67,12 +67,12 @@ class AutomationHttp:
         *,
         settings: AutomationSettings | None = None,
     ) -> None:
-        if automation is None and settings is None:
+        if automation is not None:
+            settings = automation.settings
+        if settings is None:
             raise ConfigurationError("automation_extension() needs an Automation or its settings")
         self._automation = automation
-        self.settings: AutomationSettings = (
-            automation.settings if automation is not None else settings  # type: ignore[assignment]
-        )
+        self.settings = settings
         self._lock = threading.Lock()
 
     @property
