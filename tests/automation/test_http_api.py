@@ -379,3 +379,17 @@ def test_realtime_task_runs_the_example_ansible_playbook(tmp_path: Path, app: Ap
         again = c.post(path, params={"mode": "realtime"})  # the file is gone now
         assert again.status_code == 502
         assert "missing or not a regular file" in again.json()["output"]
+
+
+def test_a_logged_in_browser_needs_the_csrf_token(app: App, automation: Automation) -> None:
+    from starlette.testclient import TestClient
+    from web_support import login
+
+    web = create_app(app, WebSettings(token=TOKEN), extensions=[automation_extension(automation)])
+    with TestClient(web) as browser:
+        csrf = login(browser)
+        refused = browser.post("/automation/workflows/open")
+        assert refused.status_code == 403
+        assert "CSRF" in refused.json()["error"]
+        accepted = browser.post("/automation/workflows/open", headers={"X-CSRF-Token": csrf})
+        assert accepted.status_code == 202, accepted.text
