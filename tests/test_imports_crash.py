@@ -41,7 +41,7 @@ def export_ids(db: Path, table: str) -> list[int]:
 
 
 EXPECTED = {
-    "users": 4,
+    "users": 5,  # four authors and the owner
     "projects": 1,
     "labels": 6,
     "issues": ISSUES,

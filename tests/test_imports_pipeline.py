@@ -91,7 +91,7 @@ def test_an_export_is_imported_stage_by_stage(env: Env) -> None:
     assert progress["issues"] == (10, 10, 0)
     assert progress["comments"] == (30, 30, 0)
     assert counts(env.db) == {
-        "users": 4,
+        "users": 5,  # four authors and the owner
         "projects": 1,
         "labels": 6,
         "issues": 10,

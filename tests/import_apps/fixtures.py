@@ -1,6 +1,10 @@
-"""Fixture project exports for the import tests. Authors carry real-looking usernames and
-e-mail addresses on purpose: ``PERSONAL_DATA`` lists every one, so a scan of the test logs can
-prove none of them was ever logged."""
+"""Fixture project exports for the import tests, built from :data:`USERS`. The session log
+scan (tests/log_scan.py) fails the test run if any string of :data:`PERSONAL_DATA` reaches a log
+line (SPEC IMP-2: no usernames or e-mail addresses in logs, ever). Issue and comment authors and
+the project owner are these people, so every import test feeds them through the importer.
+
+The values are deliberately distinctive so the scan has no false positives from ordinary words.
+"""
 
 from __future__ import annotations
 
@@ -9,18 +13,23 @@ from typing import Any
 
 from conveyor.imports.project.format import write_export
 
-PROJECT_ID = 4242
-AUTHORS = [
-    {"username": "hyejin.park", "email": "hyejin.park@example-corp.kr"},
-    {"username": "mgarcia_dev", "email": "m.garcia@example.org"},
-    {"username": "olu-adeyemi", "email": "olu.adeyemi+imports@example.net"},
+#: Fixture people: login name, display name and e-mail address.
+USERS: list[dict[str, str]] = [
+    {"username": "ada_lovelace_fx", "name": "Ada Lovelace-Fixture", "email": "ada.fx@example.com"},
+    {"username": "grace.hopper.fx", "name": "Grace Hopper-Fixture", "email": "grace+fx@ex.org"},
+    {"username": "linus_t_fx", "name": "Linus Torvalds-Fixture", "email": "linus.fx@kernel.test"},
+    {"username": "jürgen_fx", "name": "Jürgen Müller-Fixture", "email": "juergen.fx@example.de"},
+    {"username": "mallory-fx-42", "name": "Mallory Fixture", "email": "MALLORY.FX@Example.NET"},
 ]
-OWNER = {"username": "project-owner-kim", "email": "owner.kim@example-corp.kr"}
 
-#: Every username and e-mail address in the fixtures.
-PERSONAL_DATA: list[str] = [
-    value for person in [*AUTHORS, OWNER] for value in (person["username"], person["email"])
-]
+#: Every username, display name and e-mail address of the fixtures: none may appear in any log.
+PERSONAL_DATA: list[str] = [value for user in USERS for value in user.values()]
+
+#: Authors of issues and comments (as the export format writes them), and the project owner.
+AUTHORS = [{"username": u["username"], "email": u["email"]} for u in USERS[:4]]
+OWNER = {"username": USERS[4]["username"], "email": USERS[4]["email"]}
+
+PROJECT_ID = 4242
 
 LABELS = ["bug", "feature", "docs", "security", "ux", "perf"]
 
