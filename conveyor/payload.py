@@ -45,6 +45,7 @@ def _fast_encode(value: Any) -> str:
         return _encode(value)
     return "".join(_c_encode(value, 0))
 
+
 # Floats to rewrite travel through the C encoder as marked strings; the random token keeps a
 # user's own string from ever looking like one.
 _TOKEN = secrets.token_hex(6)

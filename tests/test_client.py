@@ -169,7 +169,7 @@ def test_bulk_template_path_writes_the_same_bytes_as_the_per_job_path(
     @app.job(queue="bulk", retry=3, backtrace=5, dead=False, tags=["a", "b"])
     def plain(*args: Any) -> None: ...
 
-    rows = [[1, "x", 2.5], [1e20, {"k": [None, True]}], ["ü€ \"quoted\" \\ /"], []]
+    rows = [[1, "x", 2.5], [1e20, {"k": [None, True]}], ['ü€ "quoted" \\ /'], []]
     four = ["a" * 24, "b" * 24, "c" * 24, "d" * 24]
     jids = iter([*four, "t" * 24, *four])  # "t": the bulk template's own, replaced
     monkeypatch.setattr(client_mod, "new_jid", lambda: next(jids))
@@ -181,7 +181,7 @@ def test_bulk_template_path_writes_the_same_bytes_as_the_per_job_path(
     assert not app.client._middleware_for(plain)
     plain.bulk_perform_async(rows, batch_size=3)
     assert r.lrange("queue:bulk", 0, -1) == per_job
-    assert json.loads(per_job[1])["args"] == ["ü€ \"quoted\" \\ /"]
+    assert json.loads(per_job[1])["args"] == ['ü€ "quoted" \\ /']
     assert json.loads(per_job[-1])["dead"] is False
     app.close()
 
