@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from conveyor.errors import EnqueueError
 from conveyor.job import EnqueueResult, Job
 from conveyor.middleware import EnqueueContext
-from conveyor.payload import Payload, check_args, dumps, new_jid, new_jids
+from conveyor.payload import Payload, check_args, dumps, encode_args, new_jid, new_jids
 
 if TYPE_CHECKING:
     from conveyor.app import App
@@ -114,7 +114,8 @@ class Client:
         template and each job only adds its args and jid, byte for byte what :meth:`build`
         and :meth:`_push` would write. Like Sidekiq's ``push_bulk``, the jobs of one call
         share ``created_at``."""
-        checked = [check_args(args, name) for args in args_list]
+        # Every item is checked before the first push, so a bad one leaves nothing half-pushed.
+        encoded = [encode_args(args, name) for args in args_list]
         now = self.app.clock.time()
         scheduled = at is not None and at > now
         _, template = self.build(cls if cls is not None else name, [], options)
@@ -128,11 +129,11 @@ class Client:
         middle += '"'
         tail = '"' + tail
         queue = template["queue"]
-        jids = new_jids(len(checked))
+        jids = new_jids(len(encoded))
         store = self.app.store
-        for start in range(0, len(checked), batch_size):
-            batch = zip(checked[start : start + batch_size], jids[start:], strict=False)
-            payloads = [f"{head}{dumps(args)}{middle}{jid}{tail}" for args, jid in batch]
+        for start in range(0, len(encoded), batch_size):
+            batch = zip(encoded[start : start + batch_size], jids[start:], strict=False)
+            payloads = [f"{head}{args}{middle}{jid}{tail}" for args, jid in batch]
             if scheduled:
                 assert at is not None
                 store.push({}, [(at, p) for p in payloads])

@@ -134,7 +134,7 @@ def check_args(args: Sequence[Any], class_name: str) -> list[Any]:
     """Return ``args`` as a list if every value is JSON-native, else raise naming the bad one."""
     if not isinstance(args, list | tuple):
         raise SerializationError(f"{class_name}: args must be a list, got {type(args).__name__}")
-    if all(type(value) in _PLAIN for value in args):  # the common case, without the walk
+    if _PLAIN.issuperset(map(type, args)):  # the common case, without the walk
         return list(args)
     for i, value in enumerate(args):
         _check_value(value, f"args[{i}]", class_name)
@@ -143,6 +143,17 @@ def check_args(args: Sequence[Any], class_name: str) -> list[Any]:
 
 # Exact types only: a str or int subclass (an enum, say) still gets the full check.
 _PLAIN = frozenset({str, int, bool, type(None)})
+
+
+def encode_args(args: Sequence[Any], class_name: str) -> str:
+    """``args`` checked (as :func:`check_args`) and encoded (as :func:`dumps`) in one step.
+
+    >>> encode_args([1, "a", None], "Job")
+    '[1,"a",null]'
+    """
+    if isinstance(args, list | tuple) and _PLAIN.issuperset(map(type, args)):
+        return _fast_encode(args)  # no float, so nothing Ruby would write differently
+    return dumps(check_args(args, class_name))
 
 
 def _check_value(value: Any, path: str, class_name: str) -> None:
