@@ -19,6 +19,8 @@ from conveyor.settings import Settings
 from conveyor.web import api as api_routes
 from conveyor.web import auth, metrics, pages
 from conveyor.web import automation as automation_web
+from conveyor.web import imports as imports_web
+from conveyor.web import workflows as workflows_web
 from conveyor.web.config import WebSettings
 from conveyor.web.context import WebContext, WebExtension, build_templates, resolve_extensions
 
@@ -88,6 +90,10 @@ def create_app(
     discovered = automation_web.discover(data_api.app)
     if discovered is not None and all(e.name != discovered.name for e in found):
         found.append(discovered)
+    # The Workflows page joins under the same condition; the Imports page always.
+    for page_ext in (workflows_web.discover(data_api.app), imports_web.imports_extension()):
+        if page_ext is not None and all(e.name != page_ext.name for e in found):
+            found.append(page_ext)
     context = WebContext(data_api, settings, build_templates(found), found)
 
     routes: list[BaseRoute] = [
