@@ -34,6 +34,8 @@ PROJECT_FILE = "project.json"
 FILES = {"labels": "labels.jsonl", "issues": "issues.jsonl", "comments": "comments.jsonl"}
 COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
 STATES = ("opened", "closed")
+#: The largest id: a signed 64-bit integer, what SQLite and PostgreSQL's ``bigint`` hold.
+MAX_ID = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -95,8 +97,8 @@ class _Fields:
 
     def integer(self, name: str) -> int:
         value = self.data.get(name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise RecordError(f"{self.where()}: {name!r} must be a whole number >= 1")
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ID:
+            raise RecordError(f"{self.where()}: {name!r} must be a whole number from 1 to {MAX_ID}")
         return value
 
     def text(self, name: str, *, required: bool = True, limit: int = 255) -> str:
@@ -104,7 +106,18 @@ class _Fields:
         if not isinstance(value, str) or (required and not value.strip()) or len(value) > limit:
             need = "a non-empty string" if required else "a string"
             raise RecordError(f"{self.where()}: {name!r} must be {need} of at most {limit} chars")
+        self.storable(name, value)
         return value
+
+    def storable(self, name: str, value: str) -> None:
+        """Text every database can store: PostgreSQL refuses NUL characters, and no database
+        takes a lone UTF-16 surrogate (which JSON's ``\\ud800`` escapes can produce)."""
+        if "\x00" in value:
+            raise RecordError(f"{self.where()}: {name!r} contains a NUL character")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise RecordError(f"{self.where()}: {name!r} is not valid Unicode text") from None
 
     def timestamp(self, name: str) -> str:
         value = self.text(name, limit=40)
@@ -126,6 +139,8 @@ class _Fields:
             raise RecordError(f"{self.where()}: the author's 'username' must be a non-empty string")
         if not isinstance(email, str) or len(email) > 255:
             raise RecordError(f"{self.where()}: the author's 'email' must be a string")
+        self.storable("author.username", username)
+        self.storable("author.email", email)
         return Author(username, email)
 
 
@@ -168,6 +183,8 @@ def parse_issue(data: Any) -> IssueData:
     labels = data.get("labels", [])
     if not isinstance(labels, list) or not all(isinstance(x, str) and x for x in labels):
         raise RecordError(f"{f.where()}: 'labels' must be a list of label names")
+    for name in labels:
+        f.storable("labels", name)
     return IssueData(
         f.id,
         f.integer("iid"),

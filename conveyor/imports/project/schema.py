@@ -1,8 +1,9 @@
 """The relational schema a project export is imported into (SQLAlchemy 2.0; SQLite by default,
 any SQLAlchemy URL such as ``postgresql+psycopg://...``).
 
-Every imported row keeps the export's id (``export_id``) under a unique constraint, so a
-redelivered job finds its row instead of adding a second one. ``Issue`` and ``Label`` carry
+Every imported row keeps the export's id (``export_id``, 64-bit: other systems' ids outgrow
+PostgreSQL's 32-bit ``integer``) under a unique constraint, so a redelivered job finds its row
+instead of adding a second one. ``Issue`` and ``Label`` carry
 the application's own hooks (counters on the project); they skip their work while importing
 (:func:`conveyor.imports.context.is_importing`) and the importer recounts once at the end.
 
@@ -17,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Connection,
     Engine,
     ForeignKey,
@@ -53,7 +55,7 @@ class User(Base):
 class Project(Base):
     __tablename__ = "projects"
     id: Mapped[int] = mapped_column(primary_key=True)
-    export_id: Mapped[int] = mapped_column(Integer, unique=True)
+    export_id: Mapped[int] = mapped_column(BigInteger, unique=True)
     path: Mapped[str] = mapped_column(String(255))
     name: Mapped[str] = mapped_column(String(255))
     description: Mapped[str] = mapped_column(Text, default="")
@@ -67,7 +69,7 @@ class Label(Importable, Base):
     __table_args__ = (UniqueConstraint("project_id", "export_id"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"))
-    export_id: Mapped[int] = mapped_column(Integer)
+    export_id: Mapped[int] = mapped_column(BigInteger)
     name: Mapped[str] = mapped_column(String(255))
     color: Mapped[str] = mapped_column(String(7))
     description: Mapped[str] = mapped_column(Text, default="")
@@ -78,8 +80,8 @@ class Issue(Importable, Base):
     __table_args__ = (UniqueConstraint("project_id", "export_id"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"))
-    export_id: Mapped[int] = mapped_column(Integer)
-    iid: Mapped[int] = mapped_column(Integer)
+    export_id: Mapped[int] = mapped_column(BigInteger)
+    iid: Mapped[int] = mapped_column(BigInteger)
     title: Mapped[str] = mapped_column(String(255))
     description: Mapped[str] = mapped_column(Text, default="")
     state: Mapped[str] = mapped_column(String(16))
@@ -98,7 +100,7 @@ class Comment(Base):
     __table_args__ = (UniqueConstraint("project_id", "export_id"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"))
-    export_id: Mapped[int] = mapped_column(Integer)
+    export_id: Mapped[int] = mapped_column(BigInteger)
     issue_id: Mapped[int] = mapped_column(ForeignKey("issues.id"))
     body: Mapped[str] = mapped_column(Text)
     author_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
@@ -154,9 +156,23 @@ def engine_for(url: str) -> Engine:
                 event.listen(engine, "connect", _sqlite_pragmas)
             else:
                 engine = create_engine(url, pool_pre_ping=True)
-            Base.metadata.create_all(engine)
+            create_schema(engine)
             _engines[url] = engine
         return engine
+
+
+#: Key of the PostgreSQL advisory lock held while the schema is created.
+SCHEMA_LOCK = 0x636F6E76  # "conv"
+
+
+def create_schema(engine: Engine) -> None:
+    """Create the tables that do not exist yet. On PostgreSQL under an advisory lock: worker
+    processes that take their first job at the same moment would otherwise race between
+    checking for a table and creating it, and all but one fail on PostgreSQL's catalog."""
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(select(func.pg_advisory_xact_lock(SCHEMA_LOCK)))
+        Base.metadata.create_all(conn)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, record: Any) -> None:
@@ -186,6 +202,7 @@ def upsert_statement(
     PostgreSQL; ``None`` for other dialects (:func:`write_rows` goes row by row there)."""
     if dialect not in ("sqlite", "postgresql"):
         return None
+    rows = unique_rows(rows, keys, keep_last=bool(update_columns))
     statement: Any = (sqlite_insert if dialect == "sqlite" else pg_insert)(table).values(list(rows))
     if update_columns:
         return statement.on_conflict_do_update(
@@ -193,6 +210,25 @@ def upsert_statement(
             set_={c: statement.excluded[c] for c in update_columns},
         )
     return statement.on_conflict_do_nothing(index_elements=list(keys))
+
+
+def unique_rows(
+    rows: Sequence[Mapping[str, Any]], keys: Sequence[str], *, keep_last: bool
+) -> list[Mapping[str, Any]]:
+    """One row per key, in order: the last of a key when rows update (what SQLite does with
+    the same key twice in one ``INSERT ... ON CONFLICT DO UPDATE``; PostgreSQL refuses to
+    update a row twice in one statement), else the first (``DO NOTHING`` keeps the first).
+
+    >>> unique_rows([{"k": 1, "v": "a"}, {"k": 1, "v": "b"}], ["k"], keep_last=True)
+    [{'k': 1, 'v': 'b'}]
+    """
+    chosen: dict[tuple[Any, ...], Mapping[str, Any]] = {}
+    for row in rows:
+        key = tuple(row[k] for k in keys)
+        if keep_last or key not in chosen:
+            chosen.pop(key, None)  # re-inserted below: a kept-last row takes its later place
+            chosen[key] = row
+    return list(chosen.values())
 
 
 def write_rows(
