@@ -493,3 +493,19 @@ def test_worker_process_writes_scrubbed_json_lines(
     record = next(line for line in lines if line["logger"] == "conveyor.imports")
     assert (record["importer"], record["import_id"], record["record_id"]) == ("demo", "imp-7", 7)
     assert record["jid"] == welcome["jid"]
+
+
+def test_uvicorn_lines_lose_their_colour_copy_and_keep_the_message() -> None:
+    import io
+    import logging
+
+    from conveyor.logs.config import make_formatter
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(make_formatter("json"))
+    record = logging.LogRecord("uvicorn.error", logging.INFO, __file__, 1, "Started %d", (7,), None)
+    record.color_message = "Started \x1b[36m%d\x1b[0m"
+    handler.emit(record)
+    line = json.loads(stream.getvalue())
+    assert line["event"] == "Started 7" and "color_message" not in line

@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from conveyor import logs
 from conveyor.cli.context import CliState, pass_state
 from conveyor.cli.worker import load_app
 
@@ -65,6 +66,9 @@ def web(
         app = App(settings)
     web_settings = WebSettings.load(app.settings, **auth)
     asgi = create_app(app, web_settings)
+    # One format for Conveyor's and uvicorn's lines, scrubbed (docs/logging.md); uvicorn's
+    # own logging config would give its loggers handlers of their own.
+    logs.configure(app.settings)
     where = f"http://{host}:{port}/"
     click.echo(f"Conveyor dashboard on {where} (Ctrl-C stops)", err=True)
     try:
@@ -73,6 +77,7 @@ def web(
             host=host,
             port=port,
             log_level=log_level.lower(),
+            log_config=None,
             ws="none",
             proxy_headers=False,
             server_header=False,

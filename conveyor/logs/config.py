@@ -170,6 +170,11 @@ def structlog_processors() -> list[Processor]:
     ]
 
 
+def _drop_color_message(logger: Any, method: str, event: EventDict) -> EventDict:
+    event.pop("color_message", None)
+    return event
+
+
 def make_formatter(fmt: str = "json") -> ProcessorFormatter:
     """A stdlib :class:`logging.Formatter` that renders structlog events and plain stdlib
     records the same way: ``"json"`` (one object per line) or ``"text"``."""
@@ -185,7 +190,8 @@ def make_formatter(fmt: str = "json") -> ProcessorFormatter:
             colors=False, exception_formatter=structlog.dev.plain_traceback
         )
     return ProcessorFormatter(
-        foreign_pre_chain=[*_common(), structlog.stdlib.ExtraAdder()],
+        # uvicorn's ``color_message`` extra is its message again with terminal colours.
+        foreign_pre_chain=[*_common(), structlog.stdlib.ExtraAdder(), _drop_color_message],
         processors=[
             ProcessorFormatter.remove_processors_meta,
             structlog.processors.StackInfoRenderer(),
