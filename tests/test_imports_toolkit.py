@@ -281,3 +281,13 @@ def test_upserts_compile_for_postgresql() -> None:
         ignore.compile(dialect=postgresql.dialect())
     )
     assert upsert_statement("mssql", Label.__table__, [row], keys=keys) is None
+
+
+def test_a_failure_message_drops_the_driver_detail_that_quotes_values() -> None:
+    exc = ValueError(
+        'duplicate key value violates unique constraint "users_username_key"\n'
+        "DETAIL:  Key (username)=(ada_fx) already exists."
+    )
+    assert (
+        error_message(exc) == 'duplicate key value violates unique constraint "users_username_key"'
+    )

@@ -25,6 +25,8 @@ def error_message(exc: BaseException) -> str:
     """
     orig = getattr(exc, "orig", None)
     text = str(orig) if isinstance(orig, BaseException) and hasattr(exc, "statement") else str(exc)
+    # PostgreSQL's DETAIL line quotes the offending values ("Key (username)=(ada) ...").
+    text = "\n".join(line for line in text.splitlines() if not line.startswith("DETAIL:"))
     return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…"
 
 
