@@ -306,14 +306,14 @@ class Worker:
                 continue
             try:
                 jobs = self.store.fetch(self.identity, order, min(free, MAX_BATCH))
-                if not jobs:
-                    if self.burst:
-                        if self._idle():
-                            log.info("burst: queues empty, stopping")
-                            self.stop()
-                            break
-                        time.sleep(0.01)
-                        continue
+                if not jobs and self.burst:
+                    found = self._burst_check(order, free)
+                    if found is None:
+                        log.info("burst: queues empty, stopping")
+                        self.stop()
+                        break
+                    jobs = found
+                elif not jobs:
                     block = BLOCK_SINGLE if len(order) == 1 else BLOCK_MULTI
                     raw = self.store.fetch_blocking(self.identity, order[0], block)
                     jobs = [(order[0], raw)] if raw is not None else []
@@ -332,6 +332,16 @@ class Worker:
         # Prefetched jobs nobody started go back at once, so other processes can take them.
         self._return_unstarted()
         log.debug("fetcher stopped")
+
+    def _burst_check(self, order: list[str], free: int) -> list[tuple[str, str]] | None:
+        """Burst mode, nothing fetched: ``None`` once the queues are empty while no job runs,
+        else the jobs to dispatch (none yet while jobs still run)."""
+        if not self._idle():
+            time.sleep(0.01)
+            return []
+        # Nothing runs now, so what a job enqueued just before it finished is visible (the
+        # fetch above may have run before that push): look once more before stopping.
+        return self.store.fetch(self.identity, order, min(free, MAX_BATCH)) or None
 
     def _dispatch(self, units: list[FetchedJob]) -> None:
         # Middleware do their Redis work for the whole batch first (one round trip each); a job
