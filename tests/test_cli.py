@@ -278,3 +278,36 @@ def test_supervised_children_get_the_metrics_flag() -> None:
     params |= {"require": "apps.basic", "strict": False, "burst": False, "metrics": True}
     argv = child_argv(CliState(), params, ())
     assert "--metrics" in argv and "--burst" not in argv
+
+
+WITHOUT_EXTRAS = """
+import sys
+# As after `pip install conveyor` without the imports/automation extras.
+for name in ("sqlalchemy", "boto3", "botocore", "psycopg"):
+    sys.modules[name] = None
+from conveyor.cli import main
+main(sys.argv[1:])
+"""
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "expected"),
+    [
+        (["--help"], 0, "automation"),
+        (["automation", "check", str(ROOT / "examples/automation/settings.json")], 0, "ok:"),
+        (["import", "status"], 1, "pip install 'conveyor[imports]'"),
+    ],
+)
+def test_the_cli_works_without_the_optional_extras(
+    redis_url: str, args: list[str], code: int, expected: str
+) -> None:
+    done = subprocess.run(
+        [PYTHON, "-c", WITHOUT_EXTRAS, "--redis-url", redis_url, *args],
+        env=python_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == code, done.stderr
+    assert expected in done.stdout + done.stderr

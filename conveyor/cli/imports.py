@@ -15,14 +15,10 @@ from typing import Any
 
 import click
 from rich.table import Table
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
 
 from conveyor.app import App
 from conveyor.cli.context import CliState, clip, console, echo_json, pass_state, progress_bar, when
 from conveyor.imports import Imports, ImportSettings, ImportState
-from conveyor.imports.project import default_db_url, start_project_import
-from conveyor.imports.project.worker import build_app
 from conveyor.launcher import Worker
 
 IMPORT_QUEUE = ImportSettings().queue
@@ -35,7 +31,20 @@ def import_group() -> None:
     """Import project exports: run, status, retry-missing."""
 
 
+def _need_sqlalchemy() -> None:
+    """The importer needs the ``imports`` extra; the rest of the CLI does not."""
+    try:
+        import sqlalchemy  # noqa: F401
+    except ImportError:
+        raise click.ClickException(
+            "the project importer needs SQLAlchemy: pip install 'conveyor[imports]'"
+        ) from None
+
+
 def _imports(state: CliState) -> tuple[App, Imports]:
+    _need_sqlalchemy()
+    from conveyor.imports.project.worker import build_app
+
     # The worker this command may run takes import jobs only.
     app = build_app(state.settings(queues=(IMPORT_QUEUE,)))
     return app, Imports.of(app)
@@ -65,6 +74,8 @@ def import_run(
 ) -> None:
     """Validate FILE (a project export .tar.gz) and import it."""
     app, imports = _imports(state)
+    from conveyor.imports.project import default_db_url, start_project_import
+
     try:
         import_id = start_project_import(imports, file, db or default_db_url(), workdir=workdir)
         click.echo(f"import {import_id} started")
@@ -167,6 +178,9 @@ def _public(record: ImportState) -> dict[str, Any]:
     data = dataclasses.asdict(record)
     db = data["options"].get("db")
     if isinstance(db, str):
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
         try:
             data["options"]["db"] = make_url(db).render_as_string(hide_password=True)
         except ArgumentError:
