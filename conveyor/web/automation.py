@@ -57,6 +57,34 @@ _RUN_ID_RE = re.compile(r"^[0-9a-f]{1,64}$")
 _RUN_QUERY = frozenset({"mode"})
 
 
+class EngineRef:
+    """The engine a set of web handlers uses: the one given, or one built on first use (not
+    installed: the dashboard runs no tasks) over the dashboard's app and ``settings``."""
+
+    def __init__(
+        self,
+        automation: Automation | None = None,
+        *,
+        settings: AutomationSettings | None = None,
+        needed_by: str = "automation_extension()",
+    ) -> None:
+        if automation is not None:
+            settings = automation.settings
+        if settings is None:
+            raise ConfigurationError(f"{needed_by} needs an Automation or its settings")
+        self._automation = automation
+        self.settings: AutomationSettings = settings
+        self._lock = threading.Lock()
+
+    def get(self, app: App) -> Automation:
+        with self._lock:
+            if self._automation is None:
+                from conveyor.automation.engine import Automation
+
+                self._automation = Automation(app, self.settings)
+            return self._automation
+
+
 class AutomationHttp:
     """The handlers, bound to one :class:`~conveyor.automation.engine.Automation` (given, or
     built on first use over the dashboard's app and ``settings``)."""
@@ -67,13 +95,8 @@ class AutomationHttp:
         *,
         settings: AutomationSettings | None = None,
     ) -> None:
-        if automation is not None:
-            settings = automation.settings
-        if settings is None:
-            raise ConfigurationError("automation_extension() needs an Automation or its settings")
-        self._automation = automation
-        self.settings = settings
-        self._lock = threading.Lock()
+        self._engine = EngineRef(automation, settings=settings)
+        self.settings = self._engine.settings
 
     @property
     def keyword(self) -> str:
@@ -81,12 +104,7 @@ class AutomationHttp:
 
     def service(self, request: Request) -> Automation:
         """The engine (created once, over the dashboard's app, when none was given)."""
-        with self._lock:
-            if self._automation is None:
-                from conveyor.automation.engine import Automation
-
-                self._automation = Automation(context_of(request).app, self.settings)
-            return self._automation
+        return self._engine.get(context_of(request).app)
 
     def routes(self) -> list[Route]:
         kw = self.keyword

@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -28,8 +27,8 @@ from starlette.requests import Request
 from starlette.routing import Route
 
 from conveyor.automation.settings import AutomationSettings, LeaderElection, Workflow
-from conveyor.errors import ConfigurationError, NotFoundError
-from conveyor.web.automation import SETTINGS_ENV
+from conveyor.errors import NotFoundError
+from conveyor.web.automation import SETTINGS_ENV, EngineRef
 from conveyor.web.context import NavItem, WebContext, WebExtension
 from conveyor.web.pages import page
 
@@ -70,22 +69,12 @@ class WorkflowPages:
         *,
         settings: AutomationSettings | None = None,
     ) -> None:
-        if automation is not None:
-            settings = automation.settings
-        if settings is None:
-            raise ConfigurationError("workflows_extension() needs an Automation or its settings")
-        self._automation = automation
-        self.settings = settings
-        self._lock = threading.Lock()
+        self._engine = EngineRef(automation, settings=settings, needed_by="workflows_extension()")
+        self.settings = self._engine.settings
 
     def service(self, web: WebContext) -> Automation:
         """The engine (created once, not installed, over the dashboard's app)."""
-        with self._lock:
-            if self._automation is None:
-                from conveyor.automation.engine import Automation
-
-                self._automation = Automation(web.app, self.settings)
-            return self._automation
+        return self._engine.get(web.app)
 
     def overview(self, web: WebContext, request: Request) -> tuple[str, dict[str, Any]]:
         automation = self.service(web)
