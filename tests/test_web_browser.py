@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from browser_support import DOCS, chromium_page, require_browser
 from helpers import running_worker, wait_for
 from web_support import TOKEN, served
 
@@ -25,38 +26,13 @@ from conveyor.flags import Flags
 from conveyor.operations import OperationStore
 from conveyor.web import WebSettings, create_app
 
-CHROMIUM = "/usr/bin/chromium"
-if not Path(CHROMIUM).exists():
-    pytest.skip(
-        f"Debian's chromium is not installed at {CHROMIUM} (apt-get install -y chromium)",
-        allow_module_level=True,
-    )
-sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is absent")
-
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
-TIMEOUT_MS = 15_000
+sync_api = require_browser()
 
 
 @pytest.fixture
 def browser_page() -> Iterator[sync_api.Page]:
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1180, "height": 760})
-            page.set_default_timeout(TIMEOUT_MS)
-            yield page
-        finally:
-            browser.close()
+    with chromium_page(sync_api) as page:
+        yield page
 
 
 def until(page: sync_api.Page, check: Callable[[], bool], what: str, timeout: float = 10) -> None:

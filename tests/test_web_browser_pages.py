@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from browser_support import DOCS, chromium_page, require_browser
 from conftest import python_env
 from helpers import running_worker, wait_for
 from import_apps import fixtures
@@ -29,38 +30,13 @@ from conveyor.imports.project import ProjectImporter, start_project_import
 from conveyor.web import WebSettings, create_app
 from conveyor.web.automation import SETTINGS_ENV
 
-CHROMIUM = "/usr/bin/chromium"
-if not Path(CHROMIUM).exists():
-    pytest.skip(
-        f"Debian's chromium is not installed at {CHROMIUM} (apt-get install -y chromium)",
-        allow_module_level=True,
-    )
-sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is absent")
-
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
-TIMEOUT_MS = 15_000
+sync_api = require_browser()
 
 
 @pytest.fixture
 def browser_page() -> Iterator[sync_api.Page]:
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1180, "height": 760})
-            page.set_default_timeout(TIMEOUT_MS)
-            yield page
-        finally:
-            browser.close()
+    with chromium_page(sync_api) as page:
+        yield page
 
 
 @pytest.fixture
