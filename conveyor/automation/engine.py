@@ -243,14 +243,7 @@ class Automation:
         and return its result (throttling does not apply: the caller chose this node)."""
         wf = self.workflow(workflow, source=source)
         variables = _check_vars(request_vars)
-        execute = wf.steps.execute
-        result = run_step(
-            execute.playbook,
-            wf.step_vars("execute", variables),
-            timeout=execute.timeout,
-            base_dir=self.settings.base_dir,
-            grace=self.grace,
-        )
+        result = self._execute(wf, variables)
         task = self._task_result(wf.name, result, variables)
         log.info("%s", task.log)
         return task
@@ -330,14 +323,7 @@ class Automation:
             result = StepResult(False, None, False, 0.0, "", {}, f"unknown workflow {workflow!r}")
             wf = None
         if wf is not None:
-            execute = wf.steps.execute
-            result = run_step(
-                execute.playbook,
-                wf.step_vars("execute", variables),
-                timeout=execute.timeout,
-                base_dir=self.settings.base_dir,
-                grace=self.grace,
-            )
+            result = self._execute(wf, variables)
         task = self._task_result(workflow, result, variables, run_id=run_id, index=index)
         self.monitor.count_task()
         record = task.as_dict()
@@ -377,6 +363,17 @@ class Automation:
             src_size=0,
             dest_size=0,
             result=task.as_dict(),
+        )
+
+    def _execute(self, wf: Workflow, variables: Mapping[str, Any]) -> StepResult:
+        """Run the execute step once on this node (workflow < step < request/task vars)."""
+        execute = wf.steps.execute
+        return run_step(
+            execute.playbook,
+            wf.step_vars("execute", variables),
+            timeout=execute.timeout,
+            base_dir=self.settings.base_dir,
+            grace=self.grace,
         )
 
     def _task_result(
