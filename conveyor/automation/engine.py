@@ -39,7 +39,7 @@ from conveyor.automation.settings import AutomationSettings, LeaderElection, Wor
 from conveyor.automation.throttle import SampleSource
 from conveyor.clock import SYSTEM_CLOCK, Clock
 from conveyor.errors import ConfigurationError, WorkflowForbidden, WorkflowNotFound
-from conveyor.payload import dumps
+from conveyor.payload import Payload, dumps
 from conveyor.redis.automation import AutomationStore
 
 if TYPE_CHECKING:
@@ -127,6 +127,7 @@ class Automation:
             jobs.bind(self), name=jobs.TASK, retry=jobs.TASK_RETRIES, queue=QUEUE_PREFIX + "any"
         )
         self.app.extensions["automation"] = self
+        self.app.interrupted_handlers.append(self._on_interrupted)
         self.installed = True
         if not self.settings.meta.enable:
             log.warning("automation is disabled (meta.enable is false); this node runs nothing")
@@ -363,6 +364,24 @@ class Automation:
             src_size=0,
             dest_size=0,
             result=task.as_dict(),
+        )
+
+    def _on_interrupted(self, job: Payload) -> None:
+        """A task job parked in the interrupted set (its workers died too often while running
+        it): record the task as failed, so the run still reaches its complete step. The job
+        stays parked for an operator; re-running it cannot count the task twice."""
+        args = job.get("args")
+        if job.get("class") != jobs.TASK or not isinstance(args, list) or len(args) != 5:
+            return
+        workflow, run_id, index, fence, variables = args
+        times = job.get("interrupted_count")
+        self.give_up_task(
+            workflow,
+            run_id,
+            index,
+            fence,
+            variables if isinstance(variables, dict) else {},
+            exc=RuntimeError(f"interrupted {times} times, parked in the interrupted set"),
         )
 
     def _execute(self, wf: Workflow, variables: Mapping[str, Any]) -> StepResult:

@@ -171,3 +171,29 @@ def test_prepare_schedule_makes_one_run_per_cron_tick_across_nodes(
     assert {run.source for run in runs} == {"schedule"}
     assert {run.master for run in runs} <= {"a", "b"}
     app.close()
+
+
+def test_a_task_parked_as_interrupted_counts_as_failed_and_the_run_completes(
+    node: Automation, r: redis.Redis
+) -> None:
+    app = node.app
+    queue = node.queue("batch")
+    app.gate_queue(queue, lambda: False)  # hold the tasks in Redis for now
+    with running_worker(app):
+        run = node.start_run("batch", request_vars={"count": "2"}, source="cli")
+        wait_for(lambda: r.llen(f"queue:{queue}") == 2, timeout=30)
+        # One task's workers died holding it, again and again: the sweep parks it.
+        task = json.loads(r.rpop(f"queue:{queue}") or "")
+        task["interrupted_count"] = app.settings.max_retries_after_interruption
+        keys = app.store.keys
+        r.sadd(keys.working_registry, "host:9:dead")
+        r.lpush(keys.working("host:9:dead"), json.dumps(task))
+        wait_for(lambda: r.zcard(keys.interrupted) == 1, timeout=30)
+        app.gate_queue(queue, lambda: True)
+        wait_for(lambda: (s := node.run_status(run.id)) is not None and s.finished, timeout=30)
+    done = node.run_status(run.id)
+    assert done is not None
+    assert (done.state, done.succeeded, done.failed) == ("done", 1, 1)
+    parked = node.task_results(run.id)[task["args"][2]]
+    assert not parked["ok"] and "interrupted" in parked["error"]
+    assert len(r.lrange("side:completes", 0, -1)) == 1
