@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from conveyor.automation import AutomationSettings, load_automation_settings
+from conveyor.automation.lease import Lease, Term
 
 STEPS = "python:automation_apps.steps"
 
@@ -79,3 +82,21 @@ NODE_ENV = {
     "CONVEYOR_POLL_INTERVAL_AVERAGE": "0.5",
     "CONVEYOR_SHUTDOWN_TIMEOUT": "3",
 }
+
+
+def race_acquire(handles: Sequence[Lease], ttl: float) -> list[Term | None]:
+    """Every handle tries ``acquire`` at the same moment (one thread each, behind a barrier);
+    what each one got, in handle order."""
+    results: list[Term | None] = [None] * len(handles)
+    start = threading.Barrier(len(handles))
+
+    def run(i: int) -> None:
+        start.wait()
+        results[i] = handles[i].acquire(f"node-{i}", ttl)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(handles))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return results

@@ -12,7 +12,6 @@ import re
 import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -27,6 +26,7 @@ from botocore.config import Config
 from helpers import wait_for
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from support import race_acquire
 
 from conveyor.automation.lease import (
     FileLease,
@@ -280,18 +280,7 @@ def test_fences_strictly_increase_over_many_terms(backend: Backend) -> None:
 
 def test_concurrent_acquires_have_exactly_one_winner(backend: Backend) -> None:
     handles = [backend.open() for _ in range(6)]
-    results: list[Term | None] = [None] * len(handles)
-    start = threading.Barrier(len(handles))
-
-    def run(i: int) -> None:
-        start.wait()
-        results[i] = handles[i].acquire(f"node-{i}", LONG)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(handles))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
+    results = race_acquire(handles, LONG)
     winners = [t for t in results if t is not None]
     assert len(winners) == 1, results
     assert winners[0].fence == 1 and handles[0].peek() == winners[0]

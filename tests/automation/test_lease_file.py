@@ -9,13 +9,13 @@ import json
 import os
 import signal
 import subprocess
-import threading
 import time
 from pathlib import Path
 
 import pytest
 from conftest import StartProcess
 from helpers import wait_for
+from support import race_acquire
 
 from conveyor.automation.lease import FileLease, Leadership, Term, default_lease_path, open_lease
 from conveyor.automation.settings import LeaderElection
@@ -86,28 +86,12 @@ def test_open_lease_paths(tmp_path: Path) -> None:
         open_lease(LeaderElection(), "../x", state_dir=str(tmp_path))
 
 
-def _race(handles: list[FileLease]) -> list[Term | None]:
-    results: list[Term | None] = [None] * len(handles)
-    start = threading.Barrier(len(handles))
-
-    def run(i: int) -> None:
-        start.wait()
-        results[i] = handles[i].acquire(f"node-{i}", LONG)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(handles))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    return results
-
-
 def test_threads_of_one_process_exclude_each_other(tmp_path: Path) -> None:
     """POSIX locks do not exclude threads of one process; the per-path thread lock does."""
     path = tmp_path / "wf.txt"
     for round_ in range(8):  # the first round creates the file, the others take it over
         handles = [FileLease(path) for _ in range(8)]
-        results = _race(handles)
+        results = race_acquire(handles, LONG)
         winners = [t for t in results if t is not None]
         assert len(winners) == 1 and winners[0].fence == round_ + 1, results
         handles[0].release(winners[0])
