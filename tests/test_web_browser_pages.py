@@ -16,19 +16,15 @@ from pathlib import Path
 import pytest
 import redis
 from browser_support import DOCS, chromium_page, require_browser
-from conftest import python_env
 from helpers import running_worker, wait_for
 from import_apps import fixtures
-from test_web_workflows import write_settings
+from test_web_workflows import running_node
 from web_support import TOKEN, served
 
-from conveyor import App, Settings
-from conveyor.automation import load_automation_settings
 from conveyor.automation.engine import Automation
 from conveyor.imports import Imports
 from conveyor.imports.project import ProjectImporter, start_project_import
 from conveyor.web import WebSettings, create_app
-from conveyor.web.automation import SETTINGS_ENV
 
 sync_api = require_browser()
 
@@ -44,25 +40,9 @@ def node(
     tmp_path: Path, redis_url: str, r: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Automation]:
     """An automation node whose app also runs imports (queues of both)."""
-    monkeypatch.setenv("PYTHONPATH", python_env()["PYTHONPATH"])
-    monkeypatch.delenv(SETTINGS_ENV, raising=False)
-    app = App(
-        Settings(
-            redis_url=redis_url,
-            concurrency=3,
-            heartbeat_interval=0.5,
-            liveness_ttl=2.0,
-            recovery_interval=0.5,
-            queues=(("automation.batch", 1), ("imports", 1)),
-        )
-    )
-    automation = Automation(
-        app, load_automation_settings(write_settings(tmp_path, redis_url)), node="node-a", term=5.0
-    )
-    automation.install()
-    yield automation
-    automation.close()
-    app.close()
+    queues = (("automation.batch", 1), ("imports", 1))
+    with running_node(tmp_path, redis_url, monkeypatch, node="node-a", queues=queues) as node:
+        yield node
 
 
 def test_workflows_and_imports_pages_in_chromium(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -53,10 +54,16 @@ def write_settings(tmp_path: Path, redis_url: str) -> Path:
     return path
 
 
-@pytest.fixture
-def node(
-    tmp_path: Path, redis_url: str, r: redis.Redis, monkeypatch: pytest.MonkeyPatch
+@contextmanager
+def running_node(
+    tmp_path: Path,
+    redis_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    node: str,
+    queues: tuple[tuple[str, int], ...] = (("automation.batch", 1),),
 ) -> Iterator[Automation]:
+    """An installed automation node over the ``batch`` workflow of :func:`write_settings`."""
     monkeypatch.setenv("PYTHONPATH", python_env()["PYTHONPATH"])
     monkeypatch.delenv(SETTINGS_ENV, raising=False)
     app = App(
@@ -66,16 +73,26 @@ def node(
             heartbeat_interval=0.5,
             liveness_ttl=2.0,
             recovery_interval=0.5,
-            queues=(("automation.batch", 1),),
+            queues=queues,
         )
     )
     automation = Automation(
-        app, load_automation_settings(write_settings(tmp_path, redis_url)), node="solo", term=5.0
+        app, load_automation_settings(write_settings(tmp_path, redis_url)), node=node, term=5.0
     )
     automation.install()
-    yield automation
-    automation.close()
-    app.close()
+    try:
+        yield automation
+    finally:
+        automation.close()
+        app.close()
+
+
+@pytest.fixture
+def node(
+    tmp_path: Path, redis_url: str, r: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Automation]:
+    with running_node(tmp_path, redis_url, monkeypatch, node="solo") as automation:
+        yield automation
 
 
 def cell(body: str, field: str) -> str:
