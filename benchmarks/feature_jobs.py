@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from conveyor import App, Job, Settings, Worker
-from conveyor.dedup import deduplicate
+from conveyor.features.dedup import deduplicate
 
 VARIANTS = {
     "plain": {},

@@ -20,7 +20,7 @@ from typing import Any
 import redis.connection
 
 from conveyor import App, Settings, Worker
-from conveyor.operations import (
+from conveyor.features.operations import (
     BulkOperation,
     BulkOperations,
     Entity,

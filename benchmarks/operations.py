@@ -39,7 +39,7 @@ from benchmarks.harness import (
 )
 from benchmarks.operation_jobs import OPERATION, create_app
 from conveyor import Settings
-from conveyor.flags import Flags
+from conveyor.features.flags import Flags
 
 HERE = Path(__file__).resolve().parent
 VARIANTS = ("untracked", "tracked")

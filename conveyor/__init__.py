@@ -7,8 +7,18 @@
 ...     return a + b
 """
 
-from conveyor.app import FunctionJob
+from conveyor import _moved
 from conveyor.clock import Clock, FakeClock, SystemClock
+from conveyor.core.app import FunctionJob
+from conveyor.core.job import EnqueueResult, Job
+from conveyor.core.middleware import (
+    ClientMiddleware,
+    EnqueueContext,
+    JobContext,
+    Middleware,
+    ServerMiddleware,
+)
+from conveyor.core.worker import Worker
 from conveyor.errors import (
     ConfigurationError,
     ConveyorError,
@@ -22,18 +32,11 @@ from conveyor.errors import (
     UnknownOptionError,
 )
 from conveyor.features import App
-from conveyor.job import EnqueueResult, Job
-from conveyor.launcher import Worker
-from conveyor.middleware import (
-    ClientMiddleware,
-    EnqueueContext,
-    JobContext,
-    Middleware,
-    ServerMiddleware,
-)
 from conveyor.settings import Settings
 
 __version__ = "0.1.0"
+
+_moved.install()
 
 __all__ = [
     "App",

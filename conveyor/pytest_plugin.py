@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from conveyor.dedup import perform_twice
-from conveyor.job import Job
+from conveyor.core.job import Job
+from conveyor.features.dedup import perform_twice
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -5,27 +5,18 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
+from support import PYTHON, StartProcess, free_port, python_env
 
 from conveyor import App, Settings
 from conveyor.redis.embedded import find_server_binary
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
@@ -35,7 +26,7 @@ def redis_url() -> Iterator[str]:
         yield url
         return
     binary = shutil.which("redis-server") or find_server_binary()
-    port = _free_port()
+    port = free_port()
     workdir = tempfile.mkdtemp(prefix="conveyor-test-redis-")
     proc = subprocess.Popen(
         [
@@ -101,20 +92,6 @@ def app(settings: Settings) -> Iterator[App]:
     application.close()
 
 
-def python_env(**extra: str) -> dict[str, str]:
-    """Environment for child Python processes that must import conveyor and the test apps."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "tests"), env.get("PYTHONPATH", "")])
-    env.update(extra)
-    return env
-
-
-PYTHON = sys.executable
-
-#: Starts ``python <args...>`` with the test PYTHONPATH and extra environment variables.
-StartProcess = Callable[..., "subprocess.Popen[bytes]"]
-
-
 @pytest.fixture
 def processes(tmp_path: Path) -> Iterator[StartProcess]:
     """Start real child processes; any still running when the test ends is killed. Their
@@ -139,5 +116,6 @@ def processes(tmp_path: Path) -> Iterator[StartProcess]:
 
 # -- log scan (SPEC IMP-2) ------------------------------------------------------------------------
 # Every log line of the run (this process and child *.log files) is scanned at the end for the
-# fixture personal data of tests/import_apps/fixtures.py; a hit fails the run (tests/log_scan.py).
-pytest_plugins = ["log_scan"]
+# fixture personal data of tests/apps/imports/fixtures.py; a hit fails the run
+# (tests/support/log_scan.py).
+pytest_plugins = ["support.log_scan"]

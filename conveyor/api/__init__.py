@@ -36,15 +36,15 @@ from conveyor.api._sets import (
     RetrySet,
     ScheduledSet,
 )
+from conveyor.core.job import EnqueueResult
+from conveyor.core.payload import Payload
 from conveyor.errors import ConfigurationError
-from conveyor.job import EnqueueResult
-from conveyor.payload import Payload
 from conveyor.redis.admin import Admin, RedisError, stop_embedded_server
 from conveyor.redis.connection import resolve_url
 from conveyor.settings import Settings
 
 if TYPE_CHECKING:
-    from conveyor.app import App
+    from conveyor.core.app import App
 
 log = logging.getLogger("conveyor.api")
 
@@ -106,7 +106,7 @@ class Api:
 
         Example: ``with Api.from_settings(Settings.load()) as api: print(api.stats())``.
         """
-        from conveyor.app import App  # the app module imports the engine; keep import cheap
+        from conveyor.core.app import App  # the app module imports the engine; keep import cheap
 
         return cls(App(settings), owns_app=True)
 

@@ -8,8 +8,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from conveyor.payload import Payload
-from conveyor.retry import decompress_backtrace
+from conveyor.core.payload import Payload
+from conveyor.core.retry import decompress_backtrace
 
 #: Epoch values above this are milliseconds (Sidekiq 7 writes integer milliseconds).
 _MS_THRESHOLD = 100_000_000_000

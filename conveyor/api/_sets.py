@@ -6,8 +6,8 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, ClassVar
 
 from conveyor.api._records import JobRecord
+from conveyor.core.payload import Payload, dumps
 from conveyor.errors import NotFoundError, PayloadError
-from conveyor.payload import Payload, dumps
 from conveyor.redis.admin import ZSetName
 
 if TYPE_CHECKING:

@@ -38,13 +38,13 @@ from conveyor.automation.runs import NodeInfo, RunInfo, TaskResult
 from conveyor.automation.settings import AutomationSettings, LeaderElection, Workflow
 from conveyor.automation.throttle import SampleSource
 from conveyor.clock import SYSTEM_CLOCK, Clock
+from conveyor.core.payload import Payload, dumps
 from conveyor.errors import ConfigurationError, WorkflowForbidden, WorkflowNotFound
-from conveyor.payload import Payload, dumps
 from conveyor.redis.automation import AutomationStore
 
 if TYPE_CHECKING:
-    from conveyor.app import App
     from conveyor.automation.master import LeadershipLike
+    from conveyor.core.app import App
 
 log = logging.getLogger("conveyor.automation")
 

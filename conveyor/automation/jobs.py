@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from conveyor.job import Job
-from conveyor.payload import Payload
+from conveyor.core.job import Job
+from conveyor.core.payload import Payload
 
 if TYPE_CHECKING:
     from conveyor.automation.engine import Automation

@@ -140,8 +140,8 @@ def serve(
     tasks run at once."""
     from conveyor import logs
     from conveyor.automation.engine import DEFAULT_TERM, Automation
+    from conveyor.core.worker import Worker
     from conveyor.features import App
-    from conveyor.launcher import Worker
     from conveyor.settings import Settings
 
     auto_settings = load_automation_settings(settings_file)

@@ -107,8 +107,8 @@ def parse_vars(pairs: tuple[str, ...]) -> dict[str, str]:
 @contextmanager
 def _engine(state: CliState, settings_file: str | None, *, required: bool) -> Iterator[Automation]:
     """An engine over the CLI's Redis (not a node: it starts and reads runs only)."""
-    from conveyor.app import App
     from conveyor.automation.engine import Automation
+    from conveyor.core.app import App
 
     if settings_file:
         try:

@@ -12,19 +12,19 @@ from pathlib import Path
 import click
 
 from conveyor.api import RedisError
-from conveyor.app import App
 from conveyor.cli.context import CliState, echo_json, pass_state, progress_bar
 from conveyor.cli.worker import load_app
-from conveyor.compat import DEFAULT_LOCK, LiveProbe, check, declarations, write_lock
-from conveyor.compat_rules import Probe
+from conveyor.core.app import App
 from conveyor.errors import ConfigurationError
-from conveyor.maintenance import (
+from conveyor.features.compat.lock import DEFAULT_LOCK, LiveProbe, check, declarations, write_lock
+from conveyor.features.compat.maintenance import (
     MigrationReport,
     Progress,
     RemovalReport,
     migrate_queue,
     remove_jobs,
 )
+from conveyor.features.compat.rules import Probe
 
 lock_option = click.option(
     "--lock",
@@ -132,7 +132,8 @@ def remove_jobs_command(
         if not names:
             raise click.UsageError(
                 "name the job classes (e.g. conveyor compat remove-jobs MyDeprecatedWorker), "
-                "or give -r APP whose code calls conveyor.compat.declare_removed(app, ...)"
+                "or give -r APP whose code calls "
+                "conveyor.features.compat.lock.declare_removed(app, ...)"
             )
         with _progress(as_json) as progress:
             report = remove_jobs(
@@ -185,7 +186,7 @@ def migrate_queue_command(
         if not pairs:
             raise click.UsageError(
                 "name the queues (conveyor compat migrate-queue OLD NEW), or give -r APP whose "
-                "code calls conveyor.compat.declare_queue_renamed(app, OLD, NEW)"
+                "code calls conveyor.features.compat.lock.declare_queue_renamed(app, OLD, NEW)"
             )
         reports: list[MigrationReport] = []
         with _progress(as_json) as progress:

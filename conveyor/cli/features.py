@@ -8,11 +8,11 @@ import time
 import click
 from rich.table import Table
 
-from conveyor.check import check_app
 from conveyor.cli.context import CliState, console, echo_json, pass_state, short, when
 from conveyor.cli.worker import load_app
-from conveyor.cron import Cron
-from conveyor.flags import Flags
+from conveyor.features.check import check_app
+from conveyor.features.cron import Cron
+from conveyor.features.flags import Flags
 
 
 @click.group()

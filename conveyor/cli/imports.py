@@ -3,7 +3,7 @@
 ``run`` validates the archive (nothing is written when it is refused), starts the import and,
 unless ``--no-work``, runs a worker in this process until the import ends, drawing a progress
 bar with ``--watch``. With ``--no-work`` the jobs wait for workers started with
-``conveyor worker -r conveyor.imports.project.worker:app``.
+``conveyor worker -r conveyor.features.imports.project.worker:app``.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from typing import Any
 import click
 from rich.table import Table
 
-from conveyor.app import App
 from conveyor.cli.context import CliState, clip, console, echo_json, pass_state, progress_bar, when
-from conveyor.imports import Imports, ImportSettings, ImportState
-from conveyor.launcher import Worker
+from conveyor.core.app import App
+from conveyor.core.worker import Worker
+from conveyor.features.imports import Imports, ImportSettings, ImportState
 
 IMPORT_QUEUE = ImportSettings().queue
 #: Seconds between polls of an import's state while waiting for it.
@@ -43,7 +43,7 @@ def _need_sqlalchemy() -> None:
 
 def _imports(state: CliState) -> tuple[App, Imports]:
     _need_sqlalchemy()
-    from conveyor.imports.project.worker import build_app
+    from conveyor.features.imports.project.worker import build_app
 
     # The worker this command may run takes import jobs only.
     app = build_app(state.settings(queues=(IMPORT_QUEUE,)))
@@ -74,7 +74,7 @@ def import_run(
 ) -> None:
     """Validate FILE (a project export .tar.gz) and import it."""
     app, imports = _imports(state)
-    from conveyor.imports.project import default_db_url, start_project_import
+    from conveyor.features.imports.project import default_db_url, start_project_import
 
     try:
         import_id = start_project_import(imports, file, db or default_db_url(), workdir=workdir)

@@ -253,7 +253,7 @@ def demo(state: CliState, /, timeout: float) -> None:
     Needs no Redis set up: without --redis-url it uses the embedded server. Keys live under a
     private prefix and are deleted at the end.
     """
-    from conveyor.demo import run_demo  # imports the worker machinery only when asked
+    from conveyor.cli.demo import run_demo  # imports the worker machinery only when asked
 
     settings = state.settings()
     if not run_demo(settings.redis_url, settings.state_dir, console(), timeout=timeout):

@@ -12,13 +12,14 @@ from typing import Any
 
 import click
 
-from conveyor import logs, metrics
-from conveyor.app import App
+from conveyor import logs
 from conveyor.cli.context import CliState, pass_state
+from conveyor.core.app import App
+from conveyor.core.supervisor import Supervisor
+from conveyor.core.worker import Worker
 from conveyor.errors import ConfigurationError
-from conveyor.launcher import Worker
+from conveyor.features import metrics
 from conveyor.settings import parse_queues
-from conveyor.supervisor import Supervisor
 
 log = logging.getLogger("conveyor.cli")
 
@@ -31,7 +32,7 @@ def load_app(spec: str) -> App:
     defined in the module).
 
     >>> load_app("myproject.jobs:app")                 # doctest: +SKIP
-    <conveyor.app.App object at ...>
+    <conveyor.core.app.App object at ...>
     """
     module_name, _, attr = spec.partition(":")
     if not module_name:
@@ -131,7 +132,7 @@ def watch_parent(worker: Worker, parent_pid: int) -> None:
 @click.option(
     "--metrics",
     is_flag=True,
-    help="Count job metrics and publish them for /metrics (conveyor.metrics.install).",
+    help="Count job metrics and publish them for /metrics (conveyor.features.metrics.install).",
 )
 @click.option("--redis-url", help="Redis URL (overrides the global option).")
 @click.option("--prefix", help="Key prefix (overrides the global option).")

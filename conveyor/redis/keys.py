@@ -146,7 +146,7 @@ class Keys:
     @property
     def metrics(self) -> str:
         """Hash: JSON ``[series, label values...]`` -> cluster-wide cumulative count or sum,
-        written in batches by :mod:`conveyor.metrics` (lua/metrics_add.lua)."""
+        written in batches by :mod:`conveyor.features.metrics` (lua/metrics_add.lua)."""
         return self._k("conveyor:metrics")
 
     # -- bulk operations (SPEC OPS-1) -----------------------------------------------------------

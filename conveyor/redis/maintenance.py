@@ -1,5 +1,5 @@
-"""Redis side of the deploy-maintenance tools (:mod:`conveyor.maintenance`): reading queues and
-sets in chunks, and the scripts that remove or move one exact entry at a time
+"""Redis side of the deploy-maintenance tools (:mod:`conveyor.features.compat.maintenance`):
+reading queues and sets in chunks, and the scripts that remove or move one exact entry at a time
 (``remove_entries``, ``migrate_list``, ``migrate_zset``, ``forget_queue``, ``cron_retire``).
 
 These are admin paths: they may SCAN (``SSCAN``/``ZSCAN``), never ``KEYS``.

@@ -1,5 +1,5 @@
 """Cluster-wide job metrics in one Redis hash (``conveyor:metrics``), written in batches by
-:mod:`conveyor.metrics` through ``lua/metrics_add.lua`` and read whole at scrape time."""
+:mod:`conveyor.features.metrics` through ``lua/metrics_add.lua`` and read whole at scrape time."""
 
 from __future__ import annotations
 

@@ -17,9 +17,9 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from conveyor.api import KillableSet
-from conveyor.cron import Cron
 from conveyor.errors import ConveyorError, NotFoundError
-from conveyor.flags import Flags
+from conveyor.features.cron import Cron
+from conveyor.features.flags import Flags
 from conveyor.web.auth import safe_next
 from conveyor.web.context import WebContext, context_of
 from conveyor.web.data import SETS, job_set

@@ -14,7 +14,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from conveyor.api import Api
-from conveyor.app import App
+from conveyor.core.app import App
 from conveyor.settings import Settings
 from conveyor.web import api as api_routes
 from conveyor.web import auth, metrics, pages
@@ -69,7 +69,7 @@ def create_app(
 ) -> Starlette:
     """The dashboard, JSON API and ``/metrics`` as one ASGI app.
 
-    ``target`` is what to show: an :class:`~conveyor.app.App` (its Redis, key prefix and
+    ``target`` is what to show: an :class:`~conveyor.core.app.App` (its Redis, key prefix and
     declared jobs), :class:`~conveyor.settings.Settings` (a fresh app over them, closed at
     shutdown) or a data API. ``web_settings`` defaults to :meth:`WebSettings.load` (the
     settings' ``extra["web"]`` and ``CONVEYOR_WEB_*``).

@@ -47,8 +47,8 @@ from conveyor.errors import (
 from conveyor.web.context import WebExtension, context_of
 
 if TYPE_CHECKING:
-    from conveyor.app import App
     from conveyor.automation.engine import Automation
+    from conveyor.core.app import App
 
 #: Names the automation settings file for processes that do not install an engine (the web app).
 SETTINGS_ENV = "CONVEYOR_AUTOMATION_SETTINGS"

@@ -35,16 +35,16 @@ from starlette.routing import BaseRoute
 from starlette.templating import Jinja2Templates
 
 from conveyor.api import Api
-from conveyor.cron import Cron
 from conveyor.errors import ConfigurationError
-from conveyor.flags import Flags
+from conveyor.features.cron import Cron
+from conveyor.features.flags import Flags
 from conveyor.web import csrf
 from conveyor.web.config import WebSettings, redact_url
 
 if TYPE_CHECKING:
     from prometheus_client.registry import Collector
 
-    from conveyor.app import App
+    from conveyor.core.app import App
 
 ENTRY_POINT_GROUP = "conveyor.web"
 

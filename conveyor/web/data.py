@@ -17,10 +17,10 @@ from conveyor.api import (
     KillableSet,
     OperationRecord,
 )
-from conveyor.cron import Cron
 from conveyor.errors import ConfigurationError, NotFoundError, OperationError
-from conveyor.flags import Flags
-from conveyor.operations import BulkOperations, OperationsSettings, entity_link
+from conveyor.features.cron import Cron
+from conveyor.features.flags import Flags
+from conveyor.features.operations import BulkOperations, OperationsSettings, entity_link
 
 #: URL name -> (data API attribute, title, whether entries can be killed).
 SETS: dict[str, tuple[str, str]] = {

@@ -6,9 +6,9 @@ Read-only.
 - ``/imports/{id}``: one import with each stage's progress and the per-record failure list
   (record id, stage, error class, message, retryable).
 
-Read through the :class:`~conveyor.imports.Imports` service. Record contents and the import's
-options (source paths, database URLs) are never shown; failure messages are shown escaped (the
-toolkit keeps SQL parameters out of them).
+Read through the :class:`~conveyor.features.imports.Imports` service. Record contents and the
+import's options (source paths, database URLs) are never shown; failure messages are shown
+escaped (the toolkit keeps SQL parameters out of them).
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ from starlette.requests import Request
 from starlette.routing import Route
 
 from conveyor.errors import NotFoundError
-from conveyor.imports import Failure, Imports, ImportState
+from conveyor.features.imports import Failure, Imports, ImportState
 from conveyor.web.context import NavItem, WebContext, WebExtension
 from conveyor.web.pages import page
 
 if TYPE_CHECKING:
-    from conveyor.app import App
+    from conveyor.core.app import App
 
 #: Imports listed on /imports.
 RECENT = 50

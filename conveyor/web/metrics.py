@@ -3,7 +3,8 @@
 Two sources, one scrape: gauges and totals Redis already holds (queue sizes and latency, set
 sizes, processes, ``stat:*``), read through the data API; and what workers counted themselves
 (jobs by class and queue, durations, retry attempts, dedup drops, concurrency deferrals),
-published to Redis by :mod:`conveyor.metrics` and read with :func:`conveyor.metrics.read`.
+published to Redis by :mod:`conveyor.features.metrics` and read with
+:func:`conveyor.features.metrics.read`.
 Extensions add their own collectors. Each dashboard has its own registry (no globals).
 """
 
@@ -22,8 +23,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from conveyor import metrics
-from conveyor.cron import Cron
+from conveyor.features import metrics
+from conveyor.features.cron import Cron
 from conveyor.web.context import WebContext, context_of
 
 #: Worker-side counter series -> (metric name, help).

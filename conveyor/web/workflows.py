@@ -33,9 +33,9 @@ from conveyor.web.context import NavItem, WebContext, WebExtension
 from conveyor.web.pages import page
 
 if TYPE_CHECKING:
-    from conveyor.app import App
     from conveyor.automation.engine import Automation
     from conveyor.automation.runs import NodeInfo, RunInfo
+    from conveyor.core.app import App
 
 log = logging.getLogger("conveyor.web")
 

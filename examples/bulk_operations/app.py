@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from conveyor import App
-from conveyor.operations import BulkOperation, BulkOperations, Entity, ServiceResult
+from conveyor.features.operations import BulkOperation, BulkOperations, Entity, ServiceResult
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (

@@ -173,7 +173,7 @@ def environment(db: Path, smtp_host: str, smtp_port: int) -> dict[str, str]:
 
 
 def set_flag(example: Any, on: bool) -> None:
-    from conveyor.flags import Flags
+    from conveyor.features.flags import Flags
 
     flags = Flags.of(example.app)
     flag = example.operations.settings.flag

@@ -14,7 +14,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from conveyor.imports.project import write_export
+from conveyor.features.imports.project import write_export
 
 PEOPLE = [
     {"username": "sample.ana", "email": "ana@example.com"},

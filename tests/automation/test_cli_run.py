@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import redis
 from click.testing import CliRunner
-from conftest import PYTHON, python_env
-from test_http_api import write_settings
+from support import PYTHON, python_env
+from support.automation import write_http_settings
 
 from conveyor.cli import main
 
@@ -23,7 +23,7 @@ def _cli(redis_url: str, *args: str) -> Any:
 
 @pytest.fixture
 def settings_file(tmp_path: Path, r: redis.Redis) -> Path:
-    return write_settings(tmp_path)
+    return write_http_settings(tmp_path)
 
 
 def test_run_needs_settings_and_well_formed_vars(redis_url: str, settings_file: Path) -> None:

@@ -3,7 +3,7 @@ batch runs with ``python:`` steps and with the real ``ansible-playbook``, a SIGK
 a SIGSTOPped master, and CPU throttling against a real busy loop.
 
 Terms are 2 s here (5 minutes in production). Every effect a step has is recorded by the step
-itself (tests/automation_apps/steps.py, ``side:*`` keys), so the tests count what really ran.
+itself (tests/apps/automation/steps.py, ``side:*`` keys), so the tests count what really ran.
 """
 
 from __future__ import annotations
@@ -17,9 +17,8 @@ from typing import Any
 
 import pytest
 import redis
-from conftest import ROOT, StartProcess
-from helpers import wait_for
-from support import NODE_ENV, load, write_settings
+from support import ROOT, StartProcess, wait_for
+from support.automation import NODE_ENV, load, write_settings
 
 from conveyor import App, Settings
 from conveyor.automation.engine import Automation
@@ -56,9 +55,9 @@ def cli_node(processes: StartProcess, redis_url: str, settings: Path, name: str)
 
 
 def app_node(processes: StartProcess, redis_url: str, settings: Path, name: str, **env: str) -> Any:
-    """A node with test-only injections (tests/automation_apps/node_app.py)."""
+    """A node with test-only injections (tests/apps/automation/node_app.py)."""
     return processes(
-        "-m", "automation_apps.node_app", str(settings), name, TERM,
+        "-m", "apps.automation.node_app", str(settings), name, TERM,
         CONVEYOR_REDIS_URL=redis_url, **NODE_ENV, **env,
     )  # fmt: skip
 

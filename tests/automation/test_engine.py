@@ -1,5 +1,5 @@
 """The workflow engine in one process: a real Redis, a real file lease, a real worker running
-the task jobs, real ``python:`` steps in child processes (tests/automation_apps/steps.py)."""
+the task jobs, real ``python:`` steps in child processes (tests/apps/automation/steps.py)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 import redis
-from conftest import python_env
-from helpers import running_worker, wait_for
-from support import load, write_settings
+from support import python_env, running_worker, wait_for
+from support.automation import load, write_settings
 
 from conveyor import App, Settings
 from conveyor.automation.engine import Automation
@@ -26,7 +25,7 @@ from conveyor.errors import WorkflowForbidden, WorkflowNotFound
 def node(
     tmp_path: Path, redis_url: str, r: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Automation]:
-    # The python: steps run in child processes that import tests/automation_apps.
+    # The python: steps run in child processes that import tests/apps/automation.
     monkeypatch.setenv("PYTHONPATH", python_env()["PYTHONPATH"])
     settings_file = write_settings(tmp_path, redis_url)
     app = App(

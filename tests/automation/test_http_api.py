@@ -4,17 +4,17 @@ Redis; real-time tasks run real ``python:`` steps, batch runs a real node proces
 from __future__ import annotations
 
 import json
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
 import pytest
-from helpers import wait_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from web_support import BEARER, TOKEN, served
+from support import ROOT, wait_for
+from support.automation import write_http_settings
+from support.web import BEARER, TOKEN, served
 
 from conveyor import App
 from conveyor.automation import format_workflow_path, load_automation_settings
@@ -22,87 +22,10 @@ from conveyor.automation.engine import Automation
 from conveyor.web import WebSettings, create_app
 from conveyor.web.automation import automation_extension
 
-STEPS = textwrap.dedent(
-    """\
-    import json, time
-
-    def echo(variables):
-        return {"vars": variables}
-
-    def sized(variables):
-        n = len(variables.get("file", ""))
-        return {"src_size": n, "dest_size": n}
-
-    def slow(variables):
-        time.sleep(30)
-
-    def boom(variables):
-        raise RuntimeError("boom " + variables.get("x", ""))
-
-    def plan(variables):
-        with open(variables["prepare_path"], "w") as f:
-            for name in ("a/b=c", "d;e", "ü"):
-                from urllib.parse import quote
-                f.write("/automation/workflows/batch/vars/file=" + quote(name, safe="") + "\\n")
-
-    def report(variables):
-        summary = {k: v for k, v in variables.items() if k.startswith("_")}
-        with open(variables["report_path"], "w") as f:
-            json.dump(summary, f)
-    """
-)
-
-
-def _workflow(name: str, execute: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "name": name,
-        "allowApiExecution": True,
-        "vars": {"wf": "w", "layer": "workflow"},
-        "steps": {
-            "execute": {"playbook": f"python:http_steps:{execute}", "vars": {"layer": "step"}}
-        },
-        "throttling": {"enable": False},
-        **extra,
-    }
-
-
-def write_settings(tmp_path: Path, *, enable: bool = True) -> Path:
-    (tmp_path / "http_steps.py").write_text(STEPS)
-    (tmp_path / "leases").mkdir(exist_ok=True)
-    slow = _workflow("slowpoke", "slow")
-    slow["steps"]["execute"]["timeout"] = 1.5
-    batch = _workflow("batch", "sized")
-    batch["vars"] = {"report_path": str(tmp_path / "report.json")}
-    batch["steps"]["prepare"] = {
-        "playbook": "python:http_steps:plan",
-        "leaderElection": {"type": "file", "path": f"{tmp_path}/leases/"},
-    }
-    batch["steps"]["complete"] = {"playbook": "python:http_steps:report", "timeout": 30}
-    document = {
-        "functions": {
-            "backend": {
-                "automation": {
-                    "meta": {"enable": enable},
-                    "workflows": [
-                        _workflow("open", "echo"),
-                        slow,
-                        _workflow("broken", "boom"),
-                        {**_workflow("closed", "echo"), "allowApiExecution": False},
-                        {**_workflow("off", "echo"), "enable": False},
-                        batch,
-                    ],
-                }
-            }
-        }
-    }
-    path = tmp_path / "settings.json"
-    path.write_text(json.dumps(document))
-    return path
-
 
 @pytest.fixture
 def automation(tmp_path: Path, app: App) -> Automation:
-    return Automation(app, load_automation_settings(write_settings(tmp_path)), grace=1)
+    return Automation(app, load_automation_settings(write_http_settings(tmp_path)), grace=1)
 
 
 @pytest.fixture
@@ -169,7 +92,7 @@ def test_forbidden_unknown_and_disabled(client: httpx.Client) -> None:
 
 
 def test_automation_switched_off_is_404(tmp_path: Path, app: App) -> None:
-    off = Automation(app, load_automation_settings(write_settings(tmp_path, enable=False)))
+    off = Automation(app, load_automation_settings(write_http_settings(tmp_path, enable=False)))
     web = create_app(app, WebSettings(token=TOKEN), extensions=[automation_extension(off)])
     with served(web) as base, httpx.Client(base_url=base, headers=BEARER) as c:
         assert c.post("/automation/workflows/open").status_code == 404
@@ -327,7 +250,7 @@ def test_fuzzed_paths_never_500(client: httpx.Client, parts: list[str], mode: st
 def test_the_api_joins_the_web_app_from_the_environment(
     tmp_path: Path, app: App, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("CONVEYOR_AUTOMATION_SETTINGS", str(write_settings(tmp_path)))
+    monkeypatch.setenv("CONVEYOR_AUTOMATION_SETTINGS", str(write_http_settings(tmp_path)))
     web = create_app(app, WebSettings(token=TOKEN))  # no explicit extension
     with served(web) as base, httpx.Client(base_url=base, timeout=60) as c:
         answer = c.post(
@@ -345,7 +268,7 @@ def test_the_api_joins_the_web_app_from_the_environment(
 
 
 def test_realtime_task_runs_the_example_ansible_playbook(tmp_path: Path, app: App) -> None:
-    example = Path(__file__).resolve().parents[2] / "examples" / "automation" / "playbooks"
+    example = ROOT / "examples" / "automation" / "playbooks"
     src, dest = tmp_path / "src", tmp_path / "dest"
     src.mkdir()
     (src / "a;b=c.jpg").write_bytes(b"x" * 321)
@@ -383,7 +306,7 @@ def test_realtime_task_runs_the_example_ansible_playbook(tmp_path: Path, app: Ap
 
 def test_a_logged_in_browser_needs_the_csrf_token(app: App, automation: Automation) -> None:
     from starlette.testclient import TestClient
-    from web_support import login
+    from support.web import login
 
     web = create_app(app, WebSettings(token=TOKEN), extensions=[automation_extension(automation)])
     with TestClient(web) as browser:

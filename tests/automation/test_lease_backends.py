@@ -9,7 +9,6 @@ has passed the term's end. Terms that must expire are taken with a short ttl.
 from __future__ import annotations
 
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -23,10 +22,10 @@ import boto3
 import pytest
 import redis
 from botocore.config import Config
-from helpers import wait_for
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from support import race_acquire
+from support import free_port, wait_for
+from support.automation import race_acquire
 
 from conveyor.automation.lease import (
     FileLease,
@@ -52,11 +51,6 @@ LONG = 60.0
 
 
 # -- moto's S3 server, one per module -----------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 # moto's S3 server (5.2.1) honours If-Match and If-None-Match on PutObject (probed: a stale
 # ETag or an existing key gets 412), but it checks the condition and then writes without a lock,
@@ -78,7 +72,7 @@ run_simple("127.0.0.1", int(sys.argv[1]), DomainDispatcherApplication(create_bac
 def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """The endpoint configuration of a fresh moto S3 server (fake credentials live here, not in
     the session's environment), with the lease bucket created."""
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("moto") / "moto.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
@@ -349,7 +343,7 @@ def test_s3_missing_bucket_and_bad_endpoint_are_lease_errors(
     lease = S3Lease("no-such-bucket-here", "k.txt", config=s3_endpoint)
     with pytest.raises(LeaseError, match="bucket does not exist"):
         lease.acquire("node-a", LONG)
-    dead = {**s3_endpoint, "endpoint_url": f"http://127.0.0.1:{_free_port()}"}
+    dead = {**s3_endpoint, "endpoint_url": f"http://127.0.0.1:{free_port()}"}
     client = _client(dead, Config(retries={"max_attempts": 1}))  # no retry backoff to sit out
     with pytest.raises(LeaseError, match=re.escape("aws-s3:conveyor-leases/k.txt: cannot read")):
         S3Lease(BUCKET, "k.txt", client=client).peek()
@@ -455,7 +449,7 @@ def test_redis_lease_works_with_a_client_that_returns_bytes(redis_url: str, r: r
 
 
 def test_redis_connection_failure_is_a_lease_error() -> None:
-    client = redis.Redis(port=_free_port(), retry=Retry(NoBackoff(), 0))
+    client = redis.Redis(port=free_port(), retry=Retry(NoBackoff(), 0))
     with pytest.raises(LeaseError, match="redis:wf: Redis failed"):
         RedisLease(Store(client), "wf").acquire("node-a", LONG)
     client.close()

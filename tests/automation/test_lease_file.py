@@ -13,9 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import StartProcess
-from helpers import wait_for
-from support import race_acquire
+from support import StartProcess, wait_for
+from support.automation import race_acquire
 
 from conveyor.automation.lease import FileLease, Leadership, Term, default_lease_path, open_lease
 from conveyor.automation.settings import LeaderElection

@@ -9,11 +9,11 @@ import uuid
 from pathlib import Path
 
 import psutil
+from support import ROOT
 
 from conveyor.automation import Playbook, load_automation_settings, parse_task_line
 from conveyor.automation.runner import OUTPUT_LIMIT, run_step
 
-ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "automation"
 
 

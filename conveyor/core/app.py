@@ -1,0 +1,222 @@
+"""The application object: job registry, middleware chains, settings and the Redis store.
+
+Creating an :class:`App` does no I/O; Redis is connected on first use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast, overload
+
+from conveyor.clock import SYSTEM_CLOCK, Clock
+from conveyor.core.client import Client
+from conveyor.core.job import CORE_OPTIONS, Job, resolve_options
+from conveyor.core.middleware import Chain, ClientMiddleware, ServerMiddleware
+from conveyor.core.payload import Payload
+from conveyor.core.testing import Testing
+from conveyor.errors import ConfigurationError
+from conveyor.redis import Keys, Store, connect
+from conveyor.settings import Settings
+
+J = TypeVar("J", bound=type[Job])
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Called with (payload, exception) when a job goes to the dead set.
+DeathHandler = Callable[[Payload, BaseException], None]
+#: Called with the payload when a job is parked in the interrupted set.
+InterruptedHandler = Callable[[Payload], None]
+
+
+@dataclass(frozen=True)
+class PeriodicTask:
+    """Work every worker process does every ``interval`` seconds (cron ticks, resuming
+    deferred jobs...). Tasks that must run once per cluster take a lock themselves."""
+
+    name: str
+    interval: float
+    run: Callable[[], object]
+
+
+class App:
+    """Where jobs are declared and from which they are enqueued and run.
+
+    >>> app = App(Settings(redis_url="redis://localhost:6379/0"))
+    >>> @app.job(queue="mail")
+    ... def send_welcome(user_id: int) -> None: ...
+    >>> send_welcome.wire_name()
+    'send_welcome'
+    """
+
+    def __init__(self, settings: Settings | None = None, *, clock: Clock = SYSTEM_CLOCK) -> None:
+        self._settings = settings
+        self.clock = clock
+        self.registry: dict[str, type[Job]] = {}
+        self.client_middleware: Chain[ClientMiddleware] = Chain()
+        self.server_middleware: Chain[ServerMiddleware] = Chain()
+        self.death_handlers: list[DeathHandler] = []
+        self.interrupted_handlers: list[InterruptedHandler] = []
+        self.periodic_tasks: list[PeriodicTask] = []
+        #: Queue gates: while a gate returns False its queue is left out of fetching.
+        self.queue_gates: dict[str, Callable[[], bool]] = {}
+        #: Per-app state of features (flags cache, cron entries...), keyed by feature name.
+        self.extensions: dict[str, Any] = {}
+        self.client = Client(self)
+        self.testing = Testing(self)
+        self._store: Store | None = None
+        self._lock = threading.Lock()
+
+    # -- configuration --------------------------------------------------------------------------
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = Settings.load()
+        return self._settings
+
+    def configure(self, settings: Settings) -> None:
+        """Replace the settings (before first use of Redis)."""
+        if self._store is not None:
+            raise ConfigurationError("configure() must be called before the app touches Redis")
+        self._settings = settings
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            with self._lock:
+                if self._store is None:
+                    settings = self.settings
+                    self._store = Store(connect(settings), Keys(settings.key_prefix))
+        return self._store
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.client.close()
+            self._store = None
+
+    def known_options(self) -> frozenset[str]:
+        return (
+            frozenset(CORE_OPTIONS)
+            | self.client_middleware.declared_options()
+            | self.server_middleware.declared_options()
+        )
+
+    def check_options(self, name: str, options: Mapping[str, Any]) -> None:
+        unknown = sorted(set(options) - self.known_options())
+        if unknown:
+            raise ConfigurationError(
+                f"{name}: unknown job option(s) {', '.join(unknown)}; known options: "
+                f"{', '.join(sorted(self.known_options()))}"
+            )
+
+    # -- declaring jobs -------------------------------------------------------------------------
+    def register(self, job_class: J, **options: Any) -> J:
+        """Register a :class:`Job` subclass; ``options`` override its class attributes."""
+        if not (isinstance(job_class, type) and issubclass(job_class, Job)):
+            raise ConfigurationError(f"{job_class!r} is not a Job subclass")
+        resolved = resolve_options(job_class, options, self.known_options())
+        job_class.conveyor_options = resolved
+        job_class.app = self
+        names = [job_class.wire_name(), *resolved.get("aliases", ())]
+        for name in names:
+            existing = self.registry.get(name)
+            if existing is not None and existing is not job_class:
+                raise ConfigurationError(
+                    f"job name {name!r} is already taken by {existing.__module__}."
+                    f"{existing.__qualname__}; give one of them another name=..."
+                )
+        for name in names:
+            self.registry[name] = job_class
+        return job_class
+
+    @overload
+    def job(self, target: J, /) -> J: ...
+    @overload
+    def job(self, target: F, /) -> type[Job]: ...
+    @overload
+    def job(self, target: None = None, /, **options: Any) -> Callable[[Any], Any]: ...
+
+    def job(self, target: Any = None, /, **options: Any) -> Any:
+        """Decorator declaring a job class or a function (sync or ``async def``) as a job.
+
+        A decorated function becomes a :class:`Job` subclass named after the function; calling
+        it still runs the function directly, and it gains ``perform_async`` and friends.
+        """
+
+        def decorate(obj: Any) -> Any:
+            if isinstance(obj, type):
+                return self.register(obj, **options)
+            if callable(obj):
+                return self.register(_function_job(obj), **options)
+            raise ConfigurationError(f"@app.job cannot decorate {obj!r}")
+
+        return decorate(target) if target is not None else decorate
+
+    def add_periodic(self, name: str, interval: float, run: Callable[[], object]) -> None:
+        """Have every worker process call ``run`` about every ``interval`` seconds."""
+        if interval <= 0:
+            raise ConfigurationError(
+                f"periodic task {name!r}: interval must be > 0, got {interval}"
+            )
+        self.periodic_tasks = [t for t in self.periodic_tasks if t.name != name]
+        self.periodic_tasks.append(PeriodicTask(name, interval, run))
+
+    def gate_queue(self, queue: str, is_open: Callable[[], bool]) -> None:
+        """Have workers fetch from ``queue`` only while ``is_open()`` is true (a CPU throttle,
+        a maintenance switch). Jobs already fetched still run; the queue's jobs wait in Redis
+        for another process whose gate is open. ``is_open`` is called before every fetch, so
+        it must be cheap and must not raise."""
+        self.queue_gates[queue] = is_open
+
+    def find(self, name: str) -> type[Job] | None:
+        return self.registry.get(name)
+
+    # -- enqueueing by name ---------------------------------------------------------------------
+    def enqueue(self, name: str, *args: Any, at: float | None = None, **options: Any) -> Any:
+        """Enqueue by wire name, e.g. for a class only a Ruby process knows."""
+        return self.client.enqueue(name, list(args), options, at=at)
+
+
+def _function_job(func: Callable[..., Any]) -> type[Job]:
+    is_async = asyncio.iscoroutinefunction(func)
+    if is_async:
+
+        async def perform_async_fn(self: Job, *args: Any) -> Any:
+            return await func(*args)
+
+        perform: Any = perform_async_fn
+    else:
+
+        def perform_sync(self: Job, *args: Any) -> Any:
+            return func(*args)
+
+        perform = perform_sync
+    functools.update_wrapper(perform, func)
+    namespace = {
+        "perform": perform,
+        "__module__": func.__module__,
+        "__doc__": func.__doc__,
+        "__qualname__": func.__qualname__,
+        "__signature__": inspect.signature(func),
+        "func": staticmethod(func),
+    }
+    cls = _FunctionJobMeta(func.__name__, (FunctionJob,), namespace)
+    return cast(type[Job], cls)
+
+
+class _FunctionJobMeta(type):
+    """Calling a function job runs the function, as if it were not decorated."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        return cls.func(*args, **kwargs)  # type: ignore[attr-defined]
+
+
+class FunctionJob(Job, metaclass=_FunctionJobMeta):
+    """A job made from a plain function by ``@app.job``; ``func`` is the function."""
+
+    @classmethod
+    def instantiate(cls) -> Job:
+        return object.__new__(cls)

@@ -1,0 +1,166 @@
+"""Executing one fetched job: decode, find the class, run the server middleware and
+``perform``, and turn the result into an :class:`~conveyor.redis.Outcome` (SPEC CORE-4/5/8)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import TYPE_CHECKING, Any
+
+from conveyor.core.execution import AsyncRunner, is_async, run_sync
+from conveyor.core.middleware import FetchedJob, JobContext, ServerMiddleware
+from conveyor.core.payload import Payload, dumps, malformed_record, parse
+from conveyor.core.retry import decide
+from conveyor.errors import PayloadError, UnknownJobClassError
+from conveyor.logs import job_context
+from conveyor.redis import Outcome
+
+if TYPE_CHECKING:
+    from conveyor.core.app import App
+    from conveyor.core.job import Job
+
+log = logging.getLogger("conveyor.core.processor")
+
+
+def _parse_error(raw: str) -> str:
+    try:
+        parse(raw)
+    except PayloadError as exc:
+        return str(exc)
+    return "payload could not be decoded"
+
+
+def utc_day(epoch: float) -> str:
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%d")
+
+
+class Processor:
+    """Runs jobs for one process. Thread-safe: each worker thread calls :meth:`process`."""
+
+    def __init__(
+        self, app: App, runner: AsyncRunner | None = None, identity: str | None = None
+    ) -> None:
+        self.app = app
+        self.identity = identity
+        self.runner = runner or AsyncRunner()
+        self._async_cache: dict[type[Job], bool] = {}
+        self._chains: dict[type[Job], list[ServerMiddleware]] = {}
+        self._chain_version = -1
+
+    def chain_for(self, job_class: type[Job]) -> list[ServerMiddleware]:
+        """The server middleware that apply to ``job_class``, cached per class."""
+        chain = self.app.server_middleware
+        if chain.version != self._chain_version:
+            self._chains, self._chain_version = {}, chain.version
+        found = self._chains.get(job_class)
+        if found is None:
+            found = self._chains[job_class] = [m for m in chain if m.applies_to(job_class)]
+        return found
+
+    def fetched(self, queue: str, raw: str) -> FetchedJob:
+        """Decode a fetched job once (a bad payload is kept for :meth:`process` to file)."""
+        try:
+            job: Payload | None = parse(raw)
+        except PayloadError:
+            job = None
+        job_class = self.app.registry.get(job["class"]) if job is not None else None
+        return FetchedJob(queue, raw, job, job_class, identity=self.identity)
+
+    def process(self, unit: FetchedJob) -> Outcome:
+        """Run one fetched job and say how it ended."""
+        app, queue, raw = self.app, unit.queue, unit.raw
+        job = unit.job
+        if job is None:
+            error = _parse_error(raw)
+            now = app.clock.time()
+            # The error quotes the payload (arguments, maybe personal data): it goes to the dead
+            # set, not to the log.
+            log.error(
+                "malformed payload (%d bytes) from queue %s sent to the dead set", len(raw), queue
+            )
+            return Outcome("dead", raw, now, dumps(malformed_record(raw, queue, error, now)))
+        instance: Job | None = None
+        with job_context(job, queue):  # jid, class and queue on every line logged meanwhile
+            try:
+                job_class = unit.job_class
+                if job_class is None:
+                    raise UnknownJobClassError(
+                        f"no job class {job['class']!r} is registered in this process; it will "
+                        "be retried (a newer deploy may know it)"
+                    )
+                instance = job_class.instantiate()
+                instance.job = job
+                ctx = self.run(job_class, instance, job, queue, raw, state=unit.state)
+                return Outcome("gone" if ctx is not None and ctx.handed_off else "ok", raw)
+            except Exception as exc:
+                unit.failed = True
+                return self._failed(raw, queue, exc, instance)
+
+    def run(
+        self,
+        job_class: type[Job],
+        instance: Job,
+        job: Payload,
+        queue: str,
+        raw: str,
+        *,
+        state: dict[str, Any] | None = None,
+    ) -> JobContext | None:
+        """Server middleware around ``perform``; raises what ``perform`` raised."""
+        chain = self.chain_for(job_class)
+        if not chain:
+            self._perform(job_class, instance, job)
+            return None
+        ctx = JobContext(self.app, job_class, instance, job, queue, raw, self.identity)
+        if state is not None:
+            ctx.state = state
+        ran = 0
+        error: BaseException | None = None
+        try:
+            for middleware in chain:
+                ran += 1
+                middleware.before_perform(ctx)
+                if ctx.skipped is not None:
+                    break
+            if ctx.skipped is None:
+                self._perform(job_class, instance, job)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            for middleware in reversed(chain[:ran]):
+                middleware.after_perform(ctx, error)
+        return ctx
+
+    def _perform(self, job_class: type[Job], instance: Job, job: Payload) -> None:
+        timeout = job_class.conveyor_options.get("timeout")
+        asynchronous = self._async_cache.get(job_class)
+        if asynchronous is None:
+            asynchronous = self._async_cache[job_class] = is_async(job_class.perform)
+        if asynchronous:
+            self.runner.run(instance.perform(*job["args"]), timeout)
+        else:
+            run_sync(instance.perform, job["args"], timeout)
+
+    def _failed(self, raw: str, queue: str, exc: Exception, instance: Job | None) -> Outcome:
+        app = self.app
+        now = app.clock.time()
+        job = parse(raw)  # pristine copy: perform may have mutated its args
+        decision = decide(job, exc, queue=queue, now=now, settings=app.settings, instance=instance)
+        log.warning(
+            "job %s %s failed (%s); %s",
+            job.get("class"),
+            job.get("jid"),
+            type(exc).__name__,
+            decision.kind,
+        )
+        if decision.kind == "dead":
+            for handler in app.death_handlers:
+                try:
+                    handler(job, exc)
+                except Exception:
+                    log.exception("death handler %r failed", handler)
+            return Outcome("dead", raw, now, dumps(job))
+        if decision.kind == "retry":
+            return Outcome("retry", raw, decision.score, dumps(job))
+        return Outcome("fail", raw)

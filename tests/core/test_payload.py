@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+import datetime as dt
+import json
+import random
+import re
+import shutil
+import subprocess
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from conveyor.core.payload import check_args, dumps, malformed_record, new_jid, parse
+from conveyor.errors import PayloadError, SerializationError
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+def test_jid_is_24_lowercase_hex_and_unique() -> None:
+    jids = {new_jid() for _ in range(1000)}
+    assert len(jids) == 1000
+    assert all(re.fullmatch(r"[0-9a-f]{24}", j) for j in jids)
+
+
+@given(st.lists(json_values, max_size=5))
+def test_json_native_args_survive_a_round_trip(args: list[object]) -> None:
+    checked = check_args(args, "Job")
+    assert json.loads(dumps({"args": checked}))["args"] == checked
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        ([dt.datetime(2024, 1, 1)], "args[0] is a datetime.datetime"),
+        ([1, {"when": {1, 2}}], "args[1]['when'] is a builtins.set"),
+        ([float("nan")], "args[0] is nan"),
+        ([{1: "x"}], "non-string key 1"),
+        ([[object()]], "args[0][0] is a builtins.object"),
+    ],
+)
+def test_non_json_args_are_refused_naming_the_value(args: list[object], fragment: str) -> None:
+    with pytest.raises(SerializationError) as info:
+        check_args(args, "Mailer")
+    assert "Mailer" in str(info.value)
+    assert fragment in str(info.value)
+
+
+def test_args_must_be_a_list() -> None:
+    with pytest.raises(SerializationError, match="args must be a list"):
+        check_args("abc", "Job")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("raw", "fragment"),
+    [
+        ("{not json", "not valid JSON"),
+        ("[1, 2]", "JSON list, not an object"),
+        ('{"args": []}', "lacks required field(s) class"),
+        ('{"class": "X"}', "lacks required field(s) args"),
+        ('{"class": "X", "args": {}}', "'args' must be a list"),
+        ('{"class": 5, "args": []}', "'class' must be a non-empty string"),
+    ],
+)
+def test_parse_rejects_what_is_not_a_job(raw: str, fragment: str) -> None:
+    with pytest.raises(PayloadError, match=re.escape(fragment)):
+        parse(raw)
+
+
+def test_parse_keeps_unknown_fields() -> None:
+    raw = '{"class":"X","args":[1],"bid":"b-1","custom":{"a":[1,2]}}'
+    job = parse(raw)
+    assert job["bid"] == "b-1" and job["custom"] == {"a": [1, 2]}
+    assert json.loads(dumps(job)) == json.loads(raw)
+
+
+def test_malformed_record_keeps_an_object_and_wraps_text() -> None:
+    kept = malformed_record('{"args": [1], "x": 1}', "q", "lacks class", 10.0)
+    assert kept["x"] == 1 and kept["queue"] == "q" and kept["error_message"] == "lacks class"
+    wrapped = malformed_record("garbage", "q", "not JSON", 10.0)
+    assert wrapped["args"] == ["garbage"] and wrapped["class"] == "Conveyor::MalformedPayload"
+    assert wrapped["failed_at"] == 10.0 and wrapped["retry"] is False
+
+
+@given(st.floats(allow_nan=False, allow_infinity=False))
+def test_floats_round_trip(value: float) -> None:
+    assert json.loads(dumps({"x": value}))["x"] == value
+
+
+def test_floats_are_written_as_ruby_writes_them() -> None:
+    if shutil.which("ruby") is None:
+        pytest.skip("ruby is not installed: cannot compare with Ruby's JSON")
+    rng = random.Random(7)
+    values = [0.0, -0.0, 1e-4, 1e-5, 1e15, 1e16, 999999999999999.9, 123.456, 1.5e300, 5e-324]
+    values += [rng.uniform(-1, 1) * 10 ** rng.randint(-30, 30) for _ in range(300)]
+    ours = dumps(values)
+    ruby = subprocess.run(
+        ["ruby", "-rjson", "-e", "puts JSON.generate(JSON.parse(STDIN.read))"],
+        input=json.dumps(values),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert ours == ruby
+
+
+def test_a_string_that_looks_like_a_marker_is_left_alone() -> None:
+    job = {"args": ["\x00cvf:1\x00", 1e20], "s": "1e+5 and 1234567890123456.7"}
+    assert json.loads(dumps(job)) == job

@@ -1,0 +1,167 @@
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+import redis
+from support import running_worker, wait_for
+
+from conveyor import App, ConfigurationError
+from conveyor.clock import FakeClock
+from conveyor.features.concurrency import resume_deferred, spread
+from conveyor.redis.limits import LimitStore
+from conveyor.settings import Settings
+
+
+def test_limit_holds_across_threads_and_nothing_is_lost(app: App, r: redis.Redis) -> None:
+    app.configure(app.settings.replace(concurrency=8))
+    lock = threading.Lock()
+    state = {"now": 0, "peak": 0}
+
+    @app.job(concurrency_limit=2)
+    def limited(i: int) -> None:
+        with lock:
+            state["now"] += 1
+            state["peak"] = max(state["peak"], state["now"])
+        r.rpush("order", i)
+        time.sleep(0.05)
+        with lock:
+            state["now"] -= 1
+
+    limited.bulk_perform_async([[i] for i in range(30)])
+    with running_worker(app):
+        wait_for(lambda: r.llen("order") == 30, timeout=30)
+    assert state["peak"] == 2
+    order = [int(x) for x in r.lrange("order", 0, -1)]
+    assert sorted(order) == list(range(30)), "nothing dropped, nothing twice"
+    assert r.get("stat:processed") == "30"
+    store = LimitStore(app.store)
+    assert store.running("limited") == 0 and store.deferred("limited") == 0
+
+
+def test_deferred_jobs_resume_oldest_first_as_slots_free(app: App, r: redis.Redis) -> None:
+    store = LimitStore(app.store)
+    keys = app.store.keys
+    me = "host:1:me"
+    r.set(keys.liveness(me), "1", px=10_000)
+    raws = [f'{{"class":"c","args":[{i}],"jid":"j{i}","queue":"q"}}' for i in range(6)]
+    r.lpush(keys.working(me), *raws)
+    now = time.time()
+    assert store.acquire("c", 2, identity=me, jid="j0", raw=raws[0], now=now)
+    assert store.acquire("c", 2, identity=me, jid="j1", raw=raws[1], now=now)
+    for i in range(2, 6):
+        assert not store.acquire("c", 2, identity=me, jid=f"j{i}", raw=raws[i], now=now)
+    assert r.llen(keys.working(me)) == 2, "deferred jobs left the working list atomically"
+    # Each freed slot resumes the oldest waiting job onto the consuming end of its queue.
+    r.lpush("queue:q", '{"class":"c","args":[],"jid":"other","queue":"q"}')
+    assert store.release("c", 2, now, 300, f"{me}|j0") == 1
+    assert r.rpop("queue:q") == raws[2]
+    r.lpush(keys.working(me), raws[2])
+    # A resumed job takes its reserved slot even though others still wait.
+    assert store.acquire("c", 2, identity=me, jid="j2", raw=raws[2], now=now)
+    assert store.release("c", 2, now, 300, f"{me}|j1") == 1
+    assert r.rpop("queue:q") == raws[3]
+    assert r.rpop("queue:q") is not None and r.llen("queue:q") == 0
+    assert store.deferred("c") == 2
+
+
+def test_slots_of_a_dead_process_come_back(app: App, r: redis.Redis) -> None:
+    @app.job(concurrency_limit=1)
+    def solo() -> None: ...
+
+    store = LimitStore(app.store)
+    keys = app.store.keys
+    # A process that died while holding the only slot, and one job waiting behind it.
+    r.zadd(keys.limit_running("solo"), {"gone-host:1:abc|deadjid": time.time()})
+    r.lpush(
+        keys.limit_deferred("solo"), '{"class":"solo","args":[],"jid":"waiting","queue":"default"}'
+    )
+    assert resume_deferred(app) == 1, "the dead holder's slot was freed for the waiting job"
+    assert r.llen("queue:default") == 1
+    assert r.zrange(keys.limit_running("solo"), 0, -1) == ["~|waiting"]  # reserved for it
+    assert store.deferred("solo") == 0
+
+
+def test_live_holders_keep_their_slots(app: App, r: redis.Redis) -> None:
+    @app.job(concurrency_limit=1)
+    def solo() -> None: ...
+
+    keys = app.store.keys
+    r.set(keys.liveness("live-host:1:abc"), "1", px=10_000)
+    r.zadd(keys.limit_running("solo"), {"live-host:1:abc|busyjid": time.time()})
+    r.lpush(
+        keys.limit_deferred("solo"), '{"class":"solo","args":[],"jid":"waiting","queue":"default"}'
+    )
+    assert resume_deferred(app) == 0
+    assert r.llen("queue:default") == 0
+
+
+def test_bad_limit_is_refused(app: App) -> None:
+    @app.job(concurrency_limit=0)
+    def zero() -> None: ...
+
+    with pytest.raises(ConfigurationError, match="concurrency_limit=0"):
+        from conveyor.features.concurrency import limit_of
+
+        limit_of(zero)
+
+
+def test_spread_schedules_at_most_n_per_interval(redis_url: str, r: redis.Redis) -> None:
+    clock = FakeClock(1_000.0)
+    app = App(Settings(redis_url=redis_url), clock=clock)
+
+    @app.job()
+    def imp(i: int) -> None: ...
+
+    jids = spread(imp, [[i] for i in range(25)], per_interval=10, interval=60)
+    assert len(jids) == 25
+    assert r.llen("queue:default") == 10
+    scores = [s for _, s in r.zrange("schedule", 0, -1, withscores=True)]
+    assert scores.count(1_060.0) == 10 and scores.count(1_120.0) == 5
+    with pytest.raises(ConfigurationError):
+        spread(imp, [[1]], per_interval=0, interval=60)
+    app.close()
+
+
+def test_per_job_hooks_work_without_a_batch(app: App, r: redis.Redis) -> None:
+    """Where no fetched batch runs (a processor used directly), the per-job hooks take and
+    free the slot, and defer a job over the limit."""
+    from conveyor.core.processor import Processor
+
+    @app.job(concurrency_limit=1)
+    def solo(i: int) -> None:
+        r.rpush("ran", i)
+
+    keys = app.store.keys
+    me = "host:2:direct"
+    r.set(keys.liveness(me), "1", px=10_000)
+    processor = Processor(app, identity=me)
+    _, first = app.client.build(solo, [1], {})
+    _, second = app.client.build(solo, [2], {})
+    raws = [json.dumps(first), json.dumps(second)]
+    r.lpush(keys.working(me), *raws)
+    r.zadd(keys.limit_running("solo"), {"other:1:x|busy": time.time()})
+    r.set(keys.liveness("other:1:x"), "1", px=10_000)
+    outcome = processor.process(processor.fetched("default", raws[0]))
+    assert outcome.kind == "gone" and r.llen(keys.limit_deferred("solo")) == 1
+    r.zrem(keys.limit_running("solo"), "other:1:x|busy")
+    r.delete(keys.limit_deferred("solo"))
+    assert processor.process(processor.fetched("default", raws[1])).kind == "ok"
+    assert r.lrange("ran", 0, -1) == ["2"]
+    assert r.zcard(keys.limit_running("solo")) == 0
+    processor.runner.close()
+
+
+def test_a_full_set_of_slots_held_by_dead_processes_is_pruned_on_acquire(
+    app: App, r: redis.Redis
+) -> None:
+    store = LimitStore(app.store)
+    keys = app.store.keys
+    r.zadd(keys.limit_running("c"), {"dead:1:a|j1": 1.0, "dead:2:b|j2": 1.0})
+    me = "host:1:me"
+    r.set(keys.liveness(me), "1", px=10_000)
+    r.lpush(keys.working(me), "raw-3")
+    assert store.acquire("c", 2, identity=me, jid="j3", raw="raw-3", now=time.time())
+    assert r.zrange(keys.limit_running("c"), 0, -1) == [f"{me}|j3"]

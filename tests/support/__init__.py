@@ -1,0 +1,78 @@
+"""Helpers shared by tests: bounded waits, in-process workers, child processes and ports.
+
+The test apps live in ``tests/apps`` (importable as ``apps.*``); the web, browser, mail and
+automation helpers in the submodules of this package."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from conveyor import App, Worker
+
+ROOT = Path(__file__).resolve().parents[2]
+TESTS = ROOT / "tests"
+#: The test apps, run as scripts by the crash tests or imported as ``apps.*``.
+APPS = TESTS / "apps"
+PYTHON = sys.executable
+
+#: Starts ``python <args...>`` with the test PYTHONPATH and extra environment variables.
+StartProcess = Callable[..., "subprocess.Popen[bytes]"]
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def python_env(**extra: str) -> dict[str, str]:
+    """Environment for child Python processes that must import conveyor and the test apps."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(TESTS), env.get("PYTHONPATH", "")])
+    env.update(extra)
+    return env
+
+
+def wait_for(
+    predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.02
+) -> None:
+    """Poll ``predicate`` until it is truthy; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s: {predicate}")
+
+
+def run_burst(app: App, timeout: float = 30.0) -> Worker:
+    """Run a burst worker in this process until the queues are empty."""
+    worker = Worker(app, burst=True)
+    thread = threading.Thread(target=worker.run, kwargs={"install_signals": False}, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    assert not thread.is_alive(), f"burst worker still running after {timeout}s"
+    return worker
+
+
+@contextmanager
+def running_worker(app: App) -> Iterator[Worker]:
+    """A worker running in a thread for the duration of the block; stopped gracefully after."""
+    worker = Worker(app)
+    thread = threading.Thread(target=worker.run, kwargs={"install_signals": False}, daemon=True)
+    thread.start()
+    try:
+        yield worker
+    finally:
+        worker.stop()
+        thread.join(30)
+        assert not thread.is_alive(), "worker did not stop within 30s"
