@@ -64,6 +64,9 @@ class Settings:
     concurrency: int = 10
     #: Worker processes started by ``conveyor worker``.
     processes: int = 1
+    #: ``threads`` (a thread per concurrent job) or ``asyncio`` (``async def`` jobs on one event
+    #: loop, docs/concurrency-model.md).
+    worker_mode: str = "threads"
     #: Queues with weights, e.g. ``(("critical", 3), ("default", 1))``.
     queues: tuple[tuple[str, int], ...] = (("default", 1),)
     #: Strict order: always drain earlier queues first instead of weighted random choice.
@@ -185,6 +188,8 @@ def _check_logging(s: Settings) -> None:
         raise ConfigurationError(
             f"log_level must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {s.log_level!r}"
         )
+    if s.worker_mode not in ("threads", "asyncio"):
+        raise ConfigurationError(f"worker_mode must be threads or asyncio, got {s.worker_mode!r}")
     if s.env not in ("", "development", "test", "production"):
         raise ConfigurationError(
             f"env must be development, test or production (or empty), got {s.env!r}"

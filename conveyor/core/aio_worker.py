@@ -1,0 +1,633 @@
+"""One worker process in asyncio mode (``conveyor worker --mode asyncio``, see
+docs/concurrency-model.md).
+
+``async def`` jobs are fetched, run and acknowledged on one event loop, with no thread hop:
+a fetch task moves jobs from the queues into this process's working list (``fetch.lua``, or
+``BLMOVE`` when the queues are empty), ``concurrency`` slot tasks await the jobs, and a finish
+task acknowledges whatever finished since its last round trip in one ``finish.lua`` call. These
+are the threaded worker's scripts and lists, so reliability is the same: a job is always in a
+queue or in the working list until its outcome is recorded, and a process that dies has its
+working list recovered by the others.
+
+Jobs whose ``perform`` is not ``async def`` still run, in a small pool of threads (one per slot
+at most), so an app mixing both kinds works; they pay the thread hop the async jobs avoid.
+
+Heartbeat, recovery sweeps, the scheduled poller and periodic tasks run in their own threads on
+the synchronous store, so an event loop kept busy by a job never makes the process look dead.
+Shutdown is two-phase, as in the threaded worker: quiet (stop fetching, give back unstarted
+jobs), then stop with a deadline, after which unfinished jobs are requeued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import queue as queue_mod
+import random
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import psutil
+import redis
+
+from conveyor.core import recovery, scheduler
+from conveyor.core.middleware import FetchedJob, JobContext
+from conveyor.core.processor import Processor, utc_day
+from conveyor.core.worker import MAX_BATCH, Counters, Worker, make_identity
+from conveyor.errors import ConfigurationError, JobTimeoutError
+from conveyor.logs import job_context
+from conveyor.redis import Outcome
+from conveyor.redis.aio_store import AioStore, aconnect
+
+if TYPE_CHECKING:
+    from conveyor.core.app import App
+    from conveyor.core.job import Job
+    from conveyor.core.payload import Payload
+
+log = logging.getLogger("conveyor.worker")
+
+#: How long the fetch task blocks on an empty queue before looking again.
+BLOCK_SINGLE = 1.0
+BLOCK_MULTI = 0.25
+GATED_WAIT = 0.2
+MODES = ("threads", "asyncio")
+
+
+def create_worker(app: App, *, burst: bool = False) -> Worker | AioWorker:
+    """The worker for ``app.settings.worker_mode``: threads (:class:`Worker`) or asyncio.
+
+    >>> create_worker(app).run()                  # doctest: +SKIP
+    """
+    mode = app.settings.worker_mode
+    if mode == "asyncio":
+        return AioWorker(app, burst=burst)
+    if mode == "threads":
+        return Worker(app, burst=burst)
+    raise ConfigurationError(f"worker_mode must be one of {', '.join(MODES)}, got {mode!r}")
+
+
+class AioProcessor(Processor):
+    """The :class:`Processor` with an awaitable run for ``async def`` jobs (server middleware
+    hooks, which are plain functions, run on the loop around the awaited ``perform``)."""
+
+    async def process_async(self, unit: FetchedJob) -> Outcome:
+        """Run one fetched ``async def`` job on the running loop and say how it ended."""
+        job, job_class = unit.job, unit.job_class
+        assert job is not None and job_class is not None  # callers route the others to process
+        instance: Job | None = None
+        with job_context(job, unit.queue):
+            try:
+                instance = job_class.instantiate()
+                instance.job = job
+                ctx = await self.run_async(job_class, instance, job, unit)
+                return Outcome("gone" if ctx is not None and ctx.handed_off else "ok", unit.raw)
+            except Exception as exc:
+                unit.failed = True
+                return self._failed(unit.raw, unit.queue, exc, instance)
+
+    async def run_async(
+        self, job_class: type[Job], instance: Job, job: Payload, unit: FetchedJob
+    ) -> JobContext | None:
+        """Server middleware around the awaited ``perform``; raises what ``perform`` raised."""
+        chain = self.chain_for(job_class)
+        if not chain:
+            await _perform(job_class, instance, job)
+            return None
+        ctx = JobContext(self.app, job_class, instance, job, unit.queue, unit.raw, self.identity)
+        ctx.state = unit.state
+        ran = 0
+        error: BaseException | None = None
+        try:
+            for middleware in chain:
+                ran += 1
+                middleware.before_perform(ctx)
+                if ctx.skipped is not None:
+                    break
+            if ctx.skipped is None:
+                await _perform(job_class, instance, job)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            for middleware in reversed(chain[:ran]):
+                middleware.after_perform(ctx, error)
+        return ctx
+
+
+async def _perform(job_class: type[Job], instance: Job, job: Payload) -> None:
+    timeout = job_class.conveyor_options.get("timeout")
+    if timeout is None:
+        await instance.perform(*job["args"])
+        return
+    try:
+        async with asyncio.timeout(timeout) as scope:
+            await instance.perform(*job["args"])
+    except TimeoutError:
+        if scope.expired():  # not a TimeoutError the job raised itself
+            raise JobTimeoutError(f"job ran longer than its timeout of {timeout}s") from None
+        raise
+
+
+class _ThreadPool:
+    """Daemon threads running sync jobs for the loop (daemon, so a job still stuck past the
+    shutdown deadline, already requeued, cannot keep the process alive)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, size: int) -> None:
+        self._loop = loop
+        self._size = size
+        self._idle = 0
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self._tasks: queue_mod.SimpleQueue[Any] = queue_mod.SimpleQueue()
+
+    def run(self, func: Callable[[FetchedJob], Outcome], unit: FetchedJob) -> asyncio.Future[Any]:
+        future = self._loop.create_future()
+        with self._lock:
+            if self._idle == 0 and len(self._threads) < self._size:
+                thread = threading.Thread(target=self._work, name="conveyor-sync", daemon=True)
+                self._threads.append(thread)
+                thread.start()
+        self._tasks.put((future, func, unit))
+        return future
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                self._idle += 1
+            item = self._tasks.get()
+            with self._lock:
+                self._idle -= 1
+            if item is None:
+                return
+            future, func, unit = item
+            try:
+                result = func(unit)
+            except BaseException as exc:  # delivered to the awaiting slot
+                self._loop.call_soon_threadsafe(_settle, future, None, exc)
+            else:
+                self._loop.call_soon_threadsafe(_settle, future, result, None)
+
+    def close(self) -> None:
+        for _ in self._threads:
+            self._tasks.put(None)
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.cancelled():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+class AioWorker:
+    """Runs jobs from the app's queues on one event loop until stopped.
+
+    >>> AioWorker(app).run()      # doctest: +SKIP  (blocks; TERM/INT stop it, TSTP quiets it)
+    """
+
+    def __init__(self, app: App, *, burst: bool = False, identity: str | None = None) -> None:
+        self.app = app
+        self.settings = app.settings
+        self.store = app.store
+        self.burst = burst
+        self.identity = identity or make_identity()
+        self.processor = AioProcessor(app, identity=self.identity)
+        self.counters = Counters()
+        self.started_at = time.time()
+        self.limit = self.settings.concurrency + self.settings.effective_prefetch
+        # Fetch only once this many slots are free, so jobs come in batches (see Worker).
+        self.refill = max(1, min(self.limit // 2, MAX_BATCH))
+        self._busy: dict[str, tuple[str, str, int]] = {}
+        self._inflight = 0
+        self._outcomes: list[tuple[Outcome, FetchedJob]] = []
+        self._quiet = threading.Event()
+        self._stop = threading.Event()
+        self._done = threading.Event()
+        self._threads_stop = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._rng = random.Random()
+        self._rss_proc = psutil.Process()
+        self._async_cache: dict[type[Job], bool] = {}
+        self._info = json.dumps(
+            {
+                "hostname": socket.gethostname(),
+                "started_at": self.started_at,
+                "pid": os.getpid(),
+                "tag": self.settings.tag,
+                "concurrency": self.settings.concurrency,
+                "queues": list(self.settings.queue_names),
+                "labels": list(self.settings.labels),
+                "identity": self.identity,
+                "version": "conveyor",
+                "mode": "asyncio",
+            }
+        )
+
+    # -- lifecycle (any thread) -----------------------------------------------------------------
+    def run(self, install_signals: bool = True) -> None:
+        """Run until stopped (signal, Redis signal, :meth:`stop` or burst end); blocks."""
+        asyncio.run(self.run_async(install_signals=install_signals))
+
+    def quiet(self) -> None:
+        """Stop fetching new jobs; running jobs finish. Unstarted prefetched jobs go back."""
+        if not self._quiet.is_set():
+            log.info("worker %s quieting", self.identity)
+            self._quiet.set()
+            self._poke()
+
+    def stop(self) -> None:
+        """Ask the worker to shut down gracefully (returns at once)."""
+        self._stop.set()
+        self.quiet()
+        self._poke()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the worker has fully shut down."""
+        return self._done.wait(timeout)
+
+    @property
+    def busy(self) -> int:
+        return len(self._busy)
+
+    def _poke(self) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            # The loop may close meanwhile: then there is nothing left to wake.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._wake)
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._freed.set()
+
+    # -- the loop -------------------------------------------------------------------------------
+    async def run_async(self, *, install_signals: bool = False) -> None:
+        """The worker on the running event loop (``run`` wraps it in ``asyncio.run``)."""
+        loop = self._loop = asyncio.get_running_loop()
+        self._changed = asyncio.Event()
+        self._freed = asyncio.Event()
+        self._has_outcomes = asyncio.Event()
+        self._finishing = False
+        self._units: asyncio.Queue[FetchedJob | None] = asyncio.Queue()
+        self._pool = _ThreadPool(loop, self.settings.concurrency)
+        self.astore = AioStore(aconnect(self.settings), self.store.keys)
+        if install_signals and threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, self.stop)
+            loop.add_signal_handler(signal.SIGTSTP, self.quiet)
+        # The liveness key must exist before anything enters our working list, or a sweep
+        # elsewhere could take our jobs for orphans.
+        self.heartbeat()
+        threads = [self._spawn(self._housekeeper, "conveyor-housekeeper")]
+        if self.app.periodic_tasks:
+            threads.append(self._spawn(self._periodic, "conveyor-periodic"))
+        slots = [
+            asyncio.create_task(self._slot(f"aio{i}")) for i in range(self.settings.concurrency)
+        ]
+        finisher = asyncio.create_task(self._finish_loop())
+        fetcher = asyncio.create_task(self._fetch_loop())
+        log.info(
+            "worker %s started (asyncio): %d slots, queues %s",
+            self.identity,
+            self.settings.concurrency,
+            ",".join(self.settings.queue_names),
+        )
+        try:
+            while not self._stop.is_set():
+                self._changed.clear()
+                await self._changed.wait()
+            await self._shutdown(fetcher, slots, finisher, threads)
+        finally:
+            if install_signals and threading.current_thread() is threading.main_thread():
+                for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGTSTP):
+                    loop.remove_signal_handler(signum)
+            self._done.set()
+
+    def _spawn(self, target: Callable[[], None], name: str) -> threading.Thread:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        return thread
+
+    async def _shutdown(
+        self,
+        fetcher: asyncio.Task[None],
+        slots: list[asyncio.Task[None]],
+        finisher: asyncio.Task[None],
+        threads: list[threading.Thread],
+    ) -> None:
+        deadline = time.monotonic() + self.settings.shutdown_timeout
+        await fetcher  # returns within one blocking fetch, having given back unstarted jobs
+        for _ in slots:
+            self._units.put_nowait(None)
+        _, pending = await asyncio.wait(slots, timeout=max(0.0, deadline - time.monotonic()))
+        left = list(self._busy.values())  # before cancelling: what is still running now
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        # Acknowledge what finished before giving back what did not, so a finished job is
+        # never requeued.
+        self._finishing = True
+        self._has_outcomes.set()
+        await finisher
+        if left:
+            moved = self._requeue([(q, raw) for q, raw, _ in left])
+            log.warning(
+                "worker %s: %d job(s) still running at the %.0fs deadline were requeued",
+                self.identity,
+                moved,
+                self.settings.shutdown_timeout,
+            )
+        # No heartbeat may follow the unregistering, or the process would reappear for 60 s.
+        self._threads_stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+        try:
+            remaining = self.store.unregister(self.identity)
+            if remaining:
+                log.warning("%d job(s) left in the working list will be recovered", remaining)
+        except redis.RedisError as exc:
+            log.error("could not unregister %s: %s", self.identity, exc)
+        self._pool.close()
+        await self.astore.close()
+        log.info(
+            "worker %s stopped: %d processed, %d failed",
+            self.identity,
+            self.counters.processed,
+            self.counters.failed,
+        )
+
+    def _requeue(self, jobs: list[tuple[str, str]]) -> int:
+        # Off the hot path (quiet, shutdown): the synchronous store, as the threaded worker.
+        for attempt in range(5):
+            try:
+                moved = self.store.requeue(self.identity, jobs)
+                self.counters.requeued += moved
+                return moved
+            except redis.RedisError as exc:
+                log.error("requeue failed (%s); retrying", exc)
+                time.sleep(0.2 * (attempt + 1))
+        return 0  # still in the working list: recovered once our liveness key expires
+
+    def _batch_hook(self, hook: str, units: list[FetchedJob], *, attempts: int = 1) -> None:
+        jobs = [u for u in units if u.job is not None and u.handed_off is None]
+        if not jobs:
+            return
+        for middleware in self.app.server_middleware:
+            for attempt in range(attempts):
+                try:
+                    getattr(middleware, hook)(jobs)
+                    break
+                except redis.RedisError as exc:
+                    log.error("%s.%s failed (%s)", type(middleware).__name__, hook, exc)
+                    time.sleep(min(5.0, 0.1 * 2**attempt) if attempt + 1 < attempts else 0)
+                except Exception:
+                    log.exception("%s.%s failed", type(middleware).__name__, hook)
+                    break
+
+    # -- fetching -------------------------------------------------------------------------------
+    def _queue_order(self) -> list[str]:
+        queues = self.settings.queues
+        gates = self.app.queue_gates
+        if gates:
+            queues = tuple((name, w) for name, w in queues if _gate_open(gates.get(name), name))
+        if self.settings.strict_order or len(queues) <= 1:
+            return [name for name, _ in queues]
+        # Weighted random order, as Sidekiq: a queue of weight 3 comes first 3x as often.
+        pool = [name for name, weight in queues for _ in range(weight)]
+        self._rng.shuffle(pool)
+        return list(dict.fromkeys(pool))
+
+    async def _fetch_loop(self) -> None:
+        failures = 0
+        while not self._quiet.is_set():
+            while self._inflight > self.limit - self.refill and not self._quiet.is_set():
+                self._freed.clear()
+                await self._freed.wait()
+            if self._quiet.is_set():
+                break
+            order = self._queue_order()
+            if not order:  # every queue gated shut: look again shortly
+                await asyncio.sleep(GATED_WAIT)
+                continue
+            try:
+                jobs = await self._fetch(order, min(self.limit - self._inflight, MAX_BATCH))
+                failures = 0
+            except redis.RedisError as exc:
+                failures += 1
+                log.error("fetch failed (%s); retrying", exc)
+                await asyncio.sleep(min(5.0, 0.1 * 2**failures))
+                continue
+            if jobs is None:
+                log.info("burst: queues empty, stopping")
+                self.stop()
+                break
+            if jobs and self._quiet.is_set():  # quieted while we waited: hand them back
+                self._requeue(jobs)
+                break
+            if jobs:
+                self._dispatch([self.processor.fetched(q, raw) for q, raw in jobs])
+        self._return_unstarted()
+
+    async def _fetch(self, order: list[str], count: int) -> list[tuple[str, str]] | None:
+        """Jobs to dispatch (maybe none); ``None`` when a burst worker is done."""
+        jobs = await self.astore.fetch(self.identity, order, count)
+        if jobs:
+            return jobs
+        if self.burst:
+            if self._inflight or self._outcomes:
+                await asyncio.sleep(0.01)
+                return []
+            # Nothing runs now, so what a job enqueued just before it finished is visible.
+            return await self.astore.fetch(self.identity, order, count) or None
+        block = BLOCK_SINGLE if len(order) == 1 else BLOCK_MULTI
+        raw = await self.astore.fetch_blocking(self.identity, order[0], block)
+        return [(order[0], raw)] if raw is not None else []
+
+    def _dispatch(self, units: list[FetchedJob]) -> None:
+        if self.app.server_middleware:
+            self._batch_hook("prepare_batch", units)
+        for unit in units:
+            if unit.handed_off is None:
+                self._inflight += 1
+                self._units.put_nowait(unit)
+
+    def _return_unstarted(self) -> None:
+        unstarted: list[FetchedJob] = []
+        while not self._units.empty():
+            unit = self._units.get_nowait()
+            if unit is not None:
+                unstarted.append(unit)
+        if unstarted:
+            self._batch_hook("abandon_batch", unstarted)
+            self._requeue([(u.queue, u.raw) for u in unstarted])
+            self._inflight -= len(unstarted)
+
+    # -- running --------------------------------------------------------------------------------
+    async def _slot(self, tid: str) -> None:
+        while True:
+            unit = await self._units.get()
+            if unit is None:
+                return
+            self._busy[tid] = (unit.queue, unit.raw, int(time.time()))
+            try:
+                outcome = await self._execute(unit)
+            except asyncio.CancelledError:  # the shutdown deadline: requeued by _shutdown
+                raise
+            except BaseException:  # a bug in Conveyor itself: leave the job to recovery
+                log.exception("processor crashed on a job from %s", unit.queue)
+            else:
+                self._outcomes.append((outcome, unit))
+                self._has_outcomes.set()
+            finally:
+                self._busy.pop(tid, None)
+                self._inflight -= 1
+                self._freed.set()
+
+    def _execute(self, unit: FetchedJob) -> Any:
+        """An awaitable outcome: on this loop for ``async def`` jobs, else in a thread."""
+        job_class = unit.job_class
+        if unit.job is None or job_class is None:  # filed as malformed or unknown, no I/O
+            return _ready(self.processor.process(unit))
+        asynchronous = self._async_cache.get(job_class)
+        if asynchronous is None:
+            asynchronous = self._async_cache[job_class] = asyncio.iscoroutinefunction(
+                job_class.perform
+            )
+            if not asynchronous:
+                log.info("%s is not async def: it runs in a thread", job_class.__qualname__)
+        if asynchronous:
+            return self.processor.process_async(unit)
+        return self._pool.run(self.processor.process, unit)
+
+    async def _finish_loop(self) -> None:
+        # Whatever finished while the previous acknowledgement was in flight goes in the next
+        # one, so under load one finish.lua call covers many jobs.
+        while True:
+            await self._has_outcomes.wait()
+            self._has_outcomes.clear()
+            await self._flush(final=self._finishing)
+            if self._finishing and not self._outcomes:
+                return
+
+    async def _flush(self, final: bool) -> None:
+        batch, self._outcomes = self._outcomes, []
+        if not batch:
+            return
+        settings = self.settings
+        attempts = 10 if final else 1_000_000
+        if self.app.server_middleware:
+            self._batch_hook("settle_batch", [unit for _, unit in batch], attempts=attempts)
+        outcomes = [outcome for outcome, _ in batch]
+        for attempt in range(attempts):
+            now = self.app.clock.time()
+            try:
+                await self.astore.finish(
+                    self.identity,
+                    outcomes,
+                    utc_day(now),
+                    settings.dead_max_jobs,
+                    now - settings.dead_timeout,
+                )
+                break
+            except redis.RedisError as exc:
+                log.error("acknowledging %d job(s) failed (%s); retrying", len(outcomes), exc)
+                await asyncio.sleep(min(5.0, 0.1 * 2**attempt))
+        failed = sum(1 for o in outcomes if o.kind not in ("ok", "gone"))
+        with self.counters.lock:
+            self.counters.processed += sum(1 for o in outcomes if o.kind != "gone")
+            self.counters.failed += failed
+
+    # -- housekeeping (threads, synchronous store) ----------------------------------------------
+    def heartbeat(self) -> None:
+        """Publish this process (busy slots, quiet state) and act on a Redis signal."""
+        work = {
+            tid: json.dumps({"queue": q, "payload": raw, "run_at": run_at})
+            for tid, (q, raw, run_at) in list(self._busy.items())
+        }
+        _, sig = self.store.heartbeat(
+            self.identity,
+            info=self._info,
+            busy=len(work),
+            beat=time.time(),
+            quiet=self._quiet.is_set(),
+            rss_kb=self._rss_proc.memory_info().rss // 1024,
+            rtt_us=self.store.rtt_us(),
+            work=work,
+            process_ttl=60,
+            liveness_ttl_ms=int(self.settings.liveness_ttl * 1000),
+        )
+        if sig == "TSTP":
+            self.quiet()
+        elif sig == "TERM":
+            self.stop()
+
+    def _housekeeper(self) -> None:
+        settings = self.settings
+        now = time.monotonic()
+        due = {
+            "beat": now + settings.heartbeat_interval,
+            "sweep": now + self._rng.uniform(0, settings.recovery_interval),
+            "poll": now + self._rng.uniform(0, settings.poll_interval_average),
+        }
+        while not self._threads_stop.is_set():
+            now = time.monotonic()
+            try:
+                if now >= due["beat"]:
+                    due["beat"] = now + settings.heartbeat_interval
+                    self.heartbeat()
+                if now >= due["sweep"]:
+                    due["sweep"] = now + settings.recovery_interval * self._rng.uniform(0.8, 1.2)
+                    lock_ms = int(settings.recovery_interval * 900)
+                    if self.store.try_lock("recovery", self.identity, lock_ms):
+                        recovery.sweep(self.app, self.identity)
+                if now >= due["poll"] and not self._stop.is_set():
+                    due["poll"] = now + scheduler.poll_interval(
+                        settings.poll_interval_average, self.store.process_count(), self._rng
+                    )
+                    scheduler.enqueue_due(self.app)
+            except redis.RedisError as exc:
+                log.error("housekeeping failed: %s", exc)
+            wake = min(due.values()) - time.monotonic()
+            self._threads_stop.wait(max(0.01, min(wake, 1.0)))
+
+    def _periodic(self) -> None:
+        """Feature tasks (cron, resuming deferred jobs...), apart from the heartbeat."""
+        start = time.monotonic()
+        due = {t.name: start + self._rng.uniform(0, t.interval) for t in self.app.periodic_tasks}
+        while not self._stop.is_set() and not self._threads_stop.is_set():
+            now = time.monotonic()
+            for task in self.app.periodic_tasks:
+                if now >= due.get(task.name, now):
+                    due[task.name] = now + task.interval * self._rng.uniform(0.9, 1.1)
+                    try:
+                        task.run()
+                    except Exception:
+                        log.exception("periodic task %s failed", task.name)
+            wake = min(due.values(), default=now + 1.0) - time.monotonic()
+            self._stop.wait(max(0.01, min(wake, 1.0)))
+
+
+def _gate_open(gate: Callable[[], bool] | None, queue: str) -> bool:
+    if gate is None:
+        return True
+    try:
+        return bool(gate())
+    except Exception:
+        log.exception("queue gate of %s failed; treating the queue as open", queue)
+        return True
+
+
+async def _ready(outcome: Outcome) -> Outcome:
+    return outcome
+
+
+__all__ = ["AioProcessor", "AioWorker", "create_worker"]

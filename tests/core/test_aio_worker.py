@@ -1,0 +1,322 @@
+"""The asyncio worker (conveyor/core/aio_worker.py): the same lists, scripts and outcomes as the
+threaded worker, with ``async def`` jobs on one event loop; real Redis, real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+import redis
+import redis.asyncio
+from support import APPS, StartProcess, wait_for
+
+from conveyor import App, ConfigurationError, Job, Settings, Worker
+from conveyor.core.aio_worker import AioWorker, create_worker
+from conveyor.core.middleware import JobContext, ServerMiddleware
+
+APP = str(APPS / "aio_crash_app.py")
+
+
+def asyncio_app(app: App, **changes: object) -> App:
+    app.configure(app.settings.replace(worker_mode="asyncio", **changes))
+    return app
+
+
+def run_burst(app: App, timeout: float = 30.0) -> AioWorker:
+    worker = create_worker(app, burst=True)
+    assert isinstance(worker, AioWorker)
+    thread = threading.Thread(target=worker.run, kwargs={"install_signals": False}, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    assert not thread.is_alive(), f"burst worker still running after {timeout}s"
+    return worker
+
+
+@contextmanager
+def running(app: App) -> Iterator[tuple[AioWorker, threading.Thread]]:
+    worker = AioWorker(app)
+    thread = threading.Thread(target=worker.run, kwargs={"install_signals": False}, daemon=True)
+    thread.start()
+    try:
+        yield worker, thread
+    finally:
+        worker.stop()
+        thread.join(30)
+        assert not thread.is_alive(), "worker did not stop within 30s"
+
+
+def test_mode_setting_picks_the_worker_and_a_bad_mode_is_named(
+    app: App, settings: Settings
+) -> None:
+    assert isinstance(create_worker(asyncio_app(app)), AioWorker)
+    threaded = App(settings)
+    assert isinstance(create_worker(threaded), Worker)
+    threaded.close()
+    with pytest.raises(
+        ConfigurationError, match="worker_mode must be threads or asyncio, got 'gevent'"
+    ):
+        Settings(worker_mode="gevent")
+    assert Settings.load(env={"CONVEYOR_WORKER_MODE": "asyncio"}).worker_mode == "asyncio"
+
+
+def test_async_jobs_run_on_the_loop_and_are_acknowledged(
+    app: App, r: redis.Redis, redis_url: str
+) -> None:
+    asyncio_app(app, concurrency=5)
+    threads: set[str] = set()
+    running_now = [0, 0]  # now, most at once
+
+    @app.job()
+    async def record(i: int) -> None:
+        threads.add(threading.current_thread().name)
+        running_now[0] += 1
+        running_now[1] = max(running_now[1], running_now[0])
+        client = redis.asyncio.Redis.from_url(redis_url)
+        await client.sadd("ran", i)
+        await asyncio.sleep(0.01)
+        await client.aclose()
+        running_now[0] -= 1
+
+    record.bulk_perform_async([[i] for i in range(200)])
+    worker = run_burst(app)
+    assert r.smembers("ran") == {str(i) for i in range(200)}
+    assert r.get("stat:processed") == "200" and r.get("stat:failed") is None
+    assert worker.counters.processed == 200
+    assert r.llen(app.store.keys.working(worker.identity)) == 0
+    assert r.sismember("processes", worker.identity) == 0  # unregistered on shutdown
+    # No thread hop: every job ran on the thread that ran the worker's loop, five at a time.
+    assert threads == {threading.current_thread().name} or len(threads) == 1
+    assert "conveyor-sync" not in next(iter(threads))
+    assert running_now[1] == 5
+
+
+def test_sync_jobs_run_in_threads_beside_async_ones(app: App, r: redis.Redis) -> None:
+    asyncio_app(app, concurrency=3)
+    names: set[str] = set()
+
+    @app.job()
+    def blocking(i: int) -> None:
+        names.add(threading.current_thread().name)
+        time.sleep(0.01)
+        r.sadd("sync", i)
+
+    @app.job()
+    async def cooperative(i: int) -> None:
+        r.sadd("async", i)
+
+    blocking.bulk_perform_async([[i] for i in range(20)])
+    cooperative.bulk_perform_async([[i] for i in range(20)])
+    run_burst(app)
+    assert r.scard("sync") == 20 and r.scard("async") == 20
+    assert names and all(n == "conveyor-sync" for n in names)
+    assert r.get("stat:processed") == "40"
+
+
+def test_failures_timeouts_unknown_and_malformed_jobs_have_the_threaded_outcomes(
+    app: App, r: redis.Redis
+) -> None:
+    asyncio_app(app)
+
+    @app.job(backtrace=True)
+    async def fails(x: int) -> None:
+        raise KeyError(f"missing {x}")
+
+    @app.job(timeout=0.2)
+    async def slow_async() -> None:
+        await asyncio.sleep(30)
+
+    @app.job(timeout=5)
+    async def raises_timeout_itself() -> None:
+        raise TimeoutError("the job's own timeout")
+
+    @app.job(retry=0)
+    async def doomed() -> None:
+        raise RuntimeError("no")
+
+    fails.perform_async(1)
+    slow_async.perform_async()
+    raises_timeout_itself.perform_async()
+    doomed_jid = doomed.perform_async().jid
+    app.enqueue("FromTheFuture", 1, retry=False)
+    r.lpush("queue:default", "{this is not json")
+    run_burst(app)
+    retries = {json.loads(m)["class"]: json.loads(m) for m in r.zrange("retry", 0, -1)}
+    assert set(retries) == {"fails", "slow_async", "raises_timeout_itself", "FromTheFuture"}
+    assert retries["fails"]["error_class"] == "KeyError"
+    assert retries["fails"]["error_message"] == "'missing 1'"
+    assert retries["slow_async"]["error_class"] == "conveyor.errors.JobTimeoutError"
+    assert retries["raises_timeout_itself"]["error_class"] == "TimeoutError"
+    assert retries["FromTheFuture"]["error_class"] == "conveyor.errors.UnknownJobClassError"
+    dead = [json.loads(m) for m in r.zrange("dead", 0, -1)]
+    assert {d.get("jid") for d in dead if d["class"] == "doomed"} == {doomed_jid}
+    assert any(d["error_class"] == "conveyor.errors.PayloadError" for d in dead)
+    assert r.get("stat:processed") == "6" and r.get("stat:failed") == "6"
+
+
+def test_server_middleware_wraps_the_awaited_perform(app: App, r: redis.Redis) -> None:
+    asyncio_app(app)
+    events: list[str] = []
+
+    class Outer(ServerMiddleware):
+        def before_perform(self, ctx: JobContext) -> None:
+            events.append("outer.before")
+
+        def after_perform(self, ctx: JobContext, error: BaseException | None) -> None:
+            events.append(f"outer.after:{type(error).__name__ if error else None}")
+
+    class Skipper(ServerMiddleware):
+        def before_perform(self, ctx: JobContext) -> None:
+            if ctx.job["args"] == [2]:
+                ctx.skip("not this one")
+
+    app.server_middleware.add(Outer())
+    app.server_middleware.add(Skipper())
+
+    @app.job()
+    async def wrapped(n: int) -> None:
+        events.append(f"perform:{n}")
+        if n == 3:
+            raise ValueError("boom")
+
+    for n in (1, 2, 3):
+        wrapped.perform_async(n)
+        run_burst(app)
+    assert events == [
+        "outer.before",
+        "perform:1",
+        "outer.after:None",
+        "outer.before",
+        "outer.after:None",
+        "outer.before",
+        "perform:3",
+        "outer.after:ValueError",
+    ]
+    assert r.zcard("retry") == 1 and r.get("stat:processed") == "3"
+
+
+def test_heartbeat_shows_busy_slots_and_redis_signals_quiet_then_stop(
+    app: App, r: redis.Redis
+) -> None:
+    asyncio_app(app)
+
+    @app.job(name="Blocker")
+    class Blocker(Job):
+        async def perform(self, n: int) -> None:
+            side = redis.asyncio.Redis.from_url(str(type(self).app.settings.redis_url))
+            while not await side.exists("release"):
+                await asyncio.sleep(0.02)
+            await side.sadd("released", n)
+            await side.aclose()
+
+    with running(app) as (worker, _):
+        Blocker.perform_async(1)
+        key = worker.identity
+        wait_for(lambda: r.hget(key, "busy") == "1", timeout=5)
+        info = json.loads(r.hget(key, "info") or "")
+        assert info["identity"] == key and info["concurrency"] == 4
+        [work] = r.hvals(f"{key}:work")
+        assert json.loads(json.loads(work)["payload"])["class"] == "Blocker"
+        assert r.exists(app.store.keys.liveness(key))
+
+        app.store.send_signal(key, "TSTP")
+        wait_for(lambda: r.hget(key, "quiet") == "true", timeout=5)
+        Blocker.perform_async(2)  # quiet: not fetched
+        time.sleep(0.3)
+        assert r.llen("queue:default") == 1
+        r.set("release", 1)
+        wait_for(lambda: r.sismember("released", 1), timeout=5)
+        app.store.send_signal(key, "TERM")
+        assert worker.wait(10), "TERM through Redis did not stop the worker"
+    assert r.llen("queue:default") == 1 and r.sismember("processes", key) == 0
+    assert r.get("stat:processed") == "1"
+
+
+def test_graceful_stop_requeues_running_and_prefetched_jobs_at_the_deadline(
+    app: App, r: redis.Redis
+) -> None:
+    asyncio_app(app, shutdown_timeout=0.5, concurrency=2, prefetch=3)
+    started = threading.Event()
+
+    @app.job()
+    async def stuck(i: int) -> None:
+        started.set()
+        await asyncio.sleep(30)
+        r.sadd("stuck-done", i)
+
+    stuck.bulk_perform_async([[i] for i in range(5)])
+    with running(app) as (worker, _):
+        assert started.wait(5)
+        wait_for(lambda: worker.busy == 2, timeout=5)
+    # Two were running past the deadline, three were prefetched: all five are back, in order.
+    assert r.llen("queue:default") == 5
+    assert r.llen(app.store.keys.working(worker.identity)) == 0
+    assert worker.counters.requeued == 5
+    assert r.scard("stuck-done") == 0 and r.get("stat:processed") is None
+
+
+def crash_env(redis_url: str, **extra: str) -> dict[str, str]:
+    return {
+        "CONVEYOR_REDIS_URL": redis_url,
+        "CONVEYOR_HEARTBEAT_INTERVAL": "0.5",
+        "CONVEYOR_LIVENESS_TTL": "2",
+        "CONVEYOR_RECOVERY_INTERVAL": "0.5",
+        **extra,
+    }
+
+
+def starts(r: redis.Redis) -> list[tuple[int, int]]:
+    return [(int(i), int(pid)) for i, pid, _ in (e.split(":") for e in r.lrange("starts", 0, -1))]
+
+
+@pytest.mark.timeout(90)
+def test_a_sigkilled_asyncio_worker_loses_no_job(
+    r: redis.Redis, redis_url: str, processes: StartProcess
+) -> None:
+    app = App(Settings(redis_url=redis_url))
+    for i in range(40):
+        app.enqueue("Sleepy", i, 1.0)
+    app.close()
+    victim = processes(APP, **crash_env(redis_url, CONVEYOR_CONCURRENCY="10"))
+    wait_for(lambda: len(starts(r)) >= 10, timeout=20)
+    victim.send_signal(signal.SIGKILL)
+    assert victim.wait(5) == -signal.SIGKILL
+    in_flight = {i for i, pid in starts(r) if pid == victim.pid}
+    assert len(in_flight) >= 10
+    assert not r.hgetall("completions").keys() & {str(i) for i in in_flight}
+
+    r.set("fast", 1)
+    survivor = processes(APP, **crash_env(redis_url, CONVEYOR_CONCURRENCY="10"))
+    wait_for(lambda: len(r.hgetall("completions")) == 40, timeout=60, interval=0.2)
+    assert {int(k): int(v) for k, v in r.hgetall("completions").items()} == {
+        i: 1 for i in range(40)
+    }, "every job completed exactly once"
+    reruns = {i for i, pid in starts(r) if pid == survivor.pid and i in in_flight}
+    assert reruns == in_flight, "every interrupted job ran again on the survivor"
+    survivor.send_signal(signal.SIGTERM)
+    assert survivor.wait(30) == 0
+    assert r.keys("working:*") == [] or all(r.llen(k) == 0 for k in r.keys("working:*"))
+
+
+@pytest.mark.timeout(60)
+def test_sigterm_finishes_short_jobs_and_requeues_long_ones(
+    r: redis.Redis, redis_url: str, processes: StartProcess
+) -> None:
+    app = App(Settings(redis_url=redis_url))
+    for i, seconds in ((0, 0.3), (1, 0.3), (2, 60.0), (3, 60.0)):
+        app.enqueue("Sleepy", i, seconds)
+    app.close()
+    worker = processes(
+        APP, **crash_env(redis_url, CONVEYOR_CONCURRENCY="4", CONVEYOR_SHUTDOWN_TIMEOUT="2")
+    )
+    wait_for(lambda: len(starts(r)) == 4, timeout=20)
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(20) == 0
+    assert r.hgetall("completions") == {"0": "1", "1": "1"}
+    assert sorted(json.loads(raw)["args"][0] for raw in r.lrange("queue:default", 0, -1)) == [2, 3]
+    assert r.get("stat:processed") == "2" and r.scard("processes") == 0
