@@ -14,6 +14,7 @@ import click
 
 from conveyor import logs
 from conveyor.cli.context import CliState, pass_state
+from conveyor.core.aio_worker import AioWorker, create_worker
 from conveyor.core.app import App
 from conveyor.core.supervisor import Supervisor
 from conveyor.core.worker import Worker
@@ -80,6 +81,7 @@ def _overrides(state: CliState, params: dict[str, Any], queues: tuple[str, ...])
         ("concurrency", "concurrency"),
         ("timeout", "shutdown_timeout"),
         ("tag", "tag"),
+        ("mode", "worker_mode"),
     ):
         if params[option] is not None:
             changes[setting] = params[option]
@@ -96,8 +98,8 @@ def child_argv(state: CliState, params: dict[str, Any], queues: tuple[str, ...])
     argv += ["-r", params["require"]]
     for queue in queues:
         argv += ["-q", queue]
-    for option in ("concurrency", "timeout", "tag", "redis_url", "prefix", "log_level"):
-        if params[option] is not None:
+    for option in ("concurrency", "timeout", "tag", "mode", "redis_url", "prefix", "log_level"):
+        if params.get(option) is not None:
             argv += [f"--{option.replace('_', '-')}", str(params[option])]
     for flag in ("strict", "burst", "metrics"):
         if params[flag]:
@@ -105,7 +107,30 @@ def child_argv(state: CliState, params: dict[str, Any], queues: tuple[str, ...])
     return [*argv, "--processes", "1", "--parent-pid", str(os.getpid())]
 
 
-def watch_parent(worker: Worker, parent_pid: int) -> None:
+def process_count(value: str | int | None) -> int | None:
+    """``-p N`` (N >= 1), or ``-p auto``: one process per core this process may run on.
+
+    >>> process_count("3")
+    3
+    """
+    if value is None or isinstance(value, int):
+        return value
+    if value.strip().lower() == "auto":
+        return (
+            len(os.sched_getaffinity(0))
+            if hasattr(os, "sched_getaffinity")
+            else os.cpu_count() or 1
+        )
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise click.BadParameter(f"{value!r} is not a process count; write a number >= 1 or 'auto'")
+    return count
+
+
+def watch_parent(worker: Worker | AioWorker, parent_pid: int) -> None:
     """Stop ``worker`` gracefully if the supervisor that started it goes away."""
 
     def loop() -> None:
@@ -122,7 +147,17 @@ def watch_parent(worker: Worker, parent_pid: int) -> None:
 @click.option("-r", "--require", required=True, help="App module, as module or module:attribute.")
 @click.option("-q", "--queue", "queues", multiple=True, help="Queue as 'name' or 'name,weight'.")
 @click.option("-c", "--concurrency", type=click.IntRange(min=1), help="Threads per process.")
-@click.option("-p", "--processes", type=click.IntRange(min=1), help="Worker processes to run.")
+@click.option(
+    "-p",
+    "--processes",
+    callback=lambda ctx, param, value: process_count(value),
+    help="Worker processes to run, or 'auto' (one per core).",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["threads", "asyncio"]),
+    help="threads (default), or asyncio: async def jobs on one event loop (see the docs).",
+)
 @click.option("--strict", is_flag=True, help="Strict queue order instead of weighted.")
 @click.option("--burst", is_flag=True, help="Exit once the queues are empty.")
 @click.option(
@@ -161,7 +196,7 @@ def worker(state: CliState, /, queues: tuple[str, ...], **params: Any) -> None:
         sys.exit(supervisor.run())
     if params["metrics"] and "metrics" not in app.extensions:  # installed once, not twice
         metrics.install(app)
-    runner = Worker(app, burst=params["burst"])
+    runner = create_worker(app, burst=params["burst"])
     logs.bind_process(worker=runner.identity)
     if params["parent_pid"] is not None:
         watch_parent(runner, params["parent_pid"])
