@@ -1,5 +1,6 @@
-"""The Conveyor side of benchmarks/core.py: the same two jobs as benchmarks/sidekiq/jobs.rb,
-with the same wire names, so both engines do the same work.
+"""The Conveyor side of benchmarks/core.py: the same jobs as benchmarks/sidekiq/jobs.rb, with the
+same wire names, so both engines do the same work (plus their ``async def`` twins for the
+asyncio worker mode).
 
 ``python -m benchmarks.conveyor_jobs`` runs one worker process (settings from ``CONVEYOR_*``).
 """
@@ -8,7 +9,10 @@ from __future__ import annotations
 
 import time
 
-from conveyor import App, Job, Settings, Worker
+import redis.asyncio
+
+from conveyor import App, Job, Settings
+from conveyor.core.aio_worker import create_worker
 
 
 def create_app(settings: Settings) -> App:
@@ -38,11 +42,42 @@ def create_app(settings: Settings) -> App:
         def perform(self, sent: float) -> None:
             type(self).app.store.client.rpush("bench:latency", time.time() - sent)
 
+    add_async_twins(app)
     return app
 
 
+def add_async_twins(app: App) -> None:
+    """``BenchNoopAsync``, ``BenchSilentAsync`` and ``BenchLatencyAsync``: the same jobs as
+    ``async def`` on redis.asyncio, for the asyncio worker mode. The async client is made on
+    first use, on the worker's event loop."""
+    clients: list[redis.asyncio.Redis] = []
+
+    def aclient() -> redis.asyncio.Redis:
+        if not clients:
+            clients.append(redis.asyncio.Redis.from_url(str(app.settings.redis_url)))
+        return clients[0]
+
+    @app.job(name="BenchNoopAsync")
+    class BenchNoopAsync(Job):
+        async def perform(self, index: int) -> None:
+            await aclient().incr("bench:done")
+
+    @app.job(name="BenchSilentAsync")
+    class BenchSilentAsync(Job):
+        async def perform(self, index: int) -> None:
+            if index in (0, -1):
+                key = "bench:silent:first" if index == 0 else "bench:silent:last"
+                await aclient().set(key, time.time())
+
+    @app.job(name="BenchLatencyAsync")
+    class BenchLatencyAsync(Job):
+        async def perform(self, sent: float) -> None:
+            await aclient().rpush("bench:latency", time.time() - sent)
+
+
 def main() -> None:
-    Worker(create_app(Settings.load())).run(install_signals=True)
+    # CONVEYOR_WORKER_MODE picks the threaded or the asyncio worker.
+    create_worker(create_app(Settings.load())).run(install_signals=True)
 
 
 if __name__ == "__main__":

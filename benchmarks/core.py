@@ -22,29 +22,27 @@ error or Ctrl-C. See benchmarks/README.md.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import json
 import os
 import platform
 import shlex
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
+from typing import ClassVar
 
 import psutil
 import redis
 
 import conveyor
+from benchmarks import io_workload
 from benchmarks.conveyor_jobs import create_app
 from benchmarks.harness import (
     ROOT,
@@ -54,9 +52,12 @@ from benchmarks.harness import (
     cpu_seconds,
     pick_redis_server,
     redis_url,
+    sidekiq_version,
     start_redis,
+    terminate_on_sigterm,
     wait_until,
 )
+from benchmarks.peers import Runner
 from conveyor import Settings
 
 HERE = Path(__file__).resolve().parent
@@ -76,6 +77,8 @@ class Result:
     p50_ms: float = 0.0
     p99_ms: float = 0.0
     max_ms: float = 0.0
+    busy_p50_ms: float = 0.0
+    busy_p99_ms: float = 0.0
     achieved_rate: float = 0.0
     silent_rate: float = 0.0
     latency_jobs: int = 0
@@ -86,6 +89,12 @@ class Result:
 class Engine:
     name = ""
     log_name = ""
+    #: The wire names of the no-op (one INCR), silent no-op and latency jobs.
+    jobs: ClassVar[dict[str, str]] = {
+        "noop": "BenchNoop",
+        "silent": "BenchSilent",
+        "latency": "BenchLatency",
+    }
 
     def __init__(self, children: Children, url: str) -> None:
         self.children = children
@@ -107,13 +116,14 @@ class Engine:
 class ConveyorEngine(Engine):
     name = "Conveyor"
     log_name = "conveyor-worker"
+    mode = "threads"
 
     def bulk(self, jobs: int, job_class: str = "BenchNoop") -> float:
         app = create_app(Settings(redis_url=self.url))
         try:
             app.store.client.ping()
             args = [[i] for i in range(jobs)]
-            if job_class == "BenchSilent":
+            if job_class.startswith("BenchSilent"):
                 args[-1] = [-1]
             job = app.registry[job_class]
             started = time.perf_counter()
@@ -127,6 +137,7 @@ class ConveyorEngine(Engine):
         env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
         env["CONVEYOR_REDIS_URL"] = self.url
         env["CONVEYOR_CONCURRENCY"] = str(CONCURRENCY)
+        env["CONVEYOR_WORKER_MODE"] = self.mode
         return self.children.start(
             self.log_name, [sys.executable, "-m", "benchmarks.conveyor_jobs"], env
         )
@@ -134,6 +145,15 @@ class ConveyorEngine(Engine):
     def acknowledged(self, client: redis.Redis, jobs: int) -> bool:
         # A job leaves the working list and counts in stat:processed in one script.
         return int(client.get("stat:processed") or 0) >= jobs
+
+
+class ConveyorAsyncioEngine(ConveyorEngine):
+    """``worker_mode="asyncio"`` with the ``async def`` twins of the jobs (redis.asyncio)."""
+
+    name = "Conveyor asyncio"
+    log_name = "conveyor-asyncio-worker"
+    mode = "asyncio"
+    jobs: ClassVar[dict[str, str]] = {k: f"{v}Async" for k, v in Engine.jobs.items()}
 
 
 class SidekiqEngine(Engine):
@@ -171,7 +191,7 @@ def measure(engine: Engine, client: redis.Redis, args: argparse.Namespace) -> Re
     client.flushall()
 
     # 1. Bulk enqueue, which is also the pre-fill of the drain.
-    seconds = engine.bulk(args.jobs)
+    seconds = engine.bulk(args.jobs, engine.jobs["noop"])
     queued = client.llen("queue:default")
     if queued != args.jobs:
         raise RuntimeError(f"{engine.name}: {queued} jobs queued after pushing {args.jobs}")
@@ -199,9 +219,23 @@ def measure(engine: Engine, client: redis.Redis, args: argparse.Namespace) -> Re
             result.steady_rate = (args.jobs - done_at_first) / (last - first)
             result.cpu_ms_per_1k = (cpu_at_last - cpu_at_first) * 1e6 / (args.jobs - done_at_first)
 
-        # 3. Latency at a fixed rate, the worker idle and warm.
+        # 3. Latency at a fixed rate, the worker idle and warm; then again beside two
+        # processes burning CPU (the machine busy with other work).
         time.sleep(0.5)
-        latency(engine, client, args, result, proc)
+        result.p50_ms, result.p99_ms, result.max_ms = latency(engine, client, args, result, proc)
+        burners = [
+            engine.children.start(
+                f"burner-{i}", [sys.executable, "-c", "while True: pass"], dict(os.environ)
+            )
+            for i in range(2)
+        ]
+        try:
+            client.delete("bench:latency")
+            time.sleep(0.5)
+            result.busy_p50_ms, result.busy_p99_ms, _ = latency(engine, client, args, result, proc)
+        finally:
+            for burner in burners:
+                engine.children.stop(burner)
     finally:
         engine.children.stop(proc)
 
@@ -212,7 +246,7 @@ def measure(engine: Engine, client: redis.Redis, args: argparse.Namespace) -> Re
 
 def silent(engine: Engine, client: redis.Redis, args: argparse.Namespace, result: Result) -> None:
     client.flushall()
-    engine.bulk(args.jobs, "BenchSilent")
+    engine.bulk(args.jobs, engine.jobs["silent"])
     proc = engine.start_worker()
     try:
         wait_until(
@@ -236,9 +270,10 @@ def latency(
     args: argparse.Namespace,
     result: Result,
     proc: subprocess.Popen[bytes],
-) -> None:
+) -> tuple[float, float, float]:
+    """p50, p99 and max (ms) from enqueue to start at ``--rate`` jobs/s."""
     app = create_app(Settings(redis_url=engine.url))
-    job = app.registry["BenchLatency"]
+    job = app.registry[engine.jobs["latency"]]
     count = max(1, int(args.rate * args.duration))
     interval = 1.0 / args.rate
     try:
@@ -261,18 +296,12 @@ def latency(
     )
     samples = sorted(float(x) * 1000 for x in client.lrange("bench:latency", 0, -1))
     cuts = statistics.quantiles(samples, n=100, method="inclusive")
-    result.p50_ms, result.p99_ms, result.max_ms = cuts[49], cuts[98], samples[-1]
     result.latency_jobs = count
     result.achieved_rate = count / elapsed if elapsed > 0 else 0.0
+    return cuts[49], cuts[98], samples[-1]
 
 
 # -- environment and report -----------------------------------------------------------------------
-def sidekiq_version() -> str:
-    if not shutil.which("ruby"):
-        return ""
-    return command_output(["ruby", "-e", 'require "sidekiq"; print Sidekiq::VERSION'])
-
-
 def describe_machine(client: redis.Redis, redis_binary: str, sidekiq: str) -> list[str]:
     info = client.info("server")
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -289,44 +318,39 @@ def describe_machine(client: redis.Redis, redis_binary: str, sidekiq: str) -> li
 
 ROWS: list[tuple[str, str, str, bool]] = [
     # (label, Result attribute, format, higher is better)
-    ("drain: jobs/s, worker start to last job (1 process, 10 threads)", "drain_rate", ",.0f", True),
-    ("drain: jobs/s, first to last job (steady state)", "steady_rate", ",.0f", True),
-    (
-        "drain: no-op jobs/s, no side effect (first to final marker job)",
-        "silent_rate",
-        ",.0f",
-        True,
-    ),
+    ("drain (INCR on the engine's pool): jobs/s, worker start to last", "drain_rate", ",.0f", True),
+    ("drain (INCR on the engine's pool): jobs/s, steady state", "steady_rate", ",.0f", True),
+    ("drain: no-op jobs/s, no side effect (first to final marker)", "silent_rate", ",.0f", True),
     ("drain: seconds from worker start to first job", "first_job_s", ".2f", False),
-    ("drain: worker CPU ms per 1000 jobs", "cpu_ms_per_1k", ",.0f", False),
+    ("drain (INCR on the engine's pool): worker CPU ms/1000 jobs", "cpu_ms_per_1k", ",.0f", False),
     ("bulk enqueue: jobs/s (batches of 1000)", "bulk_rate", ",.0f", True),
-    ("latency p50, ms (enqueue to start)", "p50_ms", ".2f", False),
-    ("latency p99, ms", "p99_ms", ".2f", False),
-    ("latency max, ms", "max_ms", ".2f", False),
-]
+    ("latency p50, ms (enqueue to start), quiet", "p50_ms", ".2f", False),
+    ("latency p99, ms, quiet", "p99_ms", ".2f", False),
+    ("latency max, ms, quiet", "max_ms", ".2f", False),
+    ("latency p50, ms, beside two CPU-burning processes", "busy_p50_ms", ".2f", False),
+    ("latency p99, ms, beside two CPU-burning processes", "busy_p99_ms", ".2f", False),
+]  # fmt: skip
 
 
 def table(results: dict[str, Result], args: argparse.Namespace) -> list[str]:
-    conveyor_r, sidekiq_r = results.get("Conveyor"), results.get("Sidekiq")
-
-    def cell(r: Result | None, attr: str, fmt: str) -> str:
-        if r is None or r.error:
-            return "n/a"
-        return format(getattr(r, attr), fmt)
-
+    """The no-op table: a column per engine, then each Conveyor column over Sidekiq's."""
+    names = list(results)
+    ours = [n for n in names if n != "Sidekiq"]
+    sidekiq_r = results.get("Sidekiq")
     lines = [
-        "| metric | better | Conveyor | Sidekiq | Conveyor/Sidekiq |",
-        "|---|:-:|---:|---:|---:|",
-    ]
+        "| metric | better | " + " | ".join(names) + " | "
+        + " | ".join(f"{n} ÷ Sidekiq" for n in ours) + " |",
+        "|---|:-:|" + "---:|" * (len(names) + len(ours)),
+    ]  # fmt: skip
     for label, attr, fmt, higher in ROWS:
-        ratio = "n/a"
-        if conveyor_r and sidekiq_r and not conveyor_r.error and not sidekiq_r.error:
-            theirs = getattr(sidekiq_r, attr)
-            if theirs:
-                ratio = f"{getattr(conveyor_r, attr) / theirs:.2f}"
+        cells = [_cell(results[n], attr, fmt) for n in names]
+        for n in ours:
+            r = results[n]
+            theirs = getattr(sidekiq_r, attr) if sidekiq_r and not sidekiq_r.error else 0
+            ok = theirs and not r.error
+            cells.append(f"{getattr(r, attr) / theirs:.2f}" if ok else "n/a")
         better = "higher" if higher else "lower"
-        c, s = cell(conveyor_r, attr, fmt), cell(sidekiq_r, attr, fmt)
-        lines.append(f"| {label} | {better} | {c} | {s} | {ratio} |")
+        lines.append(f"| {label} | {better} | {' | '.join(cells)} |")
     rates = ", ".join(
         f"{name} {r.latency_jobs} jobs at {r.achieved_rate:,.0f}/s"
         for name, r in results.items()
@@ -334,6 +358,10 @@ def table(results: dict[str, Result], args: argparse.Namespace) -> list[str]:
     )
     lines += ["", f"Latency producer (target {args.rate:,}/s for {args.duration:g} s): {rates}."]
     return lines
+
+
+def _cell(r: Result, attr: str, fmt: str) -> str:
+    return "n/a" if r.error else format(getattr(r, attr), fmt)
 
 
 NOTES = """\
@@ -355,13 +383,21 @@ How it was measured:
 - Latency: the worker stays up, idle; one Python producer (the same Conveyor client for both
   engines, since both read Sidekiq's wire format) pushes `BenchLatency` one job at a time at the
   target rate; each job RPUSHes `now - sent`. Percentiles over all jobs.
+- Latency beside two CPU-burning processes: the same, while two `python -c "while True:
+  pass"` processes (one per core on a 2-core machine) compete for the CPU.
+- Conveyor asyncio: `worker_mode="asyncio"` with the `async def` twins of the jobs
+  (`BenchNoopAsync`, ... on redis.asyncio), 10 slots.
 - Sidekiq's per-job INFO log lines are switched off (log level WARN) because Conveyor logs
   nothing per job.
 """
 
 
 def report(
-    results: dict[str, Result], machine: list[str], args: argparse.Namespace, argv: list[str]
+    results: dict[str, Result],
+    io: list[io_workload.IoResult],
+    machine: list[str],
+    args: argparse.Namespace,
+    argv: list[str],
 ) -> str:
     now = dt.datetime.now(dt.UTC)
     lines = [
@@ -381,7 +417,18 @@ def report(
         elif r.error:
             lines.append(f"**{name} failed:** {r.error}")
         lines += [f"- {name}: {note}" for note in r.notes]
+    if io:
+        lines += [
+            "",
+            f"## The I/O workload: {args.io_jobs:,} jobs, each one INCR on its own connection",
+            "",
+            *io_workload.table(io),
+            "",
+            io_workload.NOTES,
+        ]
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     lines += [
+        f"Load average at the end: {load}.",
         "",
         "Absolute figures depend on the machine and on what else runs on it (see the load "
         "average above); compare the ratios, measured in the same run on the same Redis.",
@@ -402,34 +449,29 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=120.0, help="limit for each wait, s")
     parser.add_argument("--redis-server", help="redis-server binary (default: the newest found)")
     parser.add_argument("--no-sidekiq", action="store_true", help="measure Conveyor only")
+    parser.add_argument("--io-jobs", type=int, default=20_000, help="jobs per I/O drain")
+    parser.add_argument(
+        "--io-engine",
+        action="append",
+        choices=io_workload.ENGINES,
+        help="measure the I/O workload only for this engine (repeatable; default: all)",
+    )
+    parser.add_argument("--no-io", action="store_true", help="skip the I/O workload")
     parser.add_argument("--note", default="", help="a line for the report, e.g. other load")
     parser.add_argument(
         "--results-dir", type=Path, default=HERE / "results", help="where core-<date>.md goes"
     )
     args = parser.parse_args(argv)
-    if args.jobs < 1 or args.rate < 1 or args.duration <= 0:
-        parser.error("--jobs and --rate must be >= 1 and --duration > 0")
+    if args.jobs < 1 or args.rate < 1 or args.duration <= 0 or args.io_jobs < 10:
+        parser.error("--jobs and --rate must be >= 1, --io-jobs >= 10 and --duration > 0")
     return args
-
-
-@contextlib.contextmanager
-def terminate_on_sigterm() -> Iterator[None]:
-    """Turn SIGTERM into SystemExit so the cleanup below runs."""
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise SystemExit(128 + signum)
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def run(args: argparse.Namespace, argv: list[str]) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="conveyor-bench-"))
     children = Children(workdir)
     results: dict[str, Result] = {}
+    io: list[io_workload.IoResult] = []
     machine: list[str] = []
     try:
         with terminate_on_sigterm():
@@ -438,7 +480,10 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             url = redis_url(client)
             sidekiq = "" if args.no_sidekiq else sidekiq_version()
             machine = describe_machine(client, binary, sidekiq)
-            engines: list[Engine] = [ConveyorEngine(children, url)]
+            engines: list[Engine] = [
+                ConveyorEngine(children, url),
+                ConveyorAsyncioEngine(children, url),
+            ]
             if sidekiq:
                 engines.append(SidekiqEngine(children, url))
             for engine in engines:
@@ -452,12 +497,16 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             if not sidekiq:
                 why = "--no-sidekiq" if args.no_sidekiq else "Ruby Sidekiq is not installed"
                 results["Sidekiq"] = Result(error=f"not measured ({why})")
+            if not args.no_io:
+                print("measuring the I/O workload ...", file=sys.stderr, flush=True)
+                chosen = tuple(args.io_engine or io_workload.ENGINES)
+                io = io_workload.run_all(Runner(children, client, args), args.io_jobs, chosen)
             client.close()
     finally:
         children.close()
         shutil.rmtree(workdir, ignore_errors=True)
 
-    text = report(results, machine, args, argv)
+    text = report(results, io, machine, args, argv)
     print(text)
     args.results_dir.mkdir(parents=True, exist_ok=True)
     path = args.results_dir / f"core-{dt.datetime.now(dt.UTC):%Y-%m-%d}.md"

@@ -47,14 +47,15 @@ from pathlib import Path
 
 import redis
 
-from benchmarks.core import sidekiq_version, terminate_on_sigterm
 from benchmarks.harness import (
     ROOT,
     Children,
     cpu_model,
     pick_redis_server,
     redis_url,
+    sidekiq_version,
     start_redis,
+    terminate_on_sigterm,
     wait_until,
 )
 

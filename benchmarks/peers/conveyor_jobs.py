@@ -1,12 +1,15 @@
-"""Conveyor: the two peer workloads as Conveyor jobs; bulk enqueue with ``bulk_perform_async``."""
+"""Conveyor: the peer workloads as Conveyor jobs; bulk enqueue with ``bulk_perform_async``.
+Settings come from ``CONVEYOR_*`` (e.g. ``CONVEYOR_CONCURRENCY``, ``CONVEYOR_WORKER_MODE``), and
+``conveyor worker -r conveyor_jobs:app`` runs this app as a user would."""
 
 from __future__ import annotations
 
 import peer_common
 
-from conveyor import App, Job, Settings, Worker
+from conveyor import App, Job, Settings
+from conveyor.core.aio_worker import create_worker
 
-app = App(Settings(redis_url=peer_common.url()))
+app = App(Settings.load(redis_url=peer_common.url()))
 
 
 @app.job(name="PeerNoop")
@@ -21,6 +24,18 @@ class PeerSleep(Job):
         peer_common.sleep(total)
 
 
+@app.job(name="PeerIncr")
+class PeerIncr(Job):
+    def perform(self, total: int) -> None:
+        peer_common.incr(total)
+
+
+@app.job(name="PeerIncrAsync")
+class PeerIncrAsync(Job):
+    async def perform(self, total: int) -> None:
+        await peer_common.aincr(total)
+
+
 @app.job(name="PeerLatency")
 class PeerLatency(Job):
     def perform(self, sent: float) -> None:
@@ -32,7 +47,8 @@ def enqueue(kind: str, jobs: int) -> float:
     if kind == "latency":
         latency = app.registry["PeerLatency"]
         return peer_common.timed(lambda args: [latency.perform_async(a) for a in args], kind, jobs)
-    job = app.registry["PeerSleep" if kind == "sleep" else "PeerNoop"]
+    names = {"sleep": "PeerSleep", "incr": "PeerIncr", "aincr": "PeerIncrAsync"}
+    job = app.registry[names.get(kind, "PeerNoop")]
     return peer_common.timed(
         lambda args: job.bulk_perform_async([[a] for a in args], batch_size=peer_common.BATCH),
         kind,
@@ -41,5 +57,5 @@ def enqueue(kind: str, jobs: int) -> float:
 
 
 def work(*_: str) -> None:
-    # Default settings (concurrency 10), as `conveyor worker` would run them.
-    Worker(app).run(install_signals=True)
+    # Default settings (concurrency 10, threads), as `conveyor worker` would run them.
+    create_worker(app).run(install_signals=True)

@@ -14,10 +14,11 @@ huey = RedisHuey("bench", url=peer_common.url())
 noop = huey.task(name="noop")(peer_common.noop)
 sleep = huey.task(name="sleep")(peer_common.sleep)
 latency = huey.task(name="latency")(peer_common.latency)
+incr = huey.task(name="incr")(peer_common.incr)
 
 
 def enqueue(kind: str, jobs: int) -> float:
-    task = {"noop": noop, "sleep": sleep, "latency": latency}[kind]
+    task = {"noop": noop, "sleep": sleep, "latency": latency, "incr": incr}[kind]
     huey.storage.conn.ping()
 
     def push(args: Iterable[Any]) -> None:

@@ -10,6 +10,9 @@ The jobs time themselves, as in benchmarks/core.py's no-op drain:
   ``bench:first``, the one that sees ``total`` writes ``bench:last`` (completion order, so
   concurrent jobs finishing out of order do not matter; the harness counts the jobs after the
   first wave of 10);
+- ``incr(total)`` is the I/O workload, the shape of a real job: one ``INCR bench:done`` on the
+  job's own client (a connection pool, as a job's own Redis or database client would be); the
+  harness reads the counter (``aincr``: the same on ``redis.asyncio``);
 - ``latency(sent)`` pushes ``now - sent`` (seconds) onto ``bench:latency``; the producer sends
   one job at a time, paced at ``BENCH_RATE`` jobs/s.
 """
@@ -60,6 +63,14 @@ def sleep(total: int) -> None:
         client().set("bench:first" if done == 1 else "bench:last", time.time())
 
 
+def incr(total: int) -> None:
+    client().incr("bench:done")
+
+
+async def aincr(total: int) -> None:
+    await aclient().incr("bench:done")
+
+
 def latency(sent: float) -> None:
     client().rpush("bench:latency", time.time() - sent)
 
@@ -94,7 +105,7 @@ def paced(jobs: int) -> Iterator[float]:
 def arguments(kind: str, jobs: int) -> Iterable[Any]:
     """The argument of each job: indexes ending with the -1 marker, the total for sleeps, or
     the send time, paced, for latency."""
-    if kind == "sleep":
+    if kind in ("sleep", "incr", "aincr"):
         return [jobs] * jobs
     if kind == "latency":
         return paced(jobs)

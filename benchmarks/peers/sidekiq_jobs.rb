@@ -40,6 +40,17 @@ class PeerSleep
   end
 end
 
+# peer_common.incr, the I/O workload: one INCR on the job's own connection (one per thread, as
+# redis-py's pool gives each Python thread its own), not on Sidekiq's pool.
+class PeerIncr
+  include Sidekiq::Worker
+  sidekiq_options queue: "bench"
+
+  def perform(_total)
+    (Thread.current[:bench_redis] ||= Redis.new(url: ENV.fetch("BENCH_REDIS_URL"))).incr("bench:done")
+  end
+end
+
 # peer_common.latency: how long ago the producer sent it.
 class PeerLatency
   include Sidekiq::Worker

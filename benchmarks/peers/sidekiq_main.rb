@@ -18,8 +18,8 @@ def enqueue(kind, jobs)
       PeerLatency.perform_async(Time.now.to_f)
     end
   else
-    klass = kind == "sleep" ? PeerSleep : PeerNoop
-    args = kind == "sleep" ? [[jobs]] * jobs : (0...(jobs - 1)).map { |i| [i] } + [[-1]]
+    klass = { "sleep" => PeerSleep, "incr" => PeerIncr }.fetch(kind, PeerNoop)
+    args = klass == PeerNoop ? (0...(jobs - 1)).map { |i| [i] } + [[-1]] : [[jobs]] * jobs
     started = now.call
     args.each_slice(BATCH) { |slice| Sidekiq::Client.push_bulk("class" => klass, "args" => slice) }
   end
@@ -31,7 +31,8 @@ when "enqueue" then enqueue(ARGV.fetch(0), Integer(ARGV.fetch(1)))
 when "worker"
   require "sidekiq/cli"
   cli = Sidekiq::CLI.instance
-  cli.parse(["-r", File.expand_path("sidekiq_jobs.rb", __dir__), "-c", "10", "-q", "bench", *ARGV])
+  threads = ENV.fetch("BENCH_CONCURRENCY", "10")
+  cli.parse(["-r", File.expand_path("sidekiq_jobs.rb", __dir__), "-c", threads, "-q", "bench", *ARGV])
   cli.run
 else
   abort "usage: ruby sidekiq_main.rb enqueue KIND N | worker"

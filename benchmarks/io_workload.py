@@ -1,0 +1,230 @@
+"""The I/O workload, reported by ``benchmarks.core`` beside the no-op one: every job makes one
+Redis call of its own (``INCR`` on the job's own client, the shape of a real job), drained by
+Conveyor (threads, ``async def`` on threads, asyncio mode), Ruby Sidekiq and the Python peers,
+at ``-c 1``, ``-c 10`` and two processes (one per core), with the workers' CPU per job.
+
+The job bodies are the peers' (``benchmarks/peers/*_jobs.py``, ``peer_common.incr``/``aincr``),
+enqueued through :class:`benchmarks.peers.Runner`, so the comparison uses the same jobs as
+``benchmarks.peers``. See benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import psutil
+import redis
+
+from benchmarks.harness import wait_until
+from benchmarks.peers import PEERS, SIDEKIQ_MAIN, Peer, Runner, script
+
+#: Engines in report order; ratios are against Sidekiq at the same concurrency and processes.
+ENGINES = ("sidekiq", "conveyor", "dramatiq", "huey")
+#: The share of the jobs run before the measurement starts (boot, connections, warm caches).
+WARM_UP = 0.1
+
+Command = list[tuple[list[str], dict[str, str]]]  # (argv, extra environment) per process
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One way to drain the workload: an engine, its settings and the job flavour."""
+
+    engine: str  # a peer key of benchmarks.peers.PEERS
+    settings: str  # shown in the report
+    kind: str  # "incr" (sync job) or "aincr" (async def job on redis.asyncio)
+    concurrency: int
+    processes: int
+    commands: Callable[[], Command]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.concurrency, self.processes)
+
+
+def _conveyor(mode: str, concurrency: int, processes: int) -> Callable[[], Command]:
+    argv = [sys.executable, "-m", "conveyor.cli", "worker", "-r", "conveyor_jobs:app"]
+    argv += ["-c", str(concurrency), "-p", str(processes), "--mode", mode, "--log-level", "WARNING"]
+    return lambda: [(argv, {})]
+
+
+def _sidekiq(concurrency: int, processes: int) -> Callable[[], Command]:
+    one = (["ruby", SIDEKIQ_MAIN, "worker"], {"BENCH_CONCURRENCY": str(concurrency)})
+    return lambda: [one] * processes
+
+
+def _dramatiq(concurrency: int, processes: int, asynchronous: bool) -> Callable[[], Command]:
+    argv = [script("dramatiq"), "dramatiq_jobs", "-p", str(processes), "-t", str(concurrency)]
+    return lambda: [(argv, {"BENCH_ASYNC": "1"} if asynchronous else {})]
+
+
+def _huey(concurrency: int) -> Callable[[], Command]:
+    argv = [script("huey_consumer"), "huey_jobs.huey", "-k", "thread", "-w", str(concurrency)]
+    return lambda: [([*argv, "-q"], {})]
+
+
+def variants(cores: int) -> list[Variant]:
+    """Every variant measured, for a machine of ``cores`` cores (the multi-process rows run
+    one process per core, each at concurrency 10)."""
+    out: list[Variant] = []
+    for c in (1, 10):
+        out += [
+            Variant("sidekiq", f"`sidekiq -c {c}`", "incr", c, 1, _sidekiq(c, 1)),
+            Variant("conveyor", f"threads, `-c {c}`", "incr", c, 1, _conveyor("threads", c, 1)),
+            Variant(
+                "conveyor", f"threads, async def, `-c {c}`", "aincr", c, 1,
+                _conveyor("threads", c, 1),
+            ),
+            Variant(
+                "conveyor", f"`--mode asyncio -c {c}`", "aincr", c, 1, _conveyor("asyncio", c, 1)
+            ),
+            Variant("dramatiq", f"`-p 1 -t {c}`", "incr", c, 1, _dramatiq(c, 1, False)),
+            Variant(
+                "dramatiq", f"`-p 1 -t {c}`, async def (AsyncIO)", "aincr", c, 1,
+                _dramatiq(c, 1, True),
+            ),
+            Variant("huey", f"`-k thread -w {c}`", "incr", c, 1, _huey(c)),
+        ]  # fmt: skip
+    p = cores
+    out += [
+        Variant("sidekiq", f"{p} x `sidekiq -c 10`", "incr", 10, p, _sidekiq(10, p)),
+        Variant("conveyor", f"threads, `-p {p} -c 10`", "incr", 10, p, _conveyor("threads", 10, p)),
+        Variant(
+            "conveyor", f"`--mode asyncio -p {p} -c 10`", "aincr", 10, p,
+            _conveyor("asyncio", 10, p),
+        ),
+        Variant("dramatiq", f"`-p {p} -t 10`", "incr", 10, p, _dramatiq(10, p, False)),
+    ]  # fmt: skip
+    return out
+
+
+@dataclass
+class IoResult:
+    variant: Variant
+    rate: float = 0.0  # jobs/s after the warm-up
+    cpu_us: float = 0.0  # worker CPU (every process of the variant) per job, microseconds
+    error: str = ""
+
+
+def tree_cpu(procs: list[subprocess.Popen[bytes]]) -> float:
+    """CPU seconds (user + system) of ``procs`` and every process they started."""
+    total = 0.0
+    for proc in procs:
+        try:
+            root = psutil.Process(proc.pid)
+            for p in [root, *root.children(recursive=True)]:
+                times = p.cpu_times()
+                total += times.user + times.system
+        except psutil.NoSuchProcess:
+            continue
+    return total
+
+
+def measure(runner: Runner, variant: Variant, jobs: int) -> IoResult:
+    """Pre-fill ``jobs`` jobs, start the variant's worker process(es) and time the drain
+    from the end of the warm-up to the last job, with the workers' CPU over the same span."""
+    client: redis.Redis = runner.client
+    peer = _peer(variant.engine)
+    why = peer.missing()
+    if why:
+        return IoResult(variant, error=why)
+    client.flushall()
+    runner.enqueue(peer, variant.kind, jobs)
+    name = f"io-{variant.engine}-{variant.kind}-c{variant.concurrency}-p{variant.processes}"
+    procs = [
+        runner.children.start(f"{name}-{i}", argv, {**runner.env, **extra})
+        for i, (argv, extra) in enumerate(variant.commands())
+    ]
+
+    def done() -> int:
+        return int(client.get("bench:done") or 0)
+
+    timeout = runner.args.timeout
+    try:
+        warm = max(1, int(jobs * WARM_UP))
+        wait_until(lambda: done() >= warm, timeout, f"{name} warm-up", proc=procs[0], poll=0.002)
+        t0, d0, cpu0 = time.perf_counter(), done(), tree_cpu(procs)
+        t1 = wait_until(lambda: done() >= jobs, timeout, f"{name} drain", proc=procs[0], poll=0.002)
+        cpu1 = tree_cpu(procs)
+    except (RuntimeError, TimeoutError) as exc:
+        tail = runner.children.log_tail(f"{name}-0", 400).strip().splitlines()
+        return IoResult(variant, error=f"{exc}: {tail[-1] if tail else '(no output)'}")
+    finally:
+        for proc in procs:
+            runner.stop(proc)
+    counted = jobs - d0
+    if counted <= 0 or t1 <= t0:
+        return IoResult(variant, error="the warm-up took every job; raise --io-jobs")
+    return IoResult(variant, counted / (t1 - t0), (cpu1 - cpu0) * 1e6 / counted)
+
+
+def _peer(key: str) -> Peer:
+    return next(p for p in PEERS if p.key == key)
+
+
+def run_all(runner: Runner, jobs: int, engines: tuple[str, ...] = ENGINES) -> list[IoResult]:
+    """Every variant of ``engines`` in turn (progress on stderr); one failing variant is
+    reported as n/a and the run goes on."""
+    results = []
+    cores = len(os.sched_getaffinity(0))
+    for variant in variants(cores):
+        if variant.engine not in engines:
+            continue
+        print(f"  I/O workload: {variant.engine} {variant.settings} ...", file=sys.stderr)
+        try:
+            results.append(measure(runner, variant, jobs))
+        except Exception as exc:  # one broken peer must not end the run
+            results.append(IoResult(variant, error=f"{type(exc).__name__}: {exc}"))
+        if results[-1].error:
+            print(f"    n/a: {results[-1].error}", file=sys.stderr)
+    return results
+
+
+def table(results: list[IoResult]) -> list[str]:
+    """Markdown rows: each variant with its ratio to Sidekiq at the same shape."""
+    sidekiq = {r.variant.shape: r for r in results if r.variant.engine == "sidekiq" and not r.error}
+    lines = [
+        "| engine | settings | job | steady drain, jobs/s | ÷ Sidekiq | worker CPU µs/job "
+        "| ÷ Sidekiq |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
+    order = {e: i for i, e in enumerate(ENGINES)}
+    for r in sorted(results, key=lambda r: (r.variant.shape, order[r.variant.engine])):
+        v = r.variant
+        job = "async def" if v.kind == "aincr" else "sync"
+        label = _peer(v.engine).label
+        if r.error:
+            lines.append(f"| {label} | {v.settings} | {job} | n/a | | n/a | |")
+            continue
+        ref = sidekiq.get(v.shape)
+        rate_ratio = f"{r.rate / ref.rate:.2f}" if ref else "n/a"
+        cpu_ratio = f"{r.cpu_us / ref.cpu_us:.2f}" if ref and ref.cpu_us else "n/a"
+        lines.append(
+            f"| {label} | {v.settings} | {job} | {r.rate:,.0f} | {rate_ratio} "
+            f"| {r.cpu_us:,.0f} | {cpu_ratio} |"
+        )
+    missing = [
+        f"- {_peer(r.variant.engine).label} {r.variant.settings}: {r.error}"
+        for r in results
+        if r.error
+    ]
+    return lines + (["", "n/a:", "", *missing] if missing else [])
+
+
+NOTES = """\
+The I/O workload: each job makes one Redis call of its own, `INCR bench:done` on the job's own
+client (redis-py's pooled `Redis`, `redis.asyncio` for `async def` jobs, a Redis connection per
+thread in Sidekiq), never the engine's connections. The jobs are pre-filled (the engine's bulk
+API where it has one, else a loop), then the worker process(es) start; the harness polls the
+counter every 2 ms and times the drain from the moment 10% of the jobs have run (boot and
+warm-up excluded) to the last one, and reads the CPU time (user + system) of every worker
+process and its children at both moments. "÷ Sidekiq" compares with Ruby Sidekiq at the same
+concurrency and number of processes (for CPU per job, lower is better). Multi-process rows run
+one process per core, each at concurrency 10 (Conveyor `-p N`, N Sidekiq processes, Dramatiq
+`-p N`); Huey's thread workers live in one process, so it has no such row.
+"""

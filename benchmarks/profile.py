@@ -1,0 +1,155 @@
+"""Where a worker's CPU goes on the I/O workload (one ``INCR`` of the job's own per job).
+
+    python -m benchmarks.profile [--mode threads|asyncio] [-c 10] [--jobs 20000] [--top 25]
+
+Starts its own ``redis-server``, pre-fills ``--jobs`` jobs (``PeerIncr``, or ``PeerIncrAsync``
+in asyncio mode or with ``--async-jobs``), and drains them with a burst worker in this process
+under yappi (CPU clock, every thread). Prints, per job: worker CPU, the fetch and finish
+round trips and their batch sizes (counted by wrapping the store's methods), and the functions
+with the most CPU (inclusive and own time) in µs per job. Profilers slow Python down, so the
+absolute figures are higher than the benchmark's; the shares are what count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yappi
+
+from benchmarks.harness import Children, pick_redis_server, redis_url, start_redis
+
+HERE = Path(__file__).resolve().parent
+
+
+class Calls:
+    """Counts calls of a wrapped method and the batch size each call carried."""
+
+    def __init__(self) -> None:
+        self.sizes: Counter[int] = Counter()
+
+    def sync(self, func: Callable[..., Any], size: Callable[..., int]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            result = func(*args, **kwargs)
+            self.sizes[size(args, result)] += 1
+            return result
+
+        return wrapper
+
+    def aio(self, func: Callable[..., Any], size: Callable[..., int]) -> Callable[..., Any]:
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            result = await func(*args, **kwargs)
+            self.sizes[size(args, result)] += 1
+            return result
+
+        return wrapper
+
+    def summary(self, jobs: int) -> str:
+        calls = sum(self.sizes.values())
+        if not calls:
+            return "no calls"
+        sizes = list(self.sizes.elements())
+        return (
+            f"{calls:,} calls ({calls / jobs:.2f} per job); batch size mean "
+            f"{statistics.fmean(sizes):.1f}, median {statistics.median(sizes):g}, "
+            f"max {max(sizes)}; {self.sizes[1]:,} calls of 1"
+        )
+
+
+def run(args: argparse.Namespace) -> None:
+    sys.path.insert(0, str(HERE / "peers"))
+    workdir = Path(tempfile.mkdtemp(prefix="conveyor-profile-"))
+    children = Children(workdir)
+    try:
+        client = start_redis(children, pick_redis_server(None), workdir)
+        os.environ["BENCH_REDIS_URL"] = redis_url(client)
+        os.environ["CONVEYOR_CONCURRENCY"] = str(args.concurrency)
+        os.environ["CONVEYOR_WORKER_MODE"] = args.mode
+        import conveyor_jobs  # the peers' job module, configured by the variables above
+
+        from conveyor.core.aio_worker import create_worker
+
+        app = conveyor_jobs.app
+        asynchronous = args.mode == "asyncio" or args.async_jobs
+        job = app.registry["PeerIncrAsync" if asynchronous else "PeerIncr"]
+        job.bulk_perform_async([[args.jobs]] * args.jobs, batch_size=1000)
+        worker = create_worker(app, burst=True)
+        fetches, finishes = Calls(), Calls()
+        if args.mode == "asyncio":
+            _wrap_aio(worker, fetches, finishes)
+        else:
+            store = app.store
+            store.fetch = fetches.sync(store.fetch, lambda a, r: len(r))  # type: ignore[method-assign]
+            store.finish = finishes.sync(store.finish, lambda a, r: len(list(a[1])))  # type: ignore[method-assign]
+        yappi.set_clock_type("cpu")
+        started, cpu0 = time.perf_counter(), time.process_time()
+        yappi.start(builtins=True)
+        thread = threading.Thread(target=worker.run, kwargs={"install_signals": False})
+        thread.start()
+        thread.join()
+        yappi.stop()
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu0
+        done = int(client.get("bench:done") or 0)
+        report(args, elapsed=elapsed, cpu=cpu, fetches=fetches, finishes=finishes, done=done)
+        app.close()
+    finally:
+        children.close()
+
+
+def _wrap_aio(worker: Any, fetches: Calls, finishes: Calls) -> None:
+    # The async store is created on the loop: wrap its class's methods for this run.
+    from conveyor.redis.aio_store import AioStore
+
+    AioStore.fetch = fetches.aio(AioStore.fetch, lambda a, r: len(r))  # type: ignore[method-assign]
+    AioStore.finish = finishes.aio(AioStore.finish, lambda a, r: len(list(a[2])))  # type: ignore[method-assign]
+
+
+def report(
+    args: argparse.Namespace,
+    *,
+    elapsed: float,
+    cpu: float,
+    fetches: Calls,
+    finishes: Calls,
+    done: int,
+) -> None:
+    jobs = args.jobs
+    print(f"mode {args.mode}, -c {args.concurrency}, {jobs:,} jobs ({done:,} ran)")
+    print(f"under yappi: {jobs / elapsed:,.0f} jobs/s, CPU {cpu * 1e6 / jobs:,.0f} µs/job")
+    print(f"fetch (non-blocking fetch.lua): {fetches.summary(jobs)}")
+    print(f"finish (finish.lua): {finishes.summary(jobs)}")
+    stats = yappi.get_func_stats()
+    for sort, label in (("ttot", "inclusive"), ("tsub", "own")):
+        stats.sort(sort, "desc")
+        print(f"\ntop {args.top} functions by {label} CPU, µs per job (calls per job):")
+        for row in list(stats)[: args.top]:
+            where = f"{Path(row.module).name}:{row.lineno}" if row.module else ""
+            value = row.ttot if sort == "ttot" else row.tsub
+            print(f"  {value * 1e6 / jobs:8.1f}  ({row.ncall / jobs:6.2f})  {row.name}  {where}")
+    threads = yappi.get_thread_stats()
+    print("\nCPU per thread, µs per job:")
+    for t in sorted(threads, key=lambda t: -t.ttot):
+        print(f"  {t.ttot * 1e6 / jobs:8.1f}  {t.name}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.profile", description=__doc__)
+    parser.add_argument("--mode", choices=("threads", "asyncio"), default="threads")
+    parser.add_argument("-c", "--concurrency", type=int, default=10)
+    parser.add_argument("--jobs", type=int, default=20_000)
+    parser.add_argument("--async-jobs", action="store_true", help="async def jobs on threads")
+    parser.add_argument("--top", type=int, default=25)
+    run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
