@@ -58,6 +58,14 @@ BLOCK_SINGLE = 1.0
 BLOCK_MULTI = 0.25
 GATED_WAIT = 0.2
 MODES = ("threads", "asyncio")
+#: With the default prefetch, fetch ahead about this many seconds of work (measured job run
+#: time), at most MAX_PREFETCH jobs: fast jobs then come in batches even at concurrency 1,
+#: while slow jobs are never held back from other processes.
+PREFETCH_WINDOW = 0.02
+MAX_PREFETCH = 100
+#: An acknowledgement waits this long for more finished jobs to share its round trip (unless
+#: half a fetch's worth are waiting already): a crash re-runs at most this much finished work.
+ACK_WINDOW = 0.002
 
 
 def create_worker(app: App, *, burst: bool = False) -> Worker | AioWorker:
@@ -203,9 +211,9 @@ class AioWorker:
         self.processor = AioProcessor(app, identity=self.identity)
         self.counters = Counters()
         self.started_at = time.time()
-        self.limit = self.settings.concurrency + self.settings.effective_prefetch
-        # Fetch only once this many slots are free, so jobs come in batches (see Worker).
-        self.refill = max(1, min(self.limit // 2, MAX_BATCH))
+        self._adaptive = self.settings.prefetch is None
+        self._avg_run = 1.0  # seconds per job (moving average): slow until measured
+        self._set_limit(self.settings.effective_prefetch)
         self._busy: dict[str, tuple[str, str, int]] = {}
         self._inflight = 0
         self._outcomes: list[tuple[Outcome, FetchedJob]] = []
@@ -231,6 +239,25 @@ class AioWorker:
                 "mode": "asyncio",
             }
         )
+
+    def _set_limit(self, prefetch: int) -> None:
+        self.limit = self.settings.concurrency + prefetch
+        # Fetch only once this many slots are free, so jobs come in batches (see Worker).
+        self.refill = max(1, min(self.limit // 2, MAX_BATCH))
+
+    def _measured(self, seconds: float) -> None:
+        """Fold one job's run time into the average and resize the prefetch to it; when jobs
+        turn slow, the prefetched jobs beyond the new size go back to their queue at once."""
+        self._avg_run += (seconds - self._avg_run) * 0.05
+        if not self._adaptive:
+            return
+        base = self.settings.effective_prefetch
+        ahead = int(self.settings.concurrency * PREFETCH_WINDOW / max(self._avg_run, 1e-6))
+        prefetch = min(MAX_PREFETCH, max(base, ahead))
+        if prefetch + self.settings.concurrency != self.limit:
+            self._set_limit(prefetch)
+            if self._units.qsize() > prefetch:
+                self._give_back(keep=prefetch)
 
     # -- lifecycle (any thread) -----------------------------------------------------------------
     def run(self, install_signals: bool = True) -> None:
@@ -461,15 +488,25 @@ class AioWorker:
                 self._units.put_nowait(unit)
 
     def _return_unstarted(self) -> None:
-        unstarted: list[FetchedJob] = []
+        self._give_back(keep=0)
+
+    def _give_back(self, keep: int) -> None:
+        """Requeue the fetched jobs no slot has started, but for the ``keep`` oldest."""
+        waiting: list[FetchedJob] = []
+        stops = 0  # the shutdown's end-of-work markers stay, after the kept jobs
         while not self._units.empty():
             unit = self._units.get_nowait()
-            if unit is not None:
-                unstarted.append(unit)
-        if unstarted:
-            self._batch_hook("abandon_batch", unstarted)
-            self._requeue([(u.queue, u.raw) for u in unstarted])
-            self._inflight -= len(unstarted)
+            if unit is None:
+                stops += 1
+            else:
+                waiting.append(unit)
+        for kept in [*waiting[:keep], *[None] * stops]:
+            self._units.put_nowait(kept)
+        back = waiting[keep:]
+        if back:
+            self._batch_hook("abandon_batch", back)
+            self._requeue([(u.queue, u.raw) for u in back])
+            self._inflight -= len(back)
 
     # -- running --------------------------------------------------------------------------------
     async def _slot(self, tid: str) -> None:
@@ -477,7 +514,8 @@ class AioWorker:
             unit = await self._units.get()
             if unit is None:
                 return
-            self._busy[tid] = (unit.queue, unit.raw, int(time.time()))
+            started = time.time()
+            self._busy[tid] = (unit.queue, unit.raw, int(started))
             try:
                 outcome = await self._execute(unit)
             except asyncio.CancelledError:  # the shutdown deadline: requeued by _shutdown
@@ -489,8 +527,10 @@ class AioWorker:
                 self._has_outcomes.set()
             finally:
                 self._busy.pop(tid, None)
+                self._measured(time.time() - started)
                 self._inflight -= 1
-                self._freed.set()
+                if self._inflight <= self.limit - self.refill:  # only then can the fetch go on
+                    self._freed.set()
 
     def _execute(self, unit: FetchedJob) -> Any:
         """An awaitable outcome: on this loop for ``async def`` jobs, else in a thread."""
@@ -513,6 +553,8 @@ class AioWorker:
         # one, so under load one finish.lua call covers many jobs.
         while True:
             await self._has_outcomes.wait()
+            if not self._finishing and len(self._outcomes) < self.refill:
+                await asyncio.sleep(ACK_WINDOW)
             self._has_outcomes.clear()
             await self._flush(final=self._finishing)
             if self._finishing and not self._outcomes:

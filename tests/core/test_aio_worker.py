@@ -260,6 +260,34 @@ def test_graceful_stop_requeues_running_and_prefetched_jobs_at_the_deadline(
     assert r.scard("stuck-done") == 0 and r.get("stat:processed") is None
 
 
+def test_fast_jobs_are_prefetched_in_batches_and_given_back_when_jobs_turn_slow(
+    app: App, r: redis.Redis
+) -> None:
+    asyncio_app(app, concurrency=1)
+
+    @app.job()
+    async def quick(i: int) -> None:
+        pass
+
+    @app.job()
+    async def slow(i: int) -> None:
+        r.rpush("slow-started", i)
+        await asyncio.sleep(0.5)
+
+    quick.bulk_perform_async([[i] for i in range(300)])
+    slow.bulk_perform_async([[i] for i in range(60)])
+    with running(app) as (worker, _):
+        working = app.store.keys.working(worker.identity)
+        wait_for(lambda: r.llen("slow-started") == 1, timeout=10)
+        # Fast jobs made the worker fetch far beyond its one slot and one default prefetch...
+        assert r.llen(working) > 10 and r.llen("queue:default") < 50
+        # ...and once the first slow job has shown how long they take, the slow jobs nobody
+        # started go back to the queue for other processes, without waiting for a quiet.
+        wait_for(lambda: r.llen("queue:default") >= 55, timeout=10)
+        assert r.llen(working) <= 3
+        assert worker.limit == 2
+
+
 def crash_env(redis_url: str, **extra: str) -> dict[str, str]:
     return {
         "CONVEYOR_REDIS_URL": redis_url,
