@@ -138,6 +138,22 @@ def cpu_seconds(proc: subprocess.Popen[bytes]) -> float:
     return float(times.user + times.system)
 
 
+def tree_cpu(procs: list[subprocess.Popen[bytes]]) -> float:
+    """CPU seconds (user + system) of ``procs`` and of every process they started."""
+    total = 0.0
+    for proc in procs:
+        try:
+            tree = [psutil.Process(proc.pid)]
+            tree += tree[0].children(recursive=True)
+        except psutil.NoSuchProcess:
+            continue
+        for p in tree:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                times = p.cpu_times()
+                total += times.user + times.system
+    return total
+
+
 def command_output(cmd: list[str]) -> str:
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)

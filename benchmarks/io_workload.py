@@ -11,24 +11,14 @@ enqueued through :class:`benchmarks.peers.Runner`, so the comparison uses the sa
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import psutil
-import redis
-
-from benchmarks.harness import wait_until
-from benchmarks.peers import PEERS, SIDEKIQ_MAIN, Peer, Runner, script
+from benchmarks.peers import PEERS, SIDEKIQ_MAIN, Command, Peer, Runner, script
 
 #: Engines in report order; ratios are against Sidekiq at the same concurrency and processes.
 ENGINES = ("sidekiq", "conveyor", "dramatiq", "huey")
-#: The share of the jobs run before the measurement starts (boot, connections, warm caches).
-WARM_UP = 0.1
-
-Command = list[tuple[list[str], dict[str, str]]]  # (argv, extra environment) per process
 
 
 @dataclass(frozen=True)
@@ -45,6 +35,10 @@ class Variant:
     @property
     def shape(self) -> tuple[int, int]:
         return (self.concurrency, self.processes)
+
+    @property
+    def name(self) -> str:
+        return f"io-{self.engine}-{self.kind}-c{self.concurrency}-p{self.processes}"
 
 
 def _conveyor(mode: str, concurrency: int, processes: int) -> Callable[[], Command]:
@@ -111,56 +105,18 @@ class IoResult:
     error: str = ""
 
 
-def tree_cpu(procs: list[subprocess.Popen[bytes]]) -> float:
-    """CPU seconds (user + system) of ``procs`` and every process they started."""
-    total = 0.0
-    for proc in procs:
-        try:
-            root = psutil.Process(proc.pid)
-            for p in [root, *root.children(recursive=True)]:
-                times = p.cpu_times()
-                total += times.user + times.system
-        except psutil.NoSuchProcess:
-            continue
-    return total
-
-
 def measure(runner: Runner, variant: Variant, jobs: int) -> IoResult:
-    """Pre-fill ``jobs`` jobs, start the variant's worker process(es) and time the drain
-    from the end of the warm-up to the last job, with the workers' CPU over the same span."""
-    client: redis.Redis = runner.client
-    peer = _peer(variant.engine)
-    why = peer.missing()
+    """One variant's steady drain and CPU per job (see :meth:`Runner.io_drain`)."""
+    why = _peer(variant.engine).missing()
     if why:
         return IoResult(variant, error=why)
-    client.flushall()
-    runner.enqueue(peer, variant.kind, jobs)
-    name = f"io-{variant.engine}-{variant.kind}-c{variant.concurrency}-p{variant.processes}"
-    procs = [
-        runner.children.start(f"{name}-{i}", argv, {**runner.env, **extra})
-        for i, (argv, extra) in enumerate(variant.commands())
-    ]
-
-    def done() -> int:
-        return int(client.get("bench:done") or 0)
-
-    timeout = runner.args.timeout
     try:
-        warm = max(1, int(jobs * WARM_UP))
-        wait_until(lambda: done() >= warm, timeout, f"{name} warm-up", proc=procs[0], poll=0.002)
-        t0, d0, cpu0 = time.perf_counter(), done(), tree_cpu(procs)
-        t1 = wait_until(lambda: done() >= jobs, timeout, f"{name} drain", proc=procs[0], poll=0.002)
-        cpu1 = tree_cpu(procs)
+        rate, cpu_us = runner.io_drain(
+            _peer(variant.engine), variant.kind, variant.commands(), jobs, variant.name
+        )
     except (RuntimeError, TimeoutError) as exc:
-        tail = runner.children.log_tail(f"{name}-0", 400).strip().splitlines()
-        return IoResult(variant, error=f"{exc}: {tail[-1] if tail else '(no output)'}")
-    finally:
-        for proc in procs:
-            runner.stop(proc)
-    counted = jobs - d0
-    if counted <= 0 or t1 <= t0:
-        return IoResult(variant, error="the warm-up took every job; raise --io-jobs")
-    return IoResult(variant, counted / (t1 - t0), (cpu1 - cpu0) * 1e6 / counted)
+        return IoResult(variant, error=str(exc))
+    return IoResult(variant, rate, cpu_us)
 
 
 def _peer(key: str) -> Peer:

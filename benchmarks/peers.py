@@ -56,6 +56,7 @@ from benchmarks.harness import (
     sidekiq_version,
     start_redis,
     terminate_on_sigterm,
+    tree_cpu,
     wait_until,
 )
 
@@ -63,6 +64,10 @@ HERE = Path(__file__).resolve().parent
 JOBS_DIR = HERE / "peers"
 CONCURRENCY = 10
 KINDS = ("noop", "sleep")
+#: The share of the I/O jobs run before the measurement starts (boot, connections, caches).
+WARM_UP = 0.1
+
+Command = list[tuple[list[str], dict[str, str]]]  # (argv, extra environment) per process
 
 
 def script(name: str) -> str:
@@ -179,6 +184,8 @@ class Result:
     noop_rate: float = 0.0
     bulk_rate: float = 0.0
     sleep_rate: float = 0.0
+    io_rate: float = 0.0
+    io_cpu_us: float = 0.0
     p50_ms: float = 0.0
     p99_ms: float = 0.0
     errors: dict[str, str] = field(default_factory=dict)  # metric -> why it is n/a
@@ -222,9 +229,15 @@ class Runner:
         lines = [line for line in out.splitlines() if line.startswith('{"seconds"')]
         return float(json.loads(lines[-1])["seconds"])
 
-    def wait(self, proc: subprocess.Popen[bytes], name: str, check: Callable[[], bool]) -> None:
+    def wait(
+        self,
+        proc: subprocess.Popen[bytes],
+        name: str,
+        check: Callable[[], bool],
+        poll: float = 0.05,
+    ) -> float:
         try:
-            wait_until(check, self.args.timeout, name, proc=proc, poll=0.05)
+            return wait_until(check, self.args.timeout, name, proc=proc, poll=poll)
         except (RuntimeError, TimeoutError) as exc:
             raise type(exc)(f"{exc}: {last_line(self.children.log_tail(name))}") from None
 
@@ -242,6 +255,35 @@ class Runner:
             raise RuntimeError(f"no interval between first and last job ({first}, {last})")
         # 10 ms jobs finish in waves of CONCURRENCY: the first wave ends at the first mark.
         return (jobs - (CONCURRENCY if kind == "sleep" else 1)) / (last - first)
+
+    def io_drain(
+        self, peer: Peer, kind: str, commands: Command, jobs: int, name: str
+    ) -> tuple[float, float]:
+        """The I/O workload (``kind`` incr or aincr): pre-fill ``jobs`` jobs, start the worker
+        process(es) and return the steady drain (jobs/s from the end of the warm-up to the last
+        job) and the CPU µs per job of every worker process and its children over that span."""
+        self.client.flushall()
+        self.enqueue(peer, kind, jobs)
+        procs = [
+            self.children.start(f"{name}-{i}", argv, {**self.env, **extra})
+            for i, (argv, extra) in enumerate(commands)
+        ]
+
+        def done() -> int:
+            return int(self.client.get("bench:done") or 0)
+
+        try:
+            warm = max(1, int(jobs * WARM_UP))
+            self.wait(procs[0], f"{name}-0", lambda: done() >= warm, poll=0.002)
+            t0, d0, cpu0 = time.perf_counter(), done(), tree_cpu(procs)
+            t1 = self.wait(procs[0], f"{name}-0", lambda: done() >= jobs, poll=0.002)
+            cpu1 = tree_cpu(procs)
+        finally:
+            for proc in procs:
+                self.stop(proc)
+        if d0 >= jobs or t1 <= t0:
+            raise RuntimeError("the warm-up took every job; raise the job count")
+        return (jobs - d0) / (t1 - t0), (cpu1 - cpu0) * 1e6 / (jobs - d0)
 
     def measure(self, peer: Peer) -> Result:
         result = Result()
@@ -269,6 +311,7 @@ class Runner:
                 setattr(result, metric, self.drain(peer, kind, jobs))
             except (RuntimeError, TimeoutError, OSError, redis.RedisError) as exc:
                 result.errors[metric] = f"{type(exc).__name__}: {exc}"
+        self.measure_io(peer, result)
         if "noop_rate" in result.errors:
             result.errors["p50_ms"] = result.errors["p99_ms"] = "not measured: no-op drain failed"
         elif result.noop_rate < 1.5 * self.args.rate:
@@ -283,6 +326,19 @@ class Runner:
                 result.errors["p50_ms"] = result.errors["p99_ms"] = f"{type(exc).__name__}: {exc}"
         self.client.flushall()
         return result
+
+    def measure_io(self, peer: Peer, result: Result) -> None:
+        """The I/O workload with the peer's default worker (concurrency 10, one process)."""
+        if peer.sleep_na:  # one job at a time per process: not comparable at concurrency 10
+            result.errors["io_rate"] = result.errors["io_cpu_us"] = peer.sleep_na
+            return
+        jobs = min(self.args.io_jobs, peer.max_jobs or self.args.io_jobs)
+        try:
+            result.io_rate, result.io_cpu_us = self.io_drain(
+                peer, "incr", [(peer.worker("incr", self.url), {})], jobs, f"{peer.key}-io"
+            )
+        except (RuntimeError, TimeoutError, OSError, ValueError, redis.RedisError) as exc:
+            result.errors["io_rate"] = result.errors["io_cpu_us"] = f"{type(exc).__name__}: {exc}"
 
     def latency(self, peer: Peer) -> tuple[float, float]:
         """p50 and p99 (ms) from enqueue to start, the worker idle and warm."""
@@ -311,7 +367,8 @@ def last_line(text: str) -> str:
 # -- report ---------------------------------------------------------------------------------------
 METRICS = [("noop_rate", "no-op drain"), ("bulk_rate", "bulk enqueue"), ("sleep_rate", "10 ms")]
 LATENCY = [("p50_ms", "latency p50"), ("p99_ms", "latency p99")]
-ALL_METRICS = [attr for attr, _ in METRICS + LATENCY]
+IO = [("io_rate", "INCR drain"), ("io_cpu_us", "INCR CPU per job")]
+ALL_METRICS = [attr for attr, _ in METRICS + LATENCY + IO]
 
 
 def ratio_text(ratio: float) -> str:
@@ -381,6 +438,15 @@ def report(
         "|---|---:|---:|---:|---:|",
         *table(peers, results, LATENCY, ".2f"),
         "",
+        f"The I/O workload: {args.io_jobs:,} jobs, each one `INCR` on the job's own client "
+        "(`redis.asyncio` in the async libraries), the default worker settings above; steady "
+        "drain from 10% of the jobs done to the last, and the CPU of every worker process "
+        "over that span (for CPU, below 1 means Conveyor spends less):",
+        "",
+        "| peer | INCR drain, jobs/s | Conveyor/peer | worker CPU, µs/job | Conveyor/peer |",
+        "|---|---:|---:|---:|---:|",
+        *table(peers, results, IO, ",.0f"),
+        "",
         "| peer | worker settings | bulk enqueue API |",
         "|---|---|---|",
         *(f"| {p.label} | {p.settings} | {p.bulk_api} |" for p in peers),
@@ -389,7 +455,7 @@ def report(
     missing = [
         f"- {p.label}, {label}: {results[p.key].errors[attr]}"
         for p in peers
-        for attr, label in METRICS + LATENCY[:1]
+        for attr, label in METRICS + LATENCY[:1] + IO[:1]
         if attr in results[p.key].errors
     ]
     if missing:
@@ -440,6 +506,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     keys = ", ".join(p.key for p in PEERS)
     parser.add_argument("--jobs", type=int, default=5_000, help="no-op jobs per drain")
     parser.add_argument("--sleep-jobs", type=int, default=2_000, help="10 ms jobs per drain")
+    parser.add_argument("--io-jobs", type=int, default=5_000, help="INCR jobs per drain")
     parser.add_argument(
         "--only",
         action="append",
@@ -456,8 +523,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--results-dir", type=Path, default=HERE / "results", help="where peers-<date>.md goes"
     )
     args = parser.parse_args(argv)
-    if args.jobs < 2 or args.sleep_jobs < 2 or args.rate < 1 or args.duration <= 0:
-        parser.error("--jobs and --sleep-jobs must be >= 2, --rate >= 1 and --duration > 0")
+    if min(args.jobs, args.sleep_jobs) < 2 or args.io_jobs < 10 or args.rate < 1:
+        parser.error("--jobs and --sleep-jobs must be >= 2, --io-jobs >= 10 and --rate >= 1")
+    if args.duration <= 0:
+        parser.error("--duration must be > 0")
     args.argv = argv
     return args
 

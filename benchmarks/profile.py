@@ -141,6 +141,55 @@ def report(
         print(f"  {t.ttot * 1e6 / jobs:8.1f}  {t.name}")
 
 
+def baseline(url: str, calls: int) -> None:
+    """The job's own call alone: CPU per INCR of redis-py from 1 and 10 threads, and of
+    redis.asyncio from 1 and 10 tasks on one loop, without any job system."""
+    import asyncio
+
+    import redis
+    import redis.asyncio
+
+    for threads in (1, 10):
+        client = redis.Redis.from_url(url)
+
+        def loop(n: int, c: redis.Redis = client) -> None:
+            for _ in range(n):
+                c.incr("bench:baseline")
+
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        pool = [threading.Thread(target=loop, args=(calls // threads,)) for _ in range(threads)]
+        for t in pool:
+            t.start()
+        for t in pool:
+            t.join()
+        cpu, wall = time.process_time() - cpu0, time.perf_counter() - t0
+        print(
+            f"redis-py, {threads:2} thread(s): {cpu * 1e6 / calls:5.0f} µs CPU per INCR, "
+            f"{calls / wall:,.0f} calls/s"
+        )
+        client.close()
+
+    async def tasks(n: int) -> tuple[float, float]:
+        client = redis.asyncio.Redis.from_url(url)
+
+        async def one(k: int) -> None:
+            for _ in range(k):
+                await client.incr("bench:baseline")
+
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        await asyncio.gather(*(one(calls // n) for _ in range(n)))
+        result = time.process_time() - cpu0, time.perf_counter() - t0
+        await client.aclose()
+        return result
+
+    for n in (1, 10):
+        cpu, wall = asyncio.run(tasks(n))
+        print(
+            f"redis.asyncio, {n:2} task(s): {cpu * 1e6 / calls:5.0f} µs CPU per INCR, "
+            f"{calls / wall:,.0f} calls/s"
+        )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.profile", description=__doc__)
     parser.add_argument("--mode", choices=("threads", "asyncio"), default="threads")
@@ -148,7 +197,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--async-jobs", action="store_true", help="async def jobs on threads")
     parser.add_argument("--top", type=int, default=25)
-    run(parser.parse_args(argv))
+    parser.add_argument(
+        "--baseline", action="store_true", help="only the job's own INCR, without a job system"
+    )
+    args = parser.parse_args(argv)
+    if args.baseline:
+        workdir = Path(tempfile.mkdtemp(prefix="conveyor-profile-"))
+        children = Children(workdir)
+        try:
+            baseline(redis_url(start_redis(children, pick_redis_server(None), workdir)), args.jobs)
+        finally:
+            children.close()
+        return
+    run(args)
 
 
 if __name__ == "__main__":

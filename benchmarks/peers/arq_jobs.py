@@ -25,8 +25,12 @@ async def latency(ctx: dict[str, Any], sent: float) -> None:
     await peer_common.alatency(sent)
 
 
+async def incr(ctx: dict[str, Any], total: int) -> None:
+    await peer_common.aincr(total)
+
+
 class WorkerSettings:
-    functions: ClassVar = [noop, sleep, latency]
+    functions: ClassVar = [noop, sleep, latency, incr]
     redis_settings = RedisSettings.from_dsn(peer_common.url())
 
 

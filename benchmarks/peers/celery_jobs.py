@@ -14,10 +14,11 @@ app = Celery("celery_jobs", broker=peer_common.url())
 noop = app.task(name="noop")(peer_common.noop)
 sleep = app.task(name="sleep")(peer_common.sleep)
 latency = app.task(name="latency")(peer_common.latency)
+incr = app.task(name="incr")(peer_common.incr)
 
 
 def enqueue(kind: str, jobs: int) -> float:
-    task = {"noop": noop, "sleep": sleep, "latency": latency}[kind]
+    task = {"noop": noop, "sleep": sleep, "latency": latency, "incr": incr}[kind]
     with app.connection_for_write() as connection:
         connection.ensure_connection()
 

@@ -13,12 +13,13 @@ from rq import Queue
 noop = peer_common.noop
 sleep = peer_common.sleep
 latency = peer_common.latency
+incr = peer_common.incr
 
 
 def enqueue(kind: str, jobs: int) -> float:
     connection = Redis.from_url(peer_common.url())
     queue = Queue("bench", connection=connection)
-    func = {"noop": noop, "sleep": sleep, "latency": latency}[kind]
+    func = {"noop": noop, "sleep": sleep, "latency": latency, "incr": incr}[kind]
     connection.ping()
     if kind == "latency":  # one job at a time, as it happens
         return peer_common.timed(lambda args: [queue.enqueue(func, a) for a in args], kind, jobs)

@@ -25,11 +25,15 @@ async def latency(ctx: dict[str, Any], *, sent: float) -> None:
     await peer_common.alatency(sent)
 
 
-settings = {"queue": queue, "functions": [noop, sleep, latency], "concurrency": 10}
+async def incr(ctx: dict[str, Any], *, total: int) -> None:
+    await peer_common.aincr(total)
+
+
+settings = {"queue": queue, "functions": [noop, sleep, latency, incr], "concurrency": 10}
 
 
 def enqueue(kind: str, jobs: int) -> float:
-    key = {"noop": "index", "sleep": "total", "latency": "sent"}[kind]
+    key = {"noop": "index", "sleep": "total", "latency": "sent", "incr": "total"}[kind]
 
     async def go() -> float:
         await queue.connect()

@@ -27,8 +27,13 @@ async def latency(sent: float) -> None:
     await peer_common.alatency(sent)
 
 
+@broker.task(task_name="incr")
+async def incr(total: int) -> None:
+    await peer_common.aincr(total)
+
+
 def enqueue(kind: str, jobs: int) -> float:
-    task = {"noop": noop, "sleep": sleep, "latency": latency}[kind]
+    task = {"noop": noop, "sleep": sleep, "latency": latency, "incr": incr}[kind]
 
     async def go() -> float:
         await broker.startup()  # also creates the consumer group, before the first message
