@@ -212,7 +212,7 @@ class AioWorker:
         self.counters = Counters()
         self.started_at = time.time()
         self._adaptive = self.settings.prefetch is None
-        self._avg_run = 1.0  # seconds per job (moving average): slow until measured
+        self._avg_run = -1.0  # seconds per job (moving average); negative: none measured yet
         self._set_limit(self.settings.effective_prefetch)
         self._busy: dict[str, tuple[str, str, int]] = {}
         self._inflight = 0
@@ -246,15 +246,22 @@ class AioWorker:
         self.refill = max(1, min(self.limit // 2, MAX_BATCH))
 
     def _measured(self, seconds: float) -> None:
-        """Fold one job's run time into the average and resize the prefetch to it; when jobs
-        turn slow, the prefetched jobs beyond the new size go back to their queue at once."""
-        self._avg_run += (seconds - self._avg_run) * 0.05
+        """Fold one job's run time into the average and resize the prefetch to it: up at once,
+        down only when jobs got several times slower (a pause of the machine must not make
+        it hand jobs back and forth), and then the prefetched jobs beyond the new size go
+        back to their queue at once."""
+        if self._avg_run < 0:
+            self._avg_run = seconds
+        self._avg_run += (seconds - self._avg_run) * 0.01
         if not self._adaptive:
             return
-        base = self.settings.effective_prefetch
-        ahead = int(self.settings.concurrency * PREFETCH_WINDOW / max(self._avg_run, 1e-6))
-        prefetch = min(MAX_PREFETCH, max(base, ahead))
-        if prefetch + self.settings.concurrency != self.limit:
+        concurrency = self.settings.concurrency
+        ahead = int(concurrency * PREFETCH_WINDOW / max(self._avg_run, 1e-6))
+        prefetch = min(MAX_PREFETCH, max(self.settings.effective_prefetch, ahead))
+        current = self.limit - concurrency
+        if prefetch > current:
+            self._set_limit(prefetch)
+        elif prefetch * 3 < current:
             self._set_limit(prefetch)
             if self._units.qsize() > prefetch:
                 self._give_back(keep=prefetch)
