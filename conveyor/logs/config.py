@@ -207,7 +207,7 @@ def get_logger(name: str = "conveyor", **initial: Any) -> structlog.stdlib.Bound
     """A structlog logger that goes through Conveyor's pipeline whether or not
     :func:`configure` (or anybody else's ``structlog.configure``) ran.
 
-    >>> log = get_logger("conveyor.features.imports", importer="project")
+    >>> log = get_logger("conveyor.imports", importer="project")
     >>> log.info("archive opened", status="running")   # doctest: +SKIP
     """
     logger: structlog.stdlib.BoundLogger = structlog.wrap_logger(

@@ -79,7 +79,7 @@ def import_logger(
     Traceback (most recent call last):
     conveyor.errors.MissingLogContext: import log line 'archive validated' lacks status; ...
     """
-    return config.get_logger("conveyor.features.imports").bind(
+    return config.get_logger("conveyor.imports").bind(
         importer=importer, import_id=import_id, **ids, **{_REQUIRE: tuple(ids)}
     )
 

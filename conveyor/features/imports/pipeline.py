@@ -30,6 +30,7 @@ import secrets
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from conveyor.core.extensions import ExtensionKey
 from conveyor.core.payload import dumps
 from conveyor.core.retry import error_class_name
 from conveyor.errors import ConfigurationError, ImportPipelineError, NotFoundError
@@ -75,7 +76,7 @@ class Imports:
         *,
         cache_ttl: float = DEFAULT_TTL,
     ) -> None:
-        if "imports" in app.extensions:
+        if IMPORTS in app.extensions:
             raise ConfigurationError("this app already has Imports; use Imports.of(app)")
         self.app = app
         self.settings = settings or ImportSettings()
@@ -83,30 +84,29 @@ class Imports:
         self.importers: dict[str, Importer] = {}
         s = self.settings
         self.stage_job = app.register(
-            jobs.bind(jobs.StageJob, self),
+            jobs.StageJob.bind(self),
             name=jobs.STAGE_JOB,
             queue=s.queue,
             retry=s.stage_retry,
             max_retries_after_interruption=STAGE_INTERRUPTIONS,
         )
         self.record_job = app.register(
-            jobs.bind(jobs.RecordJob, self),
+            jobs.RecordJob.bind(self),
             name=jobs.RECORD_JOB,
             queue=s.queue,
             retry=s.record_retry,
             concurrency_limit=s.record_concurrency,
         )
         self.stuck_job = app.register(
-            jobs.bind(jobs.StuckJob, self), name=jobs.STUCK_JOB, queue=s.queue, retry=0
+            jobs.StuckJob.bind(self), name=jobs.STUCK_JOB, queue=s.queue, retry=0
         )
         cron.schedule(app, STUCK_CRON, s.stuck_schedule, self.stuck_job)
-        app.extensions["imports"] = self
+        app.extensions[IMPORTS] = self
 
     @classmethod
     def of(cls, app: App) -> Imports:
         """The app's instance, created with default settings if it has none yet."""
-        found = app.extensions.get("imports")
-        return found if isinstance(found, Imports) else cls(app)
+        return app.extensions.get(IMPORTS) or cls(app)
 
     @property
     def store(self) -> ImportStore:
@@ -415,3 +415,7 @@ def _json(options: Mapping[str, Any]) -> str:
         return json.dumps(dict(options), sort_keys=True)
     except (TypeError, ValueError) as exc:
         raise ImportPipelineError(f"import options must be JSON values: {exc}") from None
+
+
+#: The app's :class:`Imports` in ``app.extensions``.
+IMPORTS: ExtensionKey[Imports] = ExtensionKey("imports")
