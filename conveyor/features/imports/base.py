@@ -15,10 +15,10 @@ import redis
 from conveyor.core._protocols import AppLike
 from conveyor.errors import RecordError
 from conveyor.features.imports.cache import ImportCache
-from conveyor.features.imports.context import BulkHooks
+from conveyor.features.imports.flag import BulkHooks
 from conveyor.features.imports.model import HealthSignal, ImportState, RecordRef
 from conveyor.logs import import_logger
-from conveyor.redis.imports import ImportStore
+from conveyor.redis.import_store import ImportStore
 
 #: Errors that say nothing about the record: running it again can succeed.
 _TRANSIENT = (

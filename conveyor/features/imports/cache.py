@@ -15,7 +15,7 @@ import hashlib
 from collections.abc import Callable
 
 from conveyor.core._protocols import AppLike
-from conveyor.redis.imports import ImportStore
+from conveyor.redis.import_store import ImportStore
 
 #: The default time to live of a cached value.
 DEFAULT_TTL = 24 * 3600.0
