@@ -24,39 +24,33 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import queue as queue_mod
 import random
 import signal
-import socket
 import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import psutil
 import redis
 
-from conveyor.core import recovery, scheduler
+from conveyor.core.fetch import BLOCK_MULTI, BLOCK_SINGLE, GATED_WAIT, MAX_BATCH, Fetch, Fetched
+from conveyor.core.finisher import Counters
+from conveyor.core.housekeeping import BusyMap, Heartbeat, Housekeeper, run_periodic
 from conveyor.core.middleware import FetchedJob, JobContext
-from conveyor.core.processor import Processor, utc_day
-from conveyor.core.worker import MAX_BATCH, Counters, Worker, make_identity
+from conveyor.core.processor import Processor, ProcessorHost, run_batch_hook, utc_day
+from conveyor.core.worker import Worker, make_identity
 from conveyor.errors import ConfigurationError, JobTimeoutError
 from conveyor.logs import job_context
 from conveyor.redis import Outcome
 from conveyor.redis.aio_store import AioStore, aconnect
 
 if TYPE_CHECKING:
-    from conveyor.core.app import App
     from conveyor.core.job import Job
     from conveyor.core.payload import Payload
 
 log = logging.getLogger("conveyor.worker")
 
-#: How long the fetch task blocks on an empty queue before looking again.
-BLOCK_SINGLE = 1.0
-BLOCK_MULTI = 0.25
-GATED_WAIT = 0.2
 MODES = ("threads", "asyncio")
 #: With the default prefetch, fetch ahead about this many seconds of work (measured job run
 #: time), at most MAX_PREFETCH jobs: fast jobs then come in batches even at concurrency 1,
@@ -68,7 +62,7 @@ MAX_PREFETCH = 100
 ACK_WINDOW = 0.002
 
 
-def create_worker(app: App, *, burst: bool = False) -> Worker | AioWorker:
+def create_worker(app: ProcessorHost, *, burst: bool = False) -> Worker | AioWorker:
     """The worker for ``app.settings.worker_mode``: threads (:class:`Worker`) or asyncio.
 
     >>> create_worker(app).run()                  # doctest: +SKIP
@@ -202,7 +196,9 @@ class AioWorker:
     >>> AioWorker(app).run()      # doctest: +SKIP  (blocks; TERM/INT stop it, TSTP quiets it)
     """
 
-    def __init__(self, app: App, *, burst: bool = False, identity: str | None = None) -> None:
+    def __init__(
+        self, app: ProcessorHost, *, burst: bool = False, identity: str | None = None
+    ) -> None:
         self.app = app
         self.settings = app.settings
         self.store = app.store
@@ -210,11 +206,11 @@ class AioWorker:
         self.identity = identity or make_identity()
         self.processor = AioProcessor(app, identity=self.identity)
         self.counters = Counters()
-        self.started_at = time.time()
+        self.started_at = app.clock.time()
         self._adaptive = self.settings.prefetch is None
         self._avg_run = -1.0  # seconds per job (moving average); negative: none measured yet
         self._set_limit(self.settings.effective_prefetch)
-        self._busy: dict[str, tuple[str, str, int]] = {}
+        self._busy: BusyMap = {}
         self._inflight = 0
         self._outcomes: list[tuple[Outcome, FetchedJob]] = []
         self._quiet = threading.Event()
@@ -223,21 +219,13 @@ class AioWorker:
         self._threads_stop = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._rng = random.Random()
-        self._rss_proc = psutil.Process()
         self._async_cache: dict[type[Job], bool] = {}
-        self._info = json.dumps(
-            {
-                "hostname": socket.gethostname(),
-                "started_at": self.started_at,
-                "pid": os.getpid(),
-                "tag": self.settings.tag,
-                "concurrency": self.settings.concurrency,
-                "queues": list(self.settings.queue_names),
-                "labels": list(self.settings.labels),
-                "identity": self.identity,
-                "version": "conveyor",
-                "mode": "asyncio",
-            }
+        self.fetch = Fetch(app, self.identity, rng=self._rng)
+        self._heartbeat = Heartbeat(app, self.identity, started_at=self.started_at)
+        # The process list shows how each process runs its jobs.
+        self._heartbeat.info = json.dumps({**json.loads(self._heartbeat.info), "mode": "asyncio"})
+        self.housekeeper = Housekeeper(
+            app, self.identity, self.heartbeat, stopping=self._stop, rng=self._rng
         )
 
     def _set_limit(self, prefetch: int) -> None:
@@ -321,9 +309,12 @@ class AioWorker:
         # The liveness key must exist before anything enters our working list, or a sweep
         # elsewhere could take our jobs for orphans.
         self.heartbeat()
-        threads = [self._spawn(self._housekeeper, "conveyor-housekeeper")]
+        threads = [
+            self._spawn(lambda: self.housekeeper.run(self._threads_stop), "conveyor-housekeeper")
+        ]
         if self.app.periodic_tasks:
-            threads.append(self._spawn(self._periodic, "conveyor-periodic"))
+            periodic = lambda: run_periodic(self.app, self._stop, self._rng)  # noqa: E731
+            threads.append(self._spawn(periodic, "conveyor-periodic"))
         slots = [
             asyncio.create_task(self._slot(f"aio{i}")) for i in range(self.settings.concurrency)
         ]
@@ -358,11 +349,12 @@ class AioWorker:
         finisher: asyncio.Task[None],
         threads: list[threading.Thread],
     ) -> None:
-        deadline = time.monotonic() + self.settings.shutdown_timeout
+        clock = self.app.clock
+        deadline = clock.monotonic() + self.settings.shutdown_timeout
         await fetcher  # returns within one blocking fetch, having given back unstarted jobs
         for _ in slots:
             self._units.put_nowait(None)
-        _, pending = await asyncio.wait(slots, timeout=max(0.0, deadline - time.monotonic()))
+        _, pending = await asyncio.wait(slots, timeout=max(0.0, deadline - clock.monotonic()))
         left = list(self._busy.values())  # before cancelling: what is still running now
         for task in pending:
             task.cancel()
@@ -399,47 +391,13 @@ class AioWorker:
             self.counters.failed,
         )
 
-    def _requeue(self, jobs: list[tuple[str, str]]) -> int:
+    def _requeue(self, jobs: list[Fetched]) -> int:
         # Off the hot path (quiet, shutdown): the synchronous store, as the threaded worker.
-        for attempt in range(5):
-            try:
-                moved = self.store.requeue(self.identity, jobs)
-                self.counters.requeued += moved
-                return moved
-            except redis.RedisError as exc:
-                log.error("requeue failed (%s); retrying", exc)
-                time.sleep(0.2 * (attempt + 1))
-        return 0  # still in the working list: recovered once our liveness key expires
-
-    def _batch_hook(self, hook: str, units: list[FetchedJob], *, attempts: int = 1) -> None:
-        jobs = [u for u in units if u.job is not None and u.handed_off is None]
-        if not jobs:
-            return
-        for middleware in self.app.server_middleware:
-            for attempt in range(attempts):
-                try:
-                    getattr(middleware, hook)(jobs)
-                    break
-                except redis.RedisError as exc:
-                    log.error("%s.%s failed (%s)", type(middleware).__name__, hook, exc)
-                    time.sleep(min(5.0, 0.1 * 2**attempt) if attempt + 1 < attempts else 0)
-                except Exception:
-                    log.exception("%s.%s failed", type(middleware).__name__, hook)
-                    break
+        moved = self.fetch.give_back(jobs)
+        self.counters.requeued += moved
+        return moved
 
     # -- fetching -------------------------------------------------------------------------------
-    def _queue_order(self) -> list[str]:
-        queues = self.settings.queues
-        gates = self.app.queue_gates
-        if gates:
-            queues = tuple((name, w) for name, w in queues if _gate_open(gates.get(name), name))
-        if self.settings.strict_order or len(queues) <= 1:
-            return [name for name, _ in queues]
-        # Weighted random order, as Sidekiq: a queue of weight 3 comes first 3x as often.
-        pool = [name for name, weight in queues for _ in range(weight)]
-        self._rng.shuffle(pool)
-        return list(dict.fromkeys(pool))
-
     async def _fetch_loop(self) -> None:
         failures = 0
         while not self._quiet.is_set():
@@ -448,7 +406,7 @@ class AioWorker:
                 await self._freed.wait()
             if self._quiet.is_set():
                 break
-            order = self._queue_order()
+            order = self.fetch.order()
             if not order:  # every queue gated shut: look again shortly
                 await asyncio.sleep(GATED_WAIT)
                 continue
@@ -488,7 +446,7 @@ class AioWorker:
 
     def _dispatch(self, units: list[FetchedJob]) -> None:
         if self.app.server_middleware:
-            self._batch_hook("prepare_batch", units)
+            run_batch_hook(self.app, "prepare_batch", units)
         for unit in units:
             if unit.handed_off is None:
                 self._inflight += 1
@@ -511,7 +469,7 @@ class AioWorker:
             self._units.put_nowait(kept)
         back = waiting[keep:]
         if back:
-            self._batch_hook("abandon_batch", back)
+            run_batch_hook(self.app, "abandon_batch", back)
             self._requeue([(u.queue, u.raw) for u in back])
             self._inflight -= len(back)
 
@@ -521,8 +479,8 @@ class AioWorker:
             unit = await self._units.get()
             if unit is None:
                 return
-            started = time.time()
-            self._busy[tid] = (unit.queue, unit.raw, int(started))
+            started = time.perf_counter()
+            self._busy[tid] = (unit.queue, unit.raw, int(self.app.clock.time()))
             try:
                 outcome = await self._execute(unit)
             except asyncio.CancelledError:  # the shutdown deadline: requeued by _shutdown
@@ -534,7 +492,7 @@ class AioWorker:
                 self._has_outcomes.set()
             finally:
                 self._busy.pop(tid, None)
-                self._measured(time.time() - started)
+                self._measured(time.perf_counter() - started)
                 self._inflight -= 1
                 if self._inflight <= self.limit - self.refill:  # only then can the fetch go on
                     self._freed.set()
@@ -574,7 +532,7 @@ class AioWorker:
         settings = self.settings
         attempts = 10 if final else 1_000_000
         if self.app.server_middleware:
-            self._batch_hook("settle_batch", [unit for _, unit in batch], attempts=attempts)
+            run_batch_hook(self.app, "settle_batch", [u for _, u in batch], attempts=attempts)
         outcomes = [outcome for outcome, _ in batch]
         for attempt in range(attempts):
             now = self.app.clock.time()
@@ -598,81 +556,11 @@ class AioWorker:
     # -- housekeeping (threads, synchronous store) ----------------------------------------------
     def heartbeat(self) -> None:
         """Publish this process (busy slots, quiet state) and act on a Redis signal."""
-        work = {
-            tid: json.dumps({"queue": q, "payload": raw, "run_at": run_at})
-            for tid, (q, raw, run_at) in list(self._busy.items())
-        }
-        _, sig = self.store.heartbeat(
-            self.identity,
-            info=self._info,
-            busy=len(work),
-            beat=time.time(),
-            quiet=self._quiet.is_set(),
-            rss_kb=self._rss_proc.memory_info().rss // 1024,
-            rtt_us=self.store.rtt_us(),
-            work=work,
-            process_ttl=60,
-            liveness_ttl_ms=int(self.settings.liveness_ttl * 1000),
-        )
+        sig = self._heartbeat.beat(self._busy, quiet=self._quiet.is_set())
         if sig == "TSTP":
             self.quiet()
         elif sig == "TERM":
             self.stop()
-
-    def _housekeeper(self) -> None:
-        settings = self.settings
-        now = time.monotonic()
-        due = {
-            "beat": now + settings.heartbeat_interval,
-            "sweep": now + self._rng.uniform(0, settings.recovery_interval),
-            "poll": now + self._rng.uniform(0, settings.poll_interval_average),
-        }
-        while not self._threads_stop.is_set():
-            now = time.monotonic()
-            try:
-                if now >= due["beat"]:
-                    due["beat"] = now + settings.heartbeat_interval
-                    self.heartbeat()
-                if now >= due["sweep"]:
-                    due["sweep"] = now + settings.recovery_interval * self._rng.uniform(0.8, 1.2)
-                    lock_ms = int(settings.recovery_interval * 900)
-                    if self.store.try_lock("recovery", self.identity, lock_ms):
-                        recovery.sweep(self.app, self.identity)
-                if now >= due["poll"] and not self._stop.is_set():
-                    due["poll"] = now + scheduler.poll_interval(
-                        settings.poll_interval_average, self.store.process_count(), self._rng
-                    )
-                    scheduler.enqueue_due(self.app)
-            except redis.RedisError as exc:
-                log.error("housekeeping failed: %s", exc)
-            wake = min(due.values()) - time.monotonic()
-            self._threads_stop.wait(max(0.01, min(wake, 1.0)))
-
-    def _periodic(self) -> None:
-        """Feature tasks (cron, resuming deferred jobs...), apart from the heartbeat."""
-        start = time.monotonic()
-        due = {t.name: start + self._rng.uniform(0, t.interval) for t in self.app.periodic_tasks}
-        while not self._stop.is_set() and not self._threads_stop.is_set():
-            now = time.monotonic()
-            for task in self.app.periodic_tasks:
-                if now >= due.get(task.name, now):
-                    due[task.name] = now + task.interval * self._rng.uniform(0.9, 1.1)
-                    try:
-                        task.run()
-                    except Exception:
-                        log.exception("periodic task %s failed", task.name)
-            wake = min(due.values(), default=now + 1.0) - time.monotonic()
-            self._stop.wait(max(0.01, min(wake, 1.0)))
-
-
-def _gate_open(gate: Callable[[], bool] | None, queue: str) -> bool:
-    if gate is None:
-        return True
-    try:
-        return bool(gate())
-    except Exception:
-        log.exception("queue gate of %s failed; treating the queue as open", queue)
-        return True
 
 
 async def _ready(outcome: Outcome) -> Outcome:
