@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from conveyor import App, Worker
+from conveyor.core.aio_worker import AioWorker, create_worker
 
 T = TypeVar("T")
 
@@ -67,9 +68,10 @@ def wait_for(
         time.sleep(interval)
 
 
-def run_burst(app: App, timeout: float = 30.0) -> Worker:
-    """Run a burst worker in this process until the queues are empty."""
-    worker = Worker(app, burst=True)
+def run_burst(app: App, timeout: float = 30.0) -> Worker | AioWorker:
+    """Run a burst worker (threads or asyncio, as ``app.settings.worker_mode`` says) in this
+    process until the queues are empty."""
+    worker = create_worker(app, burst=True)
     thread = threading.Thread(target=worker.run, kwargs={"install_signals": False}, daemon=True)
     thread.start()
     thread.join(timeout)
@@ -78,9 +80,10 @@ def run_burst(app: App, timeout: float = 30.0) -> Worker:
 
 
 @contextmanager
-def running_worker(app: App) -> Iterator[Worker]:
-    """A worker running in a thread for the duration of the block; stopped gracefully after."""
-    worker = Worker(app)
+def running_worker(app: App) -> Iterator[Worker | AioWorker]:
+    """A worker (threads or asyncio, as ``app.settings.worker_mode`` says) running in a thread
+    for the duration of the block; stopped gracefully after."""
+    worker = create_worker(app)
     thread = threading.Thread(target=worker.run, kwargs={"install_signals": False}, daemon=True)
     thread.start()
     try:
