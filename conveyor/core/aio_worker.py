@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
+from conveyor.core.execution import is_async
 from conveyor.core.fetch import BLOCK_MULTI, BLOCK_SINGLE, GATED_WAIT, MAX_BATCH, Fetch, Fetched
 from conveyor.core.finisher import Counters
 from conveyor.core.housekeeping import BusyMap, Heartbeat, Housekeeper, run_periodic
@@ -504,9 +505,7 @@ class AioWorker:
             return _ready(self.processor.process(unit))
         asynchronous = self._async_cache.get(job_class)
         if asynchronous is None:
-            asynchronous = self._async_cache[job_class] = asyncio.iscoroutinefunction(
-                job_class.perform
-            )
+            asynchronous = self._async_cache[job_class] = is_async(job_class.perform)
             if not asynchronous:
                 log.info("%s is not async def: it runs in a thread", job_class.__qualname__)
         if asynchronous:
