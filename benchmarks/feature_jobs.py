@@ -1,9 +1,12 @@
-"""Job classes for benchmarks/features.py: the same no-op job, plain and with each feature.
+"""Job classes for benchmarks/features.py: the same no-op job, and the same job making one
+``INCR`` on its own client (the I/O workload), plain and with each feature.
 
 ``python -m benchmarks.feature_jobs`` runs one worker process (settings from ``CONVEYOR_*``).
 """
 
 from __future__ import annotations
+
+import redis
 
 from conveyor import App, Job, Settings, Worker
 from conveyor.features.dedup import deduplicate
@@ -20,20 +23,34 @@ VARIANTS = {
 }
 
 
-def class_name(variant: str) -> str:
-    return "Bench" + str(list(VARIANTS).index(variant))
+def class_name(variant: str, workload: str = "noop") -> str:
+    prefix = "BenchIncr" if workload == "incr" else "Bench"
+    return prefix + str(list(VARIANTS).index(variant))
 
 
 def create_app(settings: Settings) -> App:
     app = App(settings)
+    own: list[redis.Redis] = []  # the jobs' own client, made on first use
+
+    def client() -> redis.Redis:
+        if not own:
+            own.append(redis.Redis.from_url(str(settings.redis_url)))
+        return own[0]
+
     for variant, options in VARIANTS.items():
 
         class Noop(Job):
             def perform(self, index: int) -> None:
                 pass
 
+        class Incr(Job):
+            def perform(self, index: int) -> None:
+                client().incr("bench:done")
+
         Noop.__name__ = Noop.__qualname__ = class_name(variant)
+        Incr.__name__ = Incr.__qualname__ = class_name(variant, "incr")
         app.register(Noop, **options)
+        app.register(Incr, **options)
     return app
 
 
