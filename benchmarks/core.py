@@ -456,14 +456,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         choices=io_workload.ENGINES,
         help="measure the I/O workload only for this engine (repeatable; default: all)",
     )
+    parser.add_argument("--io-rounds", type=int, default=1, help="runs of each I/O variant")
     parser.add_argument("--no-io", action="store_true", help="skip the I/O workload")
     parser.add_argument("--note", default="", help="a line for the report, e.g. other load")
     parser.add_argument(
         "--results-dir", type=Path, default=HERE / "results", help="where core-<date>.md goes"
     )
     args = parser.parse_args(argv)
-    if args.jobs < 1 or args.rate < 1 or args.duration <= 0 or args.io_jobs < 10:
-        parser.error("--jobs and --rate must be >= 1, --io-jobs >= 10 and --duration > 0")
+    if min(args.jobs, args.rate, args.io_rounds) < 1 or args.io_jobs < 10:
+        parser.error("--jobs, --rate and --io-rounds must be >= 1 and --io-jobs >= 10")
+    if args.duration <= 0:
+        parser.error("--duration must be > 0")
     return args
 
 
@@ -500,7 +503,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             if not args.no_io:
                 print("measuring the I/O workload ...", file=sys.stderr, flush=True)
                 chosen = tuple(args.io_engine or io_workload.ENGINES)
-                io = io_workload.run_all(Runner(children, client, args), args.io_jobs, chosen)
+                runner = Runner(children, client, args)
+                io = io_workload.run_all(runner, args.io_jobs, chosen, args.io_rounds)
             client.close()
     finally:
         children.close()

@@ -11,6 +11,7 @@ enqueued through :class:`benchmarks.peers.Runner`, so the comparison uses the sa
 from __future__ import annotations
 
 import os
+import statistics
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -100,9 +101,20 @@ def variants(cores: int) -> list[Variant]:
 @dataclass
 class IoResult:
     variant: Variant
-    rate: float = 0.0  # jobs/s after the warm-up
-    cpu_us: float = 0.0  # worker CPU (every process of the variant) per job, microseconds
+    rate: float = 0.0  # jobs/s after the warm-up (the median over the rounds)
+    cpu_us: float = 0.0  # worker CPU (every process of the variant) per job, µs (median)
     error: str = ""
+    rates: tuple[float, ...] = ()  # every round's rate
+
+    @staticmethod
+    def median(variant: Variant, rounds: list[IoResult]) -> IoResult:
+        """The median of the rounds that worked (n/a when none did)."""
+        ok = [r for r in rounds if not r.error]
+        if not ok:
+            return rounds[-1]
+        rates = tuple(r.rate for r in ok)
+        cpu = statistics.median(r.cpu_us for r in ok)
+        return IoResult(variant, statistics.median(rates), cpu, rates=rates)
 
 
 def measure(runner: Runner, variant: Variant, jobs: int) -> IoResult:
@@ -123,22 +135,25 @@ def _peer(key: str) -> Peer:
     return next(p for p in PEERS if p.key == key)
 
 
-def run_all(runner: Runner, jobs: int, engines: tuple[str, ...] = ENGINES) -> list[IoResult]:
-    """Every variant of ``engines`` in turn (progress on stderr); one failing variant is
-    reported as n/a and the run goes on."""
-    results = []
-    cores = len(os.sched_getaffinity(0))
-    for variant in variants(cores):
-        if variant.engine not in engines:
-            continue
-        print(f"  I/O workload: {variant.engine} {variant.settings} ...", file=sys.stderr)
-        try:
-            results.append(measure(runner, variant, jobs))
-        except Exception as exc:  # one broken peer must not end the run
-            results.append(IoResult(variant, error=f"{type(exc).__name__}: {exc}"))
-        if results[-1].error:
-            print(f"    n/a: {results[-1].error}", file=sys.stderr)
-    return results
+def run_all(
+    runner: Runner, jobs: int, engines: tuple[str, ...] = ENGINES, rounds: int = 1
+) -> list[IoResult]:
+    """Every variant of ``engines``, ``rounds`` times (every other round in reverse order, to
+    spread the machine's noise), as medians; progress on stderr. A failing variant is n/a
+    and the run goes on."""
+    chosen = [v for v in variants(len(os.sched_getaffinity(0))) if v.engine in engines]
+    runs: dict[Variant, list[IoResult]] = {v: [] for v in chosen}
+    for round_no in range(rounds):
+        for variant in chosen if round_no % 2 == 0 else reversed(chosen):
+            print(f"  I/O workload: {variant.engine} {variant.settings} ...", file=sys.stderr)
+            try:
+                got = measure(runner, variant, jobs)
+            except Exception as exc:  # one broken peer must not end the run
+                got = IoResult(variant, error=f"{type(exc).__name__}: {exc}")
+            if got.error:
+                print(f"    n/a: {got.error}", file=sys.stderr)
+            runs[variant].append(got)
+    return [IoResult.median(v, runs[v]) for v in chosen]
 
 
 def table(results: list[IoResult]) -> list[str]:
@@ -146,8 +161,8 @@ def table(results: list[IoResult]) -> list[str]:
     sidekiq = {r.variant.shape: r for r in results if r.variant.engine == "sidekiq" and not r.error}
     lines = [
         "| engine | settings | job | steady drain, jobs/s | ÷ Sidekiq | worker CPU µs/job "
-        "| ÷ Sidekiq |",
-        "|---|---|---|---:|---:|---:|---:|",
+        "| ÷ Sidekiq | drain in each round |",
+        "|---|---|---|---:|---:|---:|---:|---|",
     ]
     order = {e: i for i, e in enumerate(ENGINES)}
     for r in sorted(results, key=lambda r: (r.variant.shape, order[r.variant.engine])):
@@ -155,14 +170,15 @@ def table(results: list[IoResult]) -> list[str]:
         job = "async def" if v.kind == "aincr" else "sync"
         label = _peer(v.engine).label
         if r.error:
-            lines.append(f"| {label} | {v.settings} | {job} | n/a | | n/a | |")
+            lines.append(f"| {label} | {v.settings} | {job} | n/a | | n/a | | |")
             continue
         ref = sidekiq.get(v.shape)
         rate_ratio = f"{r.rate / ref.rate:.2f}" if ref else "n/a"
         cpu_ratio = f"{r.cpu_us / ref.cpu_us:.2f}" if ref and ref.cpu_us else "n/a"
+        each = ", ".join(f"{x:,.0f}" for x in r.rates)
         lines.append(
             f"| {label} | {v.settings} | {job} | {r.rate:,.0f} | {rate_ratio} "
-            f"| {r.cpu_us:,.0f} | {cpu_ratio} |"
+            f"| {r.cpu_us:,.0f} | {cpu_ratio} | {each} |"
         )
     missing = [
         f"- {_peer(r.variant.engine).label} {r.variant.settings}: {r.error}"
@@ -179,7 +195,9 @@ thread in Sidekiq), never the engine's connections. The jobs are pre-filled (the
 API where it has one, else a loop), then the worker process(es) start; the harness polls the
 counter every 2 ms and times the drain from the moment 10% of the jobs have run (boot and
 warm-up excluded) to the last one, and reads the CPU time (user + system) of every worker
-process and its children at both moments. "÷ Sidekiq" compares with Ruby Sidekiq at the same
+process and its children at both moments. With `--io-rounds N` every variant runs N times
+(every other round in reverse order) and the table gives the medians, and each round's drain.
+"÷ Sidekiq" compares with Ruby Sidekiq at the same
 concurrency and number of processes (for CPU per job, lower is better). Multi-process rows run
 one process per core, each at concurrency 10 (Conveyor `-p N`, N Sidekiq processes, Dramatiq
 `-p N`); Huey's thread workers live in one process, so it has no such row.

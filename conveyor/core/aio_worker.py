@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import queue as queue_mod
@@ -231,7 +232,7 @@ class AioWorker:
 
     def _set_limit(self, prefetch: int) -> None:
         self.limit = self.settings.concurrency + prefetch
-        # Fetch only once this many slots are free, so jobs come in batches (see Worker).
+        # Fetch only once this many slots are free, so jobs come in batches (as in threads).
         self.refill = max(1, min(self.limit // 2, MAX_BATCH))
 
     def _measured(self, seconds: float) -> None:
@@ -314,7 +315,7 @@ class AioWorker:
             self._spawn(lambda: self.housekeeper.run(self._threads_stop), "conveyor-housekeeper")
         ]
         if self.app.periodic_tasks:
-            periodic = lambda: run_periodic(self.app, self._stop, self._rng)  # noqa: E731
+            periodic = functools.partial(run_periodic, self.app, self._stop, self._rng)
             threads.append(self._spawn(periodic, "conveyor-periodic"))
         slots = [
             asyncio.create_task(self._slot(f"aio{i}")) for i in range(self.settings.concurrency)
