@@ -46,7 +46,13 @@ class Scripts:
         args: list[Any],
         client: redis.Redis | redis.client.Pipeline | None = None,
     ) -> Any:
-        return self._script(name)(keys=keys, args=args, client=client)
+        script = self._script(name)
+        try:
+            return script(keys=keys, args=args, client=client)
+        except NoScriptError:
+            # redis-py loads the script once on NOSCRIPT; a failover between that load and
+            # the retried EVALSHA lands on a server without it again: load it there too.
+            return script(keys=keys, args=args, client=client)
 
     def run_and_wait(
         self, name: str, keys: list[str], args: list[Any], replicas: int, timeout_ms: int

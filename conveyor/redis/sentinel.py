@@ -64,6 +64,14 @@ class _Connection(SentinelManagedConnection):
         policy: Retry = getattr(self.connection_pool, "connect_retry", None) or self.retry
         policy.call_with_retry(self._connect_retry, lambda error: None)
 
+    def send_packed_command(self, *args: Any, **kwargs: Any) -> None:
+        # redis-py reconnects a connection dropped inside a command's retry straight to the
+        # address it had, which after a failover is the dead or demoted primary: ask the
+        # Sentinels again instead.
+        if not self._sock:
+            self.connect()
+        super().send_packed_command(*args, **kwargs)  # type: ignore[no-untyped-call]
+
     def read_response(self, *args: Any, **kwargs: Any) -> Any:
         try:
             return super().read_response(*args, **kwargs)
