@@ -63,7 +63,7 @@ class Cluster:
     # -- processes ---------------------------------------------------------------------------
     def start_node(self, port: int, replica_of: int | None = None) -> None:
         directory = self.workdir / f"node-{port}"
-        directory.mkdir(exist_ok=True)
+        directory.mkdir(parents=True, exist_ok=True)
         args = [
             self.binary,
             "--port", str(port),
@@ -85,6 +85,7 @@ class Cluster:
     def start(self) -> None:
         """Start the pair and the Sentinels; return once each Sentinel sees the replica and
         the two other Sentinels (a failover needs them)."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
         self.start_node(self.first_primary)
         self.start_node(self.first_replica, replica_of=self.first_primary)
         wait_for(lambda: self.replica_synced(self.first_replica), timeout=15)
