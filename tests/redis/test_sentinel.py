@@ -175,8 +175,12 @@ def test_a_script_on_a_replica_named_as_primary_moves_to_the_real_primary(
     client.close()
 
 
-def test_enqueue_scripts_and_lease_follow_a_sigkilled_primary(fresh: Cluster) -> None:
+def test_enqueue_scripts_lease_and_dashboard_follow_a_sigkilled_primary(
+    fresh: Cluster,
+) -> None:
     app = App(Settings(redis_url=fresh.url()))
+    dashboard = TestClient(create_app(app, WebSettings(token=TOKEN)), headers=BEARER)
+    assert dashboard.get("/api/stats").json()["enqueued"] == 0
     lease = RedisLease(app.store, "nightly")
     term = lease.acquire("node-a", 60)
     assert term is not None
@@ -195,6 +199,9 @@ def test_enqueue_scripts_and_lease_follow_a_sigkilled_primary(fresh: Cluster) ->
     primary = fresh.node(new)
     assert any(result.jid in raw for raw in primary.lrange("queue:default", 0, -1))
 
+    # The dashboard opened before the kill answers from the new primary.
+    assert dashboard.get("/api/stats").json()["enqueued"] == 1
+
     # The lease carries on: same holder, same fence, on the new primary.
     renewed = lease.renew(term, 60)
     assert renewed is not None and renewed.fence == term.fence
@@ -209,6 +216,7 @@ def test_enqueue_scripts_and_lease_follow_a_sigkilled_primary(fresh: Cluster) ->
     assert durable.enqueue("After", 3).replicas == 1, "push.lua reloaded, then WAIT"
     primary.close()
     durable.close()
+    dashboard.close()
     app.close()
 
 
