@@ -5,21 +5,27 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from conveyor.core._protocols import AppLike
 from conveyor.core.execution import AsyncRunner, is_async, run_sync
-from conveyor.core.middleware import FetchedJob, JobContext, ServerMiddleware
+from conveyor.core.job import Job
+from conveyor.core.middleware import Chain, FetchedJob, JobContext, ServerMiddleware
 from conveyor.core.payload import Payload, dumps, malformed_record, parse
 from conveyor.core.retry import decide
 from conveyor.errors import PayloadError, UnknownJobClassError
 from conveyor.logs import job_context
 from conveyor.redis import Outcome
 
-if TYPE_CHECKING:
-    from conveyor.core.app import App
-    from conveyor.core.job import Job
+log = logging.getLogger("conveyor.processor")
 
-log = logging.getLogger("conveyor.core.processor")
+
+class ProcessorHost(AppLike, Protocol):
+    """The app as the processor and the worker see it: the core view plus the server
+    middleware chain."""
+
+    @property
+    def server_middleware(self) -> Chain[ServerMiddleware]: ...
 
 
 def _parse_error(raw: str) -> str:
@@ -38,7 +44,7 @@ class Processor:
     """Runs jobs for one process. Thread-safe: each worker thread calls :meth:`process`."""
 
     def __init__(
-        self, app: App, runner: AsyncRunner | None = None, identity: str | None = None
+        self, app: ProcessorHost, runner: AsyncRunner | None = None, identity: str | None = None
     ) -> None:
         self.app = app
         self.identity = identity

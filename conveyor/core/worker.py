@@ -22,18 +22,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import TYPE_CHECKING
 
 import psutil
 import redis
 
 from conveyor.core import recovery, scheduler
 from conveyor.core.middleware import FetchedJob
-from conveyor.core.processor import Processor, utc_day
+from conveyor.core.processor import Processor, ProcessorHost, utc_day
 from conveyor.redis import Outcome
-
-if TYPE_CHECKING:
-    from conveyor.core.app import App
 
 log = logging.getLogger("conveyor.worker")
 
@@ -65,7 +61,9 @@ class Worker:
     >>> worker.run()                    # blocks; SIGTERM/SIGINT stop it, SIGTSTP quiets it
     """
 
-    def __init__(self, app: App, *, burst: bool = False, identity: str | None = None) -> None:
+    def __init__(
+        self, app: ProcessorHost, *, burst: bool = False, identity: str | None = None
+    ) -> None:
         self.app = app
         self.settings = app.settings
         self.store = app.store

@@ -19,9 +19,10 @@ from support import run_burst, running_worker, wait_for
 from support.sentinel import HOST, Cluster, sentinel_cluster
 from support.web import BEARER, TOKEN
 
-from conveyor import App, Job, NotDurableError, Settings
+from conveyor import App, Job, Settings
 from conveyor.automation.lease import RedisLease
 from conveyor.cli import main
+from conveyor.errors import NotDurableError
 from conveyor.redis import sentinel as sentinel_module
 from conveyor.redis.connection import connect
 from conveyor.redis.store import Store

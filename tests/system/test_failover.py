@@ -28,7 +28,8 @@ import pytest
 from support import APPS, StartProcess, wait_for
 from support.sentinel import Cluster, sentinel_cluster
 
-from conveyor import App, Job, NotDurableError, Settings
+from conveyor import App, Job, Settings
+from conveyor.errors import NotDurableError
 
 TOTAL = 5_000
 KILL_AFTER = 1_500
