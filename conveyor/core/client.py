@@ -13,7 +13,7 @@ from conveyor.core._protocols import AppLike
 from conveyor.core.job import EnqueueResult, Job
 from conveyor.core.middleware import Chain, ClientMiddleware, EnqueueContext
 from conveyor.core.payload import Payload, check_args, dumps, encode_args, new_jid, new_jids
-from conveyor.errors import EnqueueError
+from conveyor.errors import EnqueueError, NotDurableError
 
 
 class ClientHost(AppLike, Protocol):
@@ -116,8 +116,9 @@ class Client:
             ]
             self._before(contexts)
             kept = [c for c in contexts if c.dropped is None]
-            self._push(kept)
+            replicas = self._push(kept)
             self._after(contexts)
+            self._check_durable(replicas, [c.job["jid"] for c in kept], jids)
             jids += [c.job["jid"] for c in kept]
         return jids
 
@@ -157,9 +158,10 @@ class Client:
             payloads = [f"{head}{args}{middle}{jid}{tail}" for args, jid in batch]
             if scheduled:
                 assert at is not None
-                store.push({}, [(at, p) for p in payloads])
+                replicas = store.push({}, [(at, p) for p in payloads], **self._durability())
             else:
-                store.push({queue: payloads})
+                replicas = store.push({queue: payloads}, **self._durability())
+            self._check_durable(replicas, jids[start : start + batch_size], jids[:start])
         return jids
 
     def _resolve(self, job_class: type[Job] | str) -> tuple[type[Job] | None, str]:
@@ -185,13 +187,14 @@ class Client:
     def _enqueue_one(self, cls: type[Job] | None, job: Payload, at: float | None) -> EnqueueResult:
         ctx = EnqueueContext(self.app, cls, job, at)
         if not self._middleware_for(cls):
-            self._push([ctx])
-            return EnqueueResult(jid=job["jid"], queued=True, dropped=None, info={})
+            replicas = self._push([ctx])
+            self._check_durable(replicas, [job["jid"]])
+            return EnqueueResult(jid=job["jid"], info={}, replicas=replicas)
         self._before([ctx])
-        if ctx.dropped is None:
-            self._push([ctx])
+        replicas = self._push([ctx]) if ctx.dropped is None else None
         self._after([ctx])
-        return self._result(ctx)
+        self._check_durable(replicas, [job["jid"]])
+        return self._result(ctx, replicas)
 
     def _before(self, contexts: Sequence[EnqueueContext]) -> None:
         """Client middleware in chain order, each over the contexts not dropped yet (so a
@@ -212,13 +215,14 @@ class Client:
                 if count > index:
                     chain[index].after_enqueue(ctx)
 
-    def _push(self, contexts: Sequence[EnqueueContext]) -> None:
+    def _push(self, contexts: Sequence[EnqueueContext]) -> int | None:
+        """Push; the replicas that confirmed it when ``min_replicas`` asks, else ``None``."""
         if not contexts:
-            return
+            return None
         if self.sink is not None:
             for ctx in contexts:
                 self.sink.capture(ctx.job, ctx.at)
-            return
+            return None
         now = self.app.clock.time()
         by_queue: dict[str, list[str]] = {}
         scheduled: list[tuple[float, str]] = []
@@ -228,11 +232,40 @@ class Client:
             else:
                 ctx.job["enqueued_at"] = now
                 by_queue.setdefault(ctx.job["queue"], []).append(dumps(ctx.job))
-        self.app.store.push(by_queue, scheduled)
+        return self.app.store.push(by_queue, scheduled, **self._durability())
+
+    def _durability(self) -> dict[str, Any]:
+        settings = self.app.settings
+        if not settings.min_replicas:
+            return {}
+        return {"replicas": settings.min_replicas, "timeout": settings.min_replicas_timeout}
+
+    def _check_durable(
+        self, replicas: int | None, jids: Sequence[str], confirmed: Sequence[str] = ()
+    ) -> None:
+        """Raise :class:`NotDurableError` when fewer replicas confirmed a push than asked."""
+        need = self.app.settings.min_replicas
+        if replicas is None or replicas >= need or not jids:
+            return
+        raise NotDurableError(
+            f"{len(jids)} job(s) (first jid {jids[0]}) were written to the Redis primary but "
+            f"confirmed by {replicas} of the {need} replica(s) min_replicas asks for within "
+            f"{self.app.settings.min_replicas_timeout}s: they normally run, but a failover of "
+            "the primary before they reach a replica loses them. Check the replicas (INFO "
+            "replication); enqueue again only if the job is idempotent, as it may run twice",
+            jids=jids,
+            confirmed=confirmed,
+            replicas=replicas,
+            required=need,
+        )
 
     @staticmethod
-    def _result(ctx: EnqueueContext) -> EnqueueResult:
+    def _result(ctx: EnqueueContext, replicas: int | None = None) -> EnqueueResult:
         info = {k: v for k, v in ctx.info.items() if not k.startswith("_")}
         return EnqueueResult(
-            jid=ctx.job["jid"], queued=ctx.dropped is None, dropped=ctx.dropped, info=info
+            jid=ctx.job["jid"],
+            queued=ctx.dropped is None,
+            dropped=ctx.dropped,
+            info=info,
+            replicas=replicas,
         )

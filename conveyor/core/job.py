@@ -35,12 +35,16 @@ class EnqueueResult:
     """What an enqueue call did. Truthy when the job was pushed; ``str()`` is the jid.
 
     ``dropped`` says why a client middleware did not push it (e.g. a deduplicated twin).
+    ``replicas`` is how many replicas confirmed the push when ``Settings.min_replicas`` asks
+    for confirmation (always at least that many: short of it the enqueue raises
+    :class:`~conveyor.errors.NotDurableError`); ``None`` when none was asked for.
     """
 
     jid: str
     queued: bool = True
     dropped: str | None = None
     info: Mapping[str, Any] = field(default_factory=dict)
+    replicas: int | None = None
 
     def __bool__(self) -> bool:
         return self.queued

@@ -14,9 +14,9 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
-from urllib.parse import urlsplit
 
 from conveyor.errors import ConfigurationError
+from conveyor.redis_url import mask_url
 from conveyor.settings import Settings
 
 #: Environment variable -> field.
@@ -137,7 +137,4 @@ def redact_url(url: str | None) -> str:
     """
     if not url:
         return "embedded"
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return f"{parts.scheme}://{netloc}{parts.path}"
+    return mask_url(url)  # also reads Sentinel URLs, whose host lists urlsplit refuses
