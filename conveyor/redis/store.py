@@ -10,6 +10,7 @@ from typing import Literal
 
 import redis
 
+from conveyor.redis.calls import Command
 from conveyor.redis.keys import Keys
 from conveyor.redis.scripts import Scripts
 
@@ -40,6 +41,28 @@ class Recovery:
     payload: str
 
 
+def push_commands(
+    keys: Keys, by_queue: dict[str, list[str]], scheduled: Sequence[tuple[float, str]] = ()
+) -> list[Command]:
+    """The commands of one enqueue transaction (the sync :class:`Store` and the asyncio
+    client run the same ones).
+
+    >>> push_commands(Keys(), {"mail": ['{"class":"A"}']})[1]
+    ('LPUSH', ('queue:mail', '{"class":"A"}'))
+    """
+    commands: list[Command] = []
+    for queue, payloads in by_queue.items():
+        if payloads:
+            commands.append(("SADD", (keys.queues, queue)))
+            commands.append(("LPUSH", (keys.queue(queue), *payloads)))
+    if scheduled:
+        flat: list[str | float] = []
+        for at, payload in scheduled:
+            flat += (at, payload)
+        commands.append(("ZADD", (keys.schedule, *flat)))
+    return commands
+
+
 class Store:
     """Redis operations of the engine, bound to one client and key prefix."""
 
@@ -53,14 +76,9 @@ class Store:
         self, by_queue: dict[str, list[str]], scheduled: Sequence[tuple[float, str]] = ()
     ) -> None:
         """Push payloads onto queues and/or the schedule set in one MULTI transaction."""
-        k = self.keys
         pipe = self.client.pipeline(transaction=True)
-        for queue, payloads in by_queue.items():
-            if payloads:
-                pipe.sadd(k.queues, queue)
-                pipe.lpush(k.queue(queue), *payloads)
-        if scheduled:
-            pipe.zadd(k.schedule, {payload: at for at, payload in scheduled})
+        for name, args in push_commands(self.keys, by_queue, scheduled):
+            pipe.execute_command(name, *args)  # type: ignore[no-untyped-call]
         pipe.execute()
 
     # -- fetch ----------------------------------------------------------------------------------
