@@ -427,6 +427,6 @@ def test_an_archive_without_project_json_creates_no_import(env: Env) -> None:
         info = tarfile.TarInfo("issues.jsonl")
         info.size = len(data)
         tar.addfile(info, io.BytesIO(data))
-    with pytest.raises(UploadRejected, match="no project.json at its top level"):
+    with pytest.raises(UploadRejected, match=r"no project\.json at its top level"):
         start_project_import(env.imports, archive, env.url)
     assert env.imports.recent() == []
