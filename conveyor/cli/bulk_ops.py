@@ -22,9 +22,9 @@ from conveyor.api import (
     OperationRecord,
     OperationsApi,
 )
-from conveyor.cli.context import CliState, clip, console, duration, echo_json, pass_state, when
+from conveyor.cli.common import CliState, clip, console, duration, echo_json, pass_state, when
 from conveyor.errors import NotFoundError
-from conveyor.features.operations.jobs import COMPLETION
+from conveyor.features.operations.operation_jobs import COMPLETION
 
 
 @click.group("ops")

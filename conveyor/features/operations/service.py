@@ -27,7 +27,7 @@ from conveyor.core.job import EnqueueResult
 from conveyor.core.payload import dumps
 from conveyor.errors import ConfigurationError, MailError
 from conveyor.features.flags import Flags
-from conveyor.features.operations import jobs
+from conveyor.features.operations import operation_jobs as jobs
 from conveyor.features.operations.mail import render_failure_email, send
 from conveyor.features.operations.model import (
     SERVICE_ERROR,
