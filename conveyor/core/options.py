@@ -44,7 +44,7 @@ def seconds(value: Any, what: str, *, allow_none: bool = True) -> float | None:
         value = value.total_seconds()
     if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
         raise ConfigurationError(
-            f"{what}={value!r} must be seconds > 0 (a number or a datetime.timedelta)"
+            f"{what}={value!r} must be a number of seconds > 0 (or a datetime.timedelta)"
         )
     return float(value)
 

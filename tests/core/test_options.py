@@ -21,7 +21,7 @@ def test_set_validates_values_with_the_declaration_messages(app: App, r: redis.R
         ({"queue": 3}, 'report: queue=3 must be a non-empty string, e.g. queue="low"'),
         ({"retry": "5"}, "report: retry='5' must be True, False or a count >= 0"),
         ({"dead": "no"}, "report: dead='no' must be True or False"),
-        ({"timeout": 0}, "report: timeout=0 must be seconds > 0"),
+        ({"timeout": 0}, "report: timeout=0 must be a number of seconds > 0"),
         (
             {"tags": "urgent"},
             "report: tags='urgent' must be a list of strings, e.g. tags=['urgent']",

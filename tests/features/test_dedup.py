@@ -278,7 +278,7 @@ def test_feature_flag_gates_deduplication_and_unset_means_off(app: App, r: redis
 def test_declaration_mistakes_are_refused(app: App) -> None:
     with pytest.raises(ConfigurationError, match="strategy 'until_done'"):
         deduplicate("until_done")  # type: ignore[arg-type]
-    with pytest.raises(ConfigurationError, match="ttl=0 must be seconds > 0"):
+    with pytest.raises(ConfigurationError, match="ttl=0 must be a number of seconds > 0"):
         deduplicate(ttl=0)
     with pytest.raises(ConfigurationError, match="including_scheduled='yes' must be True or False"):
         deduplicate(including_scheduled="yes")  # type: ignore[arg-type]
