@@ -107,6 +107,16 @@ class Keys:
 
     # -- features -------------------------------------------------------------------------------
     @property
+    def retired_classes(self) -> str:
+        """Set: job class names ``remove_jobs`` found jobs of (so a re-run knows them)."""
+        return self._k("conveyor:retired-classes")
+
+    @property
+    def retired_queues(self) -> str:
+        """Set: queue names ``migrate_queue`` moved jobs from (so a re-run knows them)."""
+        return self._k("conveyor:retired-queues")
+
+    @property
     def flags(self) -> str:
         """Hash: flag name -> JSON state."""
         return self._k("conveyor:flags")

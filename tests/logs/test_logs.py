@@ -512,3 +512,23 @@ def test_uvicorn_lines_lose_their_colour_copy_and_keep_the_message() -> None:
     handler.emit(record)
     line = json.loads(stream.getvalue())
     assert line["event"] == "Started 7" and "color_message" not in line
+
+
+def test_the_hint_fixes_what_is_missing(pipeline: Callable[..., Captured]) -> None:
+    """MissingLogContext always suggested passing ``status`` (issue 19)."""
+    pipeline("json", env="test")
+    with pytest.raises(MissingLogContext) as caught:
+        logs.import_logger("project_export", None).info("stage started", status="running")
+    hint = str(caught.value)
+    assert "give import_id to import_logger(importer, import_id)" in hint
+    assert "status=" not in hint
+    with pytest.raises(MissingLogContext) as caught:
+        logs.log_record(logs.import_logger("p", "imp-2"), "issue", None, "imported")
+    assert "log_record(log, record_type, record_id, status)" in str(caught.value)
+    assert "status=" not in str(caught.value)
+    with pytest.raises(MissingLogContext) as caught:
+        logs.import_logger("p", "imp-3").info("stage started")
+    assert "log.info('stage started', status='running')" in str(caught.value)
+    with pytest.raises(MissingLogContext) as caught:
+        logs.import_logger("p", "imp-4", project_id=None).info("x", status="running")
+    assert "pass project_id on the call" in str(caught.value)

@@ -162,3 +162,20 @@ def test_the_operations_routes_need_a_login(app: App, store: OperationStore) -> 
             assert answer.status_code == 303 and answer.headers["location"].startswith("/login")
         login(anonymous)
         assert anonymous.get(f"/operations/{op_id}").status_code == 200
+
+
+def test_an_undelivered_e_mail_keeps_the_operation_on_the_dashboard(
+    client: TestClient, store: OperationStore
+) -> None:
+    op_id = store.create_operation("archive", USER_ID, 1, {})
+    fail(store, op_id, "b0", range(1))
+    store.mark_notify_failed(op_id, "no e-mail address was found for the operation's user")
+    [listed] = client.get("/api/operations").json()
+    assert (listed["id"], listed["status"]) == (op_id, "notify_failed")
+    assert listed["notify_error"] == "no e-mail address was found for the operation's user"
+    listing = client.get("/operations")
+    assert f'href="/operations/{op_id}"' in listing.text and "notify_failed" in listing.text
+    detail = client.get(f"/operations/{op_id}")
+    assert "The failure e-mail was not delivered" in detail.text
+    assert f"conveyor ops dismiss {op_id}" in detail.text
+    assert USER_ID not in detail.text
