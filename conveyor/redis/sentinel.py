@@ -27,6 +27,7 @@ import redis
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.asyncio.sentinel import Sentinel as AsyncSentinel
+from redis.asyncio.sentinel import SentinelConnectionPool as AsyncSentinelPool
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.connection import SSLConnection
 from redis.retry import Retry
@@ -146,6 +147,17 @@ def primary_client(
     return client
 
 
+class _AsyncPool(AsyncSentinelPool):
+    """The asyncio primary's pool; closing it also closes the connections to the Sentinels."""
+
+    async def disconnect(self, inuse_connections: bool = True) -> None:
+        try:
+            await super().disconnect(inuse_connections)
+        finally:
+            for node in self.sentinel_manager.sentinels:
+                await node.aclose()
+
+
 def primary_client_async(
     target: SentinelTarget, *, max_connections: int | None = None
 ) -> aioredis.Redis:
@@ -166,6 +178,7 @@ def primary_client_async(
     )
     client: aioredis.Redis = sentinels.master_for(
         target.service,
+        connection_pool_class=_AsyncPool,
         db=target.db,
         username=target.username,
         password=target.password,

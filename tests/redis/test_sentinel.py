@@ -5,6 +5,7 @@ the new primary; ``min_replicas`` confirmed by ``WAIT``."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import threading
 import time
@@ -138,6 +139,32 @@ def test_min_replicas_is_confirmed_and_a_shortfall_raises(clean: Cluster) -> Non
     assert len(bulk.value.jids) == 4 and bulk.value.confirmed == ()
     assert primary.llen("queue:default") == 1 + 10 + 1 + 4
     primary.close()
+    app.close()
+
+
+def test_min_replicas_holds_for_the_async_enqueue_too(clean: Cluster) -> None:
+    app = App(Settings(redis_url=clean.url(), min_replicas=1, min_replicas_timeout=0.3))
+
+    class Plain(Job):
+        def perform(self, n: int) -> None: ...
+
+    app.register(Plain)
+
+    async def scenario() -> tuple[int | None, NotDurableError]:
+        confirmed = (await Plain.aperform_async(1)).replicas
+        replica_proc = clean.nodes[clean.first_replica]
+        replica_proc.send_signal(signal.SIGSTOP)
+        try:
+            with pytest.raises(NotDurableError) as short:
+                await Plain.aperform_async(2)
+        finally:
+            replica_proc.send_signal(signal.SIGCONT)
+        await app.aclose()
+        return confirmed, short.value
+
+    confirmed, short = asyncio.run(scenario())
+    assert confirmed == 1
+    assert "confirmed by 0 of the 1 replica" in str(short) and len(short.jids) == 1
     app.close()
 
 
