@@ -19,8 +19,10 @@ from starlette.testclient import TestClient
 from conveyor.web import NavItem, WebExtension
 from support import free_port
 
-TOKEN = "test-token-0123456789"
+TOKEN = "t0k3n-Qm7fX2pL9vR4wZ8s"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
+#: TestClient's base URL: a Host the dashboard serves by default (it refuses ``testserver``).
+LOCAL = "http://localhost"
 
 
 def csrf_of(html: str) -> str:
