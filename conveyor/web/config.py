@@ -174,18 +174,12 @@ class WebSettings:
                 )
             normal.append(found)
         object.__setattr__(self, "allowed_hosts", tuple(normal))
-        if self.host.strip("[]") in _WILDCARDS and not normal:
-            raise ConfigurationError(
-                f"the dashboard listens on all interfaces ({self.host!r}): name the host names "
-                "clients use with --allowed-host (CONVEYOR_WEB_ALLOWED_HOSTS), so a DNS "
-                "rebinding page cannot reach it"
-            )
         if self.allow_anonymous:
             if not is_loopback(self.host):
                 raise ConfigurationError(
                     f"--allow-anonymous serves without a login, so only on a loopback address; "
                     f"the host is {self.host!r}: use --host 127.0.0.1 (or ::1), or set a token "
-                    "(--token) or a user and password instead"
+                    "(CONVEYOR_WEB_TOKEN) or a user and password instead"
                 )
             outside = [h for h in normal if h not in LOOPBACK_NAMES]
             if outside:
@@ -193,6 +187,12 @@ class WebSettings:
                     f"--allow-anonymous accepts only loopback Host names; remove "
                     f"{', '.join(outside)} from the allowed hosts or set a token instead"
                 )
+        if self.host.strip("[]") in _WILDCARDS and not normal:
+            raise ConfigurationError(
+                f"the dashboard listens on all interfaces ({self.host!r}): name the host names "
+                "clients use with --allowed-host (CONVEYOR_WEB_ALLOWED_HOSTS), so a DNS "
+                "rebinding page cannot reach it"
+            )
 
     @property
     def host_allow_list(self) -> frozenset[str] | None:
