@@ -13,6 +13,18 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from conveyor.web.config import normalise_host
 
 
+def header_host(value: str) -> str | None:
+    """The host a ``Host`` header names (an IPv6 address must be in brackets there), or
+    ``None`` when it is malformed.
+
+    >>> header_host("[::1]:7433"), header_host("::1")
+    ('::1', None)
+    """
+    if value.count(":") > 1 and not value.startswith("["):
+        return None
+    return normalise_host(value)
+
+
 class HostMiddleware:
     """Answer 400 unless every ``Host`` header is in ``allowed`` (``None``: any host)."""
 
@@ -25,7 +37,7 @@ class HostMiddleware:
             await self.app(scope, receive, send)
             return
         hosts = [bytes(v).decode("latin-1") for k, v in scope.get("headers", []) if k == b"host"]
-        refused = [h for h in hosts if normalise_host(h) not in self.allowed]
+        refused = [h for h in hosts if header_host(h) not in self.allowed]
         if not hosts or refused:
             shown = f"Host {refused[0][:100]!r}" if refused else "no Host header"
             message = (
