@@ -43,7 +43,7 @@ def route_template(routes: Sequence[BaseRoute], scope: Scope) -> str:
         if isinstance(route, Mount):
             inner = route.routes
             found = route_template(inner, {**scope, **child}) if inner else "/{path}"
-            template = UNMATCHED if found == UNMATCHED else route.path_format + found
+            template = UNMATCHED if found == UNMATCHED else route.path + found
         else:
             template = str(getattr(route, "path_format", UNMATCHED))
         if match == Match.FULL:
