@@ -81,7 +81,10 @@ _EMAIL_RE = re.compile(
     # Local part: RFC 5322 atom characters; domain: labels with at least one dot.
     r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+"
 )
-_URL_USERINFO = r"(\b[A-Za-z][A-Za-z0-9+.-]*://)[^/\s@]*@"
+#: Up to the last ``@`` before a space or quote: a password may hold a raw ``/`` or ``@`` (a
+#: URL that is not one strictly), and redacting a host that had an e-mail address in its path
+#: is the safe side.
+_URL_USERINFO = r"(\b[A-Za-z][A-Za-z0-9+.-]*://)[^\s\"'<>]*@"
 _AUTH_SCHEME = r"\b((?i:bearer|basic|token|digest))(\s+)[A-Za-z0-9._~+/=-]{6,}"
 #: Key names that are secret only as a whole word (``db_pass``, ``pwd``), never inside
 #: another word (``passed``, ``bypass``, ``compass``).
