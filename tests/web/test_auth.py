@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from urllib.parse import quote, urlsplit
 
 import pytest
 import redis
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.testclient import TestClient
 from support.web import BEARER, EXTENSION, LOCAL, TOKEN, csrf_of, login
@@ -286,3 +290,46 @@ def test_web_settings_from_settings_extra_and_environment() -> None:
     assert TOKEN not in repr(both)
     empty = WebSettings.load(None, env={}, token="", allow_anonymous=True)
     assert empty.token is None, "an empty --token / CONVEYOR_WEB_TOKEN counts as unset"
+
+
+# -- fuzzing the URL grammar ---------------------------------------------------------------------
+_SEGMENT = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=30)
+
+
+@pytest.fixture(scope="module")
+def bare() -> TestClient:
+    # No lifespan and no credentials: every request must be refused before Redis is needed.
+    asgi = create_app(App(), WebSettings(token=TOKEN), extensions=[EXTENSION])
+    return TestClient(asgi, base_url=LOCAL, follow_redirects=False)
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(
+    method=st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]),
+    segments=st.lists(_SEGMENT, min_size=1, max_size=4),
+    prefix=st.sampled_from(["", "/api", "/api/queues", "/api/dead", "/probe", "/static/.."]),
+)
+def test_fuzzed_paths_are_never_served_without_a_login(
+    bare: TestClient, method: str, segments: list[str], prefix: str
+) -> None:
+    path = prefix + "/" + "/".join(quote(s, safe="") for s in segments)
+    answer = bare.request(method, path)
+    assert answer.status_code in (303, 400, 401, 403, 404, 405), (method, path, answer.text)
+    if answer.status_code == 303:
+        assert answer.headers["location"].startswith("/login?next="), path
+
+
+@hsettings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(target=st.text(max_size=40))
+def test_fuzzed_next_targets_stay_on_the_site(web: TestClient, target: str) -> None:
+    page = web.get("/login")
+    answer = web.post(
+        "/login",
+        data={"token": TOKEN, "csrf_token": csrf_of(page.text), "next": target},
+        follow_redirects=False,
+    )
+    location = answer.headers["location"]
+    assert location.startswith("/") and not location.startswith("//") and "\\" not in location
+    assert urlsplit(location).netloc == "" and urlsplit(location).scheme == ""
