@@ -80,7 +80,7 @@ def create_app(
     shutdown) or a data API. ``web_settings`` defaults to :meth:`WebSettings.load` (the
     settings' ``extra["web"]`` and ``CONVEYOR_WEB_*``).
 
-    >>> app = create_app(Settings.load(), WebSettings(token="a-long-secret"))  # doctest: +SKIP
+    >>> app = create_app(Settings.load(), WebSettings(token=os.environ["TOKEN"]))  # doctest: +SKIP
     >>> uvicorn.run(app, port=7433)                                            # doctest: +SKIP
     """
     if isinstance(target, Api):
