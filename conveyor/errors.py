@@ -3,7 +3,8 @@
 ConveyorError
 ├── ConfigurationError        bad settings, bad job declaration
 │   ├── UnknownOptionError    a job option no core feature or middleware declares
-│   └── AutomationSettingsError  an invalid automation settings file (every problem listed)
+│   ├── AutomationSettingsError  an invalid automation settings file (every problem listed)
+│   └── MissingLogContext     an import log line without its identifiers (development/test)
 ├── EnqueueError              a job that cannot be enqueued
 │   └── SerializationError    args that are not JSON-native
 ├── PayloadError              a payload read from Redis that is not a valid job
@@ -11,6 +12,7 @@ ConveyorError
 ├── JobTimeoutError           a job that ran past its timeout
 ├── EmbeddedRedisError        the embedded Redis server could not start
 ├── NotFoundError             a data API lookup for something that is not there
+│   └── WorkflowNotFound      a workflow that does not exist or is switched off
 ├── CompatibilityError        a job change unsafe across a rolling deploy (compat check)
 ├── OperationError            a bulk operation that cannot be created or counted
 ├── MailError                 an e-mail that could not be sent (SMTP)
@@ -18,6 +20,7 @@ ConveyorError
 ├── ImportPipelineError       an import that cannot be started, found or continued
 │   └── RecordError           one imported record that cannot be saved (recorded, not fatal)
 ├── WorkflowUrlError          an automation HTTP path that does not follow the URL grammar
+├── WorkflowForbidden         a workflow the HTTP API may not run (allowApiExecution off)
 └── LeaseError                a leader-election lease that cannot be opened, read or written
 """
 

@@ -10,7 +10,7 @@ import click
 from rich.table import Table
 
 from conveyor.api import redis_url, stop_embedded
-from conveyor.cli.context import (
+from conveyor.cli.common import (
     CliState,
     console,
     duration,

@@ -1,21 +1,35 @@
 """Enqueueing: build the payload, run the client middleware, push to Redis (SPEC CORE-1, CORE-6).
 
-In the testing modes (see :mod:`conveyor.core.testing`) the push is replaced by running the job at
-once (inline) or by collecting it in memory (fake).
+A testing mode (see :mod:`conveyor.core.testing`) replaces the push by setting the client's
+``sink``: jobs then run at once (inline) or are collected in memory (fake).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from conveyor.core._protocols import AppLike
 from conveyor.core.job import EnqueueResult, Job
-from conveyor.core.middleware import EnqueueContext
+from conveyor.core.middleware import Chain, ClientMiddleware, EnqueueContext
 from conveyor.core.payload import Payload, check_args, dumps, encode_args, new_jid, new_jids
 from conveyor.errors import EnqueueError
 
-if TYPE_CHECKING:
-    from conveyor.core.app import App
+
+class ClientHost(AppLike, Protocol):
+    """The app as the client sees it: the core view plus the client middleware chain."""
+
+    @property
+    def client_middleware(self) -> Chain[ClientMiddleware]: ...
+
+    def check_options(self, name: str, options: Mapping[str, Any]) -> None: ...
+
+
+class Sink(Protocol):
+    """Where pushes go instead of Redis while a testing mode is on."""
+
+    def capture(self, job: Payload, at: float | None) -> None: ...
+
 
 # Placeholders in the bulk template; plain ASCII that JSON writes unchanged.
 _ARGS_SLOT = "conveyor-args-slot-7f3a9c"
@@ -25,8 +39,15 @@ _JID_SLOT = "conveyor-jid-slot-7f3a9c"
 class Client:
     """Pushes jobs for one :class:`~conveyor.core.app.App`."""
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: ClientHost) -> None:
         self.app = app
+        #: Set by a testing mode: pushes go there instead of Redis.
+        self.sink: Sink | None = None
+
+    @property
+    def live(self) -> bool:
+        """Whether pushes go to Redis (no testing mode is on)."""
+        return self.sink is None
 
     def build(
         self, job_class: type[Job] | str, args: Sequence[Any], options: Mapping[str, Any]
@@ -81,7 +102,7 @@ class Client:
             raise EnqueueError(f"batch_size must be >= 1, got {batch_size}")
         options = options or {}
         cls, name = self._resolve(job_class)
-        if self.app.testing.mode == "live" and not self._middleware_for(cls):
+        if self.sink is None and not self._middleware_for(cls):
             return self._bulk_plain(
                 cls, name, args_list, options=options, batch_size=batch_size, at=at
             )
@@ -194,10 +215,9 @@ class Client:
     def _push(self, contexts: Sequence[EnqueueContext]) -> None:
         if not contexts:
             return
-        testing = self.app.testing
-        if testing.mode != "live":
+        if self.sink is not None:
             for ctx in contexts:
-                testing.capture(ctx.job, ctx.at)
+                self.sink.capture(ctx.job, ctx.at)
             return
         now = self.app.clock.time()
         by_queue: dict[str, list[str]] = {}

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-log = logging.getLogger("conveyor.core.supervisor")
+log = logging.getLogger("conveyor.supervisor")
 
 TICK = 0.1
 

@@ -22,11 +22,11 @@ from conveyor.settings import Settings
 from conveyor.web import api as api_routes
 from conveyor.web import auth, login, metrics, pages
 from conveyor.web import automation as automation_web
-from conveyor.web import imports as imports_web
+from conveyor.web import import_pages as imports_web
 from conveyor.web import workflows as workflows_web
 from conveyor.web.access import AccessLogMiddleware
 from conveyor.web.config import WebSettings
-from conveyor.web.context import WebContext, WebExtension, build_templates, resolve_extensions
+from conveyor.web.extension import WebContext, WebExtension, build_templates, resolve_extensions
 from conveyor.web.hosts import HostMiddleware
 from conveyor.web.limits import BodyLimitMiddleware, BodyTooLarge, too_large
 

@@ -28,7 +28,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from conveyor.web import csrf
 from conveyor.web.config import is_loopback
-from conveyor.web.context import WebContext
+from conveyor.web.extension import WebContext
 from conveyor.web.sessions import Attempt
 
 #: Paths open without logging in.

@@ -17,7 +17,7 @@ from starlette.routing import Route
 from conveyor.web import csrf
 from conveyor.web.auth import SESSION_ID, client_address, safe_next, same
 from conveyor.web.config import WebSettings
-from conveyor.web.context import context_of
+from conveyor.web.extension import context_of
 from conveyor.web.sessions import Attempt
 
 

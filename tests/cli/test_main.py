@@ -20,7 +20,7 @@ from support.web import BEARER, LOCAL, TOKEN
 from conveyor import App, Settings
 from conveyor.api import Api
 from conveyor.cli import main
-from conveyor.cli.context import CliState
+from conveyor.cli.common import CliState
 from conveyor.cli.worker import child_argv
 from conveyor.web import WebSettings, create_app
 
