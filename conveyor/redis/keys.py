@@ -259,7 +259,7 @@ class Keys:
         never handed out twice even if the lease hash is deleted)."""
         return self._k(f"conveyor:lease-fence:{name}")
 
-    # -- web dashboard logins (issue #15; conveyor/redis/web.py) --------------------------------
+    # -- web dashboard logins (issue #15; conveyor/redis/web_logins.py) ------------------------
     def web_session(self, digest: str) -> str:
         """Hash of one dashboard login session (user, credential id, created), named by the
         SHA-256 of the session id its cookie holds; it expires with the session."""

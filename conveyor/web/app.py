@@ -25,10 +25,10 @@ from conveyor.web import automation as automation_web
 from conveyor.web import import_pages as imports_web
 from conveyor.web import workflows as workflows_web
 from conveyor.web.access import AccessLogMiddleware
+from conveyor.web.body_limit import BodyLimitMiddleware, BodyTooLarge, too_large
 from conveyor.web.config import WebSettings
 from conveyor.web.extension import WebContext, WebExtension, build_templates, resolve_extensions
 from conveyor.web.hosts import HostMiddleware
-from conveyor.web.limits import BodyLimitMiddleware, BodyTooLarge, too_large
 
 SESSION_COOKIE = "conveyor_session"
 #: Sent with every response: no framing, no inline or third-party scripts, no sniffing.

@@ -40,7 +40,7 @@ from conveyor.core.extensions import ExtensionKey
 from conveyor.errors import ConfigurationError
 from conveyor.features.cron import Cron
 from conveyor.features.flags import Flags
-from conveyor.redis.web import WebAuthStore
+from conveyor.redis.web_logins import WebAuthStore
 from conveyor.web import csrf
 from conveyor.web.config import WebSettings, redact_url
 from conveyor.web.sessions import Logins

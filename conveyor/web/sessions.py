@@ -1,5 +1,5 @@
 """Server-side login sessions and failed-login throttling for the dashboard (state in Redis,
-:mod:`conveyor.redis.web`, so every web process sees the same).
+:mod:`conveyor.redis.web_logins`, so every web process sees the same).
 
 A login gets a random session id; the signed cookie holds only that id, and Redis holds the
 session (user, credentials it was made under) for ``session_max_age``. Every request looks
@@ -22,7 +22,7 @@ import math
 import secrets
 from dataclasses import dataclass
 
-from conveyor.redis.web import Subject, WebAuthStore
+from conveyor.redis.web_logins import Subject, WebAuthStore
 from conveyor.web.config import MAX_LOGIN_DELAY, WebSettings
 
 #: Sessions kept at once (all users); the oldest are revoked past it.

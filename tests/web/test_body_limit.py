@@ -1,4 +1,4 @@
-"""The request body limit (conveyor.web.limits) on every route, whoever the caller is: a
+"""The request body limit (conveyor.web.body_limit) on every route, whoever the caller is: a
 declared oversize body is refused before it is read, a streamed one as soon as it passes the
 limit, and the server's memory stays bounded (measured on a real ``conveyor web`` process)."""
 

@@ -1,4 +1,4 @@
-"""The web dashboard's login state (conveyor.redis.web) against a real Redis: every key it
+"""The web dashboard's login state (conveyor.redis.web_logins) against a real Redis: every key it
 writes expires, sessions are capped, revocation by credentials, failure windows."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import redis
 from support import wait_for
 
 from conveyor import App, Settings
-from conveyor.redis.web import WebAuthStore
+from conveyor.redis.web_logins import WebAuthStore
 
 HOUR_MS = 3_600_000
 
