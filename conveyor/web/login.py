@@ -1,7 +1,8 @@
 """The login form, logout and ``/healthz``.
 
-A login checks the client's (and the named user's) failed-login window first: past
-``login_max_failures`` it is refused with 429 and ``Retry-After`` whatever was typed. A wrong
+A login is counted against the client's (and the named user's) failed-login window before
+its credentials are checked (a success clears the count): past ``login_max_failures`` it is
+refused with 429 and ``Retry-After`` whatever was typed. A wrong
 token or password is answered after a growing delay; a right one starts a server-side session
 (:mod:`conveyor.web.sessions`) with a fresh CSRF token. Logout revokes the session in Redis.
 """
@@ -66,12 +67,13 @@ async def login(request: Request) -> Response:
         token, user, password = form.get("token"), form.get("user"), form.get("password")
         target = safe_next(request, form.get("next"))
     attempt = _attempt(request, settings, token, user)
-    wait = await run_in_threadpool(web.logins.retry_after, attempt)
+    claim = await run_in_threadpool(web.logins.claim, attempt)
+    wait = claim.retry_after
     name = None if wait is not None else _check(settings, token, user, password)
     if name is None:
         status, error = 429, f"Too many failed logins: try again in {wait} seconds."
         if wait is None:
-            await anyio.sleep(await run_in_threadpool(web.logins.failed, attempt))
+            await anyio.sleep(claim.delay)
             status, error = 401, "Wrong token, user or password."
         response = web.render(
             request,

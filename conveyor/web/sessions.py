@@ -22,7 +22,7 @@ import math
 import secrets
 from dataclasses import dataclass
 
-from conveyor.redis.web_logins import Subject, WebAuthStore
+from conveyor.redis.web_logins import Failures, Subject, WebAuthStore
 from conveyor.web.config import MAX_LOGIN_DELAY, WebSettings
 
 #: Sessions kept at once (all users); the oldest are revoked past it.
@@ -45,6 +45,19 @@ class Attempt:
 
     client: str
     user: str | None = None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A login attempt counted in advance: refused (``retry_after`` seconds) or to be checked,
+    with ``delay`` seconds to wait before answering it if it fails."""
+
+    retry_after: int | None
+    delay: float
+
+
+def _seconds(ms: int) -> int:
+    return max(1, math.ceil(ms / 1000))
 
 
 class Logins:
@@ -105,17 +118,29 @@ class Logins:
         """Seconds until ``attempt`` may be tried again, or ``None`` when it may now."""
         limit = self.settings.login_max_failures
         waits = [f.ttl_ms for f in self.store.failures(self._subjects(attempt)) if f.count >= limit]
-        return max(1, math.ceil(max(waits) / 1000)) if waits else None
+        return _seconds(max(waits)) if waits else None
 
     def failed(self, attempt: Attempt) -> float:
         """Count a failed attempt; returns how long to wait before answering it (seconds)."""
-        counts = self.store.record_failure(
+        return self._delay(max(f.count for f in self._record(attempt)))
+
+    def claim(self, attempt: Attempt) -> Claim:
+        """Count an attempt as failed *before* its credentials are checked (a success clears
+        it), so concurrent guesses cannot all slip in under the limit."""
+        counts = self._record(attempt)
+        over = [f.ttl_ms for f in counts if f.count > self.settings.login_max_failures]
+        worst = max(f.count for f in counts)
+        return Claim(_seconds(max(over)) if over else None, self._delay(worst))
+
+    def _record(self, attempt: Attempt) -> list[Failures]:
+        return self.store.record_failure(
             self._subjects(attempt),
             window_ms=int(self.settings.login_window * 1000),
             limit=self.settings.login_max_failures,
         )
-        worst = max(f.count for f in counts)
-        return float(min(MAX_LOGIN_DELAY, self.settings.login_delay * 2 ** min(worst - 1, 16)))
+
+    def _delay(self, failures: int) -> float:
+        return float(min(MAX_LOGIN_DELAY, self.settings.login_delay * 2 ** min(failures - 1, 16)))
 
     def succeeded(self, attempt: Attempt) -> None:
         """Forget the attempt's earlier failures."""

@@ -4,7 +4,9 @@ server-side at logout and when the credentials change. (Weak credentials: test_s
 
 from __future__ import annotations
 
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx2 as httpx
 import redis
@@ -117,6 +119,27 @@ def test_failures_are_shared_by_web_processes_on_the_same_redis(settings: Settin
     finally:
         first.close()
         second.close()
+
+
+def test_concurrent_guesses_cannot_slip_in_under_the_limit(app: App) -> None:
+    settings = WebSettings(token=TOKEN, login_delay=0.2, login_max_failures=3)
+    with served(create_app(app, settings)) as base:
+        browsers = [httpx.Client(base_url=base, timeout=30) for _ in range(12)]
+        forms = []
+        for browser in browsers:
+            page = browser.get("/login")
+            forms.append({"token": f"guess-{len(forms)}", "csrf_token": csrf_of(page.text)})
+        start = threading.Barrier(len(browsers))
+
+        def guess(i: int) -> int:
+            start.wait()
+            return browsers[i].post("/login", data=forms[i]).status_code
+
+        with ThreadPoolExecutor(len(browsers)) as pool:
+            statuses = sorted(pool.map(guess, range(len(browsers))))
+        for browser in browsers:
+            browser.close()
+    assert statuses == [401] * 3 + [429] * 9
 
 
 # -- sessions ------------------------------------------------------------------------------------

@@ -1,6 +1,8 @@
--- Count one failed dashboard login against each of KEYS (the client, and the user when one
--- was named). A counter lives ARGV[1] ms from its first failure; once it reaches ARGV[2] its
--- window starts again at every further failure, so a locked-out guesser stays locked out.
+-- Count one failed (or, for the login form, one not yet checked) dashboard login against each
+-- of KEYS (the client, and the user when one was named). A counter lives ARGV[1] ms from its
+-- first failure, and ARGV[1] ms again from the failure that reaches ARGV[2]: the lockout lasts
+-- a whole window. Attempts refused during the lockout are counted without extending it, so
+-- "try again in N seconds" stays true for whoever tries again early.
 --
 -- KEYS[i]  conveyor:web:login-failures:{client|user}:{digest}   (counter with a TTL)
 -- ARGV[1]  window in milliseconds (integer > 0)
@@ -12,7 +14,7 @@ local limit = tonumber(ARGV[2])
 local out = {}
 for _, key in ipairs(KEYS) do
   local count = redis.call('INCR', key)
-  if count == 1 or count >= limit then
+  if count == 1 or count == limit then
     redis.call('PEXPIRE', key, window)
   end
   local ttl = redis.call('PTTL', key)
