@@ -231,6 +231,19 @@ def _drop_color_message(logger: Any, method: str, event: EventDict) -> EventDict
     return event
 
 
+class RequestLineFilter(logging.Filter):
+    """uvicorn's access lines (``uvicorn.access``) without the client's address and the query
+    string: the first is personal data, the second often carries it. (``conveyor web`` turns
+    these lines off and writes its own, with route templates instead of paths.)"""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if record.name == "uvicorn.access" and isinstance(args, tuple) and len(args) == 5:
+            path = str(args[2]).split("?", 1)[0]
+            record.args = ("-", args[1], path, args[3], args[4])
+        return True
+
+
 def make_formatter(fmt: str = "json") -> ProcessorFormatter:
     """A stdlib :class:`logging.Formatter` that renders structlog events and plain stdlib
     records the same way: ``"json"`` (one object per line) or ``"text"``."""
@@ -317,6 +330,7 @@ def configure(
 
     handler = logging.StreamHandler(out)
     handler.setFormatter(make_formatter(fmt))
+    handler.addFilter(RequestLineFilter())
     handler.setLevel(settings.log_level.upper())  # even where a logger was made more verbose
     handler._conveyor_logs = True  # type: ignore[attr-defined]
     root = logging.getLogger()

@@ -11,7 +11,6 @@ import re
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
@@ -20,6 +19,7 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from support import ROOT, StartProcess, run_burst, wait_for
+from support.logs import Captured, log_pipeline
 
 from conveyor import App, Settings, logs, pytest_plugin
 from conveyor.errors import ConfigurationError, MissingLogContext
@@ -28,50 +28,11 @@ from conveyor.logs import scrub
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z$")
 
 
-class Captured:
-    """What a configured pipeline wrote, as text and as parsed JSON lines."""
-
-    def __init__(self, stream: io.StringIO) -> None:
-        self.stream = stream
-
-    @property
-    def text(self) -> str:
-        return self.stream.getvalue()
-
-    def lines(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.text.splitlines() if line.strip()]
-
-
 @pytest.fixture
 def pipeline() -> Iterator[Callable[..., Captured]]:
-    """``pipeline(fmt="json", **settings)`` configures conveyor.logs onto a buffer; everything
-    it changed (root handler and level, structlog, environment, process context, hash key) is
-    put back afterwards."""
-    root = logging.getLogger()
-    level, handlers = root.level, list(root.handlers)
-    was_configured = structlog.is_configured()
-    config = structlog.get_config()
-    environment = logs.set_environment(None)
-    logs.set_environment(environment)
-    hash_key = scrub.default_scrubber().hash_key
-
-    def configure(fmt: str = "json", **changes: Any) -> Captured:
-        stream = io.StringIO()
-        logs.configure(Settings(log_format=fmt, log_level="DEBUG", **changes), stream=stream)
-        return Captured(stream)
-
-    yield configure
-    for handler in root.handlers:
-        if handler not in handlers:
-            root.removeHandler(handler)
-    root.setLevel(level)
-    if was_configured:
-        structlog.configure(**config)
-    else:
-        structlog.reset_defaults()
-    logs.set_environment(environment)
-    logs.unbind_process("worker", "role")
-    scrub.default_scrubber().hash_key = hash_key
+    """``pipeline(fmt="json", **settings)``: conveyor.logs onto a buffer, put back after."""
+    with log_pipeline() as configure:
+        yield configure
 
 
 # -- shape --------------------------------------------------------------------------------------

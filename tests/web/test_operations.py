@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 from starlette.testclient import TestClient
-from support.web import BEARER, TOKEN, login
+from support.web import BEARER, LOCAL, TOKEN, login
 
 from conveyor import App, FakeClock, Settings
 from conveyor.features.operations import (
@@ -42,7 +42,7 @@ def store(app: App, clock: FakeClock) -> OperationStore:
 
 @pytest.fixture
 def client(app: App) -> Iterator[TestClient]:
-    with TestClient(create_app(app, WebSettings(token=TOKEN)), headers=BEARER) as c:
+    with TestClient(create_app(app, WebSettings(token=TOKEN)), headers=BEARER, base_url=LOCAL) as c:
         yield c
 
 
@@ -103,7 +103,9 @@ def test_links_use_the_apps_declared_operations_settings(app: App, store: Operat
     BulkOperations(app, OperationsSettings(base_url="https://code.example.org"))
     op_id = store.create_operation("label_update", USER_ID, 3, {})
     fail(store, op_id, "b0", range(1))
-    with TestClient(create_app(app, WebSettings(token=TOKEN)), headers=BEARER) as client:
+    with TestClient(
+        create_app(app, WebSettings(token=TOKEN)), headers=BEARER, base_url=LOCAL
+    ) as client:
         item = client.get(f"/api/operations/{op_id}").json()["items"][0]
     assert item["link"] == "https://code.example.org/acme/web%20app%200"
 
@@ -154,7 +156,7 @@ def test_pages_show_progress_and_failed_items_without_personal_data(
 
 def test_the_operations_routes_need_a_login(app: App, store: OperationStore) -> None:
     op_id = store.create_operation("archive", USER_ID, 1, {})
-    with TestClient(create_app(app, WebSettings(token=TOKEN))) as anonymous:
+    with TestClient(create_app(app, WebSettings(token=TOKEN)), base_url=LOCAL) as anonymous:
         for path in ("/api/operations", f"/api/operations/{op_id}"):
             assert anonymous.get(path).status_code == 401, path
         for path in ("/operations", f"/operations/{op_id}"):
