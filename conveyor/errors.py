@@ -6,7 +6,8 @@ ConveyorError
 │   ├── AutomationSettingsError  an invalid automation settings file (every problem listed)
 │   └── MissingLogContext     an import log line without its identifiers (development/test)
 ├── EnqueueError              a job that cannot be enqueued
-│   └── SerializationError    args that are not JSON-native
+│   ├── SerializationError    args that are not JSON-native
+│   └── NotDurableError       a job written to the primary but not confirmed by min_replicas
 ├── PayloadError              a payload read from Redis that is not a valid job
 ├── UnknownJobClassError      a payload naming a class this process does not know
 ├── JobTimeoutError           a job that ran past its timeout
@@ -25,6 +26,8 @@ ConveyorError
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 
 class ConveyorError(Exception):
@@ -58,11 +61,37 @@ class AutomationSettingsError(ConfigurationError):
 
 
 class EnqueueError(ConveyorError):
-    """A job could not be enqueued; nothing was written to Redis."""
+    """A job could not be enqueued; nothing was written to Redis (except for the
+    :class:`NotDurableError` subclass)."""
 
 
 class SerializationError(EnqueueError):
     """Job arguments are not JSON-native values."""
+
+
+class NotDurableError(EnqueueError):
+    """Jobs were written to the Redis primary, but fewer than ``min_replicas`` replicas
+    confirmed them in time, so a failover of the primary now could lose them.
+
+    Unlike other :class:`EnqueueError` cases the jobs *were* pushed and normally run.
+    ``jids`` are the unconfirmed jobs; ``confirmed`` the jids an earlier batch of the same
+    bulk call pushed with the durability reached. Enqueueing ``jids`` again can run them twice.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        jids: Sequence[str] = (),
+        confirmed: Sequence[str] = (),
+        replicas: int = 0,
+        required: int = 0,
+    ) -> None:
+        super().__init__(message)
+        self.jids = tuple(jids)
+        self.confirmed = tuple(confirmed)
+        self.replicas = replicas
+        self.required = required
 
 
 class PayloadError(ConveyorError):

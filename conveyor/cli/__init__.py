@@ -48,7 +48,10 @@ class ConveyorGroup(click.Group):
 @click.option(
     "--redis-url",
     envvar="CONVEYOR_REDIS_URL",
-    help="redis://, rediss:// or unix:// URL; unset: the embedded server. [env CONVEYOR_REDIS_URL]",
+    help=(
+        "redis://, rediss://, unix:// or redis+sentinel:// URL (docs/scaling.md); unset: the "
+        "embedded server. [env CONVEYOR_REDIS_URL]"
+    ),
 )
 @click.option(
     "--prefix", envvar="CONVEYOR_KEY_PREFIX", help="Key prefix shared by an app's processes."

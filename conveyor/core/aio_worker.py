@@ -45,7 +45,8 @@ from conveyor.core.worker import Worker, make_identity
 from conveyor.errors import ConfigurationError, JobTimeoutError
 from conveyor.logs import job_context
 from conveyor.redis import Outcome
-from conveyor.redis.aio_store import AioStore, aconnect
+from conveyor.redis.aio_store import AioStore
+from conveyor.redis.connection import connect_async
 
 if TYPE_CHECKING:
     from conveyor.core.job import Job
@@ -303,7 +304,7 @@ class AioWorker:
         self._finishing = False
         self._units: asyncio.Queue[FetchedJob | None] = asyncio.Queue()
         self._pool = _ThreadPool(loop, self.settings.concurrency)
-        self.astore = AioStore(aconnect(self.settings), self.store.keys)
+        self.astore = AioStore(connect_async(self.settings), self.store.keys)
         if install_signals and threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signum, self.stop)

@@ -17,22 +17,9 @@ import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import NoScriptError
 
-from conveyor.redis.connection import resolve_url
 from conveyor.redis.keys import Keys
 from conveyor.redis.scripts import source
 from conveyor.redis.store import STATS_TTL, Outcome
-from conveyor.settings import Settings
-
-
-def aconnect(settings: Settings) -> aioredis.Redis:
-    """An asyncio client for ``settings`` (the configured URL or the embedded server),
-    decoding replies as UTF-8 strings; use it on one event loop only.
-
-    >>> client = aconnect(Settings(redis_url="redis://localhost:6379/0"))   # doctest: +SKIP
-    """
-    url = resolve_url(settings)
-    tcp = {} if url.startswith("unix://") else {"socket_keepalive": True}
-    return aioredis.Redis.from_url(url, decode_responses=True, health_check_interval=30, **tcp)
 
 
 class AioStore:
@@ -42,7 +29,7 @@ class AioStore:
     the store's life (they run concurrently, each in one task), which spares every call the
     pool's checkout and retry wrapper (a third of the CPU of a call).
 
-    >>> store = AioStore(aconnect(settings), Keys(settings.key_prefix))   # doctest: +SKIP
+    >>> store = AioStore(connect_async(settings), Keys(settings.key_prefix))   # doctest: +SKIP
     >>> await store.fetch("host:1:ab", ["default"], 10)                   # doctest: +SKIP
     [('default', '{"class": ...}')]
     """

@@ -15,7 +15,8 @@ from support import wait_for
 
 from conveyor import Settings
 from conveyor.redis import Keys, Outcome, Store
-from conveyor.redis.aio_store import AioStore, aconnect
+from conveyor.redis.aio_store import AioStore
+from conveyor.redis.connection import connect_async
 
 ME = "host:1:aio"
 
@@ -26,7 +27,7 @@ def job(i: int) -> str:
 
 def run(settings: Settings, body: Callable[[AioStore], Awaitable[Any]]) -> Any:
     async def main() -> Any:
-        store = AioStore(aconnect(settings), Keys(settings.key_prefix))
+        store = AioStore(connect_async(settings), Keys(settings.key_prefix))
         try:
             return await body(store)
         finally:
