@@ -131,6 +131,10 @@ class Settings:
             if getattr(self, name) <= 0:
                 raise ConfigurationError(f"{name} must be > 0, got {getattr(self, name)!r}")
         _check_logging(self)
+        if self.worker_mode not in ("threads", "asyncio"):
+            raise ConfigurationError(
+                f"worker_mode must be threads or asyncio, got {self.worker_mode!r}"
+            )
         if self.liveness_ttl <= self.heartbeat_interval:
             raise ConfigurationError(
                 f"liveness_ttl ({self.liveness_ttl}) must exceed heartbeat_interval "
@@ -197,8 +201,6 @@ def _check_logging(s: Settings) -> None:
         raise ConfigurationError(
             f"log_level must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {s.log_level!r}"
         )
-    if s.worker_mode not in ("threads", "asyncio"):
-        raise ConfigurationError(f"worker_mode must be threads or asyncio, got {s.worker_mode!r}")
     if s.env not in ("", "development", "test", "production"):
         raise ConfigurationError(
             f"env must be development, test or production (or empty), got {s.env!r}"

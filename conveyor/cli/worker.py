@@ -146,7 +146,12 @@ def watch_parent(worker: Worker | AioWorker, parent_pid: int) -> None:
 @click.command()
 @click.option("-r", "--require", required=True, help="App module, as module or module:attribute.")
 @click.option("-q", "--queue", "queues", multiple=True, help="Queue as 'name' or 'name,weight'.")
-@click.option("-c", "--concurrency", type=click.IntRange(min=1), help="Threads per process.")
+@click.option(
+    "-c",
+    "--concurrency",
+    type=click.IntRange(min=1),
+    help="Jobs at once per process (threads or slots).",
+)
 @click.option(
     "-p",
     "--processes",
