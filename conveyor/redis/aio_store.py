@@ -27,7 +27,7 @@ class AioStore:
 
     The fetch calls and the finish calls each keep one connection of the client's pool for
     the store's life (they run concurrently, each in one task), which spares every call the
-    pool's checkout and retry wrapper (a third of the CPU of a call).
+    pool's checkout and retry wrapper.
 
     >>> store = AioStore(connect_async(settings), Keys(settings.key_prefix))   # doctest: +SKIP
     >>> await store.fetch("host:1:ab", ["default"], 10)                   # doctest: +SKIP
