@@ -19,7 +19,8 @@ from conveyor.core.extensions import Extensions
 from conveyor.core.job import CORE_OPTIONS, Job, check_known, resolve_options
 from conveyor.core.middleware import Chain, ClientMiddleware, ServerMiddleware
 from conveyor.errors import ConfigurationError
-from conveyor.redis import Keys, Store, connect
+from conveyor.redis import Store
+from conveyor.redis.stores import Stores
 from conveyor.settings import Settings
 
 J = TypeVar("J", bound=type[Job])
@@ -56,7 +57,7 @@ class App:
         self.extensions = Extensions()
         self.client = Client(self)
         self._testing: Testing | None = None
-        self._store: Store | None = None
+        self._stores: Stores | None = None
         self._lock = threading.Lock()
 
     # -- configuration --------------------------------------------------------------------------
@@ -68,7 +69,7 @@ class App:
 
     def configure(self, settings: Settings) -> None:
         """Replace the settings (before first use of Redis)."""
-        if self._store is not None:
+        if self._stores is not None:
             raise ConfigurationError("configure() must be called before the app touches Redis")
         self._settings = settings
 
@@ -82,18 +83,23 @@ class App:
         return self._testing
 
     @property
-    def store(self) -> Store:
-        if self._store is None:
+    def stores(self) -> Stores:
+        """Every Redis store of the settings by name (``default`` and ``Settings.stores``)."""
+        if self._stores is None:
             with self._lock:
-                if self._store is None:
-                    settings = self.settings
-                    self._store = Store(connect(settings), Keys(settings.key_prefix))
-        return self._store
+                if self._stores is None:
+                    self._stores = Stores(self.settings)
+        return self._stores
+
+    @property
+    def store(self) -> Store:
+        """The store this process serves (``Settings.store``; ``default`` unless set)."""
+        return self.stores.get(self.settings.store)
 
     def close(self) -> None:
-        if self._store is not None:
-            self._store.client.close()
-            self._store = None
+        if self._stores is not None:
+            self._stores.close()
+            self._stores = None
 
     def known_options(self) -> frozenset[str]:
         return (

@@ -13,7 +13,8 @@ from conveyor.core._protocols import AppLike
 from conveyor.core.job import EnqueueResult, Job
 from conveyor.core.middleware import Chain, ClientMiddleware, EnqueueContext
 from conveyor.core.payload import Payload, check_args, dumps, encode_args, new_jid, new_jids
-from conveyor.errors import EnqueueError, NotDurableError
+from conveyor.errors import ConfigurationError, EnqueueError, NotDurableError
+from conveyor.routing import DEFAULT_STORE, Route, Router
 
 
 class ClientHost(AppLike, Protocol):
@@ -43,6 +44,7 @@ class Client:
         self.app = app
         #: Set by a testing mode: pushes go there instead of Redis.
         self.sink: Sink | None = None
+        self._router: Router | None = None
 
     @property
     def live(self) -> bool:
@@ -85,8 +87,9 @@ class Client:
         at: float | None = None,
     ) -> EnqueueResult:
         """Build, pass through the client middleware and push one job."""
-        cls, job = self.build(job_class, args, options or {})
-        return self._enqueue_one(cls, job, at)
+        options = options or {}
+        cls, job = self.build(job_class, args, options)
+        return self._enqueue_one(cls, job, at, self._route(cls, job, options))
 
     def enqueue_bulk(
         self,
@@ -108,11 +111,14 @@ class Client:
             )
         # Validate everything first so a bad item leaves nothing half-pushed.
         built = [self.build(job_class, args, options) for args in args_list]
+        stores = [self._route(cls, job, options) for cls, job in built]
         jids: list[str] = []
         for start in range(0, len(built), batch_size):
             contexts = [
-                EnqueueContext(self.app, cls, job, at)
-                for cls, job in built[start : start + batch_size]
+                EnqueueContext(self.app, cls, job, at, store_name=store)
+                for (cls, job), store in zip(
+                    built[start : start + batch_size], stores[start:], strict=False
+                )
             ]
             self._before(contexts)
             kept = [c for c in contexts if c.dropped is None]
@@ -141,6 +147,7 @@ class Client:
         now = self.app.clock.time()
         scheduled = at is not None and at > now
         _, template = self.build(cls if cls is not None else name, [], options)
+        store = self.app.stores.get(self._route(cls, template, options))
         template["args"] = _ARGS_SLOT
         template["jid"] = _JID_SLOT
         template["created_at"] = now
@@ -152,7 +159,6 @@ class Client:
         tail = '"' + tail
         queue = template["queue"]
         jids = new_jids(len(encoded))
-        store = self.app.store
         for start in range(0, len(encoded), batch_size):
             batch = zip(encoded[start : start + batch_size], jids[start:], strict=False)
             payloads = [f"{head}{args}{middle}{jid}{tail}" for args, jid in batch]
@@ -181,11 +187,60 @@ class Client:
         job.setdefault("queue", "default")
         job.setdefault("retry", True)
         check_args(job.get("args", []), str(job.get("class")))
-        return self._enqueue_one(self.app.registry.get(str(job.get("class"))), job, at)
+        cls = self.app.registry.get(str(job.get("class")))
+        return self._enqueue_one(cls, job, at, self._route(cls, job, {}))
+
+    def route(
+        self,
+        job_class: type[Job] | str,
+        queue: str | None = None,
+        tags: Sequence[str] | None = None,
+        store: str | None = None,
+    ) -> Route:
+        """Where a job of ``job_class`` would go: the routing rules over its class name,
+        queue and tags, with a ``store`` option (given, else declared) winning over the
+        rules' store. Example: ``app.client.route(Heavy)`` -> ``Route('default', 'b')``.
+        """
+        cls, name = self._resolve(job_class)
+        declared: Mapping[str, Any] = cls.conveyor_options if cls is not None else {}
+        explicit = store or declared.get("store")
+        queue = queue or declared.get("queue") or "default"
+        tags = tuple(declared.get("tags") or ()) if tags is None else tags
+        if not self.app.settings.routing_rules:
+            return Route(queue, explicit or DEFAULT_STORE)
+        return self._rules().route(name, queue, tags, explicit)
+
+    def _rules(self) -> Router:
+        rules = self.app.settings.routing_rules
+        router = self._router
+        if router is None or router.rules is not rules:
+            router = self._router = Router(rules)
+        return router
+
+    def _route(self, cls: type[Job] | None, job: Payload, options: Mapping[str, Any]) -> str:
+        """Route a built job: set its queue, return its store's name (checked)."""
+        declared: Mapping[str, Any] = cls.conveyor_options if cls is not None else {}
+        explicit = options.get("store") or declared.get("store")
+        if self.app.settings.routing_rules:
+            tags = job.get("tags") or ()
+            route = self._rules().route(str(job["class"]), job["queue"], tags, explicit)
+            job["queue"] = route.queue
+            name = route.store
+        else:
+            name = explicit or DEFAULT_STORE
+        if name != DEFAULT_STORE and name not in self.app.settings.stores:
+            known = ", ".join((DEFAULT_STORE, *sorted(self.app.settings.stores)))
+            raise ConfigurationError(
+                f"{job['class']}: store={name!r} is not configured (known stores: {known}); "
+                "add it to Settings(stores=...) / CONVEYOR_STORES, or drop the store option"
+            )
+        return name
 
     # -- internals ------------------------------------------------------------------------------
-    def _enqueue_one(self, cls: type[Job] | None, job: Payload, at: float | None) -> EnqueueResult:
-        ctx = EnqueueContext(self.app, cls, job, at)
+    def _enqueue_one(
+        self, cls: type[Job] | None, job: Payload, at: float | None, store: str
+    ) -> EnqueueResult:
+        ctx = EnqueueContext(self.app, cls, job, at, store_name=store)
         if not self._middleware_for(cls):
             replicas = self._push([ctx])
             self._check_durable(replicas, [job["jid"]])
@@ -224,15 +279,22 @@ class Client:
                 self.sink.capture(ctx.job, ctx.at)
             return None
         now = self.app.clock.time()
-        by_queue: dict[str, list[str]] = {}
-        scheduled: list[tuple[float, str]] = []
+        # Each store gets its share in one transaction; a bulk call routes to one store.
+        pushes: dict[str, tuple[dict[str, list[str]], list[tuple[float, str]]]] = {}
         for ctx in contexts:
+            by_queue, scheduled = pushes.setdefault(ctx.store_name, ({}, []))
             if ctx.at is not None and ctx.at > now:
                 scheduled.append((ctx.at, dumps(ctx.job)))
             else:
                 ctx.job["enqueued_at"] = now
                 by_queue.setdefault(ctx.job["queue"], []).append(dumps(ctx.job))
-        return self.app.store.push(by_queue, scheduled, **self._durability())
+        confirmed: list[int] = []
+        for name, (by_queue, scheduled) in pushes.items():
+            store = self.app.stores.get(name)
+            replicas = store.push(by_queue, scheduled, **self._durability())
+            if replicas is not None:
+                confirmed.append(replicas)
+        return min(confirmed) if confirmed else None
 
     def _durability(self) -> dict[str, Any]:
         settings = self.app.settings

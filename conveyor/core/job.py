@@ -11,6 +11,7 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar, cast
 from conveyor.clock import Clock
 from conveyor.core.payload import Payload
 from conveyor.errors import ConfigurationError, UnknownOptionError
+from conveyor.routing import DEFAULT_STORE, check_store_name
 
 #: Options the core engine understands, with their defaults.
 CORE_OPTIONS: Mapping[str, Any] = {
@@ -24,6 +25,7 @@ CORE_OPTIONS: Mapping[str, Any] = {
     "max_retries_after_interruption": None,
     "aliases": (),
     "tags": (),
+    "store": None,
 }
 
 #: Options that travel in the payload (so any process, Ruby or Python, honours them).
@@ -109,6 +111,9 @@ class Job:
     max_retries_after_interruption: ClassVar[int | None] = None
     aliases: ClassVar[tuple[str, ...]] = ()
     tags: ClassVar[tuple[str, ...]] = ()
+    #: The store (Redis instance) its jobs go to, winning over routing rules; ``None``: the
+    #: routing rules decide, else the default store (docs/scaling.md).
+    store: ClassVar[str | None] = None
 
     #: Set on registration.
     app: ClassVar[JobOwner]
@@ -233,6 +238,9 @@ class ServiceJob(Job, Generic[S]):
     """
 
     _service: ClassVar[object | None] = None
+    #: The service keeps its records in the default store, so its jobs stay there whatever
+    #: the routing rules say (a rule may still rename their queue).
+    store: ClassVar[str | None] = DEFAULT_STORE
 
     @property
     def service(self) -> S:
@@ -286,6 +294,8 @@ def _validate(job_class: type[Job], options: Mapping[str, Any]) -> None:
     timeout = options["timeout"]
     if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
         raise ConfigurationError(f"{name}: timeout={timeout!r} must be a number of seconds > 0")
+    if options.get("store") is not None:
+        check_store_name(options["store"], f"{name}: store=")
     limit = options["max_retries_after_interruption"]
     if limit is not None and (not isinstance(limit, int) or limit < -1):
         raise ConfigurationError(

@@ -127,9 +127,12 @@ class DedupClientMiddleware(ClientMiddleware):
 
     def before_enqueue_many(self, contexts: list[EnqueueContext]) -> None:
         wanted = [(ctx, claim) for ctx in contexts if (claim := _claim_for(ctx)) is not None]
-        if not wanted:
-            return
-        holders = DedupStore(contexts[0].app.store).claim_many([c for _, c in wanted])
+        # The cookie lives in the job's own store (one per batch in practice).
+        for name in dict.fromkeys(ctx.store_name for ctx, _ in wanted):
+            self._claim([(ctx, claim) for ctx, claim in wanted if ctx.store_name == name])
+
+    def _claim(self, wanted: list[tuple[EnqueueContext, Claim]]) -> None:
+        holders = DedupStore(wanted[0][0].store).claim_many([c for _, c in wanted])
         for (ctx, claim), holder in zip(wanted, holders, strict=True):
             if holder is None:
                 ctx.job["idempotency_key"] = claim.digest
@@ -256,7 +259,9 @@ def _reschedule_if_asked(
         return
     policy = policy_of(job_class)
     if policy is not None and policy.if_deduplicated == "reschedule_once":
-        app.client.enqueue(job_class, job["args"], {"queue": job["queue"]})
+        # Into the store the job ran in (this process's), where its cookie lives.
+        options = {"queue": job["queue"], "store": app.settings.store}
+        app.client.enqueue(job_class, job["args"], options)
 
 
 def _active(app: AppLike, policy: Deduplicate) -> bool:

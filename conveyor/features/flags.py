@@ -82,7 +82,8 @@ class Flags:
 
     @property
     def _store(self) -> FlagStore:
-        return FlagStore(self.app.store)
+        # Flags are configuration: one set for every store, kept in the default one.
+        return FlagStore(self.app.stores.default)
 
     def get(self, name: str) -> FlagState | None:
         """The flag's state, or ``None`` if it was never set."""
