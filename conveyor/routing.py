@@ -150,8 +150,7 @@ def parse_rule(raw: Any, index: int) -> RoutingRule:
     terms = parse_selector(selector, where)
     if queue is not None and (not isinstance(queue, str) or queue != queue.strip()):
         raise ConfigurationError(
-            f"{where}: the queue must be a queue name or null (keep the job's queue), "
-            f"got {queue!r}"
+            f"{where}: the queue must be a queue name or null (keep the job's queue), got {queue!r}"
         )
     if store is not None and store != "":
         check_store_name(store, f"{where}: store")

@@ -120,15 +120,17 @@ CRON_ENTRIES: ExtensionKey[dict[str, CronEntry]] = ExtensionKey("cron")
 
 
 class Cron:
-    """Cron entries of one app, in Redis."""
+    """Cron entries of one app, in Redis: those of the store ``store`` (default: the one the
+    process serves, ``Settings.store``)."""
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: App, store: str | None = None) -> None:
         self.app = app
+        self.store_name = store or app.settings.store
         self._synced = False
 
     @property
     def _store(self) -> CronStore:
-        return CronStore(self.app.store)
+        return CronStore(self.app.stores.get(self.store_name))
 
     def entries(self) -> list[CronEntry]:
         return sorted(
@@ -169,11 +171,11 @@ class Cron:
         return result.jid
 
     def routed_queue(self, entry: CronEntry) -> str | None:
-        """The queue the entry's job is pushed to when it is routed to this process's store
-        (``Settings.store``), else ``None``: then a process of that store fires it, never
-        this one, so an entry fires once however many stores there are."""
+        """The queue the entry's job is pushed to when it is routed to this store, else
+        ``None``: then a process of that store fires it, never this one, so an entry fires
+        once however many stores there are."""
         route = self.app.client.route(entry.job_class, entry.queue)
-        return route.queue if route.store == self.app.settings.store else None
+        return route.queue if route.store == self.store_name else None
 
     def sync(self) -> None:
         """Write code-declared entries to Redis, keeping the enabled state of existing ones;

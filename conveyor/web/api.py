@@ -92,8 +92,11 @@ def routes(extra: list[BaseRoute]) -> list[BaseRoute]:
     out: list[BaseRoute] = [
         *extra,
         Route("/session", session, methods=["GET"]),
-        Route("/stats", reader(lambda web, r: data.stats(web.api))),
-        Route("/history", reader(lambda web, r: data.history(web.api, _days(r)))),
+        Route("/stats", reader(lambda web, r: data.stats(web.api, every_store=web.store is None))),
+        Route(
+            "/history",
+            reader(lambda web, r: data.history(web.api, _days(r), every_store=web.store is None)),
+        ),
         Route("/queues", reader(lambda web, r: data.queues(web.api))),
         Route("/queues/{name:path}/jobs", reader(_queue_jobs)),
         Route("/processes", reader(lambda web, r: data.processes(web.api))),

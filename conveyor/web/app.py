@@ -9,7 +9,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute, Mount, Route, Router
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -22,7 +22,14 @@ from conveyor.web import automation as automation_web
 from conveyor.web import import_pages as imports_web
 from conveyor.web import workflows as workflows_web
 from conveyor.web.config import WebSettings
-from conveyor.web.extension import WebContext, WebExtension, build_templates, resolve_extensions
+from conveyor.web.extension import (
+    STORE_SCOPE_KEY,
+    STORES_PATH,
+    WebContext,
+    WebExtension,
+    build_templates,
+    resolve_extensions,
+)
 
 SESSION_COOKIE = "conveyor_session"
 #: Sent with every response: no framing, no inline or third-party scripts, no sniffing.
@@ -59,6 +66,26 @@ class HeadersMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class _InStore:
+    """Serves ``routes`` for one store: the request's scope names it (``context_of`` then
+    gives the store's data API), and the mount's path becomes the pages' ``base``."""
+
+    def __init__(self, name: str, routes: list[BaseRoute]) -> None:
+        self.name = name
+        self.router = Router(routes=routes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.router({**scope, STORE_SCOPE_KEY: self.name}, receive, send)
+
+
+def store_mounts(names: Iterable[str], routes: list[BaseRoute]) -> list[BaseRoute]:
+    """Every route again under ``/stores/<name>`` for each store, when there are several."""
+    names = list(names)
+    if len(names) < 2:
+        return []
+    return [Mount(f"{STORES_PATH}/{name}", app=_InStore(name, list(routes))) for name in names]
 
 
 def create_app(
@@ -104,6 +131,7 @@ def create_app(
     if settings.metrics:
         routes.insert(1, Route("/metrics", metrics.endpoint, methods=["GET"]))
     routes += pages.routes([r for e in found for r in e.pages])
+    routes += store_mounts(data_api.store_names(), routes)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:

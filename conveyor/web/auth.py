@@ -13,6 +13,7 @@ credentials, a redirect to the login page for pages, 403 for a missing or wrong 
 from __future__ import annotations
 
 import hmac
+import re
 from typing import Any
 from urllib.parse import quote
 
@@ -27,13 +28,17 @@ from conveyor.web.extension import context_of
 
 #: Paths open without logging in.
 OPEN_PATHS = frozenset({"/login", "/healthz"})
+#: The prefix under which every route is served again for one store (web/app.py).
+_IN_STORE = re.compile(r"^/stores/[a-z0-9][a-z0-9_-]{0,31}(?=/|$)")
 
 
 def route_path(scope: Scope) -> str:
-    """The path inside the dashboard (without the prefix it is mounted under)."""
+    """The path inside the dashboard (without the prefix it is mounted under, nor the
+    ``/stores/<name>`` that serves the same routes for one store)."""
     path = str(scope.get("path", ""))
     root = str(scope.get("root_path", ""))
-    return path[len(root) :] or "/" if root and path.startswith(root) else path
+    inner = path[len(root) :] or "/" if root and path.startswith(root) else path
+    return _IN_STORE.sub("", inner, count=1) or "/"
 
 
 def _bearer(scope: Scope) -> str | None:
