@@ -152,7 +152,6 @@ class WebContext:
         }
         return self.templates.TemplateResponse(request, template, context, status_code)
 
-
     def _store_values(self, base: str) -> dict[str, Any]:
         """What the store selector needs: the stores (none when there is one), the chosen
         one and the dashboard's root (``base`` without ``/stores/<name>``)."""
