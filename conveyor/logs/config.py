@@ -183,14 +183,35 @@ def check_required_context(
     if not missing:
         return event_dict
     if strict():
-        event = event_dict.get("event")
-        raise MissingLogContext(
-            f"import log line {event!r} lacks {', '.join(missing)}; pass them on the call "
-            f"(e.g. log.info({event!r}, status='running')) or bind them with import_logger(...)",
-            missing,
-        )
+        raise MissingLogContext(_hint(str(event_dict.get("event")), missing), missing)
     event_dict["missing_context"] = list(missing)
     return event_dict
+
+
+def _hint(event: str, missing: tuple[str, ...]) -> str:
+    """The error for a line lacking ``missing``, with the fix for exactly those keys."""
+    fixes = []
+    if "status" in missing:
+        fixes.append(f"pass the status on the call: log.info({event!r}, status='running')")
+    bound = [m for m in missing if m in ("importer", "import_id")]
+    if bound:
+        fixes.append(
+            f"give {' and '.join(bound)} to import_logger(importer, import_id) (a value, not "
+            "None or '')"
+        )
+    record = [m for m in missing if m in ("record_type", "record_id")]
+    if record:
+        fixes.append(
+            f"give {' and '.join(record)}: log_record(log, record_type, record_id, status)"
+        )
+    named = ("importer", "import_id", "status", "record_type", "record_id")
+    promised = [m for m in missing if m not in named]
+    if promised:
+        fixes.append(
+            f"pass {', '.join(promised)} on the call: the logger promised "
+            f"{'it' if len(promised) == 1 else 'them'} on every line"
+        )
+    return f"import log line {event!r} lacks {', '.join(missing)}; " + "; ".join(fixes)
 
 
 def structlog_processors() -> list[Processor]:
@@ -208,6 +229,19 @@ def structlog_processors() -> list[Processor]:
 def _drop_color_message(logger: Any, method: str, event: EventDict) -> EventDict:
     event.pop("color_message", None)
     return event
+
+
+class RequestLineFilter(logging.Filter):
+    """uvicorn's access lines (``uvicorn.access``) without the client's address and the query
+    string: the first is personal data, the second often carries it. (``conveyor web`` turns
+    these lines off and writes its own, with route templates instead of paths.)"""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if record.name == "uvicorn.access" and isinstance(args, tuple) and len(args) == 5:
+            path = str(args[2]).split("?", 1)[0]
+            record.args = ("-", args[1], path, args[3], args[4])
+        return True
 
 
 def make_formatter(fmt: str = "json") -> ProcessorFormatter:
@@ -296,6 +330,7 @@ def configure(
 
     handler = logging.StreamHandler(out)
     handler.setFormatter(make_formatter(fmt))
+    handler.addFilter(RequestLineFilter())
     handler.setLevel(settings.log_level.upper())  # even where a logger was made more verbose
     handler._conveyor_logs = True  # type: ignore[attr-defined]
     root = logging.getLogger()

@@ -4,6 +4,7 @@ none. Every Redis client Conveyor uses is made here."""
 from __future__ import annotations
 
 import redis
+import redis.asyncio as aioredis
 
 from conveyor.redis import sentinel
 from conveyor.redis.embedded import ensure_server
@@ -60,3 +61,27 @@ def connect(
         # lower it, another process may rely on it). It lasts until the server restarts.
         client.config_set("appendfsync", "always")
     return client
+
+
+def connect_async(
+    settings: Settings, *, max_connections: int | None = None, url: str | None = None
+) -> aioredis.Redis:
+    """The asyncio twin of :func:`connect` (same URL, decoding and keepalive), for
+    ``aperform_async`` and the async data API. Its connections belong to the event loop that
+    first uses them. ``url`` (another store's) replaces the settings' URL.
+
+    >>> client = connect_async(Settings(redis_url="redis://localhost:6379/0"))  # doctest: +SKIP
+    """
+    url = url or resolve_url(settings)
+    if is_sentinel_url(url):
+        return sentinel.primary_client_async(
+            parse_sentinel_url(url), max_connections=max_connections
+        )
+    tcp = {} if url.startswith("unix://") else {"socket_keepalive": True}
+    return aioredis.Redis.from_url(
+        url,
+        decode_responses=True,
+        max_connections=max_connections,
+        health_check_interval=30,
+        **tcp,
+    )

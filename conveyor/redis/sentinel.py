@@ -24,6 +24,10 @@ import math
 from typing import Any
 
 import redis
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.asyncio.sentinel import Sentinel as AsyncSentinel
+from redis.asyncio.sentinel import SentinelConnectionPool as AsyncSentinelPool
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.connection import SSLConnection
 from redis.retry import Retry
@@ -139,5 +143,51 @@ def primary_client(
         socket_keepalive=True,
         retry=Retry(_backoff(), COMMAND_RETRIES),
         reconnect_timeout=reconnect_timeout,
+    )
+    return client
+
+
+class _AsyncPool(AsyncSentinelPool):
+    """The asyncio primary's pool; closing it also closes the connections to the Sentinels."""
+
+    async def disconnect(self, inuse_connections: bool = True) -> None:
+        try:
+            await super().disconnect(inuse_connections)
+        finally:
+            for node in self.sentinel_manager.sentinels:
+                await node.aclose()
+
+
+def primary_client_async(
+    target: SentinelTarget, *, max_connections: int | None = None
+) -> aioredis.Redis:
+    """An asyncio client for the primary ``target`` names (``aperform_async``, the async data
+    API). Each new connection asks the Sentinels for the current primary; a command whose
+    connection breaks is retried with backoff for about 20 s, long enough for a failover.
+
+    >>> from conveyor.redis_url import parse_sentinel_url
+    >>> client = primary_client_async(parse_sentinel_url("redis+sentinel://s1,s2,s3/jobs"))
+    """
+    sentinels = AsyncSentinel(
+        list(target.sentinels),
+        sentinel_kwargs={
+            "socket_timeout": SENTINEL_TIMEOUT,
+            "socket_connect_timeout": SENTINEL_TIMEOUT,
+            "ssl": target.tls,
+        },
+    )
+    client: aioredis.Redis = sentinels.master_for(
+        target.service,
+        connection_pool_class=_AsyncPool,
+        db=target.db,
+        username=target.username,
+        password=target.password,
+        ssl=target.tls,
+        decode_responses=True,
+        max_connections=max_connections,
+        health_check_interval=30,
+        socket_keepalive=True,
+        retry=AsyncRetry(_backoff(), failover_retry(20.0).get_retries()),
+        retry_on_error=[redis.ConnectionError, redis.TimeoutError],
     )
     return client

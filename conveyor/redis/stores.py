@@ -14,7 +14,8 @@ from __future__ import annotations
 import threading
 
 from conveyor.errors import ConfigurationError
-from conveyor.redis.connection import connect, resolve_url
+from conveyor.redis.aio import AsyncStore, LoopStores
+from conveyor.redis.connection import connect, connect_async, resolve_url
 from conveyor.redis.keys import Keys
 from conveyor.redis.store import Store
 from conveyor.redis_url import mask_url
@@ -30,6 +31,7 @@ class Stores:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._open: dict[str, Store] = {}
+        self._async: dict[str, LoopStores] = {}
         self._lock = threading.Lock()
 
     @property
@@ -62,10 +64,29 @@ class Stores:
         with self._lock:
             store = self._open.get(name)
             if store is None:
-                url = None if name == DEFAULT_STORE else self.settings.stores[name]
-                client = connect(self.settings, url=url)
+                client = connect(self.settings, url=self._url(name))
                 store = self._open[name] = Store(client, Keys(self.settings.key_prefix))
         return store
+
+    def get_async(self, name: str) -> AsyncStore:
+        """The ``redis.asyncio`` twin of :meth:`get` for the running event loop (one client
+        per loop and store, made on first use there; call it from a coroutine)."""
+        stores = self._async.get(name)
+        if stores is None:
+            url = self._url(self.check(name))
+            with self._lock:
+                stores = self._async.get(name)
+                if stores is None:
+                    stores = self._async[name] = LoopStores(lambda: self._new_async(url))
+        return stores.current()
+
+    def _new_async(self, url: str | None) -> AsyncStore:
+        client = connect_async(self.settings, url=url)
+        return AsyncStore(client, Keys(self.settings.key_prefix))
+
+    def _url(self, name: str) -> str | None:
+        """The store's configured URL; ``None`` for the default (the settings decide)."""
+        return None if name == DEFAULT_STORE else self.settings.stores[name]
 
     @property
     def default(self) -> Store:
@@ -89,3 +110,8 @@ class Stores:
             opened, self._open = self._open, {}
         for store in opened.values():
             store.client.close()
+
+    async def aclose(self) -> None:
+        """Close the running loop's asyncio connections of every store."""
+        for stores in list(self._async.values()):
+            await stores.aclose()

@@ -47,8 +47,8 @@ async def _params(request: Request) -> dict[str, Any]:
         return {}
     try:
         data = await request.json()
-    except ValueError:
-        raise ConveyorError("the request body is not valid JSON") from None
+    except (ValueError, RecursionError):  # nesting deeper than the parser's stack, too
+        raise ConveyorError("the request body is not valid JSON (or nested too deeply)") from None
     if not isinstance(data, dict):
         raise ConveyorError("the request body must be a JSON object")
     return data

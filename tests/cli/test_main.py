@@ -15,7 +15,7 @@ from click.testing import CliRunner, Result
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 from support import PYTHON, ROOT, python_env
-from support.web import BEARER, TOKEN
+from support.web import BEARER, LOCAL, TOKEN
 
 from conveyor import App, Settings
 from conveyor.api import Api
@@ -238,7 +238,9 @@ def test_console_script_runs_a_burst_worker(redis_url: str, settings: Settings) 
 def processed_metric(settings: Settings, job_class: str) -> float | None:
     """``conveyor_jobs_processed_total`` for ``job_class`` as ``/metrics`` shows it."""
     app = App(settings)
-    with TestClient(create_app(app, WebSettings(token=TOKEN)), headers=BEARER) as client:
+    with TestClient(
+        create_app(app, WebSettings(token=TOKEN)), headers=BEARER, base_url=LOCAL
+    ) as client:
         text = client.get("/metrics").text
     app.close()
     for family in text_string_to_metric_families(text):

@@ -5,6 +5,7 @@ the new primary; ``min_replicas`` confirmed by ``WAIT``."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import threading
 import time
@@ -17,7 +18,7 @@ from click.testing import CliRunner
 from starlette.testclient import TestClient
 from support import run_burst, running_worker, wait_for
 from support.sentinel import HOST, Cluster, sentinel_cluster
-from support.web import BEARER, TOKEN
+from support.web import BEARER, LOCAL, TOKEN
 
 from conveyor import App, Job, Settings
 from conveyor.automation.lease import RedisLease
@@ -75,7 +76,9 @@ def test_worker_cli_and_dashboard_run_on_a_sentinel_url(clean: Cluster) -> None:
     )
     assert result.exit_code == 0 and "5" in result.output, result.output
 
-    with TestClient(create_app(app, WebSettings(token=TOKEN)), headers=BEARER) as client:
+    with TestClient(
+        create_app(app, WebSettings(token=TOKEN)), headers=BEARER, base_url=LOCAL
+    ) as client:
         assert client.get("/api/stats").json()["processed"] == 5
         page = client.get("/").text
     hosts = ",".join(f"{HOST}:{port}" for port in clean.sentinel_ports)
@@ -92,7 +95,9 @@ def test_the_password_reaches_the_primary_and_is_never_shown(clean: Cluster) -> 
         url = clean.url().replace("://", f"://:{PASSWORD}@")
         app = App(Settings(redis_url=url))
         assert app.enqueue("Anything", 1)
-        with TestClient(create_app(app, WebSettings(token=TOKEN)), headers=BEARER) as client:
+        with TestClient(
+            create_app(app, WebSettings(token=TOKEN)), headers=BEARER, base_url=LOCAL
+        ) as client:
             page = client.get("/").text
         assert "redis+sentinel://" in page and PASSWORD not in page
         app.close()
@@ -141,6 +146,32 @@ def test_min_replicas_is_confirmed_and_a_shortfall_raises(clean: Cluster) -> Non
     app.close()
 
 
+def test_min_replicas_holds_for_the_async_enqueue_too(clean: Cluster) -> None:
+    app = App(Settings(redis_url=clean.url(), min_replicas=1, min_replicas_timeout=0.3))
+
+    class Plain(Job):
+        def perform(self, n: int) -> None: ...
+
+    app.register(Plain)
+
+    async def scenario() -> tuple[int | None, NotDurableError]:
+        confirmed = (await Plain.aperform_async(1)).replicas
+        replica_proc = clean.nodes[clean.first_replica]
+        replica_proc.send_signal(signal.SIGSTOP)
+        try:
+            with pytest.raises(NotDurableError) as short:
+                await Plain.aperform_async(2)
+        finally:
+            replica_proc.send_signal(signal.SIGCONT)
+        await app.aclose()
+        return confirmed, short.value
+
+    confirmed, short = asyncio.run(scenario())
+    assert confirmed == 1
+    assert "confirmed by 0 of the 1 replica" in str(short) and len(short.jids) == 1
+    app.close()
+
+
 def test_a_script_on_a_replica_named_as_primary_moves_to_the_real_primary(
     clean: Cluster,
 ) -> None:
@@ -180,7 +211,9 @@ def test_enqueue_scripts_lease_and_dashboard_follow_a_sigkilled_primary(
     fresh: Cluster,
 ) -> None:
     app = App(Settings(redis_url=fresh.url()))
-    dashboard = TestClient(create_app(app, WebSettings(token=TOKEN)), headers=BEARER)
+    dashboard = TestClient(
+        create_app(app, WebSettings(token=TOKEN)), headers=BEARER, base_url=LOCAL
+    )
     assert dashboard.get("/api/stats").json()["enqueued"] == 0
     lease = RedisLease(app.store, "nightly")
     term = lease.acquire("node-a", 60)

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 from starlette.testclient import TestClient
-from support.web import BEARER, TOKEN, login
+from support.web import BEARER, LOCAL, TOKEN, login
 
 from conveyor import App, Job, Settings
 from conveyor.web import WebSettings, create_app
@@ -36,7 +36,7 @@ def app(settings: Settings, store_b_url: str, rb: redis.Redis) -> Iterator[App]:
 
 @pytest.fixture
 def client(app: App) -> Iterator[TestClient]:
-    with TestClient(create_app(app, WebSettings(token=TOKEN)), headers=BEARER) as c:
+    with TestClient(create_app(app, WebSettings(token=TOKEN)), headers=BEARER, base_url=LOCAL) as c:
         yield c
 
 
@@ -70,7 +70,7 @@ def test_unknown_store_is_not_found(client: TestClient) -> None:
 
 
 def test_overview_page_sums_and_links_each_store(app: App) -> None:
-    with TestClient(create_app(app, WebSettings(token=TOKEN))) as browser:
+    with TestClient(create_app(app, WebSettings(token=TOKEN)), base_url=LOCAL) as browser:
         login(browser)
         page = browser.get("/").text
         assert 'href="/stores/b/"' in page and 'href="/stores/default/"' in page
@@ -84,7 +84,7 @@ def test_overview_page_sums_and_links_each_store(app: App) -> None:
 
 
 def test_store_paths_need_authentication_like_the_root(app: App) -> None:
-    with TestClient(create_app(app, WebSettings(token=TOKEN))) as anonymous:
+    with TestClient(create_app(app, WebSettings(token=TOKEN)), base_url=LOCAL) as anonymous:
         api = anonymous.get("/stores/b/api/stats")
         assert api.status_code == 401 and api.json()["error"].startswith("authentication")
         page = anonymous.get("/stores/b/queues", follow_redirects=False)
@@ -98,7 +98,9 @@ def test_store_paths_need_authentication_like_the_root(app: App) -> None:
 
 def test_one_store_has_no_selector(settings: Settings) -> None:
     single = App(settings)
-    with TestClient(create_app(single, WebSettings(token=TOKEN)), headers=BEARER) as c:
+    with TestClient(
+        create_app(single, WebSettings(token=TOKEN)), headers=BEARER, base_url=LOCAL
+    ) as c:
         assert "stores" not in c.get("/api/stats").json()
         assert c.get("/stores/default/api/stats").status_code == 404
         assert 'class="stores"' not in c.get("/").text

@@ -5,7 +5,7 @@ See :mod:`conveyor.features.imports.pipeline` for how the stages run."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
@@ -17,7 +17,7 @@ from conveyor.errors import RecordError
 from conveyor.features.imports.cache import ImportCache
 from conveyor.features.imports.flag import BulkHooks
 from conveyor.features.imports.model import HealthSignal, ImportState, RecordRef
-from conveyor.logs import import_logger
+from conveyor.logs import import_logger, log_record
 from conveyor.redis.import_store import ImportStore
 
 #: Errors that say nothing about the record: running it again can succeed.
@@ -184,6 +184,23 @@ class StageRun:
         if imports.store.pending(self.import_id, self.stage, [record_id], now=imports.now()):
             imports._record_failure(self, record_id, exc, retryable=retryable)
             imports._done(self, record_id, failed=True)
+
+    def record_bulk(self, record_ids: Sequence[str]) -> int:
+        """Count records this stage saved in bulk (no record job each): each counted once in
+        the stage's totals (``status`` shows them), with its per-record log line, as a record
+        job would have. Returns how many were new.
+
+        >>> run.record_bulk([str(row["export_id"]) for row in rows])   # doctest: +SKIP
+        """
+        imports = self.imports
+        now = imports.now()
+        ids = list(dict.fromkeys(record_ids))
+        wanted = imports.store.pending(self.import_id, self.stage, ids, now=now)
+        fresh = [rid for rid, ok in zip(ids, wanted, strict=False) if ok]
+        counted = imports.store.done_bulk(self.import_id, self.stage, fresh, now=now)
+        for rid in fresh:
+            log_record(self.log, self.record_type, rid, "imported")
+        return counted
 
     @property
     def log(self) -> Any:

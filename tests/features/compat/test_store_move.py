@@ -134,7 +134,7 @@ def test_an_unfinished_move_elsewhere_is_finished_first(
     fill(r, 5)
     r.hset("conveyor:moving:reports", "deadbeef", json.dumps({"store": "c", "queue": "reports"}))
     r.lpush("conveyor:moving:reports:deadbeef", payload(99))
-    with pytest.raises(ConfigurationError, match='did not finish, to .*"store": "c"'):
+    with pytest.raises(ConfigurationError, match=r'did not finish, to .*"store": "c"'):
         move_queue_to_store(app, "reports", to_store="b")
     assert r.llen("queue:reports") == 5
 
