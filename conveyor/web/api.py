@@ -3,7 +3,9 @@
 Reads: ``/api/session``, ``/api/stats``, ``/api/history?days=N``, ``/api/queues``,
 ``/api/queues/{name}/jobs?page=&per_page=``, ``/api/{retries|scheduled|dead|interrupted}``
 (paged) and ``/api/{set}/{jid}``, ``/api/processes``, ``/api/busy``, ``/api/cron``,
-``/api/flags``. Authenticate with ``Authorization: Bearer <token>`` or a login session.
+``/api/flags``. Authenticate with ``Authorization: Bearer <token>`` or a login session. With
+several stores the same routes answer for one store under ``/stores/<name>/api/``, and
+``/api/stats`` and ``/api/history`` at the root sum every store.
 """
 
 from __future__ import annotations
