@@ -44,7 +44,7 @@ _TERM = re.compile(r"^(class|queue|tags)\s*(!=|=)\s*(.+)$")
 _RULE_KEYS = frozenset({"selector", "queue", "store"})
 #: Distinct (class, queue, tags) the router remembers; class names can come from outside
 #: (enqueue by name), so the memo is bounded.
-_MEMO_SIZE = 4096
+MEMO_SIZE = 4096
 
 
 def check_store_name(name: Any, what: str = "store name") -> str:
@@ -216,7 +216,7 @@ class Router:
             pass
         found = next((r for r in self.rules if r.matches(class_name, queue, tags)), None)
         with self._lock:
-            if len(self._memo) >= _MEMO_SIZE:
+            if len(self._memo) >= MEMO_SIZE:
                 self._memo.clear()
             self._memo[key] = found
         return found

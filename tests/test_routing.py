@@ -10,7 +10,7 @@ import pytest
 
 from conveyor import Settings
 from conveyor.errors import ConfigurationError
-from conveyor.routing import Route, Router, parse_rules
+from conveyor.routing import MEMO_SIZE, Route, Router, parse_rules
 
 
 def route(rules: list[object], cls: str, queue: str = "default", *tags: str) -> Route:
@@ -142,3 +142,13 @@ def test_stores_and_rules_from_environment_and_file(tmp_path: Path) -> None:
     assert s.routing_rules[0].to_json() == ["class=Heavy", None, "c"]
     with pytest.raises(ConfigurationError, match="CONVEYOR_STORES is not valid JSON"):
         Settings.load(env={"CONVEYOR_STORES": "{b: redis://b}"})
+
+
+def test_the_memo_of_decisions_stays_bounded_against_endless_class_names() -> None:
+    # Class names can come from outside (enqueue by name, push_payload): a flood of distinct
+    # names must not grow the router's memory without end.
+    router = Router(parse_rules([["class=Heavy", None, "b"]]))
+    for n in range(3 * MEMO_SIZE):
+        assert router.route(f"Hostile{n}", "default") == Route("default", "default")
+    assert len(router._memo) <= MEMO_SIZE
+    assert router.route("Heavy", "default") == Route("default", "b")

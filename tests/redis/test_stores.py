@@ -9,12 +9,15 @@ import asyncio
 import datetime as dt
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
 from support import run_burst, running_worker, wait_for
+from support.sentinel import sentinel_cluster
 
 from conveyor import App, Job, Settings
+from conveyor.api import Api
 from conveyor.clock import FakeClock
 from conveyor.errors import ConfigurationError
 from conveyor.features.cron import Cron, schedule
@@ -262,3 +265,21 @@ def test_concurrency_limits_count_in_the_store_that_runs_the_job(
     runs = sorted(json.loads(x) for x in rb.lrange("ran:limited", 0, -1))
     assert runs == [[0, 1, 0], [1, 1, 0], [2, 1, 0]]
     app.close()
+
+
+def test_a_store_on_a_sentinel_url(settings: Settings, r: redis.Redis, tmp_path: Path) -> None:
+    with sentinel_cluster(tmp_path) as cluster:
+        s = settings.replace(stores={"b": cluster.url()}, routing_rules=RULES)
+        producer = make_app(s)
+        producer.registry["Heavy"].bulk_perform_async([[i] for i in range(10)])
+        primary = cluster.node(cluster.primary_port())
+        try:
+            assert primary.llen("queue:default") == 10 and r.llen("queue:default") == 0
+            worker = make_app(s, store="b")
+            run_burst(worker)
+            assert primary.llen("ran:heavy") == 10
+            assert Api(producer).for_store("b").stats().processed == 10
+            worker.close()
+        finally:
+            primary.close()
+            producer.close()
