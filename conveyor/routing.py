@@ -94,12 +94,20 @@ class RoutingRule:
         return all(term.matches(class_name, queue, tags) for term in self.terms)
 
     def to_json(self) -> list[str | None]:
-        """The rule in its settings-file form, ``[selector, queue, store]``."""
+        """The rule in its settings-file form, ``[selector, queue, store]``.
+
+        >>> parse_rule(["class=Heavy", None, "b"], 0).to_json()
+        ['class=Heavy', None, 'b']
+        """
         return [self.selector, self.queue, self.store]
 
 
 def parse_selector(selector: Any, where: str) -> tuple[Term, ...]:
-    """The terms of a selector string (``()`` for ``*``)."""
+    """The terms of a selector string (``()`` for ``*``).
+
+    >>> [t.attribute for t in parse_selector("class=A&tags!=slow", "rule 1")]
+    ['class', 'tags']
+    """
     if not isinstance(selector, str) or not selector.strip():
         raise ConfigurationError(
             f"{where}: the selector must be a non-empty string such as 'class=Heavy', "
@@ -128,7 +136,11 @@ def parse_selector(selector: Any, where: str) -> tuple[Term, ...]:
 
 def parse_rule(raw: Any, index: int) -> RoutingRule:
     """One rule from ``[selector, queue]``, ``[selector, queue, store]``,
-    ``{"selector": ..., "queue": ..., "store": ...}`` or a :class:`RoutingRule`."""
+    ``{"selector": ..., "queue": ..., "store": ...}`` or a :class:`RoutingRule`.
+
+    >>> parse_rule({"selector": "queue=reports", "store": "b"}, 0).store
+    'b'
+    """
     where = f"routing rule {index + 1} ({_show(raw)})"
     if isinstance(raw, RoutingRule):
         raw = raw.to_json()
@@ -208,7 +220,11 @@ class Router:
         self._lock = threading.Lock()
 
     def rule_for(self, class_name: str, queue: str, tags: Sequence[str] = ()) -> RoutingRule | None:
-        """The first rule matching the job, or ``None``."""
+        """The first rule matching the job, or ``None``.
+
+        >>> Router(parse_rules([["tags=slow", "slow"]])).rule_for("A", "q", ["slow"]).queue
+        'slow'
+        """
         key = (class_name, queue, tuple(tags))
         try:
             return self._memo[key]
@@ -225,7 +241,11 @@ class Router:
         self, class_name: str, queue: str, tags: Sequence[str] = (), store: str | None = None
     ) -> Route:
         """Where a job of ``class_name`` on ``queue`` goes; ``store`` (a job option) wins
-        over the rule's store."""
+        over the rule's store.
+
+        >>> Router(parse_rules([["*", None, "b"]])).route("A", "mail", store="c")
+        Route(queue='mail', store='c')
+        """
         rule = self.rule_for(class_name, queue, tags) if self.rules else None
         if rule is None:
             return Route(queue, store or DEFAULT_STORE)

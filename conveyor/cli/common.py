@@ -73,7 +73,10 @@ def _choose_store(ctx: click.Context, param: click.Parameter, value: str | None)
 
 def add_store_option(command: click.Command) -> None:
     """Give ``command`` (and every subcommand of a group) a ``--store NAME`` option that
-    chooses the store it works on, like the global ``conveyor --store NAME``."""
+    chooses the store it works on, like the global ``conveyor --store NAME``.
+
+    >>> add_store_option(stats)          # then: conveyor stats --store b    # doctest: +SKIP
+    """
     if not any(p.name == "store" for p in command.params):
         command.params.append(
             click.Option(

@@ -173,7 +173,8 @@ class Cron:
     def routed_queue(self, entry: CronEntry) -> str | None:
         """The queue the entry's job is pushed to when it is routed to this store, else
         ``None``: then a process of that store fires it, never this one, so an entry fires
-        once however many stores there are."""
+        once however many stores there are. Example: ``Cron(app).routed_queue(entry)`` ->
+        ``'default'`` (or ``None`` when a rule sends its job to another store)."""
         route = self.app.client.route(entry.job_class, entry.queue)
         return route.queue if route.store == self.store_name else None
 

@@ -15,7 +15,12 @@ from conveyor.redis.store import Store, ZSetName
 
 
 class MoveStore:
-    """One store's side of a move (source or destination)."""
+    """One store's side of a move (source or destination).
+
+    >>> taken = MoveStore(source).take_queue("reports", run, destination, 500)  # doctest: +SKIP
+    >>> MoveStore(target).put_jobs("reports", taken)                            # doctest: +SKIP
+    >>> MoveStore(source).confirmed_jobs("reports", run)                        # doctest: +SKIP
+    """
 
     def __init__(self, store: Store) -> None:
         self.store = store

@@ -47,7 +47,7 @@ class Stores:
 
     def check(self, name: str) -> str:
         """``name`` if it is a configured store, else a :class:`ConfigurationError` that
-        lists the known ones."""
+        lists the known ones. Example: ``stores.check("b")`` -> ``'b'``."""
         if name not in self:
             raise ConfigurationError(
                 f"no store named {name!r}; known stores: {', '.join(self.names)} (configure "
@@ -70,7 +70,8 @@ class Stores:
 
     def get_async(self, name: str) -> AsyncStore:
         """The ``redis.asyncio`` twin of :meth:`get` for the running event loop (one client
-        per loop and store, made on first use there; call it from a coroutine)."""
+        per loop and store, made on first use there; call it from a coroutine).
+        Example: ``await stores.get_async("b").client.ping()``."""
         stores = self._async.get(name)
         if stores is None:
             url = self._url(self.check(name))

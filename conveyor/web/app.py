@@ -87,7 +87,11 @@ class _InStore:
 
 
 def store_mounts(names: Iterable[str], routes: list[BaseRoute]) -> list[BaseRoute]:
-    """Every route again under ``/stores/<name>`` for each store, when there are several."""
+    """Every route again under ``/stores/<name>`` for each store, when there are several.
+
+    >>> store_mounts(["default"], routes)
+    []
+    """
     names = list(names)
     if len(names) < 2:
         return []

@@ -99,7 +99,8 @@ class WebContext:
     _views: dict[str, WebContext] = field(default_factory=dict, repr=False, compare=False)
 
     def for_store(self, name: str) -> WebContext:
-        """This context over the store ``name`` (same settings, templates and extensions)."""
+        """This context over the store ``name`` (same settings, templates and extensions).
+        Example: ``context_of(request).for_store("b").api.stats()``."""
         view = self._views.get(name)
         if view is None:
             view = dataclasses.replace(self, api=self.api.for_store(name), store=name, _views={})
