@@ -125,8 +125,13 @@ class Cron:
 
     def __init__(self, app: App, store: str | None = None) -> None:
         self.app = app
-        self.store_name = store or app.settings.store
+        self._store_name = store
         self._synced = False
+
+    @property
+    def store_name(self) -> str:
+        # Read when used: installing cron on a new App must not load its settings yet.
+        return self._store_name or self.app.settings.store
 
     @property
     def _store(self) -> CronStore:

@@ -283,3 +283,9 @@ def test_a_store_on_a_sentinel_url(settings: Settings, r: redis.Redis, tmp_path:
         finally:
             primary.close()
             producer.close()
+
+
+def test_a_new_app_reads_no_settings_until_used() -> None:
+    # Settings (and the environment) are read on first use, never when an App is made.
+    app = App()
+    assert app._settings is None
