@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from conveyor.errors import ConfigurationError
+from conveyor.masking import mask_url
 
 DEFAULT_STATE_DIR = "~/.local/state/conveyor"
 
@@ -108,7 +109,8 @@ class Settings:
             ("redis://", "rediss://", "unix://")
         ):
             raise ConfigurationError(
-                f"redis_url {self.redis_url!r} must start with redis://, rediss:// or unix://; "
+                f"redis_url {mask_url(self.redis_url)!r} must start with redis://, rediss:// or "
+                "unix://; "
                 "leave it unset to use the embedded server"
             )
         for name in ("concurrency", "processes", "max_retries", "dead_max_jobs", "poll_batch"):
@@ -124,6 +126,19 @@ class Settings:
                 f"liveness_ttl ({self.liveness_ttl}) must exceed heartbeat_interval "
                 f"({self.heartbeat_interval}) or live processes would look dead"
             )
+
+    def __repr__(self) -> str:
+        # Settings end up in tracebacks and debug logs: the URL's password stays out, and of
+        # ``extra`` (sections other features read, which may hold tokens) only the keys show.
+        shown = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "redis_url" and value:
+                value = mask_url(value)
+            elif f.name == "extra":
+                value = {key: "..." for key in value}
+            shown.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
 
     @property
     def queue_names(self) -> tuple[str, ...]:

@@ -81,7 +81,8 @@ _EMAIL_RE = re.compile(
     # Local part: RFC 5322 atom characters; domain: labels with at least one dot.
     r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+"
 )
-_URL_USERINFO = r"(\b[A-Za-z][A-Za-z0-9+.-]*://)[^/\s@]*@"
+#: Up to the last "@" before the path: a password may hold an unencoded "@" (redis://u:p@ss@h).
+_URL_USERINFO = r"(\b[A-Za-z][A-Za-z0-9+.-]*://)(?:[^/\s@]*@)+"
 _AUTH_SCHEME = r"\b((?i:bearer|basic|token|digest))(\s+)[A-Za-z0-9._~+/=-]{6,}"
 _SECRET_WORDS = (
     "password",

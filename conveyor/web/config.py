@@ -14,9 +14,9 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
-from urllib.parse import urlsplit
 
 from conveyor.errors import ConfigurationError
+from conveyor.masking import mask_url
 from conveyor.settings import Settings
 
 #: Environment variable -> field.
@@ -130,14 +130,10 @@ class WebSettings:
 
 
 def redact_url(url: str | None) -> str:
-    """A Redis URL fit to show: the password (and user) removed.
+    """A Redis URL fit to show: the password masked (:func:`conveyor.masking.mask_url`), or
+    ``embedded`` when there is none.
 
     >>> redact_url("redis://:hunter2@cache:6379/0")
-    'redis://cache:6379/0'
+    'redis://:***@cache:6379/0'
     """
-    if not url:
-        return "embedded"
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return f"{parts.scheme}://{netloc}{parts.path}"
+    return mask_url(url) if url else "embedded"
