@@ -20,7 +20,7 @@ anyone) is an error, never a path to follow. This does not depend on the Python 
 ArchiveEntry(name='data/issues.jsonl', size=12, is_dir=False)
 >>> ledger.admit("data/../../x", "file", 1)
 Traceback (most recent call last):
-conveyor.errors.UploadRejected: entry 'data/../../x' climbs out of the archive with '..'; ...
+conveyor.errors.UploadRejected: entry 'data/../../x' climbs out of the archive with '..'; refused
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,10 @@ HEADER_ALLOWANCE = 1 * MB
 READ_AHEAD = 64 * 1024
 #: Bytes copied per write while extracting.
 CHUNK = 64 * 1024
+
+#: Control characters (a NUL is caught first, with its own message) and backslashes, which
+#: Windows tools read as separators ("..\\..\\x").
+_BAD_CHARACTER = re.compile(r"[\x01-\x1f\x7f\\]")
 
 _FILE_MODE = 0o600
 _DIR_MODE = 0o700
@@ -75,7 +80,7 @@ class UploadLimits:
     max_name_bytes: int = 1024
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ArchiveEntry:
     """One member that passed the rules: its name as written in the archive."""
 
@@ -99,11 +104,11 @@ def name_parts(name: str, limits: UploadLimits | None = None) -> tuple[str, ...]
         raise UploadRejected(
             f"entry name {name!r} is empty or holds a NUL byte; name every member", name
         )
-    bad = next((ch for ch in name if ord(ch) < 32 or ord(ch) == 127 or ch == "\\"), None)
+    bad = _BAD_CHARACTER.search(name)
     if bad is not None:
         raise UploadRejected(
-            f"entry {name!r} holds the character {bad!r}; member names may not hold control "
-            "characters or backslashes",
+            f"entry {name!r} holds the character {bad[0]!r}; member names may not hold "
+            "control characters or backslashes",
             name,
         )
     if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
