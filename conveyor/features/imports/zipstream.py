@@ -52,7 +52,7 @@ _TYPE_NAMES = {
 }
 
 
-def damaged(why: str) -> UploadRejected:
+def _damaged(why: str) -> UploadRejected:
     """The error for a zip whose structure is broken."""
     return UploadRejected(f"the archive is damaged or not a zip archive: {why}; export it again")
 
@@ -106,7 +106,7 @@ def members(file: Path, limits: UploadLimits) -> Iterator[Member]:
                 )
             yield Member(entry, data, record)
         if seen != count:
-            raise damaged(f"its end record counts {count} entries, the directory holds {seen}")
+            raise _damaged(f"its end record counts {count} entries, the directory holds {seen}")
     _check_overlaps(spans, start)
 
 
@@ -136,15 +136,15 @@ def _directory_span(f: IO[bytes], size: int) -> tuple[int, int, int]:
     while at >= 0 and at + _EOCD.size + _comment_length(tail, at) != len(tail):
         at = tail.rfind(b"PK\x05\x06", 0, at)
     if at < 0:
-        raise damaged("no end of central directory record")
+        raise _damaged("no end of central directory record")
     _, disk, cd_disk, _, count, length, start, _ = _EOCD.unpack_from(tail, at)
     end = tail_start + at
     if disk or cd_disk:
-        raise damaged("it is split across several disks")
+        raise _damaged("it is split across several disks")
     if _FULL16 in (count,) or _FULL32 in (length, start):
         count, start, length, end = _zip64_span(f, end)
     if start + length != end:
-        raise damaged(
+        raise _damaged(
             "its central directory is not where the end record says (data before the archive?)"
         )
     return count, start, length
@@ -158,18 +158,18 @@ def _comment_length(tail: bytes, at: int) -> int:
 
 def _zip64_span(f: IO[bytes], eocd_at: int) -> tuple[int, int, int, int]:
     if eocd_at < _LOCATOR64.size:
-        raise damaged("zip64 sizes without a zip64 locator")
+        raise _damaged("zip64 sizes without a zip64 locator")
     f.seek(eocd_at - _LOCATOR64.size)
     sig, _, record_at, _ = _LOCATOR64.unpack(f.read(_LOCATOR64.size))
     if sig != b"PK\x06\x07":
-        raise damaged("zip64 sizes without a zip64 locator")
+        raise _damaged("zip64 sizes without a zip64 locator")
     f.seek(record_at)
     raw = f.read(_EOCD64.size)
     if len(raw) != _EOCD64.size or raw[:4] != b"PK\x06\x06":
-        raise damaged("the zip64 end record is missing")
+        raise _damaged("the zip64 end record is missing")
     fields = _EOCD64.unpack(raw)
     if fields[4] or fields[5]:
-        raise damaged("it is split across several disks")
+        raise _damaged("it is split across several disks")
     count, length, start = fields[7], fields[8], fields[9]
     return count, start, length, record_at
 
@@ -179,7 +179,7 @@ def _read_record(stream: IO[bytes]) -> _Record | None:
     if not head:
         return None
     if len(head) != _CENTRAL.size or head[:4] != b"PK\x01\x02":
-        raise damaged("a central directory record is truncated or has a bad signature")
+        raise _damaged("a central directory record is truncated or has a bad signature")
     fields = _CENTRAL.unpack(head)
     flags, method, crc, csize, usize = fields[3], fields[4], fields[7], fields[8], fields[9]
     nlen, elen, clen, attrs, offset = fields[10], fields[11], fields[12], fields[15], fields[16]
@@ -217,7 +217,7 @@ def _zip64_fields(name: str, extra: bytes, usize: int, csize: int, offset: int) 
             else:
                 return tuple(values)
         at += 4 + length
-    raise damaged(f"entry {name!r} has zip64 sizes without a zip64 extra field")
+    raise _damaged(f"entry {name!r} has zip64 sizes without a zip64 extra field")
 
 
 def _kind(name: str, mode: int) -> MemberType:
@@ -244,7 +244,7 @@ def _check_overlaps(spans: list[tuple[int, int, str]], directory_start: int) -> 
                 name,
             )
         if end > directory_start:
-            raise damaged(f"entry {name!r} runs into the central directory")
+            raise _damaged(f"entry {name!r} runs into the central directory")
         previous_end, previous = end, name
 
 
@@ -252,7 +252,7 @@ def _inflate(f: IO[bytes], record: _Record) -> Iterator[bytes]:
     f.seek(record.offset)
     head = f.read(_LOCAL.size)
     if len(head) != _LOCAL.size or head[:4] != b"PK\x03\x04":
-        raise damaged(f"entry {record.name!r} has no local header where the directory says")
+        raise _damaged(f"entry {record.name!r} has no local header where the directory says")
     nlen, elen = _LOCAL.unpack(head)[-2:]
     f.seek(record.offset + _LOCAL.size + nlen + elen)
     out, crc = record.size, 0
@@ -267,7 +267,7 @@ def _inflate(f: IO[bytes], record: _Record) -> Iterator[bytes]:
         crc = zlib.crc32(chunk, crc)
         yield chunk
     if out or crc != record.crc:
-        raise damaged(f"entry {record.name!r} does not match its size or checksum")
+        raise _damaged(f"entry {record.name!r} does not match its size or checksum")
 
 
 def _decoded(f: IO[bytes], record: _Record) -> Iterator[bytes]:
@@ -279,7 +279,7 @@ def _decoded(f: IO[bytes], record: _Record) -> Iterator[bytes]:
         if not pending:
             pending = f.read(min(CHUNK, left))
             if not pending:
-                raise damaged(f"entry {record.name!r} is truncated")
+                raise _damaged(f"entry {record.name!r} is truncated")
             left -= len(pending)
         if inflater is None:
             yield pending
