@@ -13,14 +13,12 @@ from __future__ import annotations
 import builtins
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from conveyor.api._source import Source
 from conveyor.errors import NotFoundError
 from conveyor.redis.operations import Operation, OperationStore, check_id
 from conveyor.redis.store import Store
-
-if TYPE_CHECKING:
-    from conveyor.api import Api
 
 #: Failed items per page.
 PAGE = 100
@@ -152,9 +150,9 @@ class OperationsApi:
         self.store = OperationStore(store) if now is None else OperationStore(store, now=now)
 
     @classmethod
-    def of(cls, api: Api) -> OperationsApi:
+    def of(cls, api: Source) -> OperationsApi:
         """The operations of the data API's app. Example: ``OperationsApi.of(api).list()``."""
-        return cls(api.app.store, now=api.now)
+        return cls(api.store, now=api.now)
 
     def list(self) -> list[OperationRecord]:
         """Every operation that exists, oldest first. Example: ``api_ops.list()[0].percent``."""

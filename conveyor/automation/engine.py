@@ -30,7 +30,7 @@ import tempfile
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from conveyor.automation import jobs
+from conveyor.automation import task_job as jobs
 from conveyor.automation.master import DEFAULT_PREPARE_TIMEOUT, LeadershipFactory, Master
 from conveyor.automation.node import NodeMonitor
 from conveyor.automation.runner import StepResult, run_step
@@ -38,6 +38,8 @@ from conveyor.automation.runs import NodeInfo, RunInfo, TaskResult
 from conveyor.automation.settings import AutomationSettings, LeaderElection, Workflow
 from conveyor.automation.throttle import SampleSource
 from conveyor.clock import SYSTEM_CLOCK, Clock
+from conveyor.core.extensions import ExtensionKey
+from conveyor.core.job import ServiceJob
 from conveyor.core.payload import Payload, dumps
 from conveyor.errors import ConfigurationError, WorkflowForbidden, WorkflowNotFound
 from conveyor.redis.automation import AutomationStore
@@ -94,7 +96,7 @@ class Automation:
         self.grace = grace
         self.master = Master(self, leadership or self._default_leadership)
         self.monitor = NodeMonitor(self, cpu_source)
-        self.task_job: type[jobs.TaskJob] | None = None
+        self.task_job: type[ServiceJob[jobs.TaskRunner]] | None = None
         self.installed = False
 
     # -- setup ----------------------------------------------------------------------------------
@@ -121,12 +123,15 @@ class Automation:
         """Make this process a node: register the task job, gate each task queue with its
         workflow's throttle, and add the master loop and the node heartbeat as periodic tasks.
         The worker must listen on :attr:`queues`."""
-        if "automation" in self.app.extensions:
+        if AUTOMATION in self.app.extensions:
             raise ConfigurationError("this app already has an Automation installed")
         self.task_job = self.app.register(
-            jobs.bind(self), name=jobs.TASK, retry=jobs.TASK_RETRIES, queue=QUEUE_PREFIX + "any"
+            jobs.TaskJob.bind(self),
+            name=jobs.TASK,
+            retry=jobs.TASK_RETRIES,
+            queue=QUEUE_PREFIX + "any",
         )
-        self.app.extensions["automation"] = self
+        self.app.extensions[AUTOMATION] = self
         self.app.interrupted_handlers.append(self._on_interrupted)
         self.installed = True
         if not self.settings.meta.enable:
@@ -448,3 +453,7 @@ def _size(value: Any) -> int:
         return max(0, int(float(value)))
     except (TypeError, ValueError):
         return 0
+
+
+#: The app's installed :class:`Automation` in ``app.extensions``.
+AUTOMATION: ExtensionKey[Automation] = ExtensionKey("automation")

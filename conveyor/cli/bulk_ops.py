@@ -21,7 +21,7 @@ from conveyor.api import (
     FinishedOperationRecord,
     OperationRecord,
 )
-from conveyor.cli.context import CliState, clip, console, duration, echo_json, pass_state, when
+from conveyor.cli.common import CliState, clip, console, duration, echo_json, pass_state, when
 from conveyor.errors import NotFoundError
 
 

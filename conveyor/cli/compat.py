@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from conveyor.api import RedisError
-from conveyor.cli.context import CliState, echo_json, pass_state, progress_bar
+from conveyor.cli.common import CliState, echo_json, pass_state, progress_bar
 from conveyor.cli.worker import load_app
 from conveyor.core.app import App
 from conveyor.errors import ConfigurationError

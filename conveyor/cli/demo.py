@@ -29,7 +29,7 @@ from conveyor.core.app import App
 from conveyor.core.job import Job
 from conveyor.core.middleware import JobContext, ServerMiddleware
 from conveyor.core.worker import Worker
-from conveyor.masking import mask_url
+from conveyor.redis_url import mask_url
 from conveyor.settings import Settings
 
 DEMO_PREFIX = "conveyor-demo"

@@ -8,7 +8,7 @@ import time
 import click
 from rich.table import Table
 
-from conveyor.cli.context import CliState, console, echo_json, pass_state, short, when
+from conveyor.cli.common import CliState, console, echo_json, pass_state, short, when
 from conveyor.cli.worker import load_app
 from conveyor.features.check import check_app
 from conveyor.features.cron import Cron

@@ -10,7 +10,7 @@ import click
 from rich.table import Table
 
 from conveyor.api import redis_url, stop_embedded
-from conveyor.cli.context import (
+from conveyor.cli.common import (
     CliState,
     console,
     duration,
@@ -19,7 +19,7 @@ from conveyor.cli.context import (
     short,
     when,
 )
-from conveyor.masking import mask_url
+from conveyor.redis_url import mask_url
 
 # -- stats -------------------------------------------------------------------------------------
 

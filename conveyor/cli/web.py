@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from conveyor import logs
-from conveyor.cli.context import CliState, pass_state
+from conveyor.cli.common import CliState, pass_state
 from conveyor.cli.worker import load_app
 
 log = logging.getLogger("conveyor.cli")

@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from conveyor import logs
-from conveyor.cli.context import CliState, pass_state
+from conveyor.cli.common import CliState, pass_state
 from conveyor.core.app import App
 from conveyor.core.supervisor import Supervisor
 from conveyor.core.worker import Worker

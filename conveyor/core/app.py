@@ -10,15 +10,14 @@ import functools
 import inspect
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 from conveyor.clock import SYSTEM_CLOCK, Clock
+from conveyor.core._protocols import DeathHandler, InterruptedHandler, PeriodicTask
 from conveyor.core.client import Client
-from conveyor.core.job import CORE_OPTIONS, Job, resolve_options
+from conveyor.core.extensions import Extensions
+from conveyor.core.job import CORE_OPTIONS, Job, check_known, resolve_options
 from conveyor.core.middleware import Chain, ClientMiddleware, ServerMiddleware
-from conveyor.core.payload import Payload
-from conveyor.core.testing import Testing
 from conveyor.errors import ConfigurationError
 from conveyor.redis import Keys, Store, connect
 from conveyor.settings import Settings
@@ -26,20 +25,10 @@ from conveyor.settings import Settings
 J = TypeVar("J", bound=type[Job])
 F = TypeVar("F", bound=Callable[..., Any])
 
-#: Called with (payload, exception) when a job goes to the dead set.
-DeathHandler = Callable[[Payload, BaseException], None]
-#: Called with the payload when a job is parked in the interrupted set.
-InterruptedHandler = Callable[[Payload], None]
+if TYPE_CHECKING:  # the testing modes are loaded on first use, never with the app
+    from conveyor.core.testing import Testing
 
-
-@dataclass(frozen=True)
-class PeriodicTask:
-    """Work every worker process does every ``interval`` seconds (cron ticks, resuming
-    deferred jobs...). Tasks that must run once per cluster take a lock themselves."""
-
-    name: str
-    interval: float
-    run: Callable[[], object]
+__all__ = ["App", "DeathHandler", "FunctionJob", "InterruptedHandler", "PeriodicTask"]
 
 
 class App:
@@ -63,10 +52,10 @@ class App:
         self.periodic_tasks: list[PeriodicTask] = []
         #: Queue gates: while a gate returns False its queue is left out of fetching.
         self.queue_gates: dict[str, Callable[[], bool]] = {}
-        #: Per-app state of features (flags cache, cron entries...), keyed by feature name.
-        self.extensions: dict[str, Any] = {}
+        #: Per-app state of features (flags cache, cron entries...), under typed keys.
+        self.extensions = Extensions()
         self.client = Client(self)
-        self.testing = Testing(self)
+        self._testing: Testing | None = None
         self._store: Store | None = None
         self._lock = threading.Lock()
 
@@ -82,6 +71,15 @@ class App:
         if self._store is not None:
             raise ConfigurationError("configure() must be called before the app touches Redis")
         self._settings = settings
+
+    @property
+    def testing(self) -> Testing:
+        """The testing modes (``with app.testing.fake(): ...``), loaded on first use."""
+        if self._testing is None:
+            from conveyor.core.testing import Testing  # the engine never needs it to run
+
+            self._testing = Testing(self)
+        return self._testing
 
     @property
     def store(self) -> Store:
@@ -105,12 +103,8 @@ class App:
         )
 
     def check_options(self, name: str, options: Mapping[str, Any]) -> None:
-        unknown = sorted(set(options) - self.known_options())
-        if unknown:
-            raise ConfigurationError(
-                f"{name}: unknown job option(s) {', '.join(unknown)}; known options: "
-                f"{', '.join(sorted(self.known_options()))}"
-            )
+        """Raise :class:`~conveyor.errors.UnknownOptionError` for options nobody declares."""
+        check_known(name, options, self.known_options())
 
     # -- declaring jobs -------------------------------------------------------------------------
     def register(self, job_class: J, **options: Any) -> J:
@@ -180,7 +174,22 @@ class App:
         return self.client.enqueue(name, list(args), options, at=at)
 
 
+def app_of(job_class: type[Job]) -> App:
+    """The :class:`App` a job class is registered on.
+
+    >>> app_of(send_welcome) is app                       # doctest: +SKIP
+    True
+    """
+    app = job_class._app()
+    if not isinstance(app, App):
+        raise ConfigurationError(
+            f"{job_class.__name__} is registered on {app!r}, not on a conveyor App"
+        )
+    return app
+
+
 def _function_job(func: Callable[..., Any]) -> type[Job]:
+
     is_async = asyncio.iscoroutinefunction(func)
     if is_async:
 

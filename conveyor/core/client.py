@@ -1,21 +1,35 @@
 """Enqueueing: build the payload, run the client middleware, push to Redis (SPEC CORE-1, CORE-6).
 
-In the testing modes (see :mod:`conveyor.core.testing`) the push is replaced by running the job at
-once (inline) or by collecting it in memory (fake).
+A testing mode (see :mod:`conveyor.core.testing`) replaces the push by setting the client's
+``sink``: jobs then run at once (inline) or are collected in memory (fake).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from conveyor.core._protocols import AppLike
 from conveyor.core.job import EnqueueResult, Job
-from conveyor.core.middleware import EnqueueContext
+from conveyor.core.middleware import Chain, ClientMiddleware, EnqueueContext
 from conveyor.core.payload import Payload, check_args, dumps, encode_args, new_jid, new_jids
-from conveyor.errors import EnqueueError
+from conveyor.errors import EnqueueError, NotDurableError
 
-if TYPE_CHECKING:
-    from conveyor.core.app import App
+
+class ClientHost(AppLike, Protocol):
+    """The app as the client sees it: the core view plus the client middleware chain."""
+
+    @property
+    def client_middleware(self) -> Chain[ClientMiddleware]: ...
+
+    def check_options(self, name: str, options: Mapping[str, Any]) -> None: ...
+
+
+class Sink(Protocol):
+    """Where pushes go instead of Redis while a testing mode is on."""
+
+    def capture(self, job: Payload, at: float | None) -> None: ...
+
 
 # Placeholders in the bulk template; plain ASCII that JSON writes unchanged.
 _ARGS_SLOT = "conveyor-args-slot-7f3a9c"
@@ -25,8 +39,15 @@ _JID_SLOT = "conveyor-jid-slot-7f3a9c"
 class Client:
     """Pushes jobs for one :class:`~conveyor.core.app.App`."""
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: ClientHost) -> None:
         self.app = app
+        #: Set by a testing mode: pushes go there instead of Redis.
+        self.sink: Sink | None = None
+
+    @property
+    def live(self) -> bool:
+        """Whether pushes go to Redis (no testing mode is on)."""
+        return self.sink is None
 
     def build(
         self, job_class: type[Job] | str, args: Sequence[Any], options: Mapping[str, Any]
@@ -81,7 +102,7 @@ class Client:
             raise EnqueueError(f"batch_size must be >= 1, got {batch_size}")
         options = options or {}
         cls, name = self._resolve(job_class)
-        if self.app.testing.mode == "live" and not self._middleware_for(cls):
+        if self.sink is None and not self._middleware_for(cls):
             return self._bulk_plain(
                 cls, name, args_list, options=options, batch_size=batch_size, at=at
             )
@@ -95,8 +116,9 @@ class Client:
             ]
             self._before(contexts)
             kept = [c for c in contexts if c.dropped is None]
-            self._push(kept)
+            replicas = self._push(kept)
             self._after(contexts)
+            self._check_durable(replicas, [c.job["jid"] for c in kept], jids)
             jids += [c.job["jid"] for c in kept]
         return jids
 
@@ -136,9 +158,10 @@ class Client:
             payloads = [f"{head}{args}{middle}{jid}{tail}" for args, jid in batch]
             if scheduled:
                 assert at is not None
-                store.push({}, [(at, p) for p in payloads])
+                replicas = store.push({}, [(at, p) for p in payloads], **self._durability())
             else:
-                store.push({queue: payloads})
+                replicas = store.push({queue: payloads}, **self._durability())
+            self._check_durable(replicas, jids[start : start + batch_size], jids[:start])
         return jids
 
     def _resolve(self, job_class: type[Job] | str) -> tuple[type[Job] | None, str]:
@@ -164,13 +187,14 @@ class Client:
     def _enqueue_one(self, cls: type[Job] | None, job: Payload, at: float | None) -> EnqueueResult:
         ctx = EnqueueContext(self.app, cls, job, at)
         if not self._middleware_for(cls):
-            self._push([ctx])
-            return EnqueueResult(jid=job["jid"], queued=True, dropped=None, info={})
+            replicas = self._push([ctx])
+            self._check_durable(replicas, [job["jid"]])
+            return EnqueueResult(jid=job["jid"], info={}, replicas=replicas)
         self._before([ctx])
-        if ctx.dropped is None:
-            self._push([ctx])
+        replicas = self._push([ctx]) if ctx.dropped is None else None
         self._after([ctx])
-        return self._result(ctx)
+        self._check_durable(replicas, [job["jid"]])
+        return self._result(ctx, replicas)
 
     def _before(self, contexts: Sequence[EnqueueContext]) -> None:
         """Client middleware in chain order, each over the contexts not dropped yet (so a
@@ -191,14 +215,14 @@ class Client:
                 if count > index:
                     chain[index].after_enqueue(ctx)
 
-    def _push(self, contexts: Sequence[EnqueueContext]) -> None:
+    def _push(self, contexts: Sequence[EnqueueContext]) -> int | None:
+        """Push; the replicas that confirmed it when ``min_replicas`` asks, else ``None``."""
         if not contexts:
-            return
-        testing = self.app.testing
-        if testing.mode != "live":
+            return None
+        if self.sink is not None:
             for ctx in contexts:
-                testing.capture(ctx.job, ctx.at)
-            return
+                self.sink.capture(ctx.job, ctx.at)
+            return None
         now = self.app.clock.time()
         by_queue: dict[str, list[str]] = {}
         scheduled: list[tuple[float, str]] = []
@@ -208,11 +232,40 @@ class Client:
             else:
                 ctx.job["enqueued_at"] = now
                 by_queue.setdefault(ctx.job["queue"], []).append(dumps(ctx.job))
-        self.app.store.push(by_queue, scheduled)
+        return self.app.store.push(by_queue, scheduled, **self._durability())
+
+    def _durability(self) -> dict[str, Any]:
+        settings = self.app.settings
+        if not settings.min_replicas:
+            return {}
+        return {"replicas": settings.min_replicas, "timeout": settings.min_replicas_timeout}
+
+    def _check_durable(
+        self, replicas: int | None, jids: Sequence[str], confirmed: Sequence[str] = ()
+    ) -> None:
+        """Raise :class:`NotDurableError` when fewer replicas confirmed a push than asked."""
+        need = self.app.settings.min_replicas
+        if replicas is None or replicas >= need or not jids:
+            return
+        raise NotDurableError(
+            f"{len(jids)} job(s) (first jid {jids[0]}) were written to the Redis primary but "
+            f"confirmed by {replicas} of the {need} replica(s) min_replicas asks for within "
+            f"{self.app.settings.min_replicas_timeout}s: they normally run, but a failover of "
+            "the primary before they reach a replica loses them. Check the replicas (INFO "
+            "replication); enqueue again only if the job is idempotent, as it may run twice",
+            jids=jids,
+            confirmed=confirmed,
+            replicas=replicas,
+            required=need,
+        )
 
     @staticmethod
-    def _result(ctx: EnqueueContext) -> EnqueueResult:
+    def _result(ctx: EnqueueContext, replicas: int | None = None) -> EnqueueResult:
         info = {k: v for k, v in ctx.info.items() if not k.startswith("_")}
         return EnqueueResult(
-            jid=ctx.job["jid"], queued=ctx.dropped is None, dropped=ctx.dropped, info=info
+            jid=ctx.job["jid"],
+            queued=ctx.dropped is None,
+            dropped=ctx.dropped,
+            info=info,
+            replicas=replicas,
         )

@@ -4,15 +4,13 @@ it on an :class:`~conveyor.core.app.App`. Options are class attributes or decora
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar, cast
 
+from conveyor.clock import Clock
 from conveyor.core.payload import Payload
-from conveyor.errors import ConfigurationError
-
-if TYPE_CHECKING:
-    from conveyor.core.app import App
+from conveyor.errors import ConfigurationError, UnknownOptionError
 
 #: Options the core engine understands, with their defaults.
 CORE_OPTIONS: Mapping[str, Any] = {
@@ -37,18 +35,55 @@ class EnqueueResult:
     """What an enqueue call did. Truthy when the job was pushed; ``str()`` is the jid.
 
     ``dropped`` says why a client middleware did not push it (e.g. a deduplicated twin).
+    ``replicas`` is how many replicas confirmed the push when ``Settings.min_replicas`` asks
+    for confirmation (always at least that many: short of it the enqueue raises
+    :class:`~conveyor.errors.NotDurableError`); ``None`` when none was asked for.
     """
 
     jid: str
     queued: bool = True
     dropped: str | None = None
     info: Mapping[str, Any] = field(default_factory=dict)
+    replicas: int | None = None
 
     def __bool__(self) -> bool:
         return self.queued
 
     def __str__(self) -> str:
         return self.jid
+
+
+class Enqueuer(Protocol):
+    """What a job class needs to enqueue itself (:class:`~conveyor.core.client.Client`)."""
+
+    def enqueue(
+        self,
+        job_class: type[Job] | str,
+        args: Sequence[Any],
+        options: Mapping[str, Any] | None = None,
+        *,
+        at: float | None = None,
+    ) -> EnqueueResult: ...
+
+    def enqueue_bulk(
+        self,
+        job_class: type[Job] | str,
+        args_list: Sequence[Sequence[Any]],
+        options: Mapping[str, Any] | None = None,
+        batch_size: int = 1000,
+        *,
+        at: float | None = None,
+    ) -> list[str]: ...
+
+
+class JobOwner(Protocol):
+    """What a registered job class needs from its app (:class:`~conveyor.core.app.App`)."""
+
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def client(self) -> Enqueuer: ...
 
 
 class Job:
@@ -76,7 +111,7 @@ class Job:
     tags: ClassVar[tuple[str, ...]] = ()
 
     #: Set on registration.
-    app: ClassVar[App]
+    app: ClassVar[JobOwner]
     conveyor_options: ClassVar[Mapping[str, Any]] = {}
 
     #: The payload being executed (set before ``perform`` runs).
@@ -131,8 +166,8 @@ class Job:
         return Setter(cls, {}).bulk_perform_async(args_list, batch_size)
 
     @classmethod
-    def _app(cls) -> App:
-        app: App | None = getattr(cls, "app", None)
+    def _app(cls) -> JobOwner:
+        app: JobOwner | None = getattr(cls, "app", None)
         if app is None:
             raise ConfigurationError(
                 f"{cls.__name__} is not registered on an App; use app.register({cls.__name__})"
@@ -179,16 +214,60 @@ class Setter:
         )
 
 
+S = TypeVar("S")
+
+
+class ServiceJob(Job, Generic[S]):
+    """A job whose work lives in a service object (a bulk-operations service, an import
+    pipeline, an automation engine). Each service registers its own subclasses, bound to
+    itself with :meth:`bind`, so two apps in one process never share job state.
+
+    >>> class Greeter:
+    ...     def greet(self, name: str) -> None: ...
+    >>> class GreetJob(ServiceJob[Greeter]):
+    ...     def perform(self, name: str) -> None:
+    ...         self.service.greet(name)
+    >>> bound = GreetJob.bind(Greeter())
+    >>> bound.__name__
+    'GreetJob'
+    """
+
+    _service: ClassVar[object | None] = None
+
+    @property
+    def service(self) -> S:
+        found = type(self)._service
+        if found is None:
+            raise ConfigurationError(
+                f"{type(self).__name__} is not bound to a service; register "
+                f"{type(self).__name__}.bind(service) instead of the class itself"
+            )
+        return cast(S, found)
+
+    @classmethod
+    def bind(cls, service: S) -> type[ServiceJob[S]]:
+        """A subclass of this job class bound to ``service`` (register that one)."""
+        return type(cls.__name__, (cls,), {"_service": service, "__module__": cls.__module__})
+
+
+def check_known(name: str, options: Mapping[str, Any], known: frozenset[str]) -> None:
+    """Refuse options that neither the core nor any installed middleware declares.
+
+    >>> check_known("Report", {"queue": "low"}, frozenset({"queue"}))
+    """
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise UnknownOptionError(
+            f"{name}: unknown job option(s) {', '.join(unknown)}; known options: "
+            f"{', '.join(sorted(known))} (middleware declare their own options)"
+        )
+
+
 def resolve_options(
     job_class: type[Job], overrides: Mapping[str, Any], known: frozenset[str]
 ) -> dict[str, Any]:
     """Class attributes < decorator options, checked against the known option names."""
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise ConfigurationError(
-            f"{job_class.__name__}: unknown job option(s) {', '.join(unknown)}; known options: "
-            f"{', '.join(sorted(known))} (middleware declare their own options)"
-        )
+    check_known(job_class.__name__, overrides, known)
     resolved: dict[str, Any] = {}
     for option in sorted(known):
         default = CORE_OPTIONS.get(option)

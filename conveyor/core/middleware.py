@@ -10,14 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
+from conveyor.core._protocols import AppLike
+from conveyor.core.job import Job
 from conveyor.core.payload import Payload
 from conveyor.errors import ConfigurationError
-
-if TYPE_CHECKING:
-    from conveyor.core.app import App
-    from conveyor.core.job import Job
 
 
 class Middleware:
@@ -30,7 +28,7 @@ class Middleware:
 class EnqueueContext:
     """One job on its way to Redis. A client middleware may change ``job`` or call :meth:`drop`."""
 
-    app: App
+    app: AppLike
     job_class: type[Job] | None
     job: Payload
     #: Epoch seconds for scheduled jobs, else ``None``.
@@ -48,7 +46,7 @@ class EnqueueContext:
 class JobContext:
     """One job being executed."""
 
-    app: App
+    app: AppLike
     job_class: type[Job]
     instance: Job
     job: Payload

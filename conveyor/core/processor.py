@@ -5,21 +5,30 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
+import redis
+
+from conveyor.core._protocols import AppLike
 from conveyor.core.execution import AsyncRunner, is_async, run_sync
-from conveyor.core.middleware import FetchedJob, JobContext, ServerMiddleware
+from conveyor.core.job import Job
+from conveyor.core.middleware import Chain, FetchedJob, JobContext, ServerMiddleware
 from conveyor.core.payload import Payload, dumps, malformed_record, parse
 from conveyor.core.retry import decide
 from conveyor.errors import PayloadError, UnknownJobClassError
 from conveyor.logs import job_context
 from conveyor.redis import Outcome
 
-if TYPE_CHECKING:
-    from conveyor.core.app import App
-    from conveyor.core.job import Job
+log = logging.getLogger("conveyor.processor")
 
-log = logging.getLogger("conveyor.core.processor")
+
+class ProcessorHost(AppLike, Protocol):
+    """The app as the processor and the worker see it: the core view plus the server
+    middleware chain."""
+
+    @property
+    def server_middleware(self) -> Chain[ServerMiddleware]: ...
 
 
 def _parse_error(raw: str) -> str:
@@ -31,14 +40,44 @@ def _parse_error(raw: str) -> str:
 
 
 def utc_day(epoch: float) -> str:
+    """The UTC day of ``epoch`` as the daily stat keys name it.
+
+    >>> utc_day(0)
+    '1970-01-01'
+    """
     return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%d")
+
+
+def run_batch_hook(
+    app: ProcessorHost, hook: str, units: Sequence[FetchedJob], *, attempts: int = 1
+) -> None:
+    """Run a server-middleware batch hook (``prepare_batch``, ``settle_batch``,
+    ``abandon_batch``) over the decodable jobs of a batch, retrying a Redis failure up to
+    ``attempts`` times (a middleware's per-job hooks cover a batch whose hook failed).
+
+    >>> run_batch_hook(app, "prepare_batch", units)          # doctest: +SKIP
+    """
+    jobs = [u for u in units if u.job is not None and u.handed_off is None]
+    if not jobs:
+        return
+    for middleware in app.server_middleware:
+        for attempt in range(attempts):
+            try:
+                getattr(middleware, hook)(jobs)
+                break
+            except redis.RedisError as exc:
+                log.error("%s.%s failed (%s)", type(middleware).__name__, hook, exc)
+                app.clock.sleep(min(5.0, 0.1 * 2**attempt) if attempt + 1 < attempts else 0)
+            except Exception:
+                log.exception("%s.%s failed", type(middleware).__name__, hook)
+                break
 
 
 class Processor:
     """Runs jobs for one process. Thread-safe: each worker thread calls :meth:`process`."""
 
     def __init__(
-        self, app: App, runner: AsyncRunner | None = None, identity: str | None = None
+        self, app: ProcessorHost, runner: AsyncRunner | None = None, identity: str | None = None
     ) -> None:
         self.app = app
         self.identity = identity

@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
+from conveyor.core._protocols import AppLike
 from conveyor.core.payload import Payload, dumps, parse, queue_of
 from conveyor.errors import PayloadError
 from conveyor.redis import Recovery
 
-if TYPE_CHECKING:
-    from conveyor.core.app import App
-
-log = logging.getLogger("conveyor.core.recovery")
+log = logging.getLogger("conveyor.recovery")
 
 
 @dataclass
@@ -29,7 +26,7 @@ class SweepReport:
     processes: list[str] = field(default_factory=list)
 
 
-def interruption_limit(app: App, job: Payload) -> int:
+def interruption_limit(app: AppLike, job: Payload) -> int:
     """Per-class ``max_retries_after_interruption``, else the global setting (-1: no limit)."""
     job_class = app.registry.get(str(job.get("class")))
     if job_class is not None:
@@ -39,7 +36,7 @@ def interruption_limit(app: App, job: Payload) -> int:
     return app.settings.max_retries_after_interruption
 
 
-def prepare(app: App, raw: str) -> tuple[Recovery, Payload | None]:
+def prepare(app: AppLike, raw: str) -> tuple[Recovery, Payload | None]:
     """Where one orphaned job goes, and its payload when it is parked."""
     try:
         job = parse(raw)
@@ -53,7 +50,7 @@ def prepare(app: App, raw: str) -> tuple[Recovery, Payload | None]:
     return Recovery(raw, queue_of(job), dumps(job)), None
 
 
-def sweep(app: App, own_identity: str | None = None) -> SweepReport:
+def sweep(app: AppLike, own_identity: str | None = None) -> SweepReport:
     """Recover every dead process's working list once."""
     store = app.store
     settings = app.settings

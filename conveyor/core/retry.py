@@ -13,14 +13,12 @@ import random
 import traceback
 import zlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
+from conveyor.core.job import Job
 from conveyor.core.payload import Payload, queue_of
 from conveyor.errors import UnknownJobClassError
-
-if TYPE_CHECKING:
-    from conveyor.core.job import Job
-    from conveyor.settings import Settings
+from conveyor.settings import Settings
 
 MAX_MESSAGE = 10_000
 

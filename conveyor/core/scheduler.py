@@ -9,20 +9,18 @@ from __future__ import annotations
 
 import logging
 import random
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
+from conveyor.core._protocols import AppLike
 from conveyor.core.payload import dumps, malformed_record, parse, queue_of
 from conveyor.errors import PayloadError
 
-if TYPE_CHECKING:
-    from conveyor.core.app import App
-
-log = logging.getLogger("conveyor.core.scheduler")
+log = logging.getLogger("conveyor.scheduler")
 
 SETS: tuple[Literal["schedule", "retry"], ...] = ("schedule", "retry")
 
 
-def enqueue_due(app: App, limit_batches: int = 1000) -> int:
+def enqueue_due(app: AppLike, limit_batches: int = 1000) -> int:
     """Promote every job due now; returns how many this call moved."""
     store = app.store
     settings = app.settings

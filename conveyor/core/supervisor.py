@@ -25,9 +25,9 @@ from types import FrameType
 from typing import Any
 
 from conveyor.errors import ConfigurationError
-from conveyor.masking import has_secret, mask_url
+from conveyor.redis_url import has_credentials, mask_url
 
-log = logging.getLogger("conveyor.core.supervisor")
+log = logging.getLogger("conveyor.supervisor")
 
 TICK = 0.1
 
@@ -87,7 +87,7 @@ class Supervisor:
         if processes < 1:
             raise ValueError(f"processes must be >= 1, got {processes}")
         for arg in argv:
-            if has_secret(arg):
+            if has_credentials(arg):
                 # Every local user can read a command line (ps, /proc/<pid>/cmdline).
                 raise ConfigurationError(
                     f"child argument {mask_url(arg)!r} holds a password; hand it to the "

@@ -14,15 +14,13 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal, Protocol
 
+from conveyor.core.client import Client
+from conveyor.core.job import Job
 from conveyor.core.payload import Payload, dumps, queue_of
-from conveyor.core.processor import Processor
+from conveyor.core.processor import Processor, ProcessorHost
 from conveyor.errors import UnknownJobClassError
-
-if TYPE_CHECKING:
-    from conveyor.core.app import App
-    from conveyor.core.job import Job
 
 Mode = Literal["live", "inline", "fake"]
 
@@ -33,10 +31,17 @@ class FakeJob:
     at: float | None
 
 
+class TestingHost(ProcessorHost, Protocol):
+    """The app as the testing modes see it: they run jobs and take over its client's pushes."""
+
+    @property
+    def client(self) -> Client: ...
+
+
 class Testing:
     """Per-app switch between live Redis and the in-memory modes."""
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: TestingHost) -> None:
         self.app = app
         self.mode: Mode = "live"
         self._jobs: list[FakeJob] = []
@@ -57,10 +62,13 @@ class Testing:
     @contextmanager
     def _mode(self, mode: Mode) -> Iterator[None]:
         previous, self.mode = self.mode, mode
+        client = self.app.client
+        previous_sink, client.sink = client.sink, (None if mode == "live" else self)
         try:
             yield
         finally:
             self.mode = previous
+            client.sink = previous_sink
             if mode == "fake":
                 self._jobs.clear()
 

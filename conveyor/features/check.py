@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Literal
 
 from conveyor.errors import ConfigurationError
 from conveyor.features.concurrency import limit_of
-from conveyor.features.cron import CronEntry
+from conveyor.features.cron import CRON_ENTRIES
 from conveyor.features.dedup import Deduplicate, policy_of
 from conveyor.features.flags import check_name
 
@@ -40,7 +40,8 @@ def check_app(app: App) -> list[Problem]:
     problems: list[Problem] = []
     for job_class in sorted(set(app.registry.values()), key=lambda c: c.wire_name()):
         problems += check_job(job_class)
-    declared: dict[str, CronEntry] = app.extensions.get("cron", {})
+    declared = app.extensions.get(CRON_ENTRIES) or {}
+
     for entry in declared.values():
         if entry.job_class not in app.registry:
             problems.append(

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from conveyor.core.app import App
     from conveyor.core.job import Job
 
-log = logging.getLogger("conveyor.features.concurrency")
+log = logging.getLogger("conveyor.concurrency")
 
 #: A slot reserved for a resumed job is kept this long for it to be fetched.
 RESERVATION_TTL = 300.0

@@ -28,6 +28,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
+from conveyor.core.extensions import ExtensionKey
 from conveyor.core.job import Job
 from conveyor.core.payload import check_args, dumps, new_jid
 from conveyor.errors import ConfigurationError, NotFoundError
@@ -37,7 +38,7 @@ from conveyor.redis.cron import CronStore
 if TYPE_CHECKING:
     from conveyor.core.app import App
 
-log = logging.getLogger("conveyor.features.cron")
+log = logging.getLogger("conveyor.cron")
 
 TICK_INTERVAL = 1.0
 DEFAULT_GRACE = 300.0
@@ -109,9 +110,13 @@ def schedule(
     entry = validate(
         CronEntry(name, expression, wire, list(args), queue or default_queue, tz, True, grace)
     )
-    declared: dict[str, CronEntry] = app.extensions.setdefault("cron", {})
+    declared = app.extensions.setdefault(CRON_ENTRIES, {})
     declared[name] = entry
     return entry
+
+
+#: Cron entries declared on an app, by name.
+CRON_ENTRIES: ExtensionKey[dict[str, CronEntry]] = ExtensionKey("cron")
 
 
 class Cron:
@@ -165,7 +170,7 @@ class Cron:
 
     def sync(self) -> None:
         """Write code-declared entries to Redis, keeping the enabled state of existing ones."""
-        declared: dict[str, CronEntry] = self.app.extensions.get("cron", {})
+        declared = self.app.extensions.get(CRON_ENTRIES) or {}
         existing = {e.name: e for e in self.entries()}
         for name, entry in declared.items():
             old = existing.get(name)
@@ -234,7 +239,11 @@ def _decode(name: str, raw: str) -> CronEntry:
 _FIELDS = {f for f in CronEntry.__dataclass_fields__ if f != "name"}
 
 
+#: The app's cron runner (set by :func:`install`).
+CRON_RUNNER: ExtensionKey[Cron] = ExtensionKey("cron_runner")
+
+
 def install(app: App) -> None:
     cron = Cron(app)
-    app.extensions["cron_runner"] = cron
+    app.extensions[CRON_RUNNER] = cron
     app.add_periodic("cron", TICK_INTERVAL, cron.tick)

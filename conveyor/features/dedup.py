@@ -21,8 +21,11 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
+from conveyor.core._protocols import AppLike
+from conveyor.core.app import App, app_of
+from conveyor.core.job import Job
 from conveyor.core.middleware import (
     ClientMiddleware,
     EnqueueContext,
@@ -35,10 +38,6 @@ from conveyor.core.processor import Processor
 from conveyor.errors import ConfigurationError
 from conveyor.features.flags import Flags
 from conveyor.redis.dedup import Claim, DedupStore
-
-if TYPE_CHECKING:
-    from conveyor.core.app import App
-    from conveyor.core.job import Job
 
 Strategy = Literal["until_executing", "until_executed"]
 DEFAULT_TTL = 6 * 3600.0
@@ -149,7 +148,7 @@ def _claim_for(ctx: EnqueueContext) -> Claim | None:
     """The cookie claim this enqueue needs, or None when it is not deduplicated (nor in the
     inline/fake testing modes, which need no Redis)."""
     job_class = ctx.job_class
-    if job_class is None or ctx.app.testing.mode != "live":
+    if job_class is None or not ctx.app.client.live:
         return None
     policy = policy_of(job_class)
     if policy is None or not _active(ctx.app, policy):
@@ -249,7 +248,7 @@ def _policy_for(unit: FetchedJob) -> Deduplicate | None:
 
 
 def _reschedule_if_asked(
-    app: App, job_class: type[Job] | None, job: Payload | None, flag: int, failed: bool
+    app: AppLike, job_class: type[Job] | None, job: Payload | None, flag: int, failed: bool
 ) -> None:
     """reschedule_once: run once more if a twin was dropped while the job ran (and it did not
     fail: its retry covers the twin)."""
@@ -260,7 +259,7 @@ def _reschedule_if_asked(
         app.client.enqueue(job_class, job["args"], {"queue": job["queue"]})
 
 
-def _active(app: App, policy: Deduplicate) -> bool:
+def _active(app: AppLike, policy: Deduplicate) -> bool:
     if policy.feature_flag is None:
         return True
     return Flags.of(app).enabled(policy.feature_flag, default=True)
@@ -285,7 +284,7 @@ def perform_twice(job_class: type[Job], *args: Any) -> None:
             f"{job_class.__name__} is not declared idempotent; declare idempotent=True once "
             "running it twice is safe"
         )
-    app = job_class._app()
+    app = app_of(job_class)
     _, job = app.client.build(job_class, list(args), {})
     processor = Processor(app)
     try:

@@ -19,6 +19,8 @@ import zlib
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from conveyor.core._protocols import AppLike
+from conveyor.core.extensions import ExtensionKey
 from conveyor.core.middleware import ClientMiddleware, EnqueueContext
 from conveyor.errors import ConfigurationError, NotFoundError
 from conveyor.redis.flags import FlagStore
@@ -62,20 +64,20 @@ def actor_bucket(name: str, actor: str | int) -> int:
 
 
 class Flags:
-    """Feature flags of one app."""
+    """Feature flags of one app (``Flags.of(app)``; kept in ``app.extensions[FLAGS]``)."""
 
-    def __init__(self, app: App, cache_ttl: float = 1.0) -> None:
+    def __init__(self, app: AppLike, cache_ttl: float = 1.0) -> None:
         self.app = app
         self.cache_ttl = cache_ttl
         self._cache: dict[str, tuple[float, FlagState | None]] = {}
         self._lock = threading.Lock()
 
     @classmethod
-    def of(cls, app: App) -> Flags:
+    def of(cls, app: AppLike) -> Flags:
         """The app's shared instance (created on first use)."""
-        flags = app.extensions.get("flags")
-        if not isinstance(flags, Flags):
-            flags = app.extensions["flags"] = cls(app)
+        flags = app.extensions.get(FLAGS)
+        if flags is None:
+            flags = app.extensions.setdefault(FLAGS, cls(app))
         return flags
 
     @property
@@ -187,3 +189,7 @@ class FlagGateMiddleware(ClientMiddleware):
 
 def install(app: App) -> None:
     app.client_middleware.add(FlagGateMiddleware())
+
+
+#: The app's :class:`Flags` in ``app.extensions``.
+FLAGS: ExtensionKey[Flags] = ExtensionKey("flags")

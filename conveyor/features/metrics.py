@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from conveyor.core.extensions import ExtensionKey
 from conveyor.core.middleware import ClientMiddleware, EnqueueContext, JobContext, ServerMiddleware
 from conveyor.errors import ConfigurationError
 from conveyor.features.dedup import policy_of
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
     from conveyor.core.app import App
     from conveyor.core.job import Job
 
-log = logging.getLogger("conveyor.features.metrics")
+log = logging.getLogger("conveyor.metrics")
 
 #: Upper bounds (seconds) of the job duration histogram's buckets.
 BUCKETS: tuple[float, ...] = (
@@ -196,6 +197,10 @@ class MetricsClientMiddleware(ClientMiddleware):
             self.recorder.maybe_flush()
 
 
+#: The app's :class:`Recorder` (set by :func:`install`).
+METRICS: ExtensionKey[Recorder] = ExtensionKey("metrics")
+
+
 def install(app: App, *, flush_interval: float = DEFAULT_FLUSH_INTERVAL) -> Recorder:
     """Record job metrics in ``app``'s processes and publish them to Redis.
 
@@ -206,7 +211,7 @@ def install(app: App, *, flush_interval: float = DEFAULT_FLUSH_INTERVAL) -> Reco
         conveyor.features.metrics.install(app)
     """
     recorder = Recorder(app, flush_interval)
-    app.extensions["metrics"] = recorder
+    app.extensions[METRICS] = recorder
     app.server_middleware.prepend(MetricsServerMiddleware(recorder))
     app.server_middleware.add(MetricsDeferralMiddleware(recorder))
     app.client_middleware.prepend(MetricsClientMiddleware(recorder))
@@ -227,7 +232,7 @@ def _flush_at_exit(ref: weakref.ref[Recorder]) -> None:
 
 def flush(app: App) -> int:
     """Publish what ``app``'s recorder holds now (e.g. before a producer script exits)."""
-    recorder = app.extensions.get("metrics")
+    recorder = app.extensions.get(METRICS)
     return recorder.flush() if isinstance(recorder, Recorder) else 0
 
 

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from conveyor.core.app import App
     from conveyor.core.job import Job
 
-log = logging.getLogger("conveyor.features.transitions")
+log = logging.getLogger("conveyor.transitions")
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import structlog
 from structlog.stdlib import ProcessorFormatter
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from conveyor.errors import ConfigurationError
+from conveyor.errors import ConfigurationError, MissingLogContext
 from conveyor.logs import scrub
 
 if TYPE_CHECKING:
@@ -156,15 +156,50 @@ def _common() -> list[Processor]:
     ]
 
 
+#: Bound on a logger (e.g. by :func:`conveyor.logs.import_logger`): the names every one of its
+#: lines must carry.
+REQUIRE = "_conveyor_require"
+#: Passed on one call (e.g. by :func:`conveyor.logs.log_record`): names that line must carry.
+REQUIRE_LINE = "_conveyor_line_require"
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def check_required_context(
+    _logger: WrappedLogger, _method: str, event_dict: EventDict
+) -> EventDict:
+    """Processor: a line whose logger promised context names (:data:`REQUIRE`,
+    :data:`REQUIRE_LINE`) must carry them. Raises
+    :class:`~conveyor.errors.MissingLogContext` in development/test mode; in production adds
+    ``missing_context: [names]`` and lets the line through."""
+    promised = event_dict.pop(REQUIRE, None)
+    per_line = event_dict.pop(REQUIRE_LINE, None)
+    if promised is None and per_line is None:
+        return event_dict
+    names = [*(promised or ()), *(per_line or ())]
+    missing = tuple(name for name in dict.fromkeys(names) if _missing(event_dict.get(name)))
+    if not missing:
+        return event_dict
+    if strict():
+        event = event_dict.get("event")
+        raise MissingLogContext(
+            f"import log line {event!r} lacks {', '.join(missing)}; pass them on the call "
+            f"(e.g. log.info({event!r}, status='running')) or bind them with import_logger(...)",
+            missing,
+        )
+    event_dict["missing_context"] = list(missing)
+    return event_dict
+
+
 def structlog_processors() -> list[Processor]:
     """The processors a Conveyor structlog logger runs in the caller's thread (so a contract
     check raises where the bad call is), ending with the hand-over to stdlib logging."""
-    from conveyor.logs.imports import check_import_context
-
     return [
         *_common(),
         structlog.stdlib.PositionalArgumentsFormatter(),
-        check_import_context,
+        check_required_context,
         scrub_event,
         ProcessorFormatter.wrap_for_formatter,
     ]
@@ -207,7 +242,7 @@ def get_logger(name: str = "conveyor", **initial: Any) -> structlog.stdlib.Bound
     """A structlog logger that goes through Conveyor's pipeline whether or not
     :func:`configure` (or anybody else's ``structlog.configure``) ran.
 
-    >>> log = get_logger("conveyor.features.imports", importer="project")
+    >>> log = get_logger("conveyor.imports", importer="project")
     >>> log.info("archive opened", status="running")   # doctest: +SKIP
     """
     logger: structlog.stdlib.BoundLogger = structlog.wrap_logger(

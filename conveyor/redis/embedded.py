@@ -73,8 +73,11 @@ def socket_path(state_dir: str) -> Path:
     return Path(os.path.expanduser(state_dir)) / SOCKET_NAME
 
 
-def ensure_server(state_dir: str, timeout: float = 20.0) -> str:
-    """Start the embedded server unless one already answers; return its ``unix://`` URL."""
+def ensure_server(state_dir: str, timeout: float = 20.0, *, fsync: str = "everysec") -> str:
+    """Start the embedded server unless one already answers; return its ``unix://`` URL.
+    ``fsync`` is its ``appendfsync`` (``everysec`` or ``always``) when this call starts it."""
+    if fsync not in ("everysec", "always"):  # it goes into a config file: no free text
+        raise EmbeddedRedisError(f"appendfsync must be everysec or always, got {fsync!r}")
     directory = Path(os.path.expanduser(state_dir))
     private_state_dir(directory)
     sock = directory / SOCKET_NAME
@@ -101,7 +104,7 @@ def ensure_server(state_dir: str, timeout: float = 20.0) -> str:
                     f"pidfile {directory / 'redis.pid'}",
                     f"logfile {directory / 'redis.log'}",
                     "appendonly yes",
-                    "appendfsync everysec",
+                    f"appendfsync {fsync}",
                     "save 60 1000",
                     "",
                 ]

@@ -50,10 +50,33 @@ class Store:
 
     # -- enqueue --------------------------------------------------------------------------------
     def push(
-        self, by_queue: dict[str, list[str]], scheduled: Sequence[tuple[float, str]] = ()
-    ) -> None:
-        """Push payloads onto queues and/or the schedule set in one MULTI transaction."""
+        self,
+        by_queue: dict[str, list[str]],
+        scheduled: Sequence[tuple[float, str]] = (),
+        *,
+        replicas: int = 0,
+        timeout: float = 1.0,
+    ) -> int | None:
+        """Push payloads onto queues and/or the schedule set in one MULTI transaction.
+
+        With ``replicas``, the push is ``push.lua`` followed by ``WAIT replicas timeout`` in
+        the same round trip, and the result is how many replicas confirmed it (possibly fewer
+        than asked; the caller decides). Without, the result is ``None``.
+        Example: ``store.push({"default": [payload]}, replicas=1)`` -> ``1``.
+        """
         k = self.keys
+        if replicas:
+            queues = [(q, p) for q, p in by_queue.items() if p]
+            args: list[str | int | float] = [len(queues)]
+            for queue, payloads in queues:
+                args += (queue, len(payloads), *payloads)
+            for at, payload in scheduled:
+                args += (at, payload)
+            keys = [k.queues, k.schedule, *(k.queue(q) for q, _ in queues)]
+            # WAIT 0 would block for ever: never less than a millisecond.
+            wait_ms = max(1, round(timeout * 1000))
+            _, confirmed = self.scripts.run_and_wait("push", keys, args, replicas, wait_ms)
+            return confirmed
         pipe = self.client.pipeline(transaction=True)
         for queue, payloads in by_queue.items():
             if payloads:
@@ -62,6 +85,7 @@ class Store:
         if scheduled:
             pipe.zadd(k.schedule, {payload: at for at, payload in scheduled})
         pipe.execute()
+        return None
 
     # -- fetch ----------------------------------------------------------------------------------
     def fetch(self, identity: str, queues: Sequence[str], count: int) -> list[tuple[str, str]]:

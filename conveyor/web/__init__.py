@@ -9,9 +9,10 @@ Everything it shows comes from the data API (:mod:`conveyor.api`) and the featur
 
 from conveyor.web.app import create_app
 from conveyor.web.config import WebSettings, redact_url
-from conveyor.web.context import NavItem, WebContext, WebExtension, context_of
+from conveyor.web.extension import WEB_EXTENSIONS, NavItem, WebContext, WebExtension, context_of
 
 __all__ = [
+    "WEB_EXTENSIONS",
     "NavItem",
     "WebContext",
     "WebExtension",

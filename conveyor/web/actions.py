@@ -21,8 +21,8 @@ from conveyor.errors import ConveyorError, NotFoundError
 from conveyor.features.cron import Cron
 from conveyor.features.flags import Flags
 from conveyor.web.auth import safe_next
-from conveyor.web.context import WebContext, context_of
 from conveyor.web.data import SETS, job_set
+from conveyor.web.extension import WebContext, context_of
 
 Params = dict[str, Any]
 #: A message for the operator and extra fields for the JSON answer.

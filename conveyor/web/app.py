@@ -19,10 +19,10 @@ from conveyor.settings import Settings
 from conveyor.web import api as api_routes
 from conveyor.web import auth, metrics, pages
 from conveyor.web import automation as automation_web
-from conveyor.web import imports as imports_web
+from conveyor.web import import_pages as imports_web
 from conveyor.web import workflows as workflows_web
 from conveyor.web.config import WebSettings
-from conveyor.web.context import WebContext, WebExtension, build_templates, resolve_extensions
+from conveyor.web.extension import WebContext, WebExtension, build_templates, resolve_extensions
 
 SESSION_COOKIE = "conveyor_session"
 #: Sent with every response: no framing, no inline or third-party scripts, no sniffing.

@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from conveyor.web import csrf
 from conveyor.web.config import WebSettings
-from conveyor.web.context import context_of
+from conveyor.web.extension import context_of
 
 #: Paths open without logging in.
 OPEN_PATHS = frozenset({"/login", "/healthz"})

@@ -36,6 +36,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from conveyor.automation.engine import AUTOMATION
 from conveyor.automation.settings import AutomationSettings, load_automation_settings
 from conveyor.automation.urls import parse_workflow_path
 from conveyor.errors import (
@@ -44,7 +45,7 @@ from conveyor.errors import (
     WorkflowNotFound,
     WorkflowUrlError,
 )
-from conveyor.web.context import WebExtension, context_of
+from conveyor.web.extension import WebExtension, context_of
 
 if TYPE_CHECKING:
     from conveyor.automation.engine import Automation
@@ -224,10 +225,10 @@ def extension() -> WebExtension:
 
 def discover(app: App) -> WebExtension | None:
     """The extension when ``app`` has automation configured: an engine installed on it
-    (``app.extensions["automation"]``), else ``CONVEYOR_AUTOMATION_SETTINGS``; ``None``
+    (``app.extensions[AUTOMATION]``), else ``CONVEYOR_AUTOMATION_SETTINGS``; ``None``
     otherwise."""
-    installed = app.extensions.get("automation")
-    if installed is not None and hasattr(installed, "start_run"):
+    installed = app.extensions.get(AUTOMATION)
+    if installed is not None:
         return automation_extension(installed)
     if os.environ.get(SETTINGS_ENV):
         return extension()

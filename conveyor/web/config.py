@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from conveyor.errors import ConfigurationError
-from conveyor.masking import mask_url
+from conveyor.redis_url import mask_url
 from conveyor.settings import Settings
 
 #: Environment variable -> field.
@@ -130,10 +130,11 @@ class WebSettings:
 
 
 def redact_url(url: str | None) -> str:
-    """A Redis URL fit to show: the password masked (:func:`conveyor.masking.mask_url`), or
-    ``embedded`` when there is none.
+    """A Redis URL fit to show: the password (and user) removed.
 
     >>> redact_url("redis://:hunter2@cache:6379/0")
-    'redis://:***@cache:6379/0'
+    'redis://cache:6379/0'
     """
-    return mask_url(url) if url else "embedded"
+    if not url:
+        return "embedded"
+    return mask_url(url)  # also reads Sentinel URLs, whose host lists urlsplit refuses

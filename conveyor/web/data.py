@@ -20,7 +20,8 @@ from conveyor.api import (
 from conveyor.errors import ConfigurationError, NotFoundError, OperationError
 from conveyor.features.cron import Cron
 from conveyor.features.flags import Flags
-from conveyor.features.operations import BulkOperations, OperationsSettings, entity_link
+from conveyor.features.operations import OperationsSettings, entity_link
+from conveyor.features.operations.service import BULK_OPERATIONS
 
 #: URL name -> (data API attribute, title, whether entries can be killed).
 SETS: dict[str, tuple[str, str]] = {
@@ -254,8 +255,8 @@ def failed_item(item: FailedItemRecord, base_url: str) -> dict[str, Any]:
 def operations_base_url(api: Api) -> str:
     """The ``base_url`` entity links start with: the app's :class:`BulkOperations` settings
     when it declares them, else ``CONVEYOR_OPERATIONS_BASE_URL`` (read now, not at import)."""
-    declared = api.app.extensions.get("bulk_operations")
-    if isinstance(declared, BulkOperations):
+    declared = api.app.extensions.get(BULK_OPERATIONS)
+    if declared is not None:
         return declared.settings.base_url
     try:
         return OperationsSettings.from_env().base_url

@@ -26,10 +26,11 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 from starlette.routing import Route
 
+from conveyor.automation.engine import AUTOMATION
 from conveyor.automation.settings import AutomationSettings, LeaderElection, Workflow
 from conveyor.errors import NotFoundError
 from conveyor.web.automation import SETTINGS_ENV, EngineRef
-from conveyor.web.context import NavItem, WebContext, WebExtension
+from conveyor.web.extension import NavItem, WebContext, WebExtension
 from conveyor.web.pages import page
 
 if TYPE_CHECKING:
@@ -207,8 +208,8 @@ def workflows_extension(
 def discover(app: App) -> WebExtension | None:
     """The extension when ``app`` has automation configured (as
     :func:`conveyor.web.automation.discover` decides), else ``None``: no nav entry then."""
-    installed = app.extensions.get("automation")
-    if installed is not None and hasattr(installed, "start_run"):
+    installed = app.extensions.get(AUTOMATION)
+    if installed is not None:
         return workflows_extension(installed)
     path = os.environ.get(SETTINGS_ENV)
     if path:

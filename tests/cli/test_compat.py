@@ -13,7 +13,7 @@ from click.testing import CliRunner, Result
 
 from conveyor import App, Settings
 from conveyor.cli import main
-from conveyor.features.cron import Cron
+from conveyor.features.cron import CRON_ENTRIES, Cron
 
 
 @pytest.fixture
@@ -99,7 +99,7 @@ def test_the_safe_release_passes_once_redis_is_cleaned_up(
     m.enqueue("Mailer", 7, {"k": "v"}, queue="mailers")
     from apps.compat import v1
 
-    Cron(m).put(v1.app.extensions["cron"]["doomed-nightly"])
+    Cron(m).put(v1.app.extensions[CRON_ENTRIES]["doomed-nightly"])
     live = cli.invoke(main, check)
     assert live.exit_code == 1
     assert "4 job(s) of Doomed are still in Redis (queue:default 3, schedule 1)" in live.output

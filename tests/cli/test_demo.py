@@ -55,7 +55,7 @@ def test_demo_masks_the_password_of_its_redis(tmp_path: Path) -> None:
     with protected_redis(tmp_path, "s3cret-pw") as url:
         done = _conveyor("--redis-url", url, "demo", env=python_env(COLUMNS="200"))
     _check_report(done)
-    assert f"on {url.replace('s3cret-pw', '***')} (keys under" in done.stdout
+    assert f"on {url.replace('default:s3cret-pw@', '')} (keys under" in done.stdout
     assert "s3cret-pw" not in done.stdout + done.stderr
 
 

@@ -21,7 +21,7 @@ from support.web import BEARER, TOKEN
 from conveyor import App, Settings
 from conveyor.api import Api
 from conveyor.cli import main
-from conveyor.cli.context import CliState
+from conveyor.cli.common import CliState
 from conveyor.cli.worker import child_argv
 from conveyor.web import WebSettings, create_app
 
@@ -202,10 +202,10 @@ def test_redis_url_and_errors_mask_the_password(tmp_path: Path) -> None:
     with protected_redis(tmp_path, "s3cret-pw") as url:
         shown = CliRunner().invoke(main, ["--redis-url", url, "redis", "url"])
         assert shown.exit_code == 0
-        assert shown.output.strip() == url.replace("s3cret-pw", "***")
+        assert shown.output.strip() == url.replace("default:s3cret-pw@", "")
         assert "Conveyor stats" in CliRunner().invoke(main, ["--redis-url", url, "stats"]).output
     bad = CliRunner().invoke(main, ["--redis-url", "http://ops:s3cret-pw@x", "stats"])
-    assert bad.exit_code == 1 and "'http://ops:***@x' must start with" in bad.output
+    assert bad.exit_code == 1 and "'http://x' must start with" in bad.output
     assert "s3cret-pw" not in bad.output
 
 

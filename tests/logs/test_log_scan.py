@@ -82,7 +82,7 @@ def test_a_run_that_logs_fixture_data_fails_and_names_the_lines(outside: Path) -
 
         def test_username_in_free_text():
             # a username looks like any word: only the scan can catch this one
-            logging.getLogger("conveyor.features.imports").info("issue imported for {username}")
+            logging.getLogger("conveyor.imports").info("issue imported for {username}")
 
         def test_child_process_prints_an_email(tmp_path):
             with (tmp_path / "proc-0.log").open("wb") as log:
@@ -109,7 +109,7 @@ def test_a_run_whose_logs_are_scrubbed_passes(outside: Path) -> None:
         from conveyor.logs import import_logger, log_record
 
         def test_personal_data_only_where_the_scrubber_finds_it():
-            log = logging.getLogger("conveyor.features.imports")
+            log = logging.getLogger("conveyor.imports")
             log.warning("mail to %s failed", {email!r})
             log.warning("author", extra={{"username": {username!r}}})
             imp = import_logger("project_export", "imp-1")

@@ -80,13 +80,13 @@ def test_structlog_and_stdlib_lines_are_one_json_object_each(
 ) -> None:
     out = pipeline("json")
     logging.getLogger("conveyor.worker").info("worker %s started", "w-1")
-    logs.get_logger("conveyor.features.imports").warning("stage done", stage="issues", count=3)
+    logs.get_logger("conveyor.imports").warning("stage done", stage="issues", count=3)
     structlog.get_logger("myapp").info("app line", answer=42)
     lines = out.lines()
     assert [line["event"] for line in lines] == ["worker w-1 started", "stage done", "app line"]
     assert [line["logger"] for line in lines] == [
         "conveyor.worker",
-        "conveyor.features.imports",
+        "conveyor.imports",
         "myapp",
     ]
     assert [line["level"] for line in lines] == ["info", "warning", "info"]
@@ -337,7 +337,7 @@ def test_import_lines_carry_importer_ids_and_status(pipeline: Callable[..., Capt
             "imp-1",
             5,
         )
-        assert line["logger"] == "conveyor.features.imports"
+        assert line["logger"] == "conveyor.imports"
         assert not any(key.startswith("_conveyor") for key in line)
     assert started["status"] == "running"
     assert (record["event"], record["record_type"], record["record_id"], record["status"]) == (
@@ -414,7 +414,7 @@ def test_the_pytest_plugin_sets_test_mode_unless_told_otherwise(
 def test_text_mode_is_readable_and_scrubbed(pipeline: Callable[..., Captured]) -> None:
     out = pipeline("text")
     logging.getLogger("conveyor.worker").warning("mail to ada@example.com bounced")
-    logs.get_logger("conveyor.features.imports").info("stage", stage="issues", username="ada")
+    logs.get_logger("conveyor.imports").info("stage", stage="issues", username="ada")
     first, second = out.text.splitlines()
     assert re.match(r"^\d{4}-\d\d-\d\dT[\d:.]+Z \[warning\s*\] mail to \[email\] bounced", first)
     assert "[conveyor.worker]" in first
@@ -493,7 +493,7 @@ def test_worker_process_writes_scrubbed_json_lines(
     welcome = next(line for line in lines if line["logger"] == "log_app")
     assert welcome["event"] == "welcoming [email]"
     assert welcome["class"] == "welcome" and welcome["queue"] == "default" and welcome["jid"]
-    record = next(line for line in lines if line["logger"] == "conveyor.features.imports")
+    record = next(line for line in lines if line["logger"] == "conveyor.imports")
     assert (record["importer"], record["import_id"], record["record_id"]) == ("demo", "imp-7", 7)
     assert record["jid"] == welcome["jid"]
 

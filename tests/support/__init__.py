@@ -14,8 +14,11 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 from conveyor import App, Worker
+
+T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parents[2]
 TESTS = ROOT / "tests"
@@ -43,15 +46,25 @@ def python_env(**extra: str) -> dict[str, str]:
 
 
 def wait_for(
-    predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.02
-) -> None:
-    """Poll ``predicate`` until it is truthy; fail the test after ``timeout`` seconds."""
+    predicate: Callable[[], T | None],
+    timeout: float = 10.0,
+    what: str = "",
+    *,
+    interval: float = 0.02,
+) -> T:
+    """Poll ``predicate`` until it returns something truthy and return that; fail the test
+    after ``timeout`` seconds, saying ``what`` was awaited (the only wait helper of the suite).
+
+    >>> row = wait_for(lambda: r.hget("h", "k"), 5, "the row")     # doctest: +SKIP
+    """
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what or predicate}")
         time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s: {predicate}")
 
 
 def run_burst(app: App, timeout: float = 30.0) -> Worker:

@@ -19,7 +19,14 @@ from support.web import BEARER, TOKEN, csrf_of, login
 from conveyor import App, Settings
 from conveyor.features.cron import Cron, CronEntry
 from conveyor.features.flags import Flags
-from conveyor.web import NavItem, WebExtension, WebSettings, context_of, create_app
+from conveyor.web import (
+    WEB_EXTENSIONS,
+    NavItem,
+    WebExtension,
+    WebSettings,
+    context_of,
+    create_app,
+)
 
 
 @pytest.fixture
@@ -235,13 +242,13 @@ def test_extensions_add_nav_pages_api_routes_and_templates(app: App) -> None:
         pages=(Route("/reports", page),),
         api=(Route("/reports", data),),
     )
-    app.extensions["web"] = ["tests_web_ext_missing:extension"]
+    app.extensions[WEB_EXTENSIONS] = ["tests_web_ext_missing:extension"]
     with pytest.raises(Exception, match="cannot be loaded"):
         create_app(app, WebSettings(token=TOKEN))
-    app.extensions["web"] = ["support.web:EXTENSION"]  # by "module:attribute"
+    app.extensions[WEB_EXTENSIONS] = ["support.web:EXTENSION"]  # by "module:attribute"
     with TestClient(create_app(app, WebSettings(token=TOKEN)), headers=BEARER) as client:
         assert client.post("/api/probe/poke").json() == {"ok": True}
-    app.extensions["web"] = [ext]
+    app.extensions[WEB_EXTENSIONS] = [ext]
     with TestClient(create_app(app, WebSettings(token=TOKEN)), headers=BEARER) as client:
         assert client.get("/api/reports").json() == {"from": "extension"}
         login(client)

@@ -259,11 +259,8 @@ def test_no_secret_on_any_page(seeded: App) -> None:
 
 
 def test_redis_passwords_are_never_shown() -> None:
-    assert redact_url("redis://user:hunter2@cache:6380/2") == "redis://user:***@cache:6380/2"
-    assert (
-        redact_url("unix:///run/redis.sock?password=hunter2")
-        == "unix:///run/redis.sock?password=***"
-    )
+    assert redact_url("redis://user:hunter2@cache:6380/2") == "redis://cache:6380/2"
+    assert redact_url("unix:///run/redis.sock?password=hunter2") == "unix:///run/redis.sock"
     assert redact_url(None) == "embedded"
 
 

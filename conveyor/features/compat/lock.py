@@ -29,10 +29,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from conveyor.core.extensions import ExtensionKey
 from conveyor.errors import CompatibilityError, ConfigurationError, NotFoundError
 from conveyor.features.compat.maintenance import remove_jobs
 from conveyor.features.compat.rules import Finding, Probe, compare
-from conveyor.features.cron import Cron, CronEntry
+from conveyor.features.cron import CRON_ENTRIES, Cron
 from conveyor.features.flags import Flags
 from conveyor.features.transitions import enqueue_as_of
 
@@ -51,16 +52,20 @@ NOT_JSON = "$not_json"
 
 @dataclass
 class Declarations:
-    """Intended removals and queue renames of an app (``app.extensions["compat"]``)."""
+    """Intended removals and queue renames of an app (``app.extensions[COMPAT]``)."""
 
     removed: set[str] = field(default_factory=set)
     queue_renames: dict[str, str] = field(default_factory=dict)
 
 
+#: An app's :class:`Declarations`.
+COMPAT: ExtensionKey[Declarations] = ExtensionKey("compat")
+
+
 def declarations(app: App) -> Declarations:
-    found = app.extensions.get("compat")
+    found = app.extensions.get(COMPAT)
     if not isinstance(found, Declarations):
-        found = app.extensions["compat"] = Declarations()
+        found = app.extensions.setdefault(COMPAT, Declarations())
     return found
 
 
@@ -157,7 +162,7 @@ def job_entry(job_class: type[Job]) -> dict[str, Any]:
 def snapshot(app: App) -> dict[str, Any]:
     """The lock of ``app`` as a JSON-ready dict (deterministic: see :func:`render`)."""
     jobs = {cls.wire_name(): job_entry(cls) for cls in set(app.registry.values())}
-    cron: dict[str, CronEntry] = app.extensions.get("cron", {})
+    cron = app.extensions.get(CRON_ENTRIES) or {}
     declared = declarations(app)
     return {
         "conveyor_lock": LOCK_VERSION,

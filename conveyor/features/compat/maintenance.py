@@ -34,7 +34,7 @@ from conveyor.redis.store import ZSetName
 if TYPE_CHECKING:
     from conveyor.core.app import App
 
-log = logging.getLogger("conveyor.features.compat.maintenance")
+log = logging.getLogger("conveyor.maintenance")
 
 CronAction = Literal["destroy", "disable"]
 #: Called as work advances: (place label, entries examined there so far, entries there at start).

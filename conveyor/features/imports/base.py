@@ -8,18 +8,17 @@ import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import redis
 
+from conveyor.core._protocols import AppLike
 from conveyor.errors import RecordError
 from conveyor.features.imports.cache import ImportCache
-from conveyor.features.imports.context import BulkHooks
+from conveyor.features.imports.flag import BulkHooks
 from conveyor.features.imports.model import HealthSignal, ImportState, RecordRef
 from conveyor.logs import import_logger
-
-if TYPE_CHECKING:
-    from conveyor.features.imports.pipeline import Imports
+from conveyor.redis.import_store import ImportStore
 
 #: Errors that say nothing about the record: running it again can succeed.
 _TRANSIENT = (
@@ -93,11 +92,35 @@ class Importer:
         the stuck detector), in the process that failed it."""
 
 
+class Pipeline(Protocol):
+    """What a :class:`StageRun` needs of its pipeline
+    (:class:`~conveyor.features.imports.pipeline.Imports`)."""
+
+    cache_ttl: float
+
+    @property
+    def app(self) -> AppLike: ...
+
+    @property
+    def store(self) -> ImportStore: ...
+
+    def now(self) -> float: ...
+
+    def fail(self, import_id: str, message: str, *, reason: str | None = None) -> bool: ...
+
+    def _record_failure(
+        self, run: StageRun, record_id: str, exc: BaseException, *, retryable: bool
+    ) -> None: ...
+
+    def _done(self, run: StageRun, token: str, *, failed: bool = False) -> None: ...
+
+
 @dataclass
 class StageRun:
     """What a stage or record job knows about its import, and what it can do to it."""
 
-    imports: Imports
+    imports: Pipeline
+
     state: ImportState
     stage: str
     importer: Importer

@@ -13,7 +13,7 @@ its own until it has enqueued every record, so a stage never advances half-sched
   concurrency limit; jobs over it are deferred in Redis and re-enqueued as slots free.
 - One bad record never fails an import: its error is recorded (record id, stage, error class,
   message, retryable?) and the stage goes on. Retryable errors are retried first.
-- Jobs run with the ``importing`` flag set (:mod:`conveyor.features.imports.context`).
+- Jobs run with the ``importing`` flag set (:mod:`conveyor.features.imports.flag`).
 - With a health signal, write-heavy record jobs re-enqueue themselves with a delay while the
   database reports saturation.
 - A cron entry fails imports whose progress has not moved for ``stuck_after`` seconds.
@@ -30,15 +30,16 @@ import secrets
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from conveyor.core.extensions import ExtensionKey
 from conveyor.core.payload import dumps
 from conveyor.core.retry import error_class_name
 from conveyor.errors import ConfigurationError, ImportPipelineError, NotFoundError
 from conveyor.features import cron
 from conveyor.features.concurrency import spread
-from conveyor.features.imports import jobs
+from conveyor.features.imports import stage_jobs as jobs
 from conveyor.features.imports.base import Importer, StageRun
 from conveyor.features.imports.cache import DEFAULT_TTL
-from conveyor.features.imports.context import importing
+from conveyor.features.imports.flag import importing
 from conveyor.features.imports.model import (
     Failure,
     ImportSettings,
@@ -47,7 +48,7 @@ from conveyor.features.imports.model import (
     error_message,
 )
 from conveyor.logs import import_logger, log_record
-from conveyor.redis.imports import STAGE_TOKEN, ImportStore, StagePush
+from conveyor.redis.import_store import STAGE_TOKEN, ImportStore, StagePush
 
 if TYPE_CHECKING:
     from conveyor.core.app import App
@@ -75,7 +76,7 @@ class Imports:
         *,
         cache_ttl: float = DEFAULT_TTL,
     ) -> None:
-        if "imports" in app.extensions:
+        if IMPORTS in app.extensions:
             raise ConfigurationError("this app already has Imports; use Imports.of(app)")
         self.app = app
         self.settings = settings or ImportSettings()
@@ -83,30 +84,29 @@ class Imports:
         self.importers: dict[str, Importer] = {}
         s = self.settings
         self.stage_job = app.register(
-            jobs.bind(jobs.StageJob, self),
+            jobs.StageJob.bind(self),
             name=jobs.STAGE_JOB,
             queue=s.queue,
             retry=s.stage_retry,
             max_retries_after_interruption=STAGE_INTERRUPTIONS,
         )
         self.record_job = app.register(
-            jobs.bind(jobs.RecordJob, self),
+            jobs.RecordJob.bind(self),
             name=jobs.RECORD_JOB,
             queue=s.queue,
             retry=s.record_retry,
             concurrency_limit=s.record_concurrency,
         )
         self.stuck_job = app.register(
-            jobs.bind(jobs.StuckJob, self), name=jobs.STUCK_JOB, queue=s.queue, retry=0
+            jobs.StuckJob.bind(self), name=jobs.STUCK_JOB, queue=s.queue, retry=0
         )
         cron.schedule(app, STUCK_CRON, s.stuck_schedule, self.stuck_job)
-        app.extensions["imports"] = self
+        app.extensions[IMPORTS] = self
 
     @classmethod
     def of(cls, app: App) -> Imports:
         """The app's instance, created with default settings if it has none yet."""
-        found = app.extensions.get("imports")
-        return found if isinstance(found, Imports) else cls(app)
+        return app.extensions.get(IMPORTS) or cls(app)
 
     @property
     def store(self) -> ImportStore:
@@ -417,3 +417,7 @@ def _json(options: Mapping[str, Any]) -> str:
         return json.dumps(dict(options), sort_keys=True)
     except (TypeError, ValueError) as exc:
         raise ImportPipelineError(f"import options must be JSON values: {exc}") from None
+
+
+#: The app's :class:`Imports` in ``app.extensions``.
+IMPORTS: ExtensionKey[Imports] = ExtensionKey("imports")

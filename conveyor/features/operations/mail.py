@@ -28,7 +28,7 @@ from conveyor.errors import MailError
 from conveyor.features.operations.settings import MailSettings
 from conveyor.redis.operations import Operation
 
-log = logging.getLogger("conveyor.features.operations.mail")
+log = logging.getLogger("conveyor.operations.mail")
 
 
 def entity_link(base_url: str, full_path: str) -> str:

@@ -22,11 +22,12 @@ from collections.abc import Callable, Sequence
 from email.message import EmailMessage
 from typing import TYPE_CHECKING, Any
 
+from conveyor.core.extensions import ExtensionKey
 from conveyor.core.job import EnqueueResult
 from conveyor.core.payload import dumps
 from conveyor.errors import ConfigurationError
 from conveyor.features.flags import Flags
-from conveyor.features.operations import jobs
+from conveyor.features.operations import operation_jobs as jobs
 from conveyor.features.operations.mail import render_failure_email, send
 from conveyor.features.operations.model import (
     SERVICE_ERROR,
@@ -40,7 +41,7 @@ from conveyor.redis.operations import CompletionPush, Counted, Operation, Operat
 if TYPE_CHECKING:
     from conveyor.core.app import App
 
-log = logging.getLogger("conveyor.features.operations")
+log = logging.getLogger("conveyor.operations")
 
 #: Returns the e-mail address of a user id, or ``None`` (no e-mail is sent then).
 RecipientLookup = Callable[[str], "str | None"]
@@ -69,7 +70,7 @@ class BulkOperations:
         recipient: RecipientLookup | None = None,
         mailer: Mailer | None = None,
     ) -> None:
-        if "bulk_operations" in app.extensions:
+        if BULK_OPERATIONS in app.extensions:
             raise ConfigurationError(
                 "this app already has BulkOperations; use BulkOperations.of(app) to get it"
             )
@@ -79,21 +80,16 @@ class BulkOperations:
         self.mailer: Mailer = mailer or self._smtp
         self.definitions: dict[str, BulkOperation] = {}
         self._lock = threading.Lock()
-        self.scheduler_job = app.register(jobs.bind(jobs.SchedulerJob, self), name=jobs.SCHEDULER)
-        self.batch_job = app.register(jobs.bind(jobs.BatchJob, self), name=jobs.BATCH)
-        self.legacy_batch_job = app.register(
-            jobs.bind(jobs.LegacyBatchJob, self), name=jobs.LEGACY_BATCH
-        )
-        self.completion_job = app.register(
-            jobs.bind(jobs.CompletionJob, self), name=jobs.COMPLETION
-        )
-        app.extensions["bulk_operations"] = self
+        self.scheduler_job = app.register(jobs.SchedulerJob.bind(self), name=jobs.SCHEDULER)
+        self.batch_job = app.register(jobs.BatchJob.bind(self), name=jobs.BATCH)
+        self.legacy_batch_job = app.register(jobs.LegacyBatchJob.bind(self), name=jobs.LEGACY_BATCH)
+        self.completion_job = app.register(jobs.CompletionJob.bind(self), name=jobs.COMPLETION)
+        app.extensions[BULK_OPERATIONS] = self
 
     @classmethod
     def of(cls, app: App) -> BulkOperations:
         """The app's instance, created with default settings if it has none yet."""
-        found = app.extensions.get("bulk_operations")
-        return found if isinstance(found, BulkOperations) else cls(app)
+        return app.extensions.get(BULK_OPERATIONS) or cls(app)
 
     @property
     def settings(self) -> OperationsSettings:
@@ -369,3 +365,7 @@ def _failed(store: OperationStore, entity: Entity, message: str, code: str) -> s
         error_message=message,
         error_code=code,
     )
+
+
+#: The app's :class:`BulkOperations` in ``app.extensions``.
+BULK_OPERATIONS: ExtensionKey[BulkOperations] = ExtensionKey("bulk_operations")

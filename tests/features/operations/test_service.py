@@ -267,7 +267,7 @@ def test_no_address_means_no_email_and_no_address_in_logs(
     definition = Relabel(3, deny=[3])
     ops = make(app, port, definition)
     ops.recipient = {}.get
-    with caplog.at_level(logging.INFO, logger="conveyor.features.operations"):
+    with caplog.at_level(logging.INFO, logger="conveyor.operations"):
         ops.start("attribute_update", 8)
         run_burst(app)
     assert received.count() == 0 and op_keys(r) == []

@@ -4,7 +4,7 @@
 A feature (bulk operations, imports, automation, or your own app) contributes navigation
 entries, page routes, JSON API routes, templates and Prometheus collectors with one
 :class:`WebExtension`. Extensions come from ``create_app(..., extensions=[...])``, from the
-app's ``extensions["web"]`` list (objects or ``"module:attribute"`` strings), and from the
+app's ``extensions[WEB_EXTENSIONS]`` list (objects or ``"module:attribute"`` strings), and from the
 ``conveyor.web`` entry-point group of installed packages. Every non-GET route an extension
 adds is behind the same authentication and CSRF checks as the built-in ones.
 
@@ -35,6 +35,7 @@ from starlette.routing import BaseRoute
 from starlette.templating import Jinja2Templates
 
 from conveyor.api import Api
+from conveyor.core.extensions import ExtensionKey
 from conveyor.errors import ConfigurationError
 from conveyor.features.cron import Cron
 from conveyor.features.flags import Flags
@@ -158,11 +159,16 @@ def context_of(request: Request) -> WebContext:
     return ctx
 
 
+#: Dashboard extensions an app brings along: :class:`WebExtension` objects or
+#: ``"package.module:attribute"`` names (``app.extensions[WEB_EXTENSIONS] = [...]``).
+WEB_EXTENSIONS: ExtensionKey[list[WebExtension | str]] = ExtensionKey("web")
+
+
 def resolve_extensions(app: App, explicit: Iterable[Any]) -> list[WebExtension]:
-    """Extensions given explicitly, then the app's ``extensions["web"]``, then entry points;
-    each name once (the first wins)."""
+    """Extensions given explicitly, then the app's ``extensions[WEB_EXTENSIONS]``, then entry
+    points; each name once (the first wins)."""
     found: list[WebExtension] = []
-    candidates = [*explicit, *app.extensions.get("web", ())]
+    candidates: list[Any] = [*explicit, *(app.extensions.get(WEB_EXTENSIONS) or ())]
     candidates += list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
     for candidate in candidates:
         extension = _load(candidate)

@@ -10,51 +10,58 @@ job state). Wire names:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import Protocol
 
-from conveyor.core.job import Job
+from conveyor.core.job import ServiceJob
 from conveyor.core.payload import Payload
 from conveyor.core.retry import error_class_name
 from conveyor.features.imports.model import error_message
-
-if TYPE_CHECKING:
-    from conveyor.features.imports.pipeline import Imports
 
 STAGE_JOB = "conveyor.ImportStage"
 RECORD_JOB = "conveyor.ImportRecord"
 STUCK_JOB = "conveyor.ImportStuckDetector"
 
 
-class ImportJob(Job):
-    """Base of the toolkit's jobs: ``imports`` is set on each app's subclass."""
+class ImportRunner(Protocol):
+    """What the jobs need of :class:`~conveyor.features.imports.pipeline.Imports`."""
 
-    imports: ClassVar[Imports]
+    def run_stage(self, import_id: str, stage: str) -> None: ...
+
+    def run_record(self, import_id: str, stage: str, record_id: str, locator: str) -> None: ...
+
+    def fail(self, import_id: str, message: str, *, reason: str | None = None) -> object: ...
+
+    def give_up_record(
+        self, import_id: str, stage: str, record_id: str, exc: BaseException
+    ) -> None: ...
+
+    def fail_stuck(self) -> object: ...
+
+
+class ImportJob(ServiceJob[ImportRunner]):
+    """Base of the toolkit's jobs, bound to one app's :class:`Imports`
+    (``StageJob.bind(imports)``)."""
 
 
 class StageJob(ImportJob):
     def perform(self, import_id: str, stage: str) -> None:
-        self.imports.run_stage(import_id, stage)
+        self.service.run_stage(import_id, stage)
 
     def retries_exhausted(self, job: Payload, exc: BaseException) -> None:
         args = job.get("args") or ["", ""]
         headline = f"stage {args[1]} failed: {error_class_name(exc)}"
-        self.imports.fail(str(args[0]), f"{headline}: {error_message(exc)}", reason=headline)
+        self.service.fail(str(args[0]), f"{headline}: {error_message(exc)}", reason=headline)
 
 
 class RecordJob(ImportJob):
     def perform(self, import_id: str, stage: str, record_id: str, locator: str) -> None:
-        self.imports.run_record(import_id, stage, record_id, locator)
+        self.service.run_record(import_id, stage, record_id, locator)
 
     def retries_exhausted(self, job: Payload, exc: BaseException) -> None:
         import_id, stage, record_id, _ = job.get("args") or ["", "", "", ""]
-        self.imports.give_up_record(str(import_id), str(stage), str(record_id), exc)
+        self.service.give_up_record(str(import_id), str(stage), str(record_id), exc)
 
 
 class StuckJob(ImportJob):
     def perform(self) -> None:
-        self.imports.fail_stuck()
-
-
-def bind(base: type[ImportJob], imports: Imports) -> type[ImportJob]:
-    """A subclass of ``base`` bound to ``imports``."""
-    return type(base.__name__, (base,), {"imports": imports, "__module__": __name__})
+        self.service.fail_stuck()

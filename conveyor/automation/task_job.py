@@ -7,13 +7,10 @@ Wire name ``conveyor.AutomationTask``; args ``[workflow, run_id, index, fence, v
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, Protocol
 
-from conveyor.core.job import Job
+from conveyor.core.job import ServiceJob
 from conveyor.core.payload import Payload
-
-if TYPE_CHECKING:
-    from conveyor.automation.engine import Automation
 
 TASK = "conveyor.AutomationTask"
 #: Retries of a task whose *bookkeeping* failed (Redis unreachable); a failing playbook is a
@@ -21,24 +18,37 @@ TASK = "conveyor.AutomationTask"
 TASK_RETRIES = 5
 
 
-class TaskJob(Job):
-    """Runs one execute task of a run and records its result once."""
+class TaskRunner(Protocol):
+    """What the task job needs of :class:`~conveyor.automation.engine.Automation`."""
 
-    automation: ClassVar[Automation]
+    def execute_task(
+        self, workflow: str, run_id: str, index: int, fence: int, variables: dict[str, Any]
+    ) -> None: ...
+
+    def give_up_task(
+        self,
+        workflow: str,
+        run_id: str,
+        index: int,
+        fence: int,
+        variables: dict[str, Any],
+        *,
+        exc: BaseException,
+    ) -> None: ...
+
+
+class TaskJob(ServiceJob[TaskRunner]):
+    """Runs one execute task of a run and records its result once (bound to one engine with
+    ``TaskJob.bind(automation)``)."""
 
     def perform(
         self, workflow: str, run_id: str, index: int, fence: int, variables: dict[str, Any]
     ) -> None:
-        self.automation.execute_task(workflow, run_id, index, fence, variables)
+        self.service.execute_task(workflow, run_id, index, fence, variables)
 
     def retries_exhausted(self, job: Payload, exc: BaseException) -> None:
         # Count the task as failed, so the run still reaches its complete step.
         args = job.get("args", [])
         if len(args) == 5:
             workflow, run_id, index, fence, variables = args
-            self.automation.give_up_task(workflow, run_id, index, fence, variables, exc=exc)
-
-
-def bind(automation: Automation) -> type[TaskJob]:
-    """A subclass of :class:`TaskJob` bound to ``automation``."""
-    return type("TaskJob", (TaskJob,), {"automation": automation, "__module__": __name__})
+            self.service.give_up_task(workflow, run_id, index, fence, variables, exc=exc)

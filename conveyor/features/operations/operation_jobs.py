@@ -15,13 +15,11 @@ never share job state). Wire names:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Sequence
+from typing import Any, Protocol
 
-from conveyor.core.job import Job
+from conveyor.core.job import ServiceJob
 from conveyor.core.payload import Payload
-
-if TYPE_CHECKING:
-    from conveyor.features.operations.service import BulkOperations
 
 SCHEDULER = "conveyor.BulkOperationScheduler"
 BATCH = "conveyor.BulkOperationBatch"
@@ -29,15 +27,42 @@ LEGACY_BATCH = "conveyor.BulkOperationLegacyBatch"
 COMPLETION = "conveyor.BulkOperationCompletion"
 
 
-class OperationJob(Job):
-    """Base of the operation jobs: ``operations`` is set on each app's subclass."""
+class OperationRunner(Protocol):
+    """What the jobs need of :class:`~conveyor.features.operations.BulkOperations`."""
 
-    operations: ClassVar[BulkOperations]
+    def schedule(
+        self, jid: str, operation_type: str, user_id: int | str, parameters: dict[str, Any]
+    ) -> object: ...
+
+    def run_batch(
+        self,
+        operation_id: str,
+        operation_type: str,
+        batch: int,
+        entities: Sequence[dict[str, Any]],
+        parameters: dict[str, Any],
+    ) -> object: ...
+
+    def give_up_batch(self, args: Sequence[Any], exc: BaseException) -> None: ...
+
+    def run_legacy_batch(
+        self,
+        operation_type: str,
+        batch: int,
+        entities: Sequence[dict[str, Any]],
+        parameters: dict[str, Any],
+    ) -> object: ...
+
+    def complete(self, operation_id: str) -> object: ...
+
+
+class OperationJob(ServiceJob[OperationRunner]):
+    """Base of the operation jobs, bound to one app's :class:`BulkOperations`."""
 
 
 class SchedulerJob(OperationJob):
     def perform(self, operation_type: str, user_id: int | str, parameters: dict[str, Any]) -> None:
-        self.operations.schedule(self.jid, operation_type, user_id, parameters)
+        self.service.schedule(self.jid, operation_type, user_id, parameters)
 
 
 class BatchJob(OperationJob):
@@ -49,11 +74,11 @@ class BatchJob(OperationJob):
         entities: list[dict[str, Any]],
         parameters: dict[str, Any],
     ) -> None:
-        self.operations.run_batch(operation_id, operation_type, batch, entities, parameters)
+        self.service.run_batch(operation_id, operation_type, batch, entities, parameters)
 
     def retries_exhausted(self, job: Payload, exc: BaseException) -> None:
         # Count the batch's entities as failed so the operation can still complete.
-        self.operations.give_up_batch(job.get("args", []), exc)
+        self.service.give_up_batch(job.get("args", []), exc)
 
 
 class LegacyBatchJob(OperationJob):
@@ -64,14 +89,9 @@ class LegacyBatchJob(OperationJob):
         entities: list[dict[str, Any]],
         parameters: dict[str, Any],
     ) -> None:
-        self.operations.run_legacy_batch(operation_type, batch, entities, parameters)
+        self.service.run_legacy_batch(operation_type, batch, entities, parameters)
 
 
 class CompletionJob(OperationJob):
     def perform(self, operation_id: str) -> None:
-        self.operations.complete(operation_id)
-
-
-def bind(base: type[OperationJob], operations: BulkOperations) -> type[OperationJob]:
-    """A subclass of ``base`` bound to ``operations``."""
-    return type(base.__name__, (base,), {"operations": operations, "__module__": __name__})
+        self.service.complete(operation_id)

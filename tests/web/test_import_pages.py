@@ -1,4 +1,4 @@
-"""The dashboard's Imports pages (conveyor.web.imports) over real imports: the project importer
+"""The dashboard's Imports pages (conveyor.web.import_pages) over real imports: the project importer
 runs a fixture export with bad records through a real worker on a real Redis; the pages are
 rendered through Starlette's TestClient."""
 

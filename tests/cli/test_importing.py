@@ -1,4 +1,4 @@
-"""``conveyor import run|status|retry-missing`` (conveyor.cli.imports) with a real Redis and a
+"""``conveyor import run|status|retry-missing`` (conveyor.cli.importing) with a real Redis and a
 SQLite file: the command validates, imports with its own worker and reports."""
 
 from __future__ import annotations

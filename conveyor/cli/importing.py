@@ -16,7 +16,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from conveyor.cli.context import CliState, clip, console, echo_json, pass_state, progress_bar, when
+from conveyor.cli.common import CliState, clip, console, echo_json, pass_state, progress_bar, when
 from conveyor.core.app import App
 from conveyor.core.worker import Worker
 from conveyor.features.imports import Imports, ImportSettings, ImportState
