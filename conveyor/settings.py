@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from conveyor.errors import ConfigurationError
-from conveyor.redis_url import check_redis_url
+from conveyor.redis_url import check_redis_url, mask_url
 from conveyor.routing import DEFAULT_STORE, RoutingRule, check_store_name, parse_rules
 
 DEFAULT_STATE_DIR = "~/.local/state/conveyor"
@@ -144,6 +144,21 @@ class Settings:
                 f"liveness_ttl ({self.liveness_ttl}) must exceed heartbeat_interval "
                 f"({self.heartbeat_interval}) or live processes would look dead"
             )
+
+    def __repr__(self) -> str:
+        # Settings end up in tracebacks and debug logs: the URL's password stays out, and of
+        # ``extra`` (sections other features read, which may hold tokens) only the keys show.
+        shown = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "redis_url" and value:
+                value = mask_url(value)
+            elif f.name == "stores":
+                value = {name: mask_url(url) for name, url in value.items()}
+            elif f.name == "extra":
+                value = {key: "..." for key in value}
+            shown.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
 
     @property
     def queue_names(self) -> tuple[str, ...]:

@@ -152,3 +152,8 @@ def test_the_memo_of_decisions_stays_bounded_against_endless_class_names() -> No
         assert router.route(f"Hostile{n}", "default") == Route("default", "default")
     assert len(router._memo) <= MEMO_SIZE
     assert router.route("Heavy", "default") == Route("default", "b")
+
+
+def test_store_passwords_stay_out_of_the_settings_repr() -> None:
+    s = Settings(stores={"b": "redis://:s3cret@jobs-b:6379/0"})
+    assert "s3cret" not in repr(s) and "jobs-b:6379" in repr(s)
