@@ -36,6 +36,8 @@ _IPV6 = re.compile(r"\[[0-9A-Fa-f:.]+\]")
 # Sentinel master names are single words in practice; refusing anything else keeps a stray
 # character (a space, a quote) from becoming a service that silently never resolves.
 _SERVICE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+#: Query options whose values are secrets (``?password=``, ``&ssl_password=``, ``token=``...).
+_SECRET_OPTION = re.compile(r"[?&][^=&#]*(?:pass|pwd|secret|token|auth|credential)", re.I)
 _FORMAT = "redis+sentinel://[user:password@]host:port[,host:port...]/service_name[/db]"
 
 
@@ -149,10 +151,26 @@ def mask_url(url: str) -> str:
     if not sep:
         # Not a URL at all: show no more than a scheme-like prefix, never what may be a secret.
         return "[not a URL]"
-    # The last "@" ends the credentials even when an unencoded "/", "?" or "#" sits in the
-    # password; cutting there first means no part of a password can survive as a path.
-    rest = rest.rpartition("@")[2]
-    return f"{head}://{rest.split('#', 1)[0].split('?', 1)[0]}"
+    at = rest.rfind("@")
+    query = min((i for i in (rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
+    if at > query:
+        # An "@" after a "?" or "#": in a query option (?password=p@ss) or in a password
+        # holding a raw "?" (u:p?ss@host). Either reading could show a piece of a secret.
+        return f"{head}://[masked]"
+    # The last "@" ends the credentials even when an unencoded "/" or "@" sits in the
+    # password: cutting there means no part of it survives as a path.
+    return f"{head}://{rest[at + 1 : query]}"
+
+
+def has_credentials(text: str) -> bool:
+    """Whether ``text`` holds a URL with credentials (a user part) or a secret-looking query
+    option (``password=``, ``token=``...): what must never go on a command line.
+
+    >>> has_credentials("redis://:pw@cache/0"), has_credentials("redis://cache/0?db=1")
+    (True, False)
+    """
+    _, sep, rest = text.partition("://")
+    return bool(sep) and ("@" in rest or _SECRET_OPTION.search(rest) is not None)
 
 
 def _credentials(userinfo: str) -> tuple[str | None, str | None]:

@@ -3,13 +3,19 @@ shown (conveyor/redis_url.py)."""
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from conveyor import Settings
 from conveyor.errors import ConfigurationError
+from conveyor.logs.scrub import Scrubber
 from conveyor.redis_url import (
     SentinelTarget,
     check_redis_url,
+    has_credentials,
     is_sentinel_url,
     mask_url,
     parse_sentinel_url,
@@ -142,3 +148,61 @@ def _escape(text: str) -> str:
     import re
 
     return re.escape(text)
+
+
+# -- one masking function for every surface (issue #15) ----------------------------------------
+PASSWORD = st.text(
+    alphabet=st.characters(codec="utf-8", exclude_characters="\x00"), min_size=4, max_size=40
+)
+
+
+def assert_hidden(secret: str, masked: str, visible: str) -> None:
+    """No 4-character piece of ``secret`` shows, unless the URL shows it anyway."""
+    for i in range(len(secret) - 3):
+        piece = secret[i : i + 4]
+        if piece not in visible:
+            assert piece not in masked, (secret, masked)
+
+
+@given(
+    password=PASSWORD,
+    user=st.sampled_from(["", "default", "ops"]),
+    host=st.sampled_from(["cache:6379/0", "10.0.0.5", "[::1]:6380/2", "/run/redis.sock", "a,b/m"]),
+    scheme=st.sampled_from(["redis", "rediss", "unix", "redis+sentinel"]),
+    encode=st.booleans(),
+)
+@example(password="a@b/c?d#e", user="u", host="cache", scheme="redis", encode=False)
+def test_no_piece_of_a_password_survives_masking(
+    password: str, user: str, host: str, scheme: str, encode: bool
+) -> None:
+    secret = quote(password, safe="") if encode else password
+    for url in (f"{scheme}://{user}:{secret}@{host}", f"{scheme}://{secret}@{host}"):
+        assert_hidden(secret, mask_url(url), f"{scheme}://{host}")
+        assert has_credentials(url)
+    value = secret.replace("&", "%26")
+    assert_hidden(value, mask_url(f"{scheme}://{host}?db=1&password={value}"), f"{scheme}://{host}")
+    assert has_credentials(f"{scheme}://{host}?db=1&password={value}")
+
+
+def test_settings_repr_hides_the_password_and_extra_values() -> None:
+    settings = Settings(redis_url=f"redis://ops:{SECRET}@cache", extra={"web": {"token": "t0k3n"}})
+    shown = repr(settings)
+    assert "redis_url='redis://cache'" in shown and "concurrency=10" in shown
+    assert SECRET not in shown and "t0k3n" not in shown and "'web': '...'" in shown
+
+
+def test_log_lines_hide_url_passwords_too() -> None:
+    scrubber = Scrubber()
+    for url in ("redis://ops:p@ss@cache:6379/0", "unix:///r.sock?db=1&password=p@ss"):
+        line = scrubber.scrub_text(f"cannot reach {url}: refused")
+        assert "p@ss" not in line and "@ss" not in line, line
+
+
+def test_an_at_sign_after_a_question_mark_masks_the_whole_url() -> None:
+    # Either the password holds a raw "?" (then "cdef?gh" is part of it) or the "@" sits in a
+    # query option: no reading may show a piece of a secret, so nothing past the scheme shows.
+    for url in ("redis://u:ab@cdef?gh@host/0", "redis://host/0?password=p@ssword"):
+        assert mask_url(url) == "redis://[masked]"
+        line = Scrubber().scrub_text(f"cannot reach {url}: refused")
+        assert "cdef" not in line and "ssword" not in line, line
+    assert mask_url("redis://u:p@ss/word@host:6379/0?db=1") == "redis://host:6379/0"

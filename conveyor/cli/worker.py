@@ -3,6 +3,7 @@ process or in several supervised ones."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import logging
 import os
@@ -82,8 +83,9 @@ def _overrides(state: CliState, params: dict[str, Any], queues: tuple[str, ...])
         ("timeout", "shutdown_timeout"),
         ("tag", "tag"),
         ("mode", "worker_mode"),
+        ("store", "store"),
     ):
-        if params[option] is not None:
+        if params.get(option) is not None:
             changes[setting] = params[option]
     if params["strict"]:
         changes["strict_order"] = True
@@ -93,12 +95,20 @@ def _overrides(state: CliState, params: dict[str, Any], queues: tuple[str, ...])
 
 
 def child_argv(state: CliState, params: dict[str, Any], queues: tuple[str, ...]) -> list[str]:
-    """The command each supervised child runs: this one, with ``--processes 1``."""
-    argv = [sys.executable, "-m", "conveyor.cli", *state.global_args(), "worker"]
+    """The command each supervised child runs: this one, with ``--processes 1``, minus the
+    Redis URL (it may hold a password, and every local user can read a command line in
+    ``ps``); :func:`child_env` hands the URL over instead.
+
+    >>> state = CliState(redis_url="redis://:pw@cache")
+    >>> "redis://:pw@cache" in child_argv(state, params, queues)      # doctest: +SKIP
+    False
+    """
+    public = dataclasses.replace(state, redis_url=None)
+    argv = [sys.executable, "-m", "conveyor.cli", *public.global_args(), "worker"]
     argv += ["-r", params["require"]]
     for queue in queues:
         argv += ["-q", queue]
-    for option in ("concurrency", "timeout", "tag", "mode", "redis_url", "prefix", "log_level"):
+    for option in ("concurrency", "timeout", "tag", "mode", "prefix", "log_level", "store"):
         if params.get(option) is not None:
             argv += [f"--{option.replace('_', '-')}", str(params[option])]
     for flag in ("strict", "burst", "metrics"):
@@ -128,6 +138,22 @@ def process_count(value: str | int | None) -> int | None:
     if count < 1:
         raise click.BadParameter(f"{value!r} is not a process count; write a number >= 1 or 'auto'")
     return count
+
+
+def child_env(state: CliState, params: dict[str, Any]) -> dict[str, str]:
+    """The environment of each supervised child: this process's, with ``CONVEYOR_REDIS_URL``
+    set to the URL this command was given. ``/proc/<pid>/environ`` is readable by the same
+    user only, where ``/proc/<pid>/cmdline`` is readable by everyone.
+
+    >>> env = child_env(CliState(redis_url="redis://:pw@cache"), {"redis_url": None})
+    >>> env["CONVEYOR_REDIS_URL"]
+    'redis://:pw@cache'
+    """
+    env = dict(os.environ)
+    url = params.get("redis_url") or state.redis_url
+    if url:
+        env["CONVEYOR_REDIS_URL"] = url
+    return env
 
 
 def watch_parent(worker: Worker | AioWorker, parent_pid: int) -> None:
@@ -174,6 +200,11 @@ def watch_parent(worker: Worker | AioWorker, parent_pid: int) -> None:
     is_flag=True,
     help="Count job metrics and publish them for /metrics (conveyor.features.metrics.install).",
 )
+@click.option(
+    "--store",
+    help="Serve this store (Redis instance): default or a name in stores; fetch, retries, "
+    "schedule, recovery and cron run there (docs/scaling.md).",
+)
 @click.option("--redis-url", help="Redis URL (overrides the global option).")
 @click.option("--prefix", help="Key prefix (overrides the global option).")
 @click.option(
@@ -196,6 +227,7 @@ def worker(state: CliState, /, queues: tuple[str, ...], **params: Any) -> None:
         supervisor = Supervisor(
             child_argv(state, params, queues),
             processes,
+            env=child_env(state, params),
             stop_timeout=app.settings.shutdown_timeout + STOP_GRACE,
         )
         sys.exit(supervisor.run())

@@ -81,10 +81,9 @@ _EMAIL_RE = re.compile(
     # Local part: RFC 5322 atom characters; domain: labels with at least one dot.
     r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+"
 )
-#: Up to the last ``@`` before a space or quote: a password may hold a raw ``/`` or ``@`` (a
-#: URL that is not one strictly), and redacting a host that had an e-mail address in its path
-#: is the safe side.
-_URL_USERINFO = r"(\b[A-Za-z][A-Za-z0-9+.-]*://)[^\s\"'<>]*@"
+#: A URL up to a space or quote; :func:`_url_credentials` redacts its user info up to the last
+#: ``@`` (a password may hold a raw ``/`` or ``@``: a URL that is not one strictly).
+_URL_USERINFO = r"(\b[A-Za-z][A-Za-z0-9+.-]*://)([^\s\"'<>]*@[^\s\"'<>]*)"
 _AUTH_SCHEME = r"\b((?i:bearer|basic|token|digest))(\s+)[A-Za-z0-9._~+/=-]{6,}"
 #: Key names that are secret only as a whole word (``db_pass``, ``pwd``), never inside
 #: another word (``passed``, ``bypass``, ``compass``).
@@ -226,7 +225,7 @@ class Scrubber:
         if len(text) < 6:
             return text
         if "://" in text:  # before e-mails: "user:pw@host.com" must not be read as one
-            text = _URL_USERINFO_RE.sub(lambda m: m.group(1) + "[redacted]@", text)
+            text = _URL_USERINFO_RE.sub(_url_credentials, text)
         if "@" in text:
             text = _EMAIL_RE.sub(lambda m: self._mark("email", m.group(0)), text)
         lowered = text.lower()
@@ -248,6 +247,7 @@ class Scrubber:
         return text
 
     def _secret_pair(self, m: re.Match[str]) -> str:
+
         # Groups 3, 4 and 5: a double-quoted, single-quoted or bare value.
         for group, quote in ((3, '"'), (4, "'"), (5, "")):
             value = m.group(group)
@@ -344,3 +344,16 @@ def register_personal_keys(*keys: str) -> None:
         register_personal_keys("reviewer", "mentioned_users")
     """
     _default.add_personal_keys(keys)
+
+
+def _url_credentials(m: re.Match[str]) -> str:
+    """A URL with its user info (up to its last ``@``) redacted, or the whole URL when an
+    ``@`` comes after a ``?`` or ``#`` (a query option's value, or a password holding a raw
+    ``?``: either reading could leave a piece of a secret)."""
+
+    rest = m.group(2)
+    at = rest.rfind("@")
+    query = min((i for i in (rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
+    if at > query:
+        return f"{m.group(1)}[redacted]"
+    return f"{m.group(1)}[redacted]@{rest[at + 1 :]}"

@@ -8,13 +8,14 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
 from click.testing import CliRunner, Result
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
-from support import PYTHON, ROOT, python_env
+from support import PYTHON, ROOT, protected_redis, python_env
 from support.web import BEARER, LOCAL, TOKEN
 
 from conveyor import App, Settings
@@ -195,6 +196,17 @@ def test_bad_redis_url_is_refused() -> None:
 
 def test_redis_url_prints_the_configured_url(cli: CliRunner, redis_url: str) -> None:
     assert run(cli, "redis", "url").output.strip() == redis_url
+
+
+def test_redis_url_and_errors_mask_the_password(tmp_path: Path) -> None:
+    with protected_redis(tmp_path, "s3cret-pw") as url:
+        shown = CliRunner().invoke(main, ["--redis-url", url, "redis", "url"])
+        assert shown.exit_code == 0
+        assert shown.output.strip() == url.replace("default:s3cret-pw@", "")
+        assert "Conveyor stats" in CliRunner().invoke(main, ["--redis-url", url, "stats"]).output
+    bad = CliRunner().invoke(main, ["--redis-url", "http://ops:s3cret-pw@x", "stats"])
+    assert bad.exit_code == 1 and "'http://x' must start with" in bad.output
+    assert "s3cret-pw" not in bad.output
 
 
 def test_worker_reports_a_bad_app_module(cli: CliRunner) -> None:

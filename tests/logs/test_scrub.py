@@ -112,7 +112,10 @@ def test_header_lines_lose_their_whole_value(line: str) -> None:
 def test_url_user_info_never_survives(user: str, password: str, scheme: str) -> None:
     out = scrub.Scrubber().scrub_text(f"connect {scheme}://Zq{user}:Zy{password}@host:1/0 ok")
     assert f"Zq{user}" not in out and f"Zy{password}" not in out
-    assert "@host:1/0 ok" in out
+    # A raw "?" or "#" reads as the start of a query, and the "@" after it could as well be a
+    # query option's value: then more is redacted (no reading may leave a piece of a secret).
+    if "?" not in password and "#" not in password:
+        assert "@host:1/0 ok" in out
 
 
 def test_words_that_merely_contain_pass_are_kept() -> None:

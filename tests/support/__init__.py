@@ -92,3 +92,40 @@ def running_worker(app: App) -> Iterator[Worker | AioWorker]:
         worker.stop()
         thread.join(30)
         assert not thread.is_alive(), "worker did not stop within 30s"
+
+
+@contextmanager
+def protected_redis(directory: Path, password: str) -> Iterator[str]:
+    """A real redis-server with ``requirepass`` (set in a 0600 config file, so not on its own
+    command line) for the block; yields its URL with the password."""
+    import shutil
+
+    import redis
+
+    from conveyor.redis.embedded import find_server_binary
+
+    conf = directory / "redis.conf"
+    conf.touch(mode=0o600)
+    port = free_port()
+    conf.write_text(
+        f"port {port}\nbind 127.0.0.1\nsave ''\nappendonly no\ndir {directory}\n"
+        f"requirepass {password}\n"
+    )
+    binary = shutil.which("redis-server") or find_server_binary()
+    proc = subprocess.Popen([binary, str(conf)], stdout=subprocess.DEVNULL)
+    url = f"redis://default:{password}@127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+
+    def answers() -> bool:
+        try:
+            return bool(client.ping())
+        except redis.ConnectionError:
+            return False
+
+    try:
+        wait_for(answers, timeout=20)
+        yield url
+    finally:
+        client.close()
+        proc.terminate()
+        proc.wait(10)

@@ -5,7 +5,7 @@ See :mod:`conveyor.features.imports.pipeline` for how the stages run."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
@@ -47,6 +47,13 @@ class Importer:
     def __init__(self, *, health_signal: HealthSignal | None = None) -> None:
         self.health_signal = health_signal
         self.bulk_hooks = BulkHooks()
+
+    def precheck(self, options: Mapping[str, Any]) -> None:
+        """Refuse ``options`` before an import record is created (an upload that fails
+        validation, say); called by :meth:`Imports.retry_missing`. Default: accept.
+
+        >>> Importer().precheck({"source": "export.tar.gz"})
+        """
 
     def run_stage(self, run: StageRun) -> None:
         """Do the work of a stage without record jobs."""

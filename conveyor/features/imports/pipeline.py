@@ -180,6 +180,8 @@ class Imports:
             raise ImportPipelineError(
                 f"import {import_id} is still running; retry what is missing once it ended"
             )
+        # The source may have changed since: check it again before a new record exists.
+        self.importer(state.importer).precheck(state.options)
         return self.start(state.importer, state.options, mode="missing", parent=import_id)
 
     def get(self, import_id: str) -> ImportState:

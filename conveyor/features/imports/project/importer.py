@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +115,10 @@ class ProjectImporter(Importer):
         self.bulk_hooks.add("labels", self._labels_inserted)
 
     # -- plumbing -------------------------------------------------------------------------------
+    def precheck(self, options: Mapping[str, Any]) -> None:
+        """Validate the upload named by ``source`` (:class:`UploadRejected` when refused)."""
+        validate_upload(options["source"], self.limits)
+
     def engine(self, run: StageRun) -> Engine:
         """The engine of the import's ``db`` option."""
         url = run.options.get("db")
