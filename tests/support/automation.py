@@ -40,10 +40,10 @@ def write_settings(
         "prepare": {
             "schedule": schedule,
             "playbook": f"{STEPS}:prepare",
-            "vars": {"count": 3},
             "leaderElection": {"type": "file", "path": f"{leases}/"},
         },
-        "execute": {"playbook": f"{STEPS}:execute", "timeout": 30, "vars": {"size": 10}},
+        # count (3) and size (10) default in the steps: requests may set them, operators don't.
+        "execute": {"playbook": f"{STEPS}:execute", "timeout": 30},
     }
     if complete:
         steps["complete"] = {"playbook": f"{STEPS}:complete", "timeout": 30}
@@ -203,10 +203,9 @@ def write_web_settings(tmp_path: Path, redis_url: str) -> Path:
         "steps": {
             "prepare": {
                 "playbook": f"{STEPS}:prepare",
-                "vars": {"count": 3},
                 "leaderElection": {"type": "file", "path": f"{leases}/"},
             },
-            "execute": {"playbook": f"{STEPS}:execute", "timeout": 30, "vars": {"size": 10}},
+            "execute": {"playbook": f"{STEPS}:execute", "timeout": 30},
             "complete": {"playbook": f"{STEPS}:complete", "timeout": 30},
         },
         "throttling": {"enable": False},
