@@ -44,7 +44,7 @@ from conveyor.errors import ConveyorError
 
 if TYPE_CHECKING:
     from conveyor.automation.engine import Automation
-    from conveyor.automation.runs import RunInfo
+    from conveyor.automation.runs import NodeInfo, RunInfo
 
 _KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -354,6 +354,7 @@ def status(
                 echo_json([r.as_dict() for r in runs])
                 return
             _runs_table(runs)
+            _faults(engine.nodes(), workflow)
             return
         info = engine.run_status(run_id)
         if info is None:
@@ -373,6 +374,18 @@ def status(
             f"  task {index}: {outcome} in {float(result.get('duration') or 0):.2f}s on "
             f"{result.get('node', '-')}{extra}"
         )
+
+
+def _faults(nodes: list[NodeInfo], workflow: str | None) -> None:
+    """What keeps failing on the nodes (a lease that cannot be reached, ...), per workflow."""
+    for n in nodes:
+        for name, fault in sorted(n.faults.items()):
+            if workflow is None or name == workflow:
+                click.echo(
+                    f"fault: {name} on {n.id}: {fault.get('error')} (attempt "
+                    f"{fault.get('attempts')}, retry in {fault.get('retry_in')}s)",
+                    err=True,
+                )
 
 
 def _runs_table(runs: list[RunInfo]) -> None:
@@ -409,7 +422,13 @@ def nodes(state: CliState, /, settings_file: str | None, as_json: bool) -> None:
         return
     now = time.time()
     table = Table(
-        Column("node", no_wrap=True), "state", "cpu avg", "master of", "tasks run", "last seen"
+        Column("node", no_wrap=True),
+        "state",
+        "cpu avg",
+        "master of",
+        "tasks run",
+        "faults",
+        "last seen",
     )
     for n in found:
         cpu = "-" if n.cpu_average is None else f"{n.cpu_average:.0f}%"
@@ -420,6 +439,7 @@ def nodes(state: CliState, /, settings_file: str | None, as_json: bool) -> None:
             cpu,
             masters,
             str(n.tasks_run),
+            ", ".join(sorted(n.faults)) or "-",
             when(n.last_seen, now),
         )
     console().print(table)

@@ -45,7 +45,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from conveyor.automation.engine import AUTOMATION
-from conveyor.automation.settings import AutomationSettings, Workflow, load_automation_settings
+from conveyor.automation.metrics import AutomationCollector
+from conveyor.automation.settings import (
+    DEFAULT_SETTINGS_FILE,
+    SETTINGS_ENV,
+    AutomationSettings,
+    Workflow,
+    load_automation_settings,
+    settings_path,
+)
 from conveyor.automation.urls import WorkflowRequest, parse_workflow_path
 from conveyor.errors import (
     AutomationBusy,
@@ -56,14 +64,14 @@ from conveyor.errors import (
     WorkflowNotFound,
     WorkflowUrlError,
 )
-from conveyor.web.context import WebExtension, context_of
+from conveyor.web.context import WebContext, WebExtension, context_of
 
 if TYPE_CHECKING:
+    from prometheus_client.registry import Collector
+
     from conveyor.automation.engine import Automation
     from conveyor.core.app import App
 
-#: Names the automation settings file for processes that do not install an engine (the web app).
-SETTINGS_ENV = "CONVEYOR_AUTOMATION_SETTINGS"
 MODES = ("batch", "realtime")
 _RUN_ID_RE = re.compile(r"^[0-9a-f]{1,64}$")
 _RUN_QUERY = frozenset({"mode"})
@@ -247,32 +255,48 @@ def automation_extension(
     """The HTTP API over ``automation`` (or over an engine built from ``settings`` on the
     dashboard's app at the first request)."""
     http = AutomationHttp(automation, settings=settings)
+
+    def collector(web: WebContext) -> Collector:
+        # Per-workflow task, step, run and master metrics on /metrics (issue #16).
+        return AutomationCollector(http._engine.get(web.app))
+
     return WebExtension(
         name="automation",
         pages=http.routes(),
         api_prefixes=(f"/{http.keyword}/",),
+        collectors=(collector,),
     )
+
+
+def settings_file() -> str | None:
+    """The automation settings file the web app serves: ``$CONVEYOR_AUTOMATION_SETTINGS``, else
+    the manual's ``/usr/local/m2/setting.json`` when it exists; ``None`` for neither."""
+    path, origin = settings_path()
+    if origin == SETTINGS_ENV or os.path.isfile(path):
+        return path
+    return None
 
 
 def extension() -> WebExtension:
     """For ``app.extensions["web"]`` / entry points: the API over the settings file named by
-    ``CONVEYOR_AUTOMATION_SETTINGS``."""
-    path = os.environ.get(SETTINGS_ENV)
+    ``CONVEYOR_AUTOMATION_SETTINGS`` (or the manual's default file)."""
+    path = settings_file()
     if not path:
         raise ConfigurationError(
-            f"set {SETTINGS_ENV} to the automation settings file to serve the automation API"
+            f"set {SETTINGS_ENV} to the automation settings file to serve the automation API "
+            f"(or create {DEFAULT_SETTINGS_FILE})"
         )
     return automation_extension(settings=load_automation_settings(path))
 
 
 def discover(app: App) -> WebExtension | None:
     """The extension when ``app`` has automation configured: an engine installed on it
-    (``app.extensions[AUTOMATION]``), else ``CONVEYOR_AUTOMATION_SETTINGS``; ``None``
-    otherwise."""
+    (``app.extensions[AUTOMATION]``), else ``CONVEYOR_AUTOMATION_SETTINGS``, else the manual's
+    ``/usr/local/m2/setting.json``; ``None`` otherwise."""
     installed = app.extensions.get(AUTOMATION)
     if installed is not None:
         return automation_extension(installed)
-    if os.environ.get(SETTINGS_ENV):
+    if settings_file():
         return extension()
     return None
 

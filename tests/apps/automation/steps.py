@@ -55,3 +55,19 @@ def complete(variables: dict[str, Any]) -> None:
     """Record the summary variables the complete step received."""
     summary = {k: v for k, v in variables.items() if k.startswith("_")}
     _side(variables).rpush("side:completes", json.dumps({"pid": node_pid(), **summary}))
+
+
+def record(variables: dict[str, Any]) -> None:
+    """Record the caller's variables (everything but the operator's redis_url)."""
+    seen = {k: v for k, v in variables.items() if k != "redis_url"}
+    _side(variables).rpush("side:records", json.dumps(seen))
+
+
+def linger(variables: dict[str, Any]) -> None:
+    """Start a grandchild that sleeps 30 s (``marker`` on its command line), then sleep 30 s."""
+    import subprocess
+    import sys
+
+    subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", variables["marker"]])
+    _side(variables).rpush("side:lingering", str(os.getpid()))
+    time.sleep(30)
