@@ -30,6 +30,7 @@ def prepare(variables: dict[str, Any]) -> None:
     """Write ``count`` task lines into ``prepare_path`` (after ``prepare_sleep`` seconds)."""
     side = _side(variables)
     side.rpush("side:prepares", f"{node_pid()}:{time.time()}")
+    side.rpush("side:prepare_paths", variables["prepare_path"])
     time.sleep(float(variables.get("prepare_sleep", 0)))
     name = variables["workflow_name"]
     with open(variables["prepare_path"], "w", encoding="utf-8") as f:
