@@ -41,8 +41,10 @@ def main(argv: list[str]) -> int:
     # The handler first: a death signal arriving before it would kill only the reaper.
     signal.signal(DEATH_SIGNAL, _kill_group)
     signal.signal(signal.SIGTERM, _ignore)
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_PDEATHSIG, int(DEATH_SIGNAL), 0, 0, 0) != 0:
+    prctl = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None)
+    if prctl is None:  # not Linux: the start-up sweep is the only safety net
+        sys.stderr.write("conveyor reaper: no prctl here; steps may outlive a dead node\n")
+    elif prctl(PR_SET_PDEATHSIG, int(DEATH_SIGNAL), 0, 0, 0) != 0:
         sys.stderr.write(f"conveyor reaper: prctl failed (errno {ctypes.get_errno()})\n")
     if os.getppid() != node:
         _kill_group()  # the node died before the kernel was asked to tell us

@@ -422,24 +422,18 @@ def nodes(state: CliState, /, settings_file: str | None, as_json: bool) -> None:
         return
     now = time.time()
     table = Table(
-        Column("node", no_wrap=True),
-        "state",
-        "cpu avg",
-        "master of",
-        "tasks run",
-        "faults",
-        "last seen",
+        Column("node", no_wrap=True), "state", "cpu avg", "master of", "tasks run", "last seen"
     )
     for n in found:
         cpu = "-" if n.cpu_average is None else f"{n.cpu_average:.0f}%"
         masters = ", ".join(f"{wf} (fence {fence})" for wf, fence in n.masters.items()) or "-"
         table.add_row(
             n.id,
-            "throttled" if n.throttled else "accepting",
+            ("throttled" if n.throttled else "accepting")
+            + "".join(f", failing: {name}" for name in sorted(n.faults)),
             cpu,
             masters,
             str(n.tasks_run),
-            ", ".join(sorted(n.faults)) or "-",
             when(n.last_seen, now),
         )
     console().print(table)

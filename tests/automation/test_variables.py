@@ -133,7 +133,7 @@ def write_settings(tmp_path: Path) -> Path:
              "prepare": {"playbook": str(EXAMPLE / "workflows" / "prepare_file_to_migrate.yml")},
              "execute": {"playbook": str(EXAMPLE / "playbooks" / "file_migration.yml")}}},
     ]  # fmt: skip
-    meta = {"enable": True, "cpuAverage": {"interval": 0.3}}
+    meta = {"enable": True, "cpuAverage": {"interval": 0.3}, "workDir": str(tmp_path / "work")}
     document = {"functions": {"backend": {"automation": {"meta": meta, "workflows": workflows}}}}
     path = tmp_path / "settings.json"
     path.write_text(json.dumps(document))

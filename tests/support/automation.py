@@ -54,7 +54,8 @@ def write_settings(
     }
     if complete:
         steps["complete"] = {"playbook": f"{STEPS}:complete", "timeout": 30}
-    meta: dict[str, Any] = {"enable": True}
+    # Prepare files in the test's directory, not under the default state dir in HOME.
+    meta: dict[str, Any] = {"enable": True, "workDir": str(tmp_path / "work")}
     if cpu_average:
         meta["cpuAverage"] = cpu_average
     document = {
@@ -181,7 +182,7 @@ def write_http_settings(tmp_path: Path, *, enable: bool = True) -> Path:
         "functions": {
             "backend": {
                 "automation": {
-                    "meta": {"enable": enable},
+                    "meta": {"enable": enable, "workDir": str(tmp_path / "work")},
                     "workflows": [
                         http_workflow("open", "echo"),
                         slow,
@@ -218,7 +219,11 @@ def write_web_settings(tmp_path: Path, redis_url: str) -> Path:
         },
         "throttling": {"enable": False},
     }
-    meta = {"enable": True, "cpuAverage": {"interval": 0.3, "window": 3}}
+    meta = {
+        "enable": True,
+        "cpuAverage": {"interval": 0.3, "window": 3},
+        "workDir": str(tmp_path / "work"),
+    }
     document = {"functions": {"backend": {"automation": {"meta": meta, "workflows": [workflow]}}}}
     path = tmp_path / "settings.json"
     path.write_text(json.dumps(document))
