@@ -1,7 +1,7 @@
 """Automation workflows (layer 4): settings, throttling, the URL grammar, and (in submodules)
 the variable rules (``variables``), leader election (``lease``), the step runner (``runner``)
 and the workflow engine (``engine``: ``master``, ``batch``, ``node``, ``realtime``,
-``metrics``; the node process in ``process``).
+``workflow_metrics``; the node process in ``process``).
 
 This package exports the pure foundation: the validated ``functions.backend.automation``
 settings, the operator's variable layers, the CPU throttle and the HTTP URL grammar.

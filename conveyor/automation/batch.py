@@ -19,7 +19,7 @@ import os
 import tempfile
 from typing import Any, Protocol
 
-from conveyor.automation._protocols import EngineLike
+from conveyor.automation._interfaces import EngineLike
 from conveyor.automation.runner import StepResult, run_step
 from conveyor.automation.runs import RunInfo, RunState, summary_vars
 from conveyor.automation.settings import Workflow, merge_vars

@@ -33,8 +33,9 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from conveyor.automation import jobs, metrics
-from conveyor.automation._protocols import LeadershipFactory, LeadershipLike
+from conveyor.automation import task_job as jobs
+from conveyor.automation import workflow_metrics as metrics
+from conveyor.automation._interfaces import LeadershipFactory, LeadershipLike
 from conveyor.automation.batch import resolve_work_dir
 from conveyor.automation.master import DEFAULT_PREPARE_TIMEOUT, Master
 from conveyor.automation.node import NodeMonitor

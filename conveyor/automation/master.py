@@ -34,7 +34,7 @@ from typing import Any
 
 from croniter import croniter
 
-from conveyor.automation._protocols import EngineLike, LeadershipFactory, LeadershipLike
+from conveyor.automation._interfaces import EngineLike, LeadershipFactory, LeadershipLike
 from conveyor.automation.batch import BatchSteps
 from conveyor.automation.runs import RunState
 from conveyor.automation.settings import Workflow

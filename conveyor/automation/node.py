@@ -24,7 +24,7 @@ from typing import Any
 
 import redis
 
-from conveyor.automation._protocols import EngineLike
+from conveyor.automation._interfaces import EngineLike
 from conveyor.automation.throttle import SampleSource, Throttle, psutil_cpu_source
 
 log = logging.getLogger("conveyor.automation")

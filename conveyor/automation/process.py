@@ -16,7 +16,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from conveyor.automation._protocols import LeadershipFactory
+from conveyor.automation._interfaces import LeadershipFactory
 from conveyor.automation.settings import load_automation_settings
 from conveyor.automation.throttle import SampleSource
 

@@ -31,7 +31,7 @@ from conveyor.automation import (
 from conveyor.automation.lease_check import explain_leases
 from conveyor.automation.settings import SETTINGS_ENV, settings_path
 from conveyor.cli.automation_node import resolve_settings_file
-from conveyor.cli.context import (
+from conveyor.cli.common import (
     CliState,
     clip,
     console,

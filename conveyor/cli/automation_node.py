@@ -14,7 +14,7 @@ import os
 import click
 
 from conveyor.automation.settings import SETTINGS_ENV, settings_path
-from conveyor.cli.context import CliState
+from conveyor.cli.common import CliState
 
 
 def resolve_settings_file(*candidates: str | None) -> str:

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Sequence
 from typing import Any, Protocol
+
+import redis
 
 from conveyor.core._protocols import AppLike
 from conveyor.core.execution import AsyncRunner, is_async, run_sync
@@ -37,7 +40,37 @@ def _parse_error(raw: str) -> str:
 
 
 def utc_day(epoch: float) -> str:
+    """The UTC day of ``epoch`` as the daily stat keys name it.
+
+    >>> utc_day(0)
+    '1970-01-01'
+    """
     return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%d")
+
+
+def run_batch_hook(
+    app: ProcessorHost, hook: str, units: Sequence[FetchedJob], *, attempts: int = 1
+) -> None:
+    """Run a server-middleware batch hook (``prepare_batch``, ``settle_batch``,
+    ``abandon_batch``) over the decodable jobs of a batch, retrying a Redis failure up to
+    ``attempts`` times (a middleware's per-job hooks cover a batch whose hook failed).
+
+    >>> run_batch_hook(app, "prepare_batch", units)          # doctest: +SKIP
+    """
+    jobs = [u for u in units if u.job is not None and u.handed_off is None]
+    if not jobs:
+        return
+    for middleware in app.server_middleware:
+        for attempt in range(attempts):
+            try:
+                getattr(middleware, hook)(jobs)
+                break
+            except redis.RedisError as exc:
+                log.error("%s.%s failed (%s)", type(middleware).__name__, hook, exc)
+                app.clock.sleep(min(5.0, 0.1 * 2**attempt) if attempt + 1 < attempts else 0)
+            except Exception:
+                log.exception("%s.%s failed", type(middleware).__name__, hook)
+                break
 
 
 class Processor:

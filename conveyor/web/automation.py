@@ -45,7 +45,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from conveyor.automation.engine import AUTOMATION
-from conveyor.automation.metrics import AutomationCollector
 from conveyor.automation.settings import (
     DEFAULT_SETTINGS_FILE,
     SETTINGS_ENV,
@@ -55,6 +54,7 @@ from conveyor.automation.settings import (
     settings_path,
 )
 from conveyor.automation.urls import WorkflowRequest, parse_workflow_path
+from conveyor.automation.workflow_metrics import AutomationCollector
 from conveyor.errors import (
     AutomationBusy,
     AutomationUnavailable,
@@ -64,7 +64,7 @@ from conveyor.errors import (
     WorkflowNotFound,
     WorkflowUrlError,
 )
-from conveyor.web.context import WebContext, WebExtension, context_of
+from conveyor.web.extension import WebContext, WebExtension, context_of
 
 if TYPE_CHECKING:
     from prometheus_client.registry import Collector

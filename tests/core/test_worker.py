@@ -8,7 +8,7 @@ import time
 import redis
 from support import run_burst, running_worker, wait_for
 
-from conveyor import App, Job, Worker
+from conveyor import App, Job
 from conveyor.core.middleware import JobContext, ServerMiddleware
 from conveyor.core.retry import decompress_backtrace
 
@@ -260,15 +260,6 @@ def test_key_prefix_keeps_apps_apart(app: App, r: redis.Redis) -> None:
     assert r.get("shop:stat:processed") == "2"
     assert not r.exists("stat:processed")
     assert all(k.startswith("shop:") for k in r.keys("*") if k != "ran")
-
-
-def test_weighted_queue_order(app: App) -> None:
-    app.configure(app.settings.replace(queues="heavy,3 light,1"))
-    worker = Worker(app)
-    firsts = [worker._queue_order()[0] for _ in range(4000)]
-    share = firsts.count("heavy") / len(firsts)
-    assert 0.7 < share < 0.8
-    assert sorted(worker._queue_order()) == ["heavy", "light"]
 
 
 def test_a_stopped_worker_stays_unregistered(app: App, r: redis.Redis) -> None:

@@ -1,0 +1,264 @@
+"""Reliable fetch (SPEC CORE-3): which queue to look at first, moving jobs atomically from the
+queues into this process's working list, and handing unstarted jobs back.
+
+:class:`Fetch` is the Redis side (no thread of its own, so the threaded worker and an asyncio
+worker can share it); :class:`Units` holds the fetched jobs waiting for a thread;
+:class:`Fetcher` is the loop a worker thread runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue as queue_mod
+import random
+import threading
+from collections.abc import Callable, Mapping, Sequence
+
+import redis
+
+from conveyor.core.middleware import FetchedJob
+from conveyor.core.processor import Processor, ProcessorHost, run_batch_hook
+
+log = logging.getLogger("conveyor.worker")
+
+#: How long the fetcher blocks on an empty queue before looking again.
+BLOCK_SINGLE = 1.0
+BLOCK_MULTI = 0.25
+#: How often a worker whose queues are all gated shut looks again.
+GATED_WAIT = 0.2
+MAX_BATCH = 100
+
+#: A fetched job as Redis gave it: (queue name, payload as fetched).
+Fetched = tuple[str, str]
+
+
+def gate_open(gates: Mapping[str, Callable[[], bool]], queue: str) -> bool:
+    """Whether ``queue``'s gate (if any) lets the worker fetch from it; a gate that raises
+    counts as open, so a bug in a gate can stall nothing.
+
+    >>> gate_open({"tasks": lambda: False}, "tasks"), gate_open({}, "other")
+    (False, True)
+    """
+    gate = gates.get(queue)
+    if gate is None:
+        return True
+    try:
+        return bool(gate())
+    except Exception:
+        log.exception("queue gate of %s failed; treating the queue as open", queue)
+        return True
+
+
+def queue_order(
+    queues: Sequence[tuple[str, int]],
+    gates: Mapping[str, Callable[[], bool]],
+    *,
+    strict: bool,
+    rng: random.Random,
+) -> list[str]:
+    """The queues to try this time, open gates only: in the given order when ``strict``, else
+    in weighted random order as Sidekiq does (a queue of weight 3 comes first 3x as often).
+
+    >>> queue_order([("a", 1), ("b", 1)], {}, strict=True, rng=random.Random(0))
+    ['a', 'b']
+    """
+    if gates:
+        queues = [(name, w) for name, w in queues if gate_open(gates, name)]
+    if strict or len(queues) <= 1:
+        return [name for name, _ in queues]
+    pool = [name for name, weight in queues for _ in range(weight)]
+    rng.shuffle(pool)
+    return list(dict.fromkeys(pool))
+
+
+class Fetch:
+    """The Redis side of fetching for one process identity.
+
+    >>> fetch = Fetch(app, "host:1:abc")                      # doctest: +SKIP
+    >>> fetch.batch(fetch.order(), 10)                        # doctest: +SKIP
+    [('default', '{"class":"HardWorker",...}')]
+    """
+
+    def __init__(
+        self, app: ProcessorHost, identity: str, *, rng: random.Random | None = None
+    ) -> None:
+        self.app = app
+        self.identity = identity
+        self.rng = rng or random.Random()
+
+    def order(self) -> list[str]:
+        settings = self.app.settings
+        return queue_order(
+            settings.queues, self.app.queue_gates, strict=settings.strict_order, rng=self.rng
+        )
+
+    def batch(self, order: Sequence[str], count: int) -> list[Fetched]:
+        """Move up to ``count`` jobs (queues tried in ``order``) into the working list."""
+        return self.app.store.fetch(self.identity, order, min(count, MAX_BATCH))
+
+    def blocking(self, order: Sequence[str]) -> list[Fetched]:
+        """Wait briefly for one job on the first queue (atomic BLMOVE)."""
+        block = BLOCK_SINGLE if len(order) == 1 else BLOCK_MULTI
+        raw = self.app.store.fetch_blocking(self.identity, order[0], block)
+        return [(order[0], raw)] if raw is not None else []
+
+    def give_back(self, jobs: Sequence[Fetched], attempts: int = 5) -> int:
+        """Put unstarted jobs back at the front of their queues; returns how many moved. After
+        ``attempts`` Redis failures they stay in the working list, recovered like orphans."""
+        clock = self.app.clock
+        for attempt in range(attempts):
+            try:
+                return self.app.store.requeue(self.identity, list(jobs))
+            except redis.RedisError as exc:
+                log.error("requeue failed (%s); retrying", exc)
+                clock.sleep(0.2 * (attempt + 1))
+        return 0
+
+
+class Units:
+    """Fetched jobs waiting for a thread, and how many this process holds in all.
+
+    ``limit`` is threads + prefetch; the fetcher refills only once ``refill`` slots are free, so
+    a busy worker fetches (and prepares and acknowledges) in batches."""
+
+    def __init__(self, limit: int, refill: int) -> None:
+        self.limit = limit
+        self.refill = refill
+        self._queue: queue_mod.SimpleQueue[FetchedJob | None] = queue_mod.SimpleQueue()
+        self._inflight = 0
+        self._cond = threading.Condition()
+
+    def room(self, quiet: threading.Event) -> int:
+        """Wait until a refill is due (or ``quiet``); returns the free slots."""
+        with self._cond:
+            while self._inflight > self.limit - self.refill and not quiet.is_set():
+                self._cond.wait(0.5)
+            return self.limit - self._inflight
+
+    def add(self, units: Sequence[FetchedJob]) -> None:
+        with self._cond:
+            self._inflight += len(units)
+        for unit in units:
+            self._queue.put(unit)
+
+    def take(self) -> FetchedJob | None:
+        """The next job for a thread (``None``: the thread should end)."""
+        return self._queue.get()
+
+    def done(self, count: int = 1) -> None:
+        with self._cond:
+            self._inflight -= count
+            self._cond.notify()
+
+    def release(self, threads: int) -> None:
+        """Tell ``threads`` worker threads to end once the jobs before are taken."""
+        for _ in range(threads):
+            self._queue.put(None)
+
+    def drain(self) -> list[FetchedJob]:
+        """Take every job no thread has started (they are then no longer counted)."""
+        out: list[FetchedJob] = []
+        while True:
+            try:
+                unit = self._queue.get_nowait()
+            except queue_mod.Empty:
+                break
+            if unit is not None:
+                out.append(unit)
+        if out:
+            self.done(len(out))
+        return out
+
+    def wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    def idle(self) -> bool:
+        with self._cond:
+            return self._inflight == 0
+
+
+class Fetcher:
+    """The fetch loop of one worker process: refill :class:`Units` in batches until quiet."""
+
+    def __init__(
+        self,
+        fetch: Fetch,
+        units: Units,
+        processor: Processor,
+        *,
+        quiet: threading.Event,
+        on_burst_end: Callable[[], None],
+        burst: bool = False,
+    ) -> None:
+        self.fetch = fetch
+        self.units = units
+        self.processor = processor
+        self.quiet = quiet
+        self.on_burst_end = on_burst_end
+        self.burst = burst
+        self.requeued = 0
+
+    def run(self) -> None:
+        failures = 0
+        app = self.fetch.app
+        while not self.quiet.is_set():
+            free = self.units.room(self.quiet)
+            if self.quiet.is_set():
+                break
+            order = self.fetch.order()
+            if not order:  # every queue gated shut: look again shortly
+                self.quiet.wait(GATED_WAIT)
+                continue
+            try:
+                jobs = self._next(order, free)
+                failures = 0
+            except redis.RedisError as exc:
+                failures += 1
+                log.error("fetch failed (%s); retrying", exc)
+                app.clock.sleep(min(5.0, 0.1 * 2**failures))
+                continue
+            if jobs is None:
+                log.info("burst: queues empty, stopping")
+                self.on_burst_end()
+                break
+            if not jobs:
+                continue
+            if self.quiet.is_set():  # quieted while we were blocked: hand them straight back
+                self.requeued += self.fetch.give_back(jobs)
+                break
+            self.dispatch([self.processor.fetched(q, raw) for q, raw in jobs])
+        # Prefetched jobs nobody started go back at once, so other processes can take them.
+        self.return_unstarted()
+        log.debug("fetcher stopped")
+
+    def _next(self, order: list[str], free: int) -> list[Fetched] | None:
+        """The next jobs; ``None`` when a burst worker should stop."""
+        jobs = self.fetch.batch(order, free)
+        if jobs:
+            return jobs
+        if self.burst:
+            return self._burst_check(order, free)
+        return self.fetch.blocking(order)
+
+    def _burst_check(self, order: list[str], free: int) -> list[Fetched] | None:
+        """Burst mode, nothing fetched: ``None`` once the queues are empty while no job runs,
+        else the jobs to dispatch (none yet while jobs still run)."""
+        if not self.units.idle():
+            self.fetch.app.clock.sleep(0.01)
+            return []
+        # Nothing runs now, so what a job enqueued just before it finished is visible (the
+        # fetch above may have run before that push): look once more before stopping.
+        return self.fetch.batch(order, free) or None
+
+    def dispatch(self, units: list[FetchedJob]) -> None:
+        # Middleware do their Redis work for the whole batch first (one round trip each); a job
+        # they hand off (e.g. deferred by a concurrency limit) already left the working list.
+        run_batch_hook(self.fetch.app, "prepare_batch", units)
+        self.units.add([u for u in units if u.handed_off is None])
+
+    def return_unstarted(self) -> None:
+        unstarted = self.units.drain()
+        if unstarted:
+            run_batch_hook(self.fetch.app, "abandon_batch", unstarted)
+            self.requeued += self.fetch.give_back([(u.queue, u.raw) for u in unstarted])
