@@ -199,10 +199,10 @@ def test_get_starts_a_run_with_a_bearer_token_only(
     assert started.status_code == 202, started.text
     assert started.json()["run"]["request"] == {"k": "v"}
     from starlette.testclient import TestClient
-    from support.web import login
+    from support.web import LOCAL, login
 
     web = create_app(app, WebSettings(token=TOKEN), extensions=[automation_extension(automation)])
-    with TestClient(web) as browser:
+    with TestClient(web, base_url=LOCAL) as browser:
         login(browser)
         refused = browser.get("/automation/workflows/open")
         assert refused.status_code == 405
@@ -212,8 +212,10 @@ def test_get_starts_a_run_with_a_bearer_token_only(
         WebSettings(token=TOKEN, allow_anonymous=True),
         extensions=[automation_extension(automation)],
     )
-    with TestClient(anonymous) as stranger:
-        assert stranger.get("/automation/workflows/open").status_code == 405
+    with TestClient(anonymous, base_url=LOCAL) as stranger:
+        # 405 from this handler, or 401 where anonymous access is loopback-only: no run either way.
+        assert stranger.get("/automation/workflows/open").status_code in (401, 405)
+    assert len(automation.store.active("open")) == 1, "only the Bearer GET started a run"
 
 
 def test_batch_returns_202_with_location_and_prepare_off_by_default(
@@ -320,7 +322,8 @@ def test_fuzzed_paths_never_500(client: httpx.Client, parts: list[str], mode: st
     url = httpx.URL(str(client.base_url)).copy_with(raw_path=quote(raw, safe="/;=%:@!~").encode())
     params = {} if mode is None else {"mode": mode}
     answer = client.post(url, params=params)
-    assert answer.status_code < 500 or answer.status_code in (502, 504), (raw, answer.text)
+    # 503: a real-time call with no node running (this app has none), never a crash.
+    assert answer.status_code < 500 or answer.status_code in (502, 503, 504), (raw, answer.text)
     assert answer.headers["content-type"].startswith("application/json") or answer.status_code in (
         404,
         405,
