@@ -25,7 +25,7 @@ from conveyor.automation.runs import RunInfo, RunState, summary_vars
 from conveyor.automation.settings import Workflow, merge_vars
 from conveyor.automation.urls import parse_task_line
 from conveyor.automation.variables import check_caller_vars
-from conveyor.errors import VariableRefused, WorkflowUrlError
+from conveyor.errors import VariableRejected, WorkflowUrlError
 
 log = logging.getLogger("conveyor.automation")
 
@@ -149,7 +149,7 @@ class BatchSteps:
                     f"{where} is not a task in the URL form "
                     f"/{keyword}/workflows/{workflow.name}/vars/key=value;..."
                 )
-            except VariableRefused as exc:
+            except VariableRejected as exc:
                 return [], str(exc)
             if request.workflow != workflow.name:
                 return [], (f"{where} names workflow {request.workflow!r}, not {workflow.name!r}")

@@ -50,7 +50,7 @@ from conveyor.core.extensions import ExtensionKey
 from conveyor.core.job import ServiceJob
 from conveyor.core.payload import Payload, dumps
 from conveyor.errors import (
-    AutomationBusy,
+    AutomationBusyError,
     ConfigurationError,
     ConveyorError,
     WorkflowForbidden,
@@ -256,9 +256,9 @@ class Automation:
         ``source="api"`` is a client call and needs ``allowApiExecution``; any other source
         (``"cli"``, ``"schedule"``, ...) is trusted to start runs. Whatever the source, the
         request variables may not name an operator or engine variable
-        (:class:`~conveyor.errors.VariableRefused`), and a workflow with
+        (:class:`~conveyor.errors.VariableRejected`), and a workflow with
         ``meta.runs.maxUnfinished`` unfinished runs refuses more
-        (:class:`~conveyor.errors.AutomationBusy`). With ``prepare=False`` (or a workflow
+        (:class:`~conveyor.errors.AutomationBusyError`). With ``prepare=False`` (or a workflow
         without a prepare step) the request variables are the run's one task. With
         ``execute=False`` no task runs: prepare's list is discarded and complete gets zero
         totals.
@@ -279,7 +279,7 @@ class Automation:
             max_unfinished=cap,
         )
         if outcome == "full":
-            raise AutomationBusy(
+            raise AutomationBusyError(
                 f"workflow {wf.name!r} has {cap} unfinished runs (meta.runs.maxUnfinished); "
                 "wait for some to end",
                 retry_after=30.0,
@@ -298,8 +298,8 @@ class Automation:
     ) -> TaskResult:
         """Real-time mode: hand one execute task (no prepare, no complete) to a node that takes
         the workflow's tasks now, wait for it and return its result. Raises
-        :class:`~conveyor.errors.AutomationUnavailable` when no node runs the workflow or every
-        one is throttled, :class:`~conveyor.errors.AutomationBusy` when every real-time slot is
+        :class:`~conveyor.errors.AutomationUnavailableError` when no node runs the workflow or every
+        one is throttled, :class:`~conveyor.errors.AutomationBusyError` when every real-time slot is
         taken. A node that does not answer in time gives a timed-out result."""
         wf = self.workflow(workflow, source=source)
         variables = check_caller_vars(wf, request_vars)

@@ -4,11 +4,11 @@
 :func:`hand_over`:
 
 1. finds the live nodes that take the workflow's tasks (their heartbeats). None: no node runs
-   the workflow (:class:`~conveyor.errors.AutomationUnavailable`, HTTP 503). All throttled:
+   the workflow (:class:`~conveyor.errors.AutomationUnavailableError`, HTTP 503). All throttled:
    the same, with a ``Retry-After`` of the throttle's dwell time;
 2. in one Lua call, forgets requests whose callers gave up and pushes the task job only if
    fewer requests are in flight than the free real-time slots of those nodes
-   (``meta.realtime.perNode`` each); else :class:`~conveyor.errors.AutomationBusy` (429);
+   (``meta.realtime.perNode`` each); else :class:`~conveyor.errors.AutomationBusyError` (429);
 3. waits for the node's answer for the execute ``timeout`` plus the kill grace plus
    :data:`QUEUE_WAIT`. No answer in time is a timed-out result (HTTP 504).
 
@@ -29,7 +29,7 @@ from typing import Protocol
 from conveyor.automation.runs import NodeInfo, TaskResult
 from conveyor.automation.settings import AutomationSettings, Workflow
 from conveyor.clock import Clock
-from conveyor.errors import AutomationBusy, AutomationUnavailable
+from conveyor.errors import AutomationBusyError, AutomationUnavailableError
 from conveyor.redis.automation import AutomationStore
 
 #: Seconds a real-time task may wait for a worker thread of the node that took it.
@@ -61,17 +61,17 @@ class RealtimeHost(Protocol):
 
 def capacity(nodes: list[NodeInfo], workflow: Workflow, dwell: float) -> int:
     """The real-time slots of the live nodes that take ``workflow``'s tasks now, or an
-    :class:`AutomationUnavailable` saying why there are none."""
+    :class:`AutomationUnavailableError` saying why there are none."""
     serving = [n for n in nodes if workflow.name in n.realtime_workflows]
     if not serving:
-        raise AutomationUnavailable(
+        raise AutomationUnavailableError(
             f"no automation node runs workflow {workflow.name!r}: start one with "
             "`conveyor automation node` (every node's settings must enable the workflow)",
             retry_after=RETRY_NO_NODE,
         )
     accepting = [n for n in serving if n.accepts(workflow.name, realtime=True)]
     if not accepting:
-        raise AutomationUnavailable(
+        raise AutomationUnavailableError(
             f"every node that runs workflow {workflow.name!r} is throttled (CPU average at or "
             f"above deactive {workflow.throttling.cpu.deactive:g}%); try again later",
             retry_after=max(5.0, dwell),
@@ -97,7 +97,7 @@ def hand_over(host: RealtimeHost, workflow: Workflow, variables: Mapping[str, st
         deadline=now + wait,
     )
     if not admitted:
-        raise AutomationBusy(
+        raise AutomationBusyError(
             f"every real-time slot is taken ({busy} of {slots} on the nodes that run "
             f"{workflow.name!r}; meta.realtime.perNode each); try again shortly",
             retry_after=RETRY_BUSY,

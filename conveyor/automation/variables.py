@@ -10,7 +10,7 @@ Two kinds of variables reach a step:
   Ansible step as ``!unsafe`` values (never templated) and a ``python:`` step as plain strings.
 
 A caller may not set an operator variable: :func:`check_caller_vars` refuses the request with
-:class:`~conveyor.errors.VariableRefused` naming the variable. The engine's names and Ansible's
+:class:`~conveyor.errors.VariableRejected` naming the variable. The engine's names and Ansible's
 magic names are reserved the same way, so the two kinds never overlap and no precedence rule
 between them is needed.
 
@@ -22,7 +22,7 @@ between them is needed.
 >>> check_caller_vars(s.workflow("w"), {"src": "/etc"})
 Traceback (most recent call last):
 ...
-conveyor.errors.VariableRefused: variable 'src' is set by the operator for workflow 'w' ...
+conveyor.errors.VariableRejected: variable 'src' is set by the operator for workflow 'w' ...
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from conveyor.automation.settings import Workflow
-from conveyor.errors import VariableRefused
+from conveyor.errors import VariableRejected
 
 #: Variable names: identifiers (they become Ansible variables and Python dict keys).
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -99,32 +99,32 @@ def check_caller_vars(
     workflow: Workflow, variables: Mapping[str, Any] | None, *, where: str = "the request"
 ) -> dict[str, str]:
     """``variables`` as ``{name: str}`` if a caller may set every one of them, else
-    :class:`VariableRefused` naming the first bad name (never a value). ``where`` says where
+    :class:`VariableRejected` naming the first bad name (never a value). ``where`` says where
     they came from in the message (``"the request"``, ``"prepare file line 3"``)."""
     operator = operator_names(workflow)
     out: dict[str, str] = {}
     for key, value in (variables or {}).items():
         if not isinstance(key, str) or not NAME_RE.match(key):
-            raise VariableRefused(
+            raise VariableRejected(
                 f"bad variable name {key!r} in {where}: use letters, digits and '_', not "
                 "starting with a digit",
                 str(key),
             )
         if key in operator:
-            raise VariableRefused(
+            raise VariableRejected(
                 f"variable {key!r} is set by the operator for workflow {workflow.name!r} (in its "
                 f"settings) and cannot be overridden by {where}; drop it",
                 key,
             )
         if reserved(key):
-            raise VariableRefused(
+            raise VariableRejected(
                 f"variable {key!r} is reserved for the engine or Ansible and cannot be set by "
                 f"{where}; rename it",
                 key,
             )
         text = value if isinstance(value, str) else str(value)
         if _has_surrogates(text):
-            raise VariableRefused(
+            raise VariableRejected(
                 f"variable {key!r} in {where} is not valid Unicode text; send UTF-8", key
             )
         out[key] = text

@@ -56,10 +56,10 @@ from conveyor.automation.settings import (
 from conveyor.automation.urls import WorkflowRequest, parse_workflow_path
 from conveyor.automation.workflow_metrics import AutomationCollector
 from conveyor.errors import (
-    AutomationBusy,
-    AutomationUnavailable,
+    AutomationBusyError,
+    AutomationUnavailableError,
     ConfigurationError,
-    VariableRefused,
+    VariableRejected,
     WorkflowForbidden,
     WorkflowNotFound,
     WorkflowUrlError,
@@ -186,10 +186,10 @@ class AutomationHttp:
             return JSONResponse({"error": str(exc), "workflow": exc.workflow}, 404)
         except WorkflowForbidden as exc:
             return JSONResponse({"error": str(exc), "workflow": exc.workflow}, 403)
-        except VariableRefused as exc:
+        except VariableRejected as exc:
             return JSONResponse({"error": str(exc), "variable": exc.variable}, 400)
-        except AutomationBusy as exc:
-            status = 503 if isinstance(exc, AutomationUnavailable) else 429
+        except AutomationBusyError as exc:
+            status = 503 if isinstance(exc, AutomationUnavailableError) else 429
             retry = str(max(1, math.ceil(exc.retry_after)))
             return JSONResponse({"error": str(exc)}, status, headers={"Retry-After": retry})
         except ConfigurationError as exc:

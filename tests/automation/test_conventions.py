@@ -13,6 +13,7 @@ import redis
 from click.testing import CliRunner
 from support import python_env, running_worker, wait_for
 from support.automation import load, write_settings
+from support.web import TOKEN
 
 from conveyor import App, Settings
 from conveyor.automation import settings as settings_module
@@ -56,7 +57,7 @@ def test_node_cli_and_web_read_the_default_file(
     assert started.exit_code == 0, started.output
     assert json.loads(started.output)["workflow"] == "batch"
     assert web_automation.discover(app) is not None
-    web = create_app(app, WebSettings(token="t" * 20))
+    web = create_app(app, WebSettings(token=TOKEN))
     assert any(getattr(route, "path", "").startswith("/automation/") for route in web.routes)
     app.close()
 

@@ -18,7 +18,7 @@ from conveyor.automation.engine import Automation
 from conveyor.automation.lease import Leadership, open_lease
 from conveyor.automation.settings import LeaderElection, Workflow
 from conveyor.clock import FakeClock
-from conveyor.errors import AutomationUnavailable, WorkflowForbidden, WorkflowNotFound
+from conveyor.errors import AutomationUnavailableError, WorkflowForbidden, WorkflowNotFound
 
 
 @pytest.fixture
@@ -108,7 +108,7 @@ def test_execute_off_runs_prepare_and_complete_only(node: Automation, r: redis.R
 
 
 def test_real_time_task_runs_on_a_node_worker(node: Automation, r: redis.Redis) -> None:
-    with pytest.raises(AutomationUnavailable, match="no automation node runs"):
+    with pytest.raises(AutomationUnavailableError, match="no automation node runs"):
         node.run_task("batch", request_vars={"i": "rt"})  # no heartbeat yet: no node
     with running_worker(node.app):
         wait_for(node.nodes, timeout=10)

@@ -28,7 +28,7 @@ from conveyor.automation.engine import Automation
 from conveyor.automation.runner import run_step
 from conveyor.automation.settings import parse_automation_settings
 from conveyor.automation.variables import check_caller_vars, redact, unsafe_yaml
-from conveyor.errors import VariableRefused
+from conveyor.errors import VariableRejected
 from conveyor.web import WebSettings, create_app
 from conveyor.web.automation import automation_extension
 
@@ -284,7 +284,7 @@ WORKFLOW = parse_automation_settings(
      "_request_total", "hostvars", "lookup", "omit", "environment"],
 )  # fmt: skip
 def test_callers_cannot_set_operator_or_engine_variables(name: str) -> None:
-    with pytest.raises(VariableRefused) as info:
+    with pytest.raises(VariableRejected) as info:
         check_caller_vars(WORKFLOW, {"file": "a", name: "x"})
     assert info.value.variable == name
     assert "'x'" not in str(info.value), "the message names the variable, never its value"
@@ -293,9 +293,9 @@ def test_callers_cannot_set_operator_or_engine_variables(name: str) -> None:
 def test_caller_variables_are_strings_with_identifier_names() -> None:
     assert check_caller_vars(WORKFLOW, {"file": "a", "size": 3}) == {"file": "a", "size": "3"}
     for bad in ("1x", "a-b", "", "a b"):
-        with pytest.raises(VariableRefused, match="bad variable name"):
+        with pytest.raises(VariableRejected, match="bad variable name"):
             check_caller_vars(WORKFLOW, {bad: "x"})
-    with pytest.raises(VariableRefused, match="not valid Unicode"):
+    with pytest.raises(VariableRejected, match="not valid Unicode"):
         check_caller_vars(WORKFLOW, {"file": "a\udcff"})
 
 
