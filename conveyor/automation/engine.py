@@ -386,6 +386,8 @@ class Automation:
         self._count(workflow, {"tasks_started|batch": 1})
         result = self._execute_named(workflow, variables)
         task = self._task_result(workflow, result, variables, run_id=run_id, index=index)
+        # Counted before the record that may end the run: a reader of the run sees it.
+        self.monitor.count_task()
         record = task.as_dict()
         record["output"] = task.output[-RECORDED_OUTPUT:]
         record["ended_at"] = self.clock.time()
@@ -418,6 +420,7 @@ class Automation:
             self._count(workflow, {"tasks_started|realtime": 1})
             result = self._execute_named(workflow, variables)
             task = self._task_result(workflow, result, variables)
+            self.monitor.count_task()
             keep = max(60.0, deadline - self.clock.time())
             self.store.realtime_reply(request_id, task.as_dict(), keep)
             self._ended(workflow, "realtime", result)
@@ -500,7 +503,6 @@ class Automation:
         self._count(workflow, metrics.step_fields(step, result.duration))
 
     def _ended(self, workflow: str, mode: str, result: StepResult) -> None:
-        self.monitor.count_task()
         self._count(workflow, metrics.task_fields(mode, ok=result.ok, timed_out=result.timed_out))
 
     def _count(self, workflow: str, counts: Mapping[str, float]) -> None:

@@ -74,8 +74,10 @@ def test_two_machines_with_the_manuals_null_path_have_one_master(
     nodes = {}
     for name in ("m1", "m2"):
         _, global_args, env = machine(tmp_path, name)
+        # A 10 s term: on a loaded machine a 2 s one can lapse mid-prepare, and a master change
+        # legitimately prepares the run again (at least once); this test is about one master.
         nodes[name] = cli_node(processes, settings, name, "--redis-url", redis_url, *global_args,
-                               **env)  # fmt: skip
+                               term=10, **env)  # fmt: skip
     obs = observer_engine(redis_url, settings)
     observers.append(obs)
     wait_for(lambda: len(obs.nodes()) == 2 and master_node(obs, "batch"), timeout=60)
@@ -113,7 +115,7 @@ def test_a_node_finding_another_master_with_its_fence_refuses_to_act(
         own = {"type": "file", "path": f"{home}/leases/"}
         settings = write_settings(tmp_path, redis_url, leader=own, name=f"settings-{name}.json")
         nodes[name] = cli_node(processes, settings, name, "--redis-url", redis_url, *global_args,
-                               **env)  # fmt: skip
+                               term=10, **env)  # fmt: skip
     obs = observer_engine(redis_url, settings)
     observers.append(obs)
 
@@ -133,10 +135,9 @@ def test_a_node_finding_another_master_with_its_fence_refuses_to_act(
         done = wait_for_value(lambda run=run: finished(obs, run.id), timeout=90)
         assert (done.state, done.succeeded) == ("done", 2), done
     prepares, completes = prepares_and_completes(r)
-    # Once per run. (Which node: the one whose mark holds the fence; on a loaded machine a
-    # node can lose its term, take a new one with a higher fence and become master again.)
+    # Once per run, by the node whose mark holds the fence.
     assert len(prepares) == 3 and len(completes) == 3
-    assert set(prepares) | set(completes) <= {proc.pid for proc in nodes.values()}
+    assert set(prepares) == set(completes) == {nodes[winner.id].pid}
     assert obs.store.metrics("batch")["master_conflicts"] >= 1
 
 

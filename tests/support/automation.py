@@ -301,11 +301,16 @@ def wait_for_value(get: Callable[[], Any], timeout: float) -> Any:
 
 
 def cli_node(
-    processes: StartProcess, settings: Path, name: str, *global_args: str, **env: str
+    processes: StartProcess,
+    settings: Path,
+    name: str,
+    *global_args: str,
+    term: float = 2,
+    **env: str,
 ) -> subprocess.Popen[bytes]:
-    """``conveyor [global_args] automation node SETTINGS`` as a real process, with a 2 s term
-    and short core intervals."""
+    """``conveyor [global_args] automation node SETTINGS`` as a real process, with a short term
+    (2 s) and short core intervals."""
     return processes(
         "-m", "conveyor.cli", *global_args, "automation", "node", str(settings),
-        "--threads", "2", "--term", "2", "--node", name, **NODE_ENV, **env,
+        "--threads", "2", "--term", f"{term:g}", "--node", name, **NODE_ENV, **env,
     )  # fmt: skip
