@@ -6,6 +6,7 @@ every effect is counted by the steps themselves (tests/apps/automation/steps.py,
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -235,6 +236,7 @@ def test_global_options_reach_the_node_and_run_watch(
         assert node.wait(30) == 0
     finally:
         stop_server(state)
+        shutil.rmtree(state, ignore_errors=True)
 
 
 def test_run_watch_says_why_nothing_moves_and_gives_up_after_timeout(
