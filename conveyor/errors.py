@@ -22,6 +22,9 @@ ConveyorError
 │   └── RecordError           one imported record that cannot be saved (recorded, not fatal)
 ├── WorkflowUrlError          an automation HTTP path that does not follow the URL grammar
 ├── WorkflowForbidden         a workflow the HTTP API may not run (allowApiExecution off)
+├── VariableRejected          a request or task variable naming an operator or engine variable
+├── AutomationBusyError       a run or real-time task refused over a limit (HTTP 429)
+│   └── AutomationUnavailableError  no node can take a real-time task now (HTTP 503)
 └── LeaseError                a leader-election lease that cannot be opened, read or written
 """
 
@@ -195,3 +198,29 @@ class WorkflowForbidden(ConveyorError):
     def __init__(self, message: str, workflow: str = "") -> None:
         super().__init__(message)
         self.workflow = workflow
+
+
+class VariableRejected(ConveyorError):
+    """A request (HTTP ``/vars/``, ``--vars``) or a task line carries a variable a caller may not
+    set: one the settings file gives the workflow or a step (operator variables), or one the
+    engine owns (``src_dir``, ``dest_dir``, ``prepare_path``, ``ansible_*``, ``conveyor_*``,
+    ``_*``). The HTTP API answers 400. ``variable`` is the refused name (never its value)."""
+
+    def __init__(self, message: str, variable: str = "") -> None:
+        super().__init__(message)
+        self.variable = variable
+
+
+class AutomationBusyError(ConveyorError):
+    """A batch run or a real-time task refused because a limit is reached (unfinished runs of a
+    workflow, real-time steps of every node). The HTTP API answers 429 with ``Retry-After``
+    (``retry_after`` seconds)."""
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class AutomationUnavailableError(AutomationBusyError):
+    """No automation node can take a real-time task now: none is running for the workflow, or
+    every one is throttled. The HTTP API answers 503 with ``Retry-After``."""

@@ -1,8 +1,10 @@
-"""Automation workflows (layer 4): settings, throttling and the URL grammar.
+"""Automation workflows (layer 4): settings, throttling, the URL grammar, and (in submodules)
+the variable rules (``variables``), leader election (``lease``), the step runner (``runner``)
+and the workflow engine (``engine``: ``master``, ``batch``, ``node``, ``realtime``,
+``workflow_metrics``; the node process in ``process``).
 
-What exists now is the pure foundation: the validated ``functions.backend.automation``
-settings, the variable precedence rule, the CPU throttle and the HTTP URL grammar. The workflow
-engine, leader election and the HTTP API build on these.
+This package exports the pure foundation: the validated ``functions.backend.automation``
+settings, the operator's variable layers, the CPU throttle and the HTTP URL grammar.
 
 >>> from conveyor.automation import merge_vars
 >>> merge_vars({"a": 1}, {"a": 2}, None)

@@ -26,11 +26,13 @@ _DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 def effective_reactive(deactive: float, reactive: float) -> float:
     """AUTO-6: a ``reactive`` above ``deactive`` or outside 0-100 becomes 2/3 of ``deactive``.
+    ``0`` counts as out of use too: an average never falls *below* 0, so a throttled node would
+    never resume.
 
-    >>> effective_reactive(60, 40), effective_reactive(60, 70), effective_reactive(90, -1)
+    >>> effective_reactive(60, 40), effective_reactive(60, 70), effective_reactive(90, 0)
     (40, 40.0, 60.0)
     """
-    if reactive > deactive or not 0 <= reactive <= 100:
+    if reactive > deactive or not 0 <= reactive <= 100 or (reactive == 0 and deactive > 0):
         return deactive * 2.0 / 3.0
     return reactive
 
@@ -61,8 +63,8 @@ def shown(value: Any) -> str:
     """A value as it appears in JSON (strings quoted), shortened."""
     try:
         text = json.dumps(value, ensure_ascii=False)
-    except (TypeError, ValueError):
-        text = repr(value)
+    except (TypeError, ValueError, RecursionError):
+        text = type(value).__name__
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -134,6 +136,13 @@ class Checker:
             self.problem(path, "must be a number", raw)
             return None
         return float(raw)
+
+    def count(self, path: str, raw: Any) -> int | None:
+        """A whole number of at least 1."""
+        if isinstance(raw, bool) or not isinstance(raw, int) or raw < 1:
+            self.problem(path, "must be a whole number of at least 1", raw)
+            return None
+        return raw
 
     def positive(self, path: str, raw: Any) -> float | None:
         ok = not isinstance(raw, bool) and isinstance(raw, int | float)

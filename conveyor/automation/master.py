@@ -2,10 +2,19 @@
 runs, adopt unfinished runs, run prepare and complete — on this node, in threads of their own.
 
 :meth:`Master.tick` is a periodic task of the worker process (about every ``term / 10``
-seconds): it renews or acquires each workflow's lease (``Leadership.tick``) and, while the term
-is safely valid (``Leadership.current``), drives the workflow's unfinished runs. The prepare and
-complete steps run in daemon threads, never in the periodic thread, which must keep renewing the
-lease however long a playbook takes.
+seconds): for each workflow in turn it renews or acquires the lease (``Leadership.tick``) and,
+while the term is safely valid (``Leadership.current``), drives the workflow's unfinished runs.
+The prepare and complete steps run in daemon threads (:mod:`conveyor.automation.batch`), never
+in the periodic thread, which must keep renewing the lease however long a playbook takes.
+
+**Faults stay in their workflow.** Whatever fails for one workflow (its lease cannot be opened
+or reached, Redis refuses, a bug) is recorded as that workflow's fault (:meth:`Master.faults`:
+the node's heartbeat, ``automation status``, the dashboard and /metrics show it) and retried
+with a backoff of 1 s doubling to 60 s; the workflows after it carry on in the same tick.
+
+**One master per fence.** Before acting under a term the node marks the term's fence as its own
+in Redis; a node that finds the fence marked by another node (two leases that are not shared,
+e.g. a file lease on each machine's local disk) refuses to act and reports the conflict.
 
 Fencing: every master write (create a scheduled run, adopt, publish the task list, claim the
 complete step, finish) carries the term's fence and is refused in Redis (Lua) when a newer fence
@@ -16,60 +25,74 @@ before Redis even has to refuse it.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
-import os
-import tempfile
 import threading
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+import time
+from dataclasses import dataclass
+from typing import Any
 
-import redis
 from croniter import croniter
 
-from conveyor.automation.runner import StepResult, run_step
-from conveyor.automation.runs import RunInfo, RunState, summary_vars
-from conveyor.automation.settings import Workflow, merge_vars
-from conveyor.automation.urls import parse_task_line
+from conveyor.automation._interfaces import EngineLike, LeadershipFactory, LeadershipLike
+from conveyor.automation.batch import BatchSteps
+from conveyor.automation.runs import RunState
+from conveyor.automation.settings import Workflow
 from conveyor.errors import ConveyorError
-
-if TYPE_CHECKING:
-    from conveyor.automation.engine import Automation
-    from conveyor.automation.lease import Term
 
 log = logging.getLogger("conveyor.automation")
 
 #: A prepare step may run this long (the draft gives prepare no timeout field).
 DEFAULT_PREPARE_TIMEOUT = 600.0
+#: Backoff of a failing workflow: the first retry after this many seconds, doubling ...
+BACKOFF_START = 1.0
+#: ... up to this.
+BACKOFF_MAX = 60.0
+#: Unfinished runs are checked against the run TTL at most this often (seconds).
+EXPIRE_EVERY = 5.0
+
+__all__ = ["DEFAULT_PREPARE_TIMEOUT", "Fault", "LeadershipFactory", "LeadershipLike", "Master"]
 
 
-class LeadershipLike(Protocol):
-    """What the master needs from :class:`conveyor.automation.lease.Leadership`."""
-
-    def tick(self) -> Term | None: ...
-
-    def current(self) -> Term | None: ...
+class NotActing(ConveyorError):
+    """This node holds a term but must not act under it (another node claims the same fence)."""
 
 
-#: Builds the leadership of one workflow (default: its ``leaderElection`` lease).
-LeadershipFactory = Callable[[Workflow], LeadershipLike]
+@dataclass
+class Fault:
+    """What went wrong for one workflow on this node, and when it is tried again."""
+
+    error: str
+    since: float
+    attempts: int
+    retry_at: float
+
+    def as_dict(self, now: float) -> dict[str, Any]:
+        return {
+            "error": self.error,
+            "since": self.since,
+            "attempts": self.attempts,
+            "retry_in": round(max(0.0, self.retry_at - now), 1),
+        }
 
 
 class Master:
     """Master duties of one node for every enabled workflow."""
 
-    def __init__(self, automation: Automation, factory: LeadershipFactory) -> None:
+    def __init__(self, automation: EngineLike, factory: LeadershipFactory) -> None:
         self.automation = automation
         self.factory = factory
         self.leaders: dict[str, LeadershipLike] = {}
         #: Fence of the term this node holds per workflow (for the node heartbeat).
         self.fences: dict[str, int] = {}
+        self._faults: dict[str, Fault] = {}
         self._busy: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
         self._last_tick: dict[str, float] = {}
+        self._last_expire: dict[str, float] = {}
         #: Counters for status pages and tests.
         self.stats = {"prepares": 0, "publishes": 0, "completes": 0, "rejected": 0, "stood_down": 0}
+        self.steps = BatchSteps(automation, self)
 
     # -- leadership -----------------------------------------------------------------------------
     def leader(self, workflow: Workflow) -> LeadershipLike:
@@ -83,63 +106,138 @@ class Master:
         """Whether this node still holds the term ``fence`` of ``workflow``, safely."""
         leader = self.leaders.get(workflow)
         term = leader.current() if leader is not None else None
-        if term is not None and term.fence == fence:
+        if term is not None and term.fence == fence and self.fences.get(workflow) == fence:
             return True
-        with self._lock:
-            self.stats["stood_down"] += 1
+        self.count("stood_down")
         log.warning("automation %s: no longer master (term %d); not acting", workflow, fence)
         return False
 
     def masters(self) -> dict[str, int]:
-        """Workflow -> fence of each term this node holds now."""
+        """Workflow -> fence of each term this node holds and acts under now."""
         out: dict[str, int] = {}
         for name, leader in list(self.leaders.items()):
             term = leader.current()
-            if term is not None:
+            if term is not None and self.fences.get(name) == term.fence:
                 out[name] = term.fence
         return out
 
+    def faults(self) -> dict[str, dict[str, Any]]:
+        """Workflow -> its current fault on this node (error, since, attempts, retry in)."""
+        now = time.monotonic()
+        with self._lock:
+            return {name: fault.as_dict(now) for name, fault in self._faults.items()}
+
+    def count(self, stat: str) -> None:
+        with self._lock:
+            self.stats[stat] += 1
+
+    def rejected(self, workflow: str, what: str) -> None:
+        """Redis refused a fenced write of this node (its fence is stale)."""
+        self.count("rejected")
+        log.warning("automation %s: Redis refused a stale master write (%s)", workflow, what)
+
     # -- the periodic task ----------------------------------------------------------------------
     def tick(self) -> None:
-        """Renew or acquire each workflow's lease, then drive its runs while master."""
+        """For each workflow, isolated from the others: expire old runs, renew or acquire the
+        lease, then drive the workflow's runs while master. A failing workflow is reported and
+        retried with backoff."""
+        now = time.monotonic()
         for workflow in self.automation.enabled_workflows():
-            leader = self.leader(workflow)
-            try:
-                leader.tick()
-            except Exception:
-                log.exception("automation %s: lease tick failed", workflow.name)
-            term = leader.current()
-            if term is None:
-                self.fences.pop(workflow.name, None)
+            with self._lock:
+                fault = self._faults.get(workflow.name)
+            if fault is not None and now < fault.retry_at:
                 continue
-            if self.fences.get(workflow.name) != term.fence:
-                log.info(
-                    "automation %s: node %s is master (fence %d)",
-                    workflow.name,
-                    self.automation.node,
-                    term.fence,
-                )
-                self.fences[workflow.name] = term.fence
+            held = False
             try:
-                self._schedule(workflow, term.fence)
-                self._drive(workflow, term.fence)
-            except (redis.RedisError, ConveyorError) as exc:
-                log.error("automation %s: master round failed: %s", workflow.name, exc)
+                self._expire(workflow, now)
+                problem, held = self._round(workflow)
+            except Exception as exc:  # any failure stays in its workflow
+                problem = f"{type(exc).__name__}: {exc}"
+                if not isinstance(exc, ConveyorError | OSError):
+                    log.exception("automation %s: master round failed", workflow.name)
+            # A master whose renewal failed keeps ticking: backing off could let its term lapse.
+            self._note(workflow.name, problem, now, backoff=not held)
+
+    def _round(self, workflow: Workflow) -> tuple[str | None, bool]:
+        """One round for one workflow: a problem to report (the lease's last error) and
+        whether this node acts as master."""
+        leader = self.leader(workflow)
+        leader.tick()
+        problem: str | None = getattr(leader, "last_error", None)
+        term = leader.current()
+        if term is None:
+            self.fences.pop(workflow.name, None)
+            return problem, False
+        auto = self.automation
+        holder = auto.store.claim_master(workflow.name, term.fence, auto.node, auto.term)
+        if holder != auto.node:
+            self.fences.pop(workflow.name, None)
+            raise NotActing(
+                f"node {holder} is master of {workflow.name!r} with the same fence "
+                f"{term.fence}: the lease is not shared between the nodes (a file lease on a "
+                "local disk?); not acting. Use a shared lease (path null: the Redis lease)"
+            )
+        if self.fences.get(workflow.name) != term.fence:
+            log.info(
+                "automation %s: node %s is master (fence %d)", workflow.name, auto.node, term.fence
+            )
+            self.fences[workflow.name] = term.fence
+        self._schedule(workflow, term.fence)
+        self._drive(workflow, term.fence)
+        return problem, True
+
+    def _note(self, workflow: str, problem: str | None, now: float, *, backoff: bool) -> None:
+        with self._lock:
+            fault = self._faults.get(workflow)
+            if problem is None:
+                if fault is not None:
+                    del self._faults[workflow]
+                    log.info("automation %s: recovered after %d attempts", workflow, fault.attempts)
+                return
+            attempts = 1 if fault is None else fault.attempts + 1
+            delay = min(BACKOFF_MAX, BACKOFF_START * 2 ** (attempts - 1)) if backoff else 0.0
+            since = time.time() if fault is None else fault.since
+            self._faults[workflow] = Fault(problem, since, attempts, now + delay)
+        if fault is None or fault.error != problem:
+            log.error("automation %s: %s (retrying with backoff)", workflow, problem)
+        else:
+            log.debug("automation %s: still failing (%d): %s", workflow, attempts, problem)
+
+    def _expire(self, workflow: Workflow, now: float) -> None:
+        """End the workflow's unfinished runs older than ``meta.runs.ttl`` (any node may)."""
+        if now - self._last_expire.get(workflow.name, -EXPIRE_EVERY) < EXPIRE_EVERY:
+            return
+        self._last_expire[workflow.name] = now
+        auto = self.automation
+        ttl = auto.settings.meta.runs.ttl
+        wall = auto.clock.time()
+        created = auto.store.created_at(auto.store.active(workflow.name))
+        for run_id, at in created.items():
+            if wall - at < ttl:
+                continue
+            if auto.store.expire(run_id, workflow.name, now=wall, ttl=ttl) == "expired":
+                log.warning(
+                    "automation %s: run %s expired (unfinished after %gs)",
+                    workflow.name,
+                    run_id,
+                    ttl,
+                )
 
     def _schedule(self, workflow: Workflow, fence: int) -> None:
         """Create a run for the latest tick of the prepare schedule, once per tick."""
         prepare = workflow.steps.prepare
         if prepare is None or not prepare.schedule:
             return
-        now = self.automation.clock.time()
+        auto = self.automation
+        now = auto.clock.time()
         start = dt.datetime.fromtimestamp(now).astimezone()
         tick = float(croniter(prepare.schedule, start).get_prev(float))
         if self._last_tick.get(workflow.name) == tick:
             return
         if not self.still_master(workflow.name, fence):
             return
-        outcome = self.automation.store.create_run(
-            self.automation.new_run_id(),
+        outcome = auto.store.create_run(
+            auto.new_run_id(),
             workflow.name,
             request={},
             prepare=True,
@@ -148,13 +246,22 @@ class Master:
             now=now,
             fence=fence,
             cron_tick=tick,
+            max_unfinished=auto.settings.meta.runs.max_unfinished,
         )
         if outcome == "stale":
-            self._rejected(workflow.name, "create a scheduled run")
+            self.rejected(workflow.name, "create a scheduled run")
             return
         self._last_tick[workflow.name] = tick
         if outcome == "created":
             log.info("automation %s: scheduled run for tick %.0f", workflow.name, tick)
+        elif outcome == "full":
+            log.warning(
+                "automation %s: scheduled run for tick %.0f skipped: %d runs are unfinished "
+                "(meta.runs.maxUnfinished)",
+                workflow.name,
+                tick,
+                auto.settings.meta.runs.max_unfinished,
+            )
 
     def _drive(self, workflow: Workflow, fence: int) -> None:
         store = self.automation.store
@@ -168,7 +275,7 @@ class Master:
                     return
                 outcome, state = store.adopt(run_id, workflow.name, fence, self.automation.node)
                 if outcome == "stale":
-                    self._rejected(workflow.name, f"adopt run {run_id}")
+                    self.rejected(workflow.name, f"adopt run {run_id}")
                     return
                 if outcome == "missing":
                     continue
@@ -185,7 +292,7 @@ class Master:
             if key in self._busy:
                 return
             self._busy.add(key)
-        target = self._prepare if step == "prepare" else self._complete
+        target = self.steps.prepare if step == "prepare" else self.steps.complete
 
         def run() -> None:
             try:
@@ -198,187 +305,3 @@ class Master:
 
         name = f"conveyor-automation-{step}-{run_id[:8]}"
         threading.Thread(target=run, name=name, daemon=True).start()
-
-    def _rejected(self, workflow: str, what: str) -> None:
-        with self._lock:
-            self.stats["rejected"] += 1
-        log.warning("automation %s: Redis refused a stale master write (%s)", workflow, what)
-
-    # -- prepare --------------------------------------------------------------------------------
-    def _prepare(self, workflow: Workflow, run_id: str, fence: int) -> None:
-        auto = self.automation
-        run = auto.run_status(run_id)
-        if run is None or run.state != RunState.PREPARING:
-            return
-        with self._lock:
-            self.stats["prepares"] += 1
-        tasks, error = self._task_list(workflow, run)
-        if not self.still_master(workflow.name, fence):
-            return
-        if error is not None:
-            self._finish(workflow, run, fence, state=RunState.FAILED, error=error)
-            return
-        if not run.execute:
-            tasks = []  # execute switched off: publish an empty list, so complete follows
-        payloads = [
-            auto.task_payload(workflow.name, run_id, i, fence, v) for i, v in enumerate(tasks)
-        ]
-        outcome, _ = auto.store.publish(
-            run_id,
-            workflow.name,
-            fence=fence,
-            queue=auto.queue(workflow.name),
-            payloads=payloads,
-            now=auto.clock.time(),
-        )
-        if outcome == "stale":
-            self._rejected(workflow.name, f"publish the tasks of run {run_id}")
-        elif outcome == "published":
-            with self._lock:
-                self.stats["publishes"] += 1
-            log.info("automation %s: run %s has %d task(s)", workflow.name, run_id, len(tasks))
-
-    def _task_list(
-        self, workflow: Workflow, run: RunInfo
-    ) -> tuple[list[dict[str, Any]], str | None]:
-        """The run's tasks (each a dict of request variables), or an error."""
-        prepare = workflow.steps.prepare
-        if not run.prepare or prepare is None:
-            # No prepare step: the request itself is the run's one task.
-            return [dict(run.request)], None
-        auto = self.automation
-        fd, path = tempfile.mkstemp(prefix=f"{workflow.name}-", suffix=".txt", dir=auto.work_dir)
-        os.close(fd)
-        try:
-            variables = merge_vars(workflow.vars, prepare.vars, run.request, {"prepare_path": path})
-            result = run_step(
-                prepare.playbook,
-                variables,
-                timeout=auto.prepare_timeout,
-                base_dir=auto.settings.base_dir,
-                grace=auto.grace,
-            )
-            if not result.ok:
-                return [], f"prepare step failed: {result.error}"
-            with open(path, encoding="utf-8") as f:
-                lines = f.read().splitlines()
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-        return self._parse_tasks(workflow, run, lines)
-
-    def _parse_tasks(
-        self, workflow: Workflow, run: RunInfo, lines: list[str]
-    ) -> tuple[list[dict[str, Any]], str | None]:
-        keyword = self.automation.settings.meta.keyword
-        tasks: list[dict[str, Any]] = []
-        for number, line in enumerate(lines, 1):
-            if not line.strip() or line.lstrip().startswith("#"):
-                continue
-            try:
-                request = parse_task_line(line, keyword)
-            except ConveyorError as exc:
-                return [], f"prepare file line {number}: {exc}"
-            if request.workflow != workflow.name:
-                return [], (
-                    f"prepare file line {number} names workflow {request.workflow!r}, "
-                    f"not {workflow.name!r}"
-                )
-            tasks.append(merge_vars(run.request, request.vars))
-        return tasks, None
-
-    # -- complete -------------------------------------------------------------------------------
-    def _complete(self, workflow: Workflow, run_id: str, fence: int) -> None:
-        auto = self.automation
-        if not self.still_master(workflow.name, fence):
-            return
-        outcome, _ = auto.store.claim_complete(run_id, workflow.name, fence, auto.clock.time())
-        if outcome == "stale":
-            self._rejected(workflow.name, f"claim the complete step of run {run_id}")
-            return
-        # 'held': this term claimed it before and that attempt ended without finishing the run
-        # (an error, or a moment without a trusted term); _spawn keeps attempts one at a time.
-        if outcome not in ("claimed", "taken-over", "held"):
-            return
-        run = auto.run_status(run_id)
-        if run is None:
-            return
-        summary = summary_vars(
-            total=run.total,
-            succeeded=run.succeeded,
-            failed=run.failed,
-            src_size=run.src_size_total,
-            dest_size=run.dest_size_total,
-        )
-        step = workflow.steps.complete
-        result: StepResult | None = None
-        if run.complete and step is not None:
-            with self._lock:
-                self.stats["completes"] += 1
-            variables = merge_vars(workflow.vars, step.vars, run.request, summary)
-            result = run_step(
-                step.playbook,
-                variables,
-                timeout=step.timeout,
-                base_dir=auto.settings.base_dir,
-                grace=auto.grace,
-            )
-        if not self.still_master(workflow.name, fence):
-            return  # the next master takes the claim over and runs the step again
-        error = None if result is None or result.ok else f"complete step failed: {result.error}"
-        self._finish(
-            workflow,
-            run,
-            fence,
-            state=RunState.FAILED if error else RunState.DONE,
-            error=error,
-            summary=summary,
-            step=result,
-        )
-
-    def _finish(
-        self,
-        workflow: Workflow,
-        run: RunInfo,
-        fence: int,
-        *,
-        state: RunState,
-        error: str | None,
-        summary: dict[str, int] | None = None,
-        step: StepResult | None = None,
-    ) -> None:
-        auto = self.automation
-        step_record = None
-        if step is not None:
-            step_record = {
-                "ok": step.ok,
-                "returncode": step.returncode,
-                "timed_out": step.timed_out,
-                "duration": round(step.duration, 3),
-                "facts": step.facts,
-                "error": step.error,
-                "node": auto.node,
-            }
-        outcome, _ = auto.store.finish(
-            run.id,
-            workflow.name,
-            fence=fence,
-            state=state.value,
-            now=auto.clock.time(),
-            summary=summary or dict(run.summary),
-            error=error,
-            step=step_record,
-        )
-        if outcome == "stale":
-            self._rejected(workflow.name, f"finish run {run.id}")
-        elif outcome == "finished":
-            log.info(
-                "automation %s: run %s %s (%d ok, %d failed of %d)%s",
-                workflow.name,
-                run.id,
-                state.value,
-                run.succeeded,
-                run.failed,
-                run.total,
-                f": {error}" if error else "",
-            )

@@ -1,33 +1,31 @@
-"""One automation node: its CPU throttle, its heartbeat, and the process entry point.
+"""One automation node: its CPU throttle, its real-time slots and its heartbeat.
 
 Every node samples its CPU once per ``meta.cpuAverage.interval`` and feeds one
 :class:`~conveyor.automation.throttle.Throttle` per workflow (the thresholds are per workflow,
 the average is the node's). While a workflow's throttle says *throttled*, the worker leaves that
-workflow's task queue out of fetching (``App.gate_queue``): its tasks wait in Redis for nodes
-with CPU to spare. Jobs already fetched still run. The heartbeat (``conveyor:automation:nodes``)
-carries the throttle state and the workflows this node is master of.
+workflow's task queues (batch and real-time) out of fetching (``App.gate_queue``): its tasks
+wait in Redis for nodes with CPU to spare. Jobs already fetched still run. A node runs at most
+``meta.realtime.perNode`` real-time steps at once (its real-time queues close while they are
+taken). The heartbeat (``conveyor:automation:nodes``) carries the throttle state, the workflows
+this node serves and masters, its real-time slots and its faults.
 
->>> serve("/usr/local/m2/setting.json", redis_url="redis://10.0.0.5:6379/0")  # doctest: +SKIP
+>>> monitor = NodeMonitor(automation)                                  # doctest: +SKIP
+>>> monitor.beat()                                                     # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import socket
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import redis
 
-from conveyor.automation.settings import load_automation_settings
+from conveyor.automation._interfaces import EngineLike
 from conveyor.automation.throttle import SampleSource, Throttle, psutil_cpu_source
-
-if TYPE_CHECKING:
-    from conveyor.automation.engine import Automation
-    from conveyor.automation.master import LeadershipFactory
 
 log = logging.getLogger("conveyor.automation")
 
@@ -35,7 +33,7 @@ log = logging.getLogger("conveyor.automation")
 class NodeMonitor:
     """The throttles and the heartbeat of one node."""
 
-    def __init__(self, automation: Automation, source: SampleSource | None = None) -> None:
+    def __init__(self, automation: EngineLike, source: SampleSource | None = None) -> None:
         self.automation = automation
         self._source = source
         average = automation.settings.meta.cpu_average
@@ -47,12 +45,37 @@ class NodeMonitor:
         self.pid = os.getpid()
         self.tasks_run = 0
         self.last_sample: float | None = None
+        #: Real-time steps this node runs at most at once, and runs now.
+        self.realtime_slots = automation.settings.meta.realtime.per_node
+        self.realtime_running = 0
+        #: The workflows whose batch and real-time task queues this node's worker listens on
+        #: (set at install).
+        self.served: tuple[str, ...] = ()
+        self.served_realtime: tuple[str, ...] = ()
         self._lock = threading.Lock()
 
     def gate(self, workflow: str) -> Callable[[], bool]:
-        """The queue gate of ``workflow``'s tasks: open while its throttle accepts."""
+        """The queue gate of ``workflow``'s batch tasks: open while its throttle accepts."""
         throttle = self.throttles[workflow]
         return lambda: throttle.accepting
+
+    def realtime_gate(self, workflow: str) -> Callable[[], bool]:
+        """The queue gate of ``workflow``'s real-time tasks: open while its throttle accepts
+        and a real-time slot is free."""
+        throttle = self.throttles[workflow]
+        return lambda: throttle.accepting and self.realtime_running < self.realtime_slots
+
+    def take_realtime_slot(self) -> bool:
+        """Take a real-time slot; ``False`` when every one is taken (hand the task back)."""
+        with self._lock:
+            if self.realtime_running >= self.realtime_slots:
+                return False
+            self.realtime_running += 1
+            return True
+
+    def free_realtime_slot(self) -> None:
+        with self._lock:
+            self.realtime_running = max(0, self.realtime_running - 1)
 
     def accepting(self, workflow: str) -> bool:
         """Whether this node takes ``workflow``'s tasks now."""
@@ -110,6 +133,11 @@ class NodeMonitor:
             "transitions": sum(t.transitions for t in self.throttles.values()),
             "tasks_run": self.tasks_run,
             "master_stats": dict(self.automation.master.stats),
+            "workflows": list(self.served),
+            "realtime_workflows": list(self.served_realtime),
+            "faults": self.automation.master.faults(),
+            "realtime_slots": self.realtime_slots,
+            "realtime_running": self.realtime_running,
         }
 
     def beat(self) -> None:
@@ -122,47 +150,3 @@ class NodeMonitor:
             self.automation.store.beat(self.automation.node, self.info())
         except redis.RedisError as exc:
             log.error("automation: node heartbeat failed: %s", exc)
-
-
-def serve(
-    settings_file: str,
-    *,
-    redis_url: str | None = None,
-    threads: int | None = None,
-    term: float | None = None,
-    node: str | None = None,
-    cpu_source: SampleSource | None = None,
-    leadership: LeadershipFactory | None = None,
-) -> None:
-    """Run one automation node until SIGTERM/SIGINT: a worker on the workflows' task queues
-    with the master loop and the node heartbeat installed. Core settings (heartbeat, recovery,
-    ...) come from ``CONVEYOR_*`` as for ``conveyor worker``; ``threads`` is the number of
-    tasks run at once."""
-    from conveyor import logs
-    from conveyor.automation.engine import DEFAULT_TERM, Automation
-    from conveyor.core.worker import Worker
-    from conveyor.features import App
-    from conveyor.settings import Settings
-
-    auto_settings = load_automation_settings(settings_file)
-    core = Settings.load(redis_url=redis_url, concurrency=threads)
-    app = App(core)
-    automation = Automation(
-        app,
-        auto_settings,
-        node=node,
-        term=term or DEFAULT_TERM,
-        cpu_source=cpu_source,
-        leadership=leadership,
-    )
-    if automation.queues:
-        app.configure(dataclasses.replace(core, queues=tuple((q, 1) for q in automation.queues)))
-    logs.configure(app.settings)
-    automation.install()
-    worker = Worker(app, identity=automation.node)
-    logs.bind_process(worker=worker.identity)
-    try:
-        worker.run()
-    finally:
-        automation.close()
-        app.close()

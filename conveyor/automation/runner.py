@@ -3,8 +3,12 @@ callable, each in a child process of its own session, with a timeout that kills 
 
 What a step receives and gives back:
 
-- **Variables** arrive as Ansible extra vars (JSON in a temp file, ``-e @file``), so they win over
-  everything a playbook sets itself; a Python callable gets them as one ``dict`` argument.
+- **Variables** arrive as Ansible extra vars, so they win over everything a playbook sets itself:
+  the operator's (``variables``: settings and engine values) as JSON in one temp file, the
+  caller's data (``data``: request and task-line strings) as ``!unsafe`` values in a YAML file,
+  so Ansible never templates them (``{{ lookup('pipe', ...) }}`` stays a string). A Python
+  callable gets both merged into one ``dict`` of plain values. Failure messages have the
+  caller's values redacted.
 - **Facts**: an Ansible step gets the extra var ``conveyor_result_path`` (a fresh temp file) and
   may write a JSON object there; a Python callable returns a JSON object (or ``None``). Either way
   the object becomes :attr:`StepResult.facts` (the engine sums ``src_size``/``dest_size`` from it).
@@ -39,7 +43,9 @@ from typing import IO, Any
 
 import psutil
 
+from conveyor.automation.children import OWNER_ENV, owner_tag, reaper_argv
 from conveyor.automation.settings import Playbook
+from conveyor.automation.variables import redact, unsafe_yaml
 
 #: At most this much of the combined stdout+stderr is kept (the tail: errors come last).
 OUTPUT_LIMIT = 64 * 1024
@@ -107,22 +113,32 @@ def run_step(
     base_dir: str | None = None,
     grace: float = 5.0,
     env: Mapping[str, str] | None = None,
+    data: Mapping[str, str] | None = None,
 ) -> StepResult:
-    """Run ``playbook`` with ``variables`` and wait at most ``timeout`` seconds.
+    """Run ``playbook`` with the operator's ``variables`` and the caller's ``data`` and wait at
+    most ``timeout`` seconds.
 
-    Relative playbook paths resolve against ``base_dir`` (the settings file's directory), which
-    is also the child's working directory and, for Python steps, first on ``sys.path``. ``env``
-    is added to this process's environment. Never raises for what the step does: a missing
-    playbook, a failing task, an exception or a timeout are all a :class:`StepResult` with
-    ``ok=False``.
+    ``data`` (request and task-line values) is never templated by Ansible; its names must not
+    repeat a name of ``variables`` (the engine refuses such requests before). Relative playbook
+    paths resolve against ``base_dir`` (the settings file's directory), which is also the
+    child's working directory and, for Python steps, first on ``sys.path``. ``env`` is added to
+    this process's environment. Never raises for what the step does: a missing playbook, a
+    failing task, an exception or a timeout are all a :class:`StepResult` with ``ok=False``.
     """
+    data = dict(data or {})
+    clash = sorted(set(data) & set(variables))
+    if clash:
+        raise ValueError(f"caller data may not repeat operator variables: {', '.join(clash)}")
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="conveyor-step-") as tmp:
         result_path = os.path.join(tmp, "result.json")
         if playbook.kind == "python":
-            argv, stdin, missing = _python_argv(playbook, variables, result_path, base_dir)
+            merged = {**variables, **data}
+            argv, stdin, missing = _python_argv(playbook, merged, result_path, base_dir)
         else:
-            argv, stdin, missing = _ansible_argv(playbook, variables, result_path, base_dir, tmp)
+            argv, stdin, missing = _ansible_argv(
+                playbook, variables, data, result_path=result_path, base_dir=base_dir, tmp=tmp
+            )
         if missing:
             return StepResult(False, None, False, time.monotonic() - started, "", {}, missing)
         child_env = _environment(playbook, tmp, env)
@@ -148,12 +164,16 @@ def run_step(
     ok = end.returncode == 0 and not (playbook.kind == "python" and error is not None)
     if end.returncode != 0 and error is None:
         error = _failure_message(playbook, end.returncode, output)
+    # The message goes to logs and run records: a caller's values stay out of it.
+    error = redact(error, data.values())
     return StepResult(ok, end.returncode, False, duration, output, facts, error)
 
 
 def _ansible_argv(
     playbook: Playbook,
     variables: Mapping[str, Any],
+    data: Mapping[str, str],
+    *,
     result_path: str,
     base_dir: str | None,
     tmp: str,
@@ -171,7 +191,13 @@ def _ansible_argv(
     vars_file = os.path.join(tmp, "vars.json")
     with open(vars_file, "w", encoding="utf-8") as f:
         json.dump({**variables, RESULT_VAR: result_path}, f, default=str)
-    argv = [binary, "-i", "localhost,", "-c", "local", "-e", f"@{vars_file}", str(path)]
+    # Caller data in a file of its own, every value !unsafe: Ansible's own way to say "a string,
+    # never a template" (ansible-core 2.19's data tagging keeps it untrusted, derived values too).
+    data_file = os.path.join(tmp, "data.yml")
+    with open(data_file, "w", encoding="utf-8") as f:
+        f.write(unsafe_yaml(data))
+    argv = [binary, "-i", "localhost,", "-c", "local", "-e", f"@{vars_file}"]
+    argv += ["-e", f"@{data_file}", str(path)]
     return argv, b"", None
 
 
@@ -216,14 +242,17 @@ def _supervise(
     timeout: float,
     grace: float,
 ) -> _Exit:
+    child_env = dict(env)
+    child_env[OWNER_ENV] = owner_tag()
     try:
         proc = subprocess.Popen(
-            argv,
+            # Under the reaper: if this node dies, the step's group dies with it.
+            reaper_argv(argv),
             stdin=subprocess.PIPE,
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=cwd,
-            env=dict(env),
+            env=child_env,
             # Its own session (and process group): one killpg reaches everything it starts.
             start_new_session=True,
         )

@@ -20,10 +20,12 @@ class RunState(StrEnum):
     COMPLETING = "completing"
     DONE = "done"
     FAILED = "failed"
+    #: Not finished within ``meta.runs.ttl``: ended by whichever node noticed.
+    EXPIRED = "expired"
 
 
 #: States after which nothing changes any more.
-FINISHED_STATES = frozenset({RunState.DONE, RunState.FAILED})
+FINISHED_STATES = frozenset({RunState.DONE, RunState.FAILED, RunState.EXPIRED})
 
 
 def summary_vars(
@@ -169,6 +171,32 @@ class TaskResult:
         out["vars"] = dict(self.vars)
         return out
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TaskResult:
+        """Rebuild from :meth:`as_dict` (a node's answer to a real-time request)."""
+
+        def text(name: str) -> str | None:
+            value = data.get(name)
+            return None if value is None else str(value)
+
+        returncode = data.get("returncode")
+        index = data.get("index")
+        return cls(
+            workflow=str(data.get("workflow", "")),
+            ok=bool(data.get("ok")),
+            returncode=int(returncode) if isinstance(returncode, int) else None,
+            timed_out=bool(data.get("timed_out")),
+            duration=float(data.get("duration") or 0.0),
+            facts=dict(data.get("facts") or {}),
+            error=text("error"),
+            node=str(data.get("node", "")),
+            log=str(data.get("log", "")),
+            output=str(data.get("output") or ""),
+            run_id=text("run_id"),
+            index=int(index) if isinstance(index, int) else None,
+            vars=dict(data.get("vars") or {}),
+        )
+
 
 @dataclass(frozen=True)
 class NodeInfo:
@@ -190,12 +218,31 @@ class NodeInfo:
     transitions: int = 0
     #: Tasks this node ran since it started.
     tasks_run: int = 0
+    #: The workflows whose batch tasks, and whose real-time tasks, this node takes (its task
+    #: queues).
+    workflows: tuple[str, ...] = ()
+    realtime_workflows: tuple[str, ...] = ()
+    #: Workflow name -> what keeps failing for it on this node (error, since, attempts).
+    faults: Mapping[str, Any] = field(default_factory=dict)
+    #: Real-time steps this node runs at most at once, and runs now.
+    realtime_slots: int = 0
+    realtime_running: int = 0
+
+    def accepts(self, workflow: str, *, realtime: bool = False) -> bool:
+        """Whether this node takes ``workflow``'s (batch or real-time) tasks now: it listens
+        on the queue and is not throttled."""
+        state = dict(self.throttle.get(workflow) or {}).get("state", "accepting")
+        served = self.realtime_workflows if realtime else self.workflows
+        return workflow in served and state != "throttled"
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-native values of every field."""
         out = asdict(self)
         out["masters"] = dict(self.masters)
         out["throttle"] = dict(self.throttle)
+        out["faults"] = dict(self.faults)
+        out["workflows"] = list(self.workflows)
+        out["realtime_workflows"] = list(self.realtime_workflows)
         return out
 
     @classmethod
@@ -213,4 +260,9 @@ class NodeInfo:
             throttle=dict(info.get("throttle") or {}),
             transitions=int(info.get("transitions", 0)),
             tasks_run=int(info.get("tasks_run", 0)),
+            workflows=tuple(str(w) for w in info.get("workflows") or ()),
+            realtime_workflows=tuple(str(w) for w in info.get("realtime_workflows") or ()),
+            faults=dict(info.get("faults") or {}),
+            realtime_slots=int(info.get("realtime_slots", 0)),
+            realtime_running=int(info.get("realtime_running", 0)),
         )

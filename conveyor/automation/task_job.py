@@ -1,8 +1,14 @@
-"""The execute task of a batch run, as an ordinary Conveyor job (DESIGN: work items travel as
-jobs, so every node's worker pool runs them and reliable fetch recovers them after a crash).
+"""The execute tasks, as ordinary Conveyor jobs (DESIGN: work items travel as jobs, so every
+node's worker pool runs them and reliable fetch recovers them after a crash).
 
-Wire name ``conveyor.AutomationTask``; args ``[workflow, run_id, index, fence, vars]``. Each
-:class:`~conveyor.automation.engine.Automation` registers its own subclass bound to itself.
+- ``conveyor.AutomationTask``, args ``[workflow, run_id, index, fence, vars]``: one task of a
+  batch run, on the queue ``automation.<workflow>``.
+- ``conveyor.AutomationRealtime``, args ``[workflow, request_id, vars, deadline]``: one real-time
+  task handed over by the process that took the HTTP request (which waits for the answer), on
+  the queue ``automation-rt.<workflow>``. Never retried: its caller is waiting.
+
+Each :class:`~conveyor.automation.engine.Automation` registers its own subclasses bound to
+itself.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from conveyor.core.job import ServiceJob
 from conveyor.core.payload import Payload
 
 TASK = "conveyor.AutomationTask"
+REALTIME = "conveyor.AutomationRealtime"
 #: Retries of a task whose *bookkeeping* failed (Redis unreachable); a failing playbook is a
 #: recorded task failure, never retried.
 TASK_RETRIES = 5
@@ -23,6 +30,10 @@ class TaskRunner(Protocol):
 
     def execute_task(
         self, workflow: str, run_id: str, index: int, fence: int, variables: dict[str, Any]
+    ) -> None: ...
+
+    def execute_realtime(
+        self, workflow: str, request_id: str, variables: dict[str, Any], deadline: float
     ) -> None: ...
 
     def give_up_task(
@@ -52,3 +63,13 @@ class TaskJob(ServiceJob[TaskRunner]):
         if len(args) == 5:
             workflow, run_id, index, fence, variables = args
             self.service.give_up_task(workflow, run_id, index, fence, variables, exc=exc)
+
+
+class RealtimeJob(ServiceJob[TaskRunner]):
+    """Runs one real-time task and answers the waiting request (bound with
+    ``RealtimeJob.bind(automation)``)."""
+
+    def perform(
+        self, workflow: str, request_id: str, variables: dict[str, Any], deadline: float
+    ) -> None:
+        self.service.execute_realtime(workflow, request_id, variables, deadline)

@@ -3,7 +3,10 @@ node takes tasks.
 
 A node stops taking tasks while its *average* CPU is at or above ``deactive`` and resumes once
 the average falls below ``reactive``. The gap between the two is the hysteresis that keeps a
-node from flapping around one threshold; the EWMA keeps one busy second from tripping it.
+node from flapping around one threshold; the EWMA keeps one busy second from tripping it; and
+a minimum dwell time (``meta.cpuAverage.minDwell``) keeps a node in a state for at least that
+long after it changed, so a load that swings across both thresholds cannot flip it every few
+seconds.
 
 >>> t = Throttle(deactive=60, reactive=40, alpha=1.0)
 >>> [t.update(x).value for x in (10, 70, 50, 39)]
@@ -13,6 +16,7 @@ node from flapping around one threshold; the EWMA keeps one busy second from tri
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from enum import StrEnum
 
@@ -100,10 +104,18 @@ class Throttle:
         interval: float = 1.0,
         enabled: bool = True,
         source: SampleSource | None = None,
+        min_dwell: float = 0.0,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.deactive, self.reactive = resolve_thresholds(deactive, reactive)
+        if not (math.isfinite(min_dwell) and min_dwell >= 0):
+            raise ConfigurationError(f"min_dwell must be 0 or more seconds, got {min_dwell!r}")
         self.enabled = enabled
         self.source = source
+        #: Seconds the state holds after a change before it may change again.
+        self.min_dwell = float(min_dwell)
+        self._monotonic = monotonic
+        self._changed_at: float | None = None
         self._ewma = Ewma(alpha if alpha is not None else alpha_for(window, interval))
         self._state = ThrottleState.ACCEPTING
         #: How many times the state changed (for status pages and flapping tests).
@@ -124,6 +136,7 @@ class Throttle:
             alpha=average.effective_alpha,
             enabled=throttling.enable,
             source=source,
+            min_dwell=average.min_dwell,
         )
 
     @property
@@ -144,13 +157,21 @@ class Throttle:
         if not isinstance(sample, int | float) or not math.isfinite(sample):
             raise ValueError(f"a CPU sample must be a finite number, got {sample!r}")
         avg = self._ewma.add(min(max(float(sample), 0.0), 100.0))
-        if self._state is ThrottleState.ACCEPTING and avg >= self.deactive:
-            self._state = ThrottleState.THROTTLED
-            self.transitions += 1
-        elif self._state is ThrottleState.THROTTLED and avg < self.reactive:
-            self._state = ThrottleState.ACCEPTING
+        if self._state is ThrottleState.ACCEPTING:
+            wanted = ThrottleState.THROTTLED if avg >= self.deactive else self._state
+        else:
+            wanted = ThrottleState.ACCEPTING if avg < self.reactive else self._state
+        if wanted is not self._state and self._dwelt():
+            self._state = wanted
+            self._changed_at = self._monotonic()
             self.transitions += 1
         return self.state
+
+    def _dwelt(self) -> bool:
+        """Whether the current state has lasted ``min_dwell`` (the first change is free)."""
+        if self._changed_at is None or self.min_dwell <= 0:
+            return True
+        return self._monotonic() - self._changed_at >= self.min_dwell
 
     def poll(self) -> ThrottleState:
         """Read one sample from ``source`` and :meth:`update` with it."""
@@ -166,6 +187,7 @@ class Throttle:
             "average": None if self.average is None else round(self.average, 2),
             "deactive": self.deactive,
             "reactive": self.reactive,
+            "min_dwell": self.min_dwell,
         }
 
 

@@ -1,8 +1,10 @@
 """``conveyor automation``: check settings, start and watch runs, look at runs and nodes.
 
-``check FILE`` validates a settings file. ``run``, ``status`` and ``nodes`` talk to the workflow
-engine through Redis (``--redis-url``), with the settings file given by ``--settings`` or
-``CONVEYOR_AUTOMATION_SETTINGS``; the nodes (``conveyor automation node``) do the work.
+``check [FILE]`` validates a settings file and explains each workflow's lease. ``run``,
+``status`` and ``nodes`` talk to the workflow engine through Redis (the global ``--redis-url``,
+``--prefix`` and ``--state-dir``, as every command), with the settings file given by
+``--settings``, else ``CONVEYOR_AUTOMATION_SETTINGS``, else the manual's
+``/usr/local/m2/setting.json``; the nodes (``conveyor automation node``) do the work.
 
 >>> from click.testing import CliRunner
 >>> CliRunner().invoke(main, ["automation", "run", "migrate_tmpimg",          # doctest: +SKIP
@@ -11,6 +13,7 @@ engine through Redis (``--redis-url``), with the settings file given by ``--sett
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Iterator
@@ -25,6 +28,9 @@ from conveyor.automation import (
     AutomationSettingsError,
     load_automation_settings,
 )
+from conveyor.automation.lease_check import explain_leases
+from conveyor.automation.settings import SETTINGS_ENV, settings_path
+from conveyor.cli.automation_node import resolve_settings_file
 from conveyor.cli.common import (
     CliState,
     clip,
@@ -34,12 +40,12 @@ from conveyor.cli.common import (
     progress_bar,
     when,
 )
+from conveyor.errors import ConveyorError
 
 if TYPE_CHECKING:
     from conveyor.automation.engine import Automation
-    from conveyor.automation.runs import RunInfo
+    from conveyor.automation.runs import NodeInfo, RunInfo
 
-SETTINGS_ENV = "CONVEYOR_AUTOMATION_SETTINGS"
 _KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 settings_option = click.option(
@@ -48,7 +54,8 @@ settings_option = click.option(
     "settings_file",
     envvar=SETTINGS_ENV,
     type=click.Path(dir_okay=False),
-    help=f"The automation settings JSON file. [env {SETTINGS_ENV}]",
+    help=f"The automation settings JSON file. [env {SETTINGS_ENV}; default "
+    "/usr/local/m2/setting.json]",
 )
 
 
@@ -58,12 +65,16 @@ def automation() -> None:
 
 
 @automation.command("check")
-@click.argument("file", type=click.Path(dir_okay=False))
-def check(file: str) -> None:
-    """Validate FILE's automation settings: every problem with the JSON path of its field.
+@click.argument("file", required=False, type=click.Path(dir_okay=False))
+@settings_option
+def check(file: str | None, settings_file: str | None) -> None:
+    """Validate FILE's automation settings: every problem with the JSON path of its field,
+    then which lease elects each workflow's master.
 
-    Exits 1 when there are problems; warnings (e.g. a playbook not found here) do not fail.
+    Exits 1 when there are problems; warnings (e.g. a playbook not found here, a file lease on
+    a disk other machines cannot see) do not fail.
     """
+    file, _ = settings_path(file or settings_file)
     try:
         settings = load_automation_settings(file)
     except AutomationSettingsError as exc:
@@ -72,13 +83,16 @@ def check(file: str) -> None:
         count = len(exc.problems)
         click.echo(f"{file}: {count} problem{'s' if count != 1 else ''}", err=True)
         raise SystemExit(1) from None
-    for warning in settings.warnings:
+    lines, lease_warnings = explain_leases(settings)
+    for warning in [*settings.warnings, *lease_warnings]:
         click.echo(f"warning: {warning}", err=True)
     state = "enabled" if settings.meta.enable else "disabled (meta.enable is false)"
     click.echo(
         f"ok: {len(settings.workflows)} workflow(s) "
         f"[{', '.join(settings.names)}], automation {state}"
     )
+    for line in lines:
+        click.echo(line)
 
 
 def parse_vars(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -110,18 +124,17 @@ def _engine(state: CliState, settings_file: str | None, *, required: bool) -> It
     from conveyor.automation.engine import Automation
     from conveyor.core.app import App
 
-    if settings_file:
+    path, _ = settings_path(settings_file)
+    if required:
+        path = resolve_settings_file(settings_file)
+    if os.path.isfile(path):
         try:
-            settings = load_automation_settings(settings_file)
+            settings = load_automation_settings(path)
         except AutomationSettingsError as exc:
             raise click.ClickException(
-                f"{settings_file}: invalid automation settings; run `conveyor automation check "
-                f"{settings_file}` to see every problem ({len(exc.problems)})"
+                f"{path}: invalid automation settings; run `conveyor automation check "
+                f"{path}` to see every problem ({len(exc.problems)})"
             ) from None
-    elif required:
-        raise click.UsageError(
-            f"name the automation settings file with --settings or {SETTINGS_ENV}"
-        )
     else:
         settings = AutomationSettings()
     app = App(state.settings())
@@ -140,6 +153,11 @@ def _engine(state: CliState, settings_file: str | None, *, required: bool) -> It
 @click.option("--prepare/--no-prepare", default=True, show_default=True, help="Run prepare.")
 @click.option("--complete/--no-complete", default=True, show_default=True, help="Run complete.")
 @click.option("--watch", is_flag=True, help="Follow the run with a progress bar until it ends.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    help="With --watch: stop waiting after this many seconds (exit status 3).",
+)
 @click.option("--poll", type=click.FloatRange(min=0.05), default=0.5, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the run as JSON.")
 @pass_state
@@ -153,22 +171,28 @@ def run(
     prepare: bool,
     complete: bool,
     watch: bool,
+    timeout: float | None,
     poll: float,
     as_json: bool,
 ) -> None:
     """Start a batch run of workflow NAME; the workflow's master picks it up.
 
     An operator's run (unlike an HTTP client's) runs prepare unless --no-prepare, and does not
-    need allowApiExecution. With --watch the command waits for the run to end and exits 1 when
-    the run failed or any task failed (Ctrl-C stops watching, not the run).
+    need allowApiExecution; its --vars may not name the workflow's own variables either. With
+    --watch the command waits for the run to end, says so when no node runs the workflow or
+    holds its master lease, and exits 1 when the run failed or any task failed, 3 when
+    --timeout passed first (Ctrl-C stops watching, not the run).
 
-    Example: conveyor automation run migrate_tmpimg -s settings.json --vars src_dir=/tmp/in --watch
+    Example: conveyor automation run migrate_tmpimg -s settings.json --vars file=a.jpg --watch
     """
     request_vars = parse_vars(pairs)
     with _engine(state, settings_file, required=True) as engine:
-        info = engine.start_run(
-            name, request_vars=request_vars, prepare=prepare, complete=complete, source="cli"
-        )
+        try:
+            info = engine.start_run(
+                name, request_vars=request_vars, prepare=prepare, complete=complete, source="cli"
+            )
+        except ConveyorError as exc:
+            raise click.ClickException(str(exc)) from None
         if not watch:
             if as_json:
                 echo_json(info.as_dict())
@@ -177,23 +201,35 @@ def run(
                 click.echo(f"follow it with: conveyor automation status {info.id}")
             return
         click.echo(f"run {info.id} of {info.workflow} started", err=True)
-        final = _watch(engine, info.id, poll)
+        final = _watch(engine, info, poll, timeout)
     if as_json:
         echo_json(final.as_dict())
     else:
         _print_run(final)
-    if final.state == "failed" or final.failed:
+    if not final.finished:
+        click.echo(
+            f"gave up waiting after {timeout:g}s: run {final.id} is still {final.state}", err=True
+        )
+        raise SystemExit(3)
+    if final.state != "done" or final.failed:
         raise SystemExit(1)
 
 
-def _watch(engine: Automation, run_id: str, poll: float) -> RunInfo:
-    """Poll the run until it finished, drawing a progress bar of ended tasks."""
+#: Seconds between checks for a node and a master while watching.
+HINT_EVERY = 2.0
+
+
+def _watch(engine: Automation, run: RunInfo, poll: float, timeout: float | None) -> RunInfo:
+    """Poll the run until it finished (or ``timeout`` passed), drawing a progress bar of ended
+    tasks and saying why nothing moves when no node runs the workflow or holds its lease."""
+    started = time.monotonic()
+    hints = Hints(engine, run.workflow)
     with progress_bar() as bar:
         task = bar.add_task("waiting for the master", total=None)
         while True:
-            info = engine.run_status(run_id)
+            info = engine.run_status(run.id)
             if info is None:
-                raise click.ClickException(f"run {run_id} vanished (expired from Redis)")
+                raise click.ClickException(f"run {run.id} vanished (expired from Redis)")
             bar.update(
                 task,
                 total=info.total or None,
@@ -202,7 +238,54 @@ def _watch(engine: Automation, run_id: str, poll: float) -> RunInfo:
             )
             if info.finished:
                 return info
+            if timeout is not None and time.monotonic() - started >= timeout:
+                return info
+            hints.check(info, bar.console)
             time.sleep(poll)
+
+
+class Hints:
+    """Says (once each, on stderr) why a watched run does not move: no node runs the workflow,
+    or no node holds its master lease while the run waits for a master."""
+
+    def __init__(self, engine: Automation, workflow: str) -> None:
+        self.engine = engine
+        self.workflow = workflow
+        self.said: set[str] = set()
+        self._next = 0.0
+
+    def check(self, info: RunInfo, out: Any) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            return
+        self._next = now + HINT_EVERY
+        nodes = self.engine.nodes()
+        queue = self.engine.queue(self.workflow)
+        if not any(self.workflow in n.workflows for n in nodes):
+            self._say(
+                "no-node",
+                f"hint: no automation node runs {self.workflow!r} (none listens on {queue}); "
+                "start one with `conveyor automation node` and the same --redis-url, --prefix "
+                "and --state-dir",
+                out,
+            )
+        elif info.state == "preparing" and not any(self.workflow in n.masters for n in nodes):
+            faults = [
+                f"{n.id}: {n.faults[self.workflow].get('error')}"
+                for n in nodes
+                if self.workflow in n.faults
+            ]
+            detail = f" (faults: {'; '.join(faults)})" if faults else ""
+            self._say(
+                "no-master",
+                f"hint: no node holds the master lease of {self.workflow!r} yet{detail}",
+                out,
+            )
+
+    def _say(self, key: str, text: str, out: Any) -> None:
+        if key not in self.said:
+            self.said.add(key)
+            out.print(text, highlight=False, markup=False)
 
 
 def _print_run(info: RunInfo, now: float | None = None) -> None:
@@ -271,6 +354,7 @@ def status(
                 echo_json([r.as_dict() for r in runs])
                 return
             _runs_table(runs)
+            _faults(engine.nodes(), workflow)
             return
         info = engine.run_status(run_id)
         if info is None:
@@ -290,6 +374,18 @@ def status(
             f"  task {index}: {outcome} in {float(result.get('duration') or 0):.2f}s on "
             f"{result.get('node', '-')}{extra}"
         )
+
+
+def _faults(nodes: list[NodeInfo], workflow: str | None) -> None:
+    """What keeps failing on the nodes (a lease that cannot be reached, ...), per workflow."""
+    for n in nodes:
+        for name, fault in sorted(n.faults.items()):
+            if workflow is None or name == workflow:
+                click.echo(
+                    f"fault: {name} on {n.id}: {fault.get('error')} (attempt "
+                    f"{fault.get('attempts')}, retry in {fault.get('retry_in')}s)",
+                    err=True,
+                )
 
 
 def _runs_table(runs: list[RunInfo]) -> None:
@@ -333,7 +429,8 @@ def nodes(state: CliState, /, settings_file: str | None, as_json: bool) -> None:
         masters = ", ".join(f"{wf} (fence {fence})" for wf, fence in n.masters.items()) or "-"
         table.add_row(
             n.id,
-            "throttled" if n.throttled else "accepting",
+            ("throttled" if n.throttled else "accepting")
+            + "".join(f", failing: {name}" for name in sorted(n.faults)),
             cpu,
             masters,
             str(n.tasks_run),

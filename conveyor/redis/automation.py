@@ -16,6 +16,7 @@ a stale master, its write is refused and counted in ``conveyor:automation:reject
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -65,9 +66,11 @@ class AutomationStore:
         fence: int | None = None,
         cron_tick: float | None = None,
         execute: bool = True,
+        max_unfinished: int | None = None,
     ) -> str:
         """Create a run in state ``preparing``; returns ``created``, ``exists``, ``stale``,
-        ``baseline`` or ``claimed`` (see ``auto_create_run.lua``)."""
+        ``baseline``, ``claimed`` or ``full`` (``max_unfinished`` runs of the workflow are
+        unfinished already; see ``auto_create_run.lua``)."""
         k = self.keys
         keys = [
             k.automation_run(run_id),
@@ -89,6 +92,7 @@ class AutomationStore:
             "" if fence is None else str(fence),
             "" if cron_tick is None else repr(cron_tick),
             "1" if execute else "0",
+            "" if max_unfinished is None else str(max_unfinished),
         ]
         return str(self._run("auto_create_run", keys, args))
 
@@ -158,6 +162,7 @@ class AutomationStore:
             k.automation_active(workflow),
             k.automation_run_results(run_id),
             k.automation_run_started(run_id),
+            k.automation_metrics(workflow),
         ]
         args = [
             fence,
@@ -205,6 +210,21 @@ class AutomationStore:
         args = [index, fence, "1" if ok else "0", src_size, dest_size, json.dumps(dict(result))]
         outcome, succeeded, failed, total = self._run("auto_record", keys, args)
         return Recorded(str(outcome), int(succeeded), int(failed), int(total))
+
+    def expire(self, run_id: str, workflow: str, *, now: float, ttl: float) -> str:
+        """End run ``run_id`` as ``expired`` if it is unfinished and older than ``ttl`` seconds;
+        returns ``expired``, ``young``, ``state`` or ``missing`` (see ``auto_expire.lua``)."""
+        k = self.keys
+        keys = [
+            k.automation_run(run_id),
+            k.automation_active(workflow),
+            k.automation_run_results(run_id),
+            k.automation_run_started(run_id),
+            k.automation_metrics(workflow),
+        ]
+        error = f"expired: not finished within {ttl:g}s (meta.runs.ttl)"
+        args = [run_id, repr(now), repr(now - ttl), error, FINISHED_TTL]
+        return str(self._run("auto_expire", keys, args))
 
     def hand_back(self, queue: str, payload: str) -> None:
         """Put a task job back at the consuming end of ``queue`` (the next one fetched)."""
@@ -259,6 +279,114 @@ class AutomationStore:
     def rejected(self, workflow: str) -> int:
         """How many fenced writes were refused as stale for ``workflow``."""
         return int(self.client.get(self.keys.automation_rejected(workflow)) or 0)
+
+    # -- masters ----------------------------------------------------------------------------------
+    def claim_master(self, workflow: str, fence: int, node: str, ttl: float) -> str:
+        """Mark ``fence`` of ``workflow`` as ``node``'s for ``ttl`` seconds; returns the node the
+        fence belongs to (another one: two masters with one fence, see
+        ``auto_master_claim.lua``)."""
+        keys = [
+            self.keys.automation_master(workflow, fence),
+            self.keys.automation_metrics(workflow),
+        ]
+        return str(self._run("auto_master_claim", keys, [node, max(1, int(ttl * 1000))]))
+
+    # -- real-time tasks ---------------------------------------------------------------------------
+    def realtime_admit(
+        self,
+        request_id: str,
+        *,
+        queue: str,
+        payload: str,
+        capacity: int,
+        now: float,
+        deadline: float,
+    ) -> tuple[bool, int]:
+        """Push a real-time task job if fewer than ``capacity`` are in flight; returns
+        (admitted, in flight)."""
+        k = self.keys
+        keys = [k.automation_realtime, k.queues, k.queue(queue)]
+        args = [repr(now), capacity, request_id, repr(deadline), queue, payload]
+        admitted, busy = self._run("auto_realtime_admit", keys, args)
+        return int(admitted) == 1, int(busy)
+
+    def realtime_reply(self, request_id: str, result: Mapping[str, Any], keep: float) -> None:
+        """Answer a real-time request (a node's side) and free its slot."""
+        keys = [self.keys.automation_reply(request_id), self.keys.automation_realtime]
+        args = [request_id, json.dumps(dict(result)), max(1, int(keep))]
+        self._run("auto_realtime_reply", keys, args)
+
+    def realtime_wait(self, request_id: str, timeout: float) -> dict[str, Any] | None:
+        """The answer to a real-time request, waiting up to ``timeout`` seconds (``None`` when
+        no node answered in time: the request is then dropped from the in-flight set)."""
+        key = self.keys.automation_reply(request_id)
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.client.zrem(self.keys.automation_realtime, request_id)
+                return None
+            # Short waits: a connection is never held longer than a second at a time.
+            found = self.client.blpop([key], timeout=min(1.0, max(left, 0.01)))
+            if found is not None:
+                self.client.delete(key)
+                value = json.loads(found[1])
+                return value if isinstance(value, dict) else None
+
+    def realtime_in_flight(self, now: float) -> int:
+        """Real-time requests handed to nodes whose callers still wait."""
+        return int(self.client.zcount(self.keys.automation_realtime, repr(now), "+inf"))
+
+    # -- metrics ----------------------------------------------------------------------------------
+    def add_metrics(self, workflow: str, counts: Mapping[str, float]) -> None:
+        """Add ``counts`` (field -> amount) to ``workflow``'s metrics hash in one step, so a
+        scrape never sees a histogram's count without its buckets."""
+        args: list[Any] = []
+        for name, amount in counts.items():
+            if isinstance(amount, int):
+                args += [name, "i", amount]
+            else:
+                args += [name, "f", repr(float(amount))]
+        if args:
+            self._run("metrics_add", [self.keys.automation_metrics(workflow)], args)
+
+    def metrics(self, workflow: str) -> dict[str, float]:
+        """``workflow``'s cumulative metrics (field -> value)."""
+        raw = self.client.hgetall(self.keys.automation_metrics(workflow))
+        out: dict[str, float] = {}
+        for name, value in raw.items():
+            try:
+                out[str(name)] = float(value)
+            except ValueError:
+                continue
+        return out
+
+    def active_states(self, workflow: str) -> dict[str, int]:
+        """How many unfinished runs of ``workflow`` are in each state."""
+        ids = self.active(workflow)
+        if not ids:
+            return {}
+        pipe = self.client.pipeline(transaction=False)
+        for run_id in ids:
+            pipe.hget(self.keys.automation_run(run_id), "state")
+        out: dict[str, int] = {}
+        for state in pipe.execute():
+            if state:
+                out[str(state)] = out.get(str(state), 0) + 1
+        return out
+
+    def created_at(self, run_ids: Sequence[str]) -> dict[str, float]:
+        """Creation time of each run that still exists."""
+        if not run_ids:
+            return {}
+        pipe = self.client.pipeline(transaction=False)
+        for run_id in run_ids:
+            pipe.hget(self.keys.automation_run(run_id), "created_at")
+        return {
+            run_id: float(value)
+            for run_id, value in zip(run_ids, pipe.execute(), strict=True)
+            if value is not None
+        }
 
     # -- nodes ------------------------------------------------------------------------------------
     def beat(self, node: str, info: Mapping[str, Any]) -> None:

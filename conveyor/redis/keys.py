@@ -272,6 +272,25 @@ class Keys:
         """Hash: node id -> JSON heartbeat (host, pid, throttle, masters, last seen)."""
         return self._k("conveyor:automation:nodes")
 
+    def automation_metrics(self, workflow: str) -> str:
+        """Hash of a workflow's cumulative metrics (task counters, step duration buckets, runs
+        finished by state, master changes and conflicts)."""
+        return self._k(f"conveyor:automation:metrics:{workflow}")
+
+    def automation_master(self, workflow: str, fence: int) -> str:
+        """The node acting as master of a workflow under one fence (expires with the term): a
+        second node with the same fence finds it and refuses to act."""
+        return self._k(f"conveyor:automation:master:{workflow}:{fence}")
+
+    @property
+    def automation_realtime(self) -> str:
+        """Zset of real-time requests handed to nodes, by the time their caller gives up."""
+        return self._k("conveyor:automation:realtime")
+
+    def automation_reply(self, request_id: str) -> str:
+        """List a node pushes one real-time task's result onto for the waiting web process."""
+        return self._k(f"conveyor:automation:reply:{request_id}")
+
     # -- leader election (automation, issue #6) -------------------------------------------------
     def lease(self, name: str) -> str:
         """Hash of one Redis-held leader lease: holder, fence, expires_ms, renewed, released."""

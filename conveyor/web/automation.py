@@ -2,7 +2,8 @@
 
 Routes, at the web app's root (``{keyword}`` is ``meta.keyword``, ``automation`` by default)::
 
-    POST /{keyword}/workflows/{name}[/steps/...][/vars/...]   run (batch: 202; ?mode=realtime: 200)
+    POST /{keyword}/workflows/{name}[/steps/...][/vars/...]   run (batch: 202; realtime: 200)
+    GET  /{keyword}/workflows/{name}[/steps/...][/vars/...]   the same, with a Bearer token only
     GET  /{keyword}/runs/{id}                                 one run: progress and summary
     GET  /{keyword}/runs?workflow=NAME&limit=N                recent runs, newest first
     GET  /{keyword}/nodes                                     nodes with a recent heartbeat
@@ -11,13 +12,19 @@ The workflow path is parsed from the ASGI ``raw_path`` by
 :func:`~conveyor.automation.parse_workflow_path`, so values keep ``/``, ``=`` and percent
 escapes (``%3B`` is a ``;`` inside a value, not a separator). Every route is behind the web app's
 authentication (``Authorization: Bearer <token>``, the dashboard's token); without valid
-credentials the answer is a JSON 401, never a login redirect. Runs are started with ``POST``
-only: a ``GET`` that starts work could be triggered by a link or an image on another site.
+credentials the answer is a JSON 401, never a login redirect. The manual's URLs are opened as
+links, so a ``GET`` starts a run too, but only with a Bearer token: a browser's cookie (or
+anonymous access) never starts work with a GET, which a link or an image on another site could
+trigger (405 then; a browser session POSTs with its CSRF token).
 
-Statuses: 400 malformed path or query (``{"error", "segment"}``), 401 no/wrong token, 403 the
-workflow lacks ``allowApiExecution``, 404 unknown or disabled workflow (or automation off), 202
-batch run accepted (``Location`` names the run), and in real-time mode 200 when the task
-succeeded, 502 when it failed and 504 when it timed out (the body is the task result either way).
+The mode is the workflow's ``"mode"`` (``batch`` by default) unless ``?mode=`` says otherwise.
+Statuses: 400 malformed path or query (``{"error", "segment"}``) or a variable a caller may not
+set (``{"error", "variable"}``), 401 no/wrong token, 403 the workflow lacks
+``allowApiExecution``, 404 unknown or disabled workflow (or automation off), 429 too many
+unfinished runs or every real-time slot taken, 503 no node runs the workflow or every one is
+throttled (both with ``Retry-After``), 202 batch run accepted (``Location`` names the run), and
+in real-time mode 200 when the task succeeded, 502 when it failed and 504 when it timed out. A
+task's raw output is in the answer only for a workflow with ``"exposeOutput": true``.
 
 >>> app = create_app(conveyor_app, web_settings,                     # doctest: +SKIP
 ...                  extensions=[automation_extension(Automation(conveyor_app, settings))])
@@ -25,6 +32,7 @@ succeeded, 502 when it failed and 504 when it timed out (the body is the task re
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import threading
@@ -37,22 +45,33 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from conveyor.automation.engine import AUTOMATION
-from conveyor.automation.settings import AutomationSettings, load_automation_settings
-from conveyor.automation.urls import parse_workflow_path
+from conveyor.automation.settings import (
+    DEFAULT_SETTINGS_FILE,
+    SETTINGS_ENV,
+    AutomationSettings,
+    Workflow,
+    load_automation_settings,
+    settings_path,
+)
+from conveyor.automation.urls import WorkflowRequest, parse_workflow_path
+from conveyor.automation.workflow_metrics import AutomationCollector
 from conveyor.errors import (
+    AutomationBusyError,
+    AutomationUnavailableError,
     ConfigurationError,
+    VariableRejected,
     WorkflowForbidden,
     WorkflowNotFound,
     WorkflowUrlError,
 )
-from conveyor.web.extension import WebExtension, context_of
+from conveyor.web.extension import WebContext, WebExtension, context_of
 
 if TYPE_CHECKING:
+    from prometheus_client.registry import Collector
+
     from conveyor.automation.engine import Automation
     from conveyor.core.app import App
 
-#: Names the automation settings file for processes that do not install an engine (the web app).
-SETTINGS_ENV = "CONVEYOR_AUTOMATION_SETTINGS"
 MODES = ("batch", "realtime")
 _RUN_ID_RE = re.compile(r"^[0-9a-f]{1,64}$")
 _RUN_QUERY = frozenset({"mode"})
@@ -109,11 +128,14 @@ class AutomationHttp:
 
     def routes(self) -> list[Route]:
         kw = self.keyword
+        workflows = Route(f"/{kw}/workflows/{{rest:path}}", self.run, methods=["GET", "POST"])
+        # A value may hold a newline (%0A): the path pattern must match across it.
+        workflows.path_regex = re.compile(workflows.path_regex.pattern, re.DOTALL)
         return [
-            Route(f"/{kw}/workflows/{{rest:path}}", self.run, methods=["POST"]),
+            workflows,
             # A path the server normalised to no name ("/workflows/." arrives as "/workflows"):
             # answered by the parser (400 naming the segment), not by a slash redirect.
-            Route(f"/{kw}/workflows", self.run, methods=["POST"]),
+            Route(f"/{kw}/workflows", self.run, methods=["GET", "POST"]),
             Route(f"/{kw}/runs", self.list_runs, methods=["GET"]),
             Route(f"/{kw}/runs/{{run_id}}", self.run_status, methods=["GET"]),
             Route(f"/{kw}/nodes", self.list_nodes, methods=["GET"]),
@@ -121,11 +143,20 @@ class AutomationHttp:
 
     async def run(self, request: Request) -> Response:
         """Start a batch run (202) or run one real-time task (200/502/504)."""
+        if request.method == "GET" and not _has_bearer(request):
+            return JSONResponse(
+                {
+                    "error": "a GET starts a run only with an Authorization: Bearer token; a "
+                    "browser session POSTs with its CSRF token"
+                },
+                405,
+                headers={"Allow": "POST"},
+            )
         unknown = sorted(set(request.query_params) - _RUN_QUERY)
         if unknown:
             return _bad(f"unknown query parameter(s) {', '.join(unknown)}; only 'mode'", "query")
-        mode = request.query_params.get("mode", "batch").lower()
-        if mode not in MODES:
+        mode = request.query_params.get("mode")
+        if mode is not None and mode.lower() not in MODES:
             return _bad(f"mode must be 'batch' or 'realtime', got {mode!r}", "mode")
         try:
             parsed = parse_workflow_path(_raw_path(request), self.keyword, client=True)
@@ -139,14 +170,9 @@ class AutomationHttp:
             )
         automation = self.service(request)
         try:
-            if mode == "realtime":
-                if parsed.prepare:
-                    return _bad("real-time mode runs one execute task; drop prepare=true", "steps")
-                task = await run_in_threadpool(
-                    automation.run_task, parsed.workflow, request_vars=dict(parsed.vars)
-                )
-                status = 200 if task.ok else 504 if task.timed_out else 502
-                return JSONResponse({"mode": "realtime", **task.as_dict()}, status)
+            workflow = automation.workflow(parsed.workflow, source="api")
+            if (mode or workflow.mode).lower() == "realtime":
+                return await self._realtime(automation, workflow, parsed)
             run = await run_in_threadpool(
                 lambda: automation.start_run(
                     parsed.workflow,
@@ -160,11 +186,31 @@ class AutomationHttp:
             return JSONResponse({"error": str(exc), "workflow": exc.workflow}, 404)
         except WorkflowForbidden as exc:
             return JSONResponse({"error": str(exc), "workflow": exc.workflow}, 403)
+        except VariableRejected as exc:
+            return JSONResponse({"error": str(exc), "variable": exc.variable}, 400)
+        except AutomationBusyError as exc:
+            status = 503 if isinstance(exc, AutomationUnavailableError) else 429
+            retry = str(max(1, math.ceil(exc.retry_after)))
+            return JSONResponse({"error": str(exc)}, status, headers={"Retry-After": retry})
         except ConfigurationError as exc:
             return _bad(str(exc), "vars")
         location = f"{request.scope.get('root_path', '')}/{self.keyword}/runs/{run.id}"
         body = {"mode": "batch", "id": run.id, "location": location, "run": _run_json(run)}
         return JSONResponse(body, 202, headers={"Location": location})
+
+    async def _realtime(
+        self, automation: Automation, workflow: Workflow, parsed: WorkflowRequest
+    ) -> Response:
+        if parsed.prepare:
+            return _bad("real-time mode runs one execute task; drop prepare=true", "steps")
+        task = await run_in_threadpool(
+            automation.run_task, parsed.workflow, request_vars=dict(parsed.vars)
+        )
+        status = 200 if task.ok else 504 if task.timed_out else 502
+        body = task.as_dict()
+        if not workflow.expose_output:
+            body.pop("output", None)
+        return JSONResponse({"mode": "realtime", **body}, status)
 
     async def run_status(self, request: Request) -> Response:
         """One run: state, progress, counters and the summary; ``?tasks=true`` adds each task's
@@ -179,7 +225,11 @@ class AutomationHttp:
         body = _run_json(run)
         if request.query_params.get("tasks", "").lower() in ("1", "true", "yes"):
             results = await run_in_threadpool(automation.task_results, run_id)
-            body["tasks"] = [{"index": i, **r} for i, r in sorted(results.items())]
+            expose = _exposes_output(self.settings, run.workflow)
+            body["tasks"] = [
+                {"index": i, **{k: v for k, v in r.items() if expose or k != "output"}}
+                for i, r in sorted(results.items())
+            ]
         return JSONResponse(body)
 
     async def list_runs(self, request: Request) -> Response:
@@ -205,32 +255,48 @@ def automation_extension(
     """The HTTP API over ``automation`` (or over an engine built from ``settings`` on the
     dashboard's app at the first request)."""
     http = AutomationHttp(automation, settings=settings)
+
+    def collector(web: WebContext) -> Collector:
+        # Per-workflow task, step, run and master metrics on /metrics (issue #16).
+        return AutomationCollector(http._engine.get(web.app))
+
     return WebExtension(
         name="automation",
         pages=http.routes(),
         api_prefixes=(f"/{http.keyword}/",),
+        collectors=(collector,),
     )
+
+
+def settings_file() -> str | None:
+    """The automation settings file the web app serves: ``$CONVEYOR_AUTOMATION_SETTINGS``, else
+    the manual's ``/usr/local/m2/setting.json`` when it exists; ``None`` for neither."""
+    path, origin = settings_path()
+    if origin == SETTINGS_ENV or os.path.isfile(path):
+        return path
+    return None
 
 
 def extension() -> WebExtension:
     """For ``app.extensions["web"]`` / entry points: the API over the settings file named by
-    ``CONVEYOR_AUTOMATION_SETTINGS``."""
-    path = os.environ.get(SETTINGS_ENV)
+    ``CONVEYOR_AUTOMATION_SETTINGS`` (or the manual's default file)."""
+    path = settings_file()
     if not path:
         raise ConfigurationError(
-            f"set {SETTINGS_ENV} to the automation settings file to serve the automation API"
+            f"set {SETTINGS_ENV} to the automation settings file to serve the automation API "
+            f"(or create {DEFAULT_SETTINGS_FILE})"
         )
     return automation_extension(settings=load_automation_settings(path))
 
 
 def discover(app: App) -> WebExtension | None:
     """The extension when ``app`` has automation configured: an engine installed on it
-    (``app.extensions[AUTOMATION]``), else ``CONVEYOR_AUTOMATION_SETTINGS``; ``None``
-    otherwise."""
+    (``app.extensions[AUTOMATION]``), else ``CONVEYOR_AUTOMATION_SETTINGS``, else the manual's
+    ``/usr/local/m2/setting.json``; ``None`` otherwise."""
     installed = app.extensions.get(AUTOMATION)
     if installed is not None:
         return automation_extension(installed)
-    if os.environ.get(SETTINGS_ENV):
+    if settings_file():
         return extension()
     return None
 
@@ -248,6 +314,20 @@ def _raw_path(request: Request) -> str:
     if root and text.startswith(root):
         text = text[len(root) :]
     return text
+
+
+def _has_bearer(request: Request) -> bool:
+    """Whether the request carries a Bearer token (the security middleware let it through, so
+    the token is the right one; a wrong one never reaches a handler)."""
+    scheme, _, credential = request.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and bool(credential.strip())
+
+
+def _exposes_output(settings: AutomationSettings, workflow: str) -> bool:
+    try:
+        return settings.workflow(workflow).expose_output
+    except KeyError:
+        return False
 
 
 def _bad(message: str, segment: str) -> JSONResponse:

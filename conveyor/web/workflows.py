@@ -2,7 +2,8 @@
 :class:`~conveyor.web.WebExtension`. Read-only.
 
 - ``/workflows``: each configured workflow with its master (holder, fence, term expiry, read
-  from the workflow's lease), its recent runs (state, progress, size totals, times) and the
+  from the workflow's lease), the faults nodes report for it (an unreachable lease, ...), its
+  recent runs (state, progress, size totals, times) and the
   nodes with a recent heartbeat (host, throttled, CPU average, last seen, tasks run).
 - ``/workflows/runs/{id}``: one run with each task's recorded result (index, node, ok,
   duration, error). Task variables and outputs are not shown.
@@ -18,7 +19,6 @@ engine installed on the app, or ``CONVEYOR_AUTOMATION_SETTINGS``), see :func:`di
 from __future__ import annotations
 
 import logging
-import os
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -29,7 +29,7 @@ from starlette.routing import Route
 from conveyor.automation.engine import AUTOMATION
 from conveyor.automation.settings import AutomationSettings, LeaderElection, Workflow
 from conveyor.errors import NotFoundError
-from conveyor.web.automation import SETTINGS_ENV, EngineRef
+from conveyor.web.automation import EngineRef, settings_file
 from conveyor.web.extension import NavItem, WebContext, WebExtension
 from conveyor.web.pages import page
 
@@ -89,6 +89,8 @@ class WorkflowPages:
                 "schedule": wf.steps.prepare.schedule if wf.steps.prepare is not None else None,
                 "master": master_of(automation, wf, nodes, now),
                 "rejected": automation.rejected_writes(wf.name),
+                # What keeps failing for the workflow, per node (lease, settings, Redis).
+                "faults": {n.id: n.faults[wf.name] for n in nodes if wf.name in n.faults},
                 "runs": [run_view(r) for r in automation.runs(wf.name, RUNS_PER_WORKFLOW)],
             }
             for wf in self.settings.workflows
@@ -211,7 +213,7 @@ def discover(app: App) -> WebExtension | None:
     installed = app.extensions.get(AUTOMATION)
     if installed is not None:
         return workflows_extension(installed)
-    path = os.environ.get(SETTINGS_ENV)
+    path = settings_file()
     if path:
         from conveyor.automation.settings import load_automation_settings
 

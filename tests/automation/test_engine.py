@@ -18,7 +18,7 @@ from conveyor.automation.engine import Automation
 from conveyor.automation.lease import Leadership, open_lease
 from conveyor.automation.settings import LeaderElection, Workflow
 from conveyor.clock import FakeClock
-from conveyor.errors import WorkflowForbidden, WorkflowNotFound
+from conveyor.errors import AutomationUnavailableError, WorkflowForbidden, WorkflowNotFound
 
 
 @pytest.fixture
@@ -35,7 +35,7 @@ def node(
             heartbeat_interval=0.5,
             liveness_ttl=2.0,
             recovery_interval=0.5,
-            queues=(("automation.batch", 1),),
+            queues=(("automation.batch", 1), ("automation-rt.batch", 5)),
         )
     )
     automation = Automation(app, load(settings_file), node="solo", term=2.0)
@@ -107,12 +107,19 @@ def test_execute_off_runs_prepare_and_complete_only(node: Automation, r: redis.R
     assert json.loads(r.lrange("side:completes", 0, -1)[0])["_request_total"] == 0
 
 
-def test_real_time_task_runs_here_and_now(node: Automation) -> None:
-    result = node.run_task("batch", request_vars={"i": "rt", "size": "5"})
+def test_real_time_task_runs_on_a_node_worker(node: Automation, r: redis.Redis) -> None:
+    with pytest.raises(AutomationUnavailableError, match="no automation node runs"):
+        node.run_task("batch", request_vars={"i": "rt"})  # no heartbeat yet: no node
+    with running_worker(node.app):
+        wait_for(node.nodes, timeout=10)
+        result = node.run_task("batch", request_vars={"i": "rt", "size": "5"})
     assert result.ok and result.facts == {"src_size": 5, "dest_size": 4}
     assert result.node == "solo" and result.run_id is None
     assert "real-time task" in result.log
     assert result.as_dict()["vars"] == {"i": "rt", "size": "5"}
+    assert r.hget("side:completions", "rt") == "1"
+    # The slot is free again and the answer was consumed.
+    assert r.zcard(node.app.store.keys.automation_realtime) == 0
 
 
 def test_unknown_disabled_and_forbidden_workflows(node: Automation) -> None:

@@ -4,7 +4,8 @@ Redis; real-time tasks run real ``python:`` steps, batch runs a real node proces
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +13,16 @@ import httpx2 as httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import ROOT, wait_for
+from support import ROOT, running_worker, wait_for
 from support.automation import write_http_settings
 from support.web import BEARER, TOKEN, served
 
-from conveyor import App
-from conveyor.automation import format_workflow_path, load_automation_settings
+from conveyor import App, Settings
+from conveyor.automation import (
+    AutomationSettings,
+    format_workflow_path,
+    load_automation_settings,
+)
 from conveyor.automation.engine import Automation
 from conveyor.web import WebSettings, create_app
 from conveyor.web.automation import automation_extension
@@ -30,37 +35,91 @@ def automation(tmp_path: Path, app: App) -> Automation:
 
 @pytest.fixture
 def client(app: App, automation: Automation) -> Iterator[httpx.Client]:
+    """The API over an engine that is no node (as the web app is)."""
     web = create_app(app, WebSettings(token=TOKEN), extensions=[automation_extension(automation)])
     with served(web) as base, httpx.Client(base_url=base, headers=BEARER, timeout=60) as c:
         yield c
 
 
+@contextmanager
+def realtime_node(
+    settings: Settings, automation: AutomationSettings, workflows: Sequence[str]
+) -> Iterator[Automation]:
+    """An engine installed as a node whose worker (a thread of this process) takes the
+    real-time queues of ``workflows``: real-time tasks go through Redis to it, as to any node."""
+    node_app = App(settings.replace(queues=tuple((f"automation-rt.{n}", 1) for n in workflows)))
+    node = Automation(node_app, automation, node="rt-node", grace=1)
+    node.install()
+    try:
+        with running_worker(node_app):
+            wait_for(node.nodes, timeout=10)
+            yield node
+    finally:
+        node.close()
+        node_app.close()
+
+
+@pytest.fixture
+def rt_client(settings: Settings, automation: Automation) -> Iterator[httpx.Client]:
+    """The API (over an engine that is no node) with a real-time node beside it."""
+    web = create_app(
+        automation.app, WebSettings(token=TOKEN), extensions=[automation_extension(automation)]
+    )
+    with (
+        realtime_node(settings, automation.settings, RT),
+        served(web) as base,
+        httpx.Client(base_url=base, headers=BEARER, timeout=60) as c,
+    ):
+        yield c
+
+
+#: The workflows of write_http_settings the real-time node serves.
+RT = ("open", "slowpoke", "broken")
+
+
 def test_realtime_runs_one_task_with_vars_holding_slash_equals_and_escapes(
-    client: httpx.Client,
+    rt_client: httpx.Client,
 ) -> None:
     path = format_workflow_path(
-        "open", {"src_path": "/tmp/a=b/c.jpg", "semi": "x;y", "pct": "100%", "layer": "request"}
+        "open", {"src_path": "/tmp/a=b/c.jpg", "semi": "x;y", "pct": "100%"}
     )
     assert "%3B" in path and "%25" in path  # the escapes travel as sent
-    answer = client.post(path, params={"mode": "realtime"})
+    answer = rt_client.post(path, params={"mode": "realtime"})
     assert answer.status_code == 200, answer.text
     body = answer.json()
     assert body["mode"] == "realtime" and body["ok"] is True
+    assert body["node"] == "rt-node"
     assert body["facts"]["vars"] == {
         "wf": "w",
-        "layer": "request",  # workflow < step < request
+        "layer": "step",  # workflow < step, the operator's; the request's beside them
         "src_path": "/tmp/a=b/c.jpg",
         "semi": "x;y",
         "pct": "100%",
     }
     assert body["vars"]["semi"] == "x;y"
+    assert "output" not in body, "the raw output only for workflows with exposeOutput"
 
 
-def test_realtime_failure_and_timeout_statuses(client: httpx.Client) -> None:
-    failed = client.post("/automation/workflows/broken/vars/x=1", params={"mode": "realtime"})
+def test_a_request_may_not_set_an_operator_or_engine_variable(client: httpx.Client) -> None:
+    for name in ("layer", "wf", "src_dir", "dest_dir", "ansible_connection", "_fail_total",
+                 "conveyor_result_path", "prepare_path", "hostvars"):  # fmt: skip
+        for params in ({}, {"mode": "realtime"}):
+            answer = client.post(f"/automation/workflows/open/vars/{name}=x", params=params)
+            assert answer.status_code == 400, (name, answer.text)
+            assert answer.json()["variable"] == name
+            assert name in answer.json()["error"]
+
+
+def test_realtime_failure_and_timeout_statuses(rt_client: httpx.Client) -> None:
+    client = rt_client
+    failed = client.post(
+        "/automation/workflows/broken/vars/x=secret-value", params={"mode": "realtime"}
+    )
     assert failed.status_code == 502
     assert failed.json()["ok"] is False
-    assert failed.json()["error"] == "RuntimeError: boom 1"
+    # The step's message held the caller's value: it stays out of errors and logs.
+    assert failed.json()["error"] == "RuntimeError: boom [redacted]"
+    assert "secret-value" not in failed.json()["log"]
     timed = client.post("/automation/workflows/slowpoke", params={"mode": "realtime"})
     assert timed.status_code == 504
     assert timed.json()["timed_out"] is True and timed.json()["returncode"] is None
@@ -132,8 +191,31 @@ def test_bad_query_is_400(client: httpx.Client) -> None:
     assert prepare_rt.status_code == 400
 
 
-def test_runs_are_started_with_post_only(client: httpx.Client) -> None:
-    assert client.get("/automation/workflows/open").status_code == 405
+def test_get_starts_a_run_with_a_bearer_token_only(
+    app: App, automation: Automation, client: httpx.Client
+) -> None:
+    """The manual's URLs are links: a GET starts a run, but never on a cookie's strength."""
+    started = client.get("/automation/workflows/open/vars/k=v")
+    assert started.status_code == 202, started.text
+    assert started.json()["run"]["request"] == {"k": "v"}
+    from starlette.testclient import TestClient
+    from support.web import LOCAL, login
+
+    web = create_app(app, WebSettings(token=TOKEN), extensions=[automation_extension(automation)])
+    with TestClient(web, base_url=LOCAL) as browser:
+        login(browser)
+        refused = browser.get("/automation/workflows/open")
+        assert refused.status_code == 405
+        assert "Bearer" in refused.json()["error"]
+    anonymous = create_app(
+        app,
+        WebSettings(token=TOKEN, allow_anonymous=True),
+        extensions=[automation_extension(automation)],
+    )
+    with TestClient(anonymous, base_url=LOCAL) as stranger:
+        # 405 from this handler, or 401 where anonymous access is loopback-only: no run either way.
+        assert stranger.get("/automation/workflows/open").status_code in (401, 405)
+    assert len(automation.store.active("open")) == 1, "only the Bearer GET started a run"
 
 
 def test_batch_returns_202_with_location_and_prepare_off_by_default(
@@ -170,7 +252,7 @@ def test_batch_run_end_to_end_on_a_node(
     settings_file = tmp_path / "settings.json"
     node = processes(
         "-c",
-        "import sys; from conveyor.automation.node import serve; "
+        "import sys; from conveyor.automation.process import serve; "
         "serve(sys.argv[1], redis_url=sys.argv[2], term=5, threads=3)",
         str(settings_file),
         redis_url,
@@ -240,7 +322,8 @@ def test_fuzzed_paths_never_500(client: httpx.Client, parts: list[str], mode: st
     url = httpx.URL(str(client.base_url)).copy_with(raw_path=quote(raw, safe="/;=%:@!~").encode())
     params = {} if mode is None else {"mode": mode}
     answer = client.post(url, params=params)
-    assert answer.status_code < 500 or answer.status_code in (502, 504), (raw, answer.text)
+    # 503: a real-time call with no node running (this app has none), never a crash.
+    assert answer.status_code < 500 or answer.status_code in (502, 503, 504), (raw, answer.text)
     assert answer.headers["content-type"].startswith("application/json") or answer.status_code in (
         404,
         405,
@@ -253,11 +336,9 @@ def test_the_api_joins_the_web_app_from_the_environment(
     monkeypatch.setenv("CONVEYOR_AUTOMATION_SETTINGS", str(write_http_settings(tmp_path)))
     web = create_app(app, WebSettings(token=TOKEN))  # no explicit extension
     with served(web) as base, httpx.Client(base_url=base, timeout=60) as c:
-        answer = c.post(
-            "/automation/workflows/open/vars/x=1", params={"mode": "realtime"}, headers=BEARER
-        )
-        assert answer.status_code == 200, answer.text
-        assert answer.json()["facts"]["vars"]["x"] == "1"
+        answer = c.post("/automation/workflows/open/vars/x=1", headers=BEARER)
+        assert answer.status_code == 202, answer.text
+        assert answer.json()["run"]["request"] == {"x": "1"}
         assert c.get("/automation/nodes").status_code == 401
         # The dashboard's own pages still send a browser to the login page.
         assert c.get("/queues", follow_redirects=False).status_code == 303
@@ -267,7 +348,9 @@ def test_the_api_joins_the_web_app_from_the_environment(
         assert c.post("/automation/workflows/open").status_code == 404
 
 
-def test_realtime_task_runs_the_example_ansible_playbook(tmp_path: Path, app: App) -> None:
+def test_realtime_task_runs_the_example_ansible_playbook(
+    tmp_path: Path, app: App, settings: Settings
+) -> None:
     example = ROOT / "examples" / "automation" / "playbooks"
     src, dest = tmp_path / "src", tmp_path / "dest"
     src.mkdir()
@@ -281,6 +364,8 @@ def test_realtime_task_runs_the_example_ansible_playbook(tmp_path: Path, app: Ap
                         {
                             "name": "migrate_tmpimg",
                             "allowApiExecution": True,
+                            "exposeOutput": True,
+                            "throttling": {"enable": False},
                             "vars": {"src_dir": str(src), "dest_dir": str(dest)},
                             "steps": {"execute": {"playbook": str(example / "file_migration.yml")}},
                         }
@@ -292,7 +377,11 @@ def test_realtime_task_runs_the_example_ansible_playbook(tmp_path: Path, app: Ap
     (tmp_path / "settings.json").write_text(json.dumps(document))
     engine = Automation(app, load_automation_settings(tmp_path / "settings.json"))
     web = create_app(app, WebSettings(token=TOKEN), extensions=[automation_extension(engine)])
-    with served(web) as base, httpx.Client(base_url=base, headers=BEARER, timeout=120) as c:
+    with (
+        realtime_node(settings, engine.settings, ["migrate_tmpimg"]),
+        served(web) as base,
+        httpx.Client(base_url=base, headers=BEARER, timeout=120) as c,
+    ):
         path = format_workflow_path("migrate_tmpimg", {"file": "a;b=c.jpg"})
         answer = c.post(path, params={"mode": "realtime"})
         assert answer.status_code == 200, answer.text

@@ -75,17 +75,18 @@ def test_vars_arrive_with_their_precedence_and_facts_come_back(tmp_path: Path) -
     step = wf.steps.execute
     result = run_step(
         step.playbook,
-        wf.step_vars("execute", {"c": "req", "value": "a/b=c;d %e ü"}),
+        wf.step_vars("execute"),
+        data={"value": "a/b=c;d %e ü"},
         timeout=step.timeout,
         base_dir=settings.base_dir,
     )
     assert result.ok, result.output
     assert result.returncode == 0 and not result.timed_out and result.error is None
-    # workflow < step < request, and every layer over the playbook's own vars; types survive.
+    # workflow < step, caller data beside them, all over the playbook's own vars; types survive.
     assert result.facts == {
         "a": "wf",
         "b": "st",
-        "c": "req",
+        "c": "st",
         "n": 42,
         "value": "a/b=c;d %e ü",
         "from_play": "play",
@@ -334,7 +335,8 @@ def test_migrate_tmpimg_example_end_to_end(tmp_path: Path) -> None:
     for task in tasks:
         done = run_step(
             wf.steps.execute.playbook,
-            {**wf.step_vars("execute", task.vars), **workflow_vars},
+            {**wf.step_vars("execute"), **workflow_vars},
+            data=task.vars,
             timeout=wf.steps.execute.timeout,
             base_dir=settings.base_dir,
         )
@@ -347,7 +349,8 @@ def test_migrate_tmpimg_example_end_to_end(tmp_path: Path) -> None:
     # A task naming a path, not a file, is refused.
     escape = run_step(
         wf.steps.execute.playbook,
-        {**workflow_vars, "file": "../outside"},
+        workflow_vars,
+        data={"file": "../outside"},
         timeout=60,
         base_dir=settings.base_dir,
     )
@@ -358,7 +361,8 @@ def test_migrate_tmpimg_example_end_to_end(tmp_path: Path) -> None:
     completed = run_step(
         wf.steps.complete.playbook,
         {
-            **wf.step_vars("complete", {"report_path": str(report)}),
+            **wf.step_vars("complete"),
+            "report_path": str(report),
             "_request_total": 3,
             "_complete_total": 2,
             "_complte_total": 2,

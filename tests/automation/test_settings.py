@@ -2,10 +2,14 @@ from __future__ import annotations
 
 import copy
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 from support import ROOT
 
 from conveyor.automation import (
@@ -20,6 +24,14 @@ from conveyor.errors import ConfigurationError
 
 EXAMPLE = ROOT / "examples" / "automation" / "settings.json"
 W = "functions.backend.automation.workflows"
+#: Field names the fuzzer mixes in, so it reaches past the first "unknown field".
+_FIELD_NAMES = [
+    "meta", "workflows", "enable", "keyword", "cpuAverage", "interval", "window", "alpha",
+    "minDwell", "workDir", "realtime", "perNode", "runs", "maxUnfinished", "ttl", "name",
+    "description", "allowApiExecution", "vars", "steps", "throttling", "mode", "exposeOutput",
+    "prepare", "execute", "complete", "schedule", "playbook", "timeout", "leaderElection",
+    "type", "path", "authEndpoint", "cpu", "deactive", "reactive",
+]  # fmt: skip
 
 
 def doc(*workflows: dict[str, Any], meta: Any = None, **backend: Any) -> dict[str, Any]:
@@ -75,9 +87,8 @@ def test_the_example_file_validates() -> None:
     assert s.meta.enable and s.names == ("migrate_tmpimg",)
     w = s.workflow("migrate_tmpimg")
     assert w.steps.prepare is not None and w.steps.prepare.schedule == "0 1 * * *"
-    assert w.steps.prepare.leader_election.lease_path(w.name) == (
-        "/tmp/conveyor-migrate/leases/migrate_tmpimg.txt"
-    )
+    # The manual's `"path": null`: the lease every node sharing the Redis sees.
+    assert w.steps.prepare.leader_election.lease_path(w.name) is None
     assert w.steps.execute.playbook.path == "playbooks/file_migration.yml"
     assert s.warnings == ()  # every playbook it names exists next to it
 
@@ -202,13 +213,18 @@ def test_reactive_above_deactive_or_out_of_range_becomes_two_thirds() -> None:
             wf("a", throttling={"cpu": {"deactive": 90, "reactive": 95}}),
             wf("b", throttling={"cpu": {"deactive": 30, "reactive": -5}}),
             wf("c", throttling={"cpu": {"deactive": 50, "reactive": 50}}),
+            # 0 would never be undercut: a throttled node would never resume (issue #16).
+            wf("d", throttling={"cpu": {"deactive": 60, "reactive": 0}}),
         )
     )
     assert s.workflow("a").throttling.cpu.reactive == 60
     assert s.workflow("b").throttling.cpu.reactive == 20
     assert s.workflow("c").throttling.cpu.reactive == 50  # equal is not "above"
-    assert len(s.warnings) == 2
+    assert s.workflow("d").throttling.cpu.reactive == 40
+    assert len(s.warnings) == 3
     assert s.warnings[0].startswith(f"{W}[0].throttling.cpu.reactive: 95 is above deactive (90)")
+    assert s.warnings[2].startswith(f"{W}[3].throttling.cpu.reactive: 0 is ")
+    assert "would never resume" in s.warnings[2]
     throttle = Throttle.from_settings(s.workflow("a").throttling)
     assert (throttle.deactive, throttle.reactive) == (90, 60)
 
@@ -309,7 +325,7 @@ def test_cpu_average_basis_is_global() -> None:
     ]
 
 
-def test_variable_precedence_workflow_step_request() -> None:
+def test_operator_variable_precedence_workflow_then_step() -> None:
     data = doc(
         wf(
             vars={"a": "wf", "b": "wf", "c": "wf"},
@@ -320,9 +336,11 @@ def test_variable_precedence_workflow_step_request() -> None:
         )
     )
     w = parse_automation_settings(data).workflow("w")
-    assert w.step_vars("execute", {"c": "request"}) == {"a": "wf", "b": "step", "c": "request"}
+    # The operator's layers: workflow < step. Callers add data under other names only
+    # (tests/automation/test_variables.py).
+    assert w.step_vars("execute") == {"a": "wf", "b": "step", "c": "step"}
     assert w.step_vars("complete") == {"a": "wf", "b": "wf", "c": "wf"}
-    assert w.step_vars("prepare", {"a": 1}) == {"a": 1, "b": "wf", "c": "wf"}  # no prepare step
+    assert w.step_vars("prepare") == {"a": "wf", "b": "wf", "c": "wf"}  # no prepare step
     assert merge_vars(None, {}, None) == {}
     layers = ({"x": {"deep": 1}}, {"x": {"other": 2}})
     assert merge_vars(*layers) == {"x": {"other": 2}}  # shallow, like Ansible extra vars
@@ -336,3 +354,102 @@ def test_settings_are_frozen_and_inputs_not_mutated() -> None:
     assert data == before
     with pytest.raises(AttributeError):
         s.meta.enable = True  # type: ignore[misc]
+
+
+def test_conveyor_extensions_of_meta_and_workflows() -> None:
+    s = parse_automation_settings(
+        doc(
+            wf("a", mode="realtime", exposeOutput=True),
+            wf("b"),
+            meta={
+                "workDir": "/srv/work",
+                "realtime": {"perNode": 2},
+                "runs": {"maxUnfinished": 5, "ttl": 60},
+                "cpuAverage": {"minDwell": 0},
+            },
+        )
+    )
+    assert (s.workflow("a").mode, s.workflow("a").expose_output) == ("realtime", True)
+    assert (s.workflow("b").mode, s.workflow("b").expose_output) == ("batch", False)
+    assert s.meta.work_dir == "/srv/work"
+    assert s.meta.realtime.per_node == 2
+    assert (s.meta.runs.max_unfinished, s.meta.runs.ttl) == (5, 60.0)
+    assert s.meta.cpu_average.min_dwell == 0
+    defaults = parse_automation_settings(doc(wf("a")))
+    assert defaults.meta.work_dir is None and defaults.meta.realtime.per_node == 4
+    assert (defaults.meta.runs.max_unfinished, defaults.meta.runs.ttl) == (100, 86400.0)
+    assert defaults.meta.cpu_average.min_dwell == 15.0
+
+
+def test_bad_extension_values_name_their_path() -> None:
+    found = problems(
+        doc(
+            wf("a", mode="fast", exposeOutput="yes"),
+            meta={
+                "workDir": "relative/dir",
+                "realtime": {"perNode": 0},
+                "runs": {"maxUnfinished": 1.5, "ttl": -1},
+                "cpuAverage": {"minDwell": -2},
+            },
+        )
+    )
+    paths = sorted(p.split(":")[0] for p in found)
+    assert paths == sorted(
+        [
+            "functions.backend.automation.meta.workDir",
+            "functions.backend.automation.meta.cpuAverage.minDwell",
+            "functions.backend.automation.meta.realtime.perNode",
+            "functions.backend.automation.meta.runs.maxUnfinished",
+            "functions.backend.automation.meta.runs.ttl",
+            "functions.backend.automation.workflows[0].mode",
+            "functions.backend.automation.workflows[0].exposeOutput",
+        ]
+    ), found
+
+
+# -- hostile settings files: never a traceback, a clean error or success -------------------------
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.sampled_from(_FIELD_NAMES) | st.text(max_size=6), inner, max_size=5)
+    ),
+    max_leaves=30,
+)
+
+
+@hsettings(max_examples=400, deadline=None)
+@given(section=_JSON, workflows=st.lists(_JSON, max_size=3))
+def test_fuzzed_documents_give_a_clean_error_or_settings(section: Any, workflows: Any) -> None:
+    documents = [
+        section,
+        {"functions": {"backend": {"automation": section}}},
+        {"functions": {"backend": {"automation": {"meta": section, "workflows": workflows}}}},
+        {"functions": {"backend": {"automation": {"meta": {"enable": True}, "workflows": [
+            {"name": "w", "steps": {"execute": {"playbook": "x"}, "prepare": section}}
+        ]}}}},
+    ]  # fmt: skip
+    for document in documents:
+        try:
+            parse_automation_settings(document)
+        except AutomationSettingsError as exc:
+            assert exc.problems and all(isinstance(p, str) for p in exc.problems)
+
+
+@hsettings(max_examples=150, deadline=None)
+@given(raw=st.binary(max_size=200) | st.text(max_size=200).map(str.encode))
+def test_fuzzed_files_give_a_clean_error_or_settings(raw: bytes) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "setting.json"
+        path.write_bytes(raw)
+        try:
+            load_automation_settings(path)
+        except AutomationSettingsError as exc:
+            assert exc.problems
+
+
+def test_deeply_nested_json_is_a_clean_error(tmp_path: Path) -> None:
+    path = tmp_path / "setting.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(AutomationSettingsError, match="not valid JSON"):
+        load_automation_settings(path)

@@ -18,6 +18,7 @@ from conveyor.automation import (
     resolve_thresholds,
 )
 from conveyor.automation.settings import CpuThrottling
+from conveyor.clock import FakeClock
 from conveyor.errors import ConfigurationError
 
 A, T = ThrottleState.ACCEPTING, ThrottleState.THROTTLED
@@ -80,6 +81,7 @@ def test_disabled_throttle_always_accepts_but_tracks_the_average() -> None:
         "average": 100.0,
         "deactive": 60.0,
         "reactive": 40.0,
+        "min_dwell": 15.0,
     }
 
 
@@ -169,3 +171,26 @@ def test_state_always_matches_the_hysteresis_rule(
             assert avg < t.deactive
         else:
             assert avg >= t.reactive
+
+
+def test_min_dwell_holds_a_state_after_a_change() -> None:
+    """A load swinging across both thresholds every few seconds flips a node at most once per
+    dwell time (issue #16: a node flipped 7 times a minute)."""
+    clock = FakeClock()
+    t = Throttle(60, 40, alpha=1.0, min_dwell=15, monotonic=clock.monotonic)
+    flips = []
+    for second in range(60):
+        sample = 90.0 if (second // 3) % 2 == 0 else 10.0  # 3 s busy, 3 s idle
+        before = t.state
+        t.update(sample)
+        if t.state is not before:
+            flips.append(second)
+        clock.advance(1)
+    # Without the dwell this load flips 20 times; with 15 s at most once per 15 s.
+    assert flips[0] == 0  # the first change is not held back
+    assert all(b - a >= 15 for a, b in itertools.pairwise(flips)), flips
+    assert 2 <= len(flips) <= 4
+    free = Throttle(60, 40, alpha=1.0, min_dwell=0, monotonic=clock.monotonic)
+    assert [free.update(x) for x in (90, 10, 90, 10)] == [T, A, T, A]
+    with pytest.raises(ConfigurationError, match="min_dwell"):
+        Throttle(min_dwell=-1)

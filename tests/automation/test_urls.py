@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import example, given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from conveyor.automation import (
@@ -181,3 +181,29 @@ def test_fuzzed_paths_raise_only_the_url_error(path: str) -> None:
     else:
         assert r.workflow and r.steps
         assert all(isinstance(v, str) for v in r.vars.values())
+
+
+@settings(max_examples=500)
+@given(
+    st.one_of(
+        st.text(max_size=120),
+        st.lists(st.one_of(SEGMENTS, st.text(max_size=8)), max_size=8).map(
+            lambda parts: "example.com/" + "/".join(parts)
+        ),
+        st.lists(st.one_of(SEGMENTS, st.text(max_size=8)), max_size=8).map(
+            lambda parts: "https://h/" + "/".join(parts)
+        ),
+    )
+)
+@example("://")
+@example("https://")
+@example("/automation/workflows/w/vars/a=%ED%A0%80")
+def test_fuzzed_task_lines_raise_only_the_url_error(line: str) -> None:
+    """A prepare file is written from data (file names): any line is a task or a clean error."""
+    try:
+        r = parse_task_line(line)
+    except WorkflowUrlError as exc:
+        assert str(exc)
+    else:
+        assert r.workflow and r.steps == ("execute",)
+        assert all(isinstance(k, str) and isinstance(v, str) for k, v in r.vars.items())

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import textwrap
 import threading
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -16,8 +18,9 @@ from conveyor import App, Settings
 from conveyor.automation import AutomationSettings, load_automation_settings
 from conveyor.automation.engine import Automation
 from conveyor.automation.lease import Lease, Term
+from conveyor.automation.runs import NodeInfo, RunInfo
 from conveyor.web.automation import SETTINGS_ENV
-from support import python_env
+from support import StartProcess, python_env, wait_for
 
 STEPS = "python:apps.automation.steps"
 
@@ -32,22 +35,27 @@ def write_settings(
     complete: bool = True,
     schedule: str | None = None,
     extra_vars: dict[str, Any] | None = None,
+    leader: dict[str, Any] | None = None,
+    before: list[dict[str, Any]] | None = None,
+    name: str = "settings.json",
 ) -> Path:
-    """A settings file with one workflow of ``python:`` steps and a file lease in tmp_path."""
+    """A settings file with one workflow of ``python:`` steps and a file lease in tmp_path
+    (``leader`` replaces that ``leaderElection``; ``before`` lists workflows put first)."""
     leases = tmp_path / "leases"
     leases.mkdir(exist_ok=True)
     steps: dict[str, Any] = {
         "prepare": {
             "schedule": schedule,
             "playbook": f"{STEPS}:prepare",
-            "vars": {"count": 3},
-            "leaderElection": {"type": "file", "path": f"{leases}/"},
+            "leaderElection": leader or {"type": "file", "path": f"{leases}/"},
         },
-        "execute": {"playbook": f"{STEPS}:execute", "timeout": 30, "vars": {"size": 10}},
+        # count (3) and size (10) default in the steps: requests may set them, operators don't.
+        "execute": {"playbook": f"{STEPS}:execute", "timeout": 30},
     }
     if complete:
         steps["complete"] = {"playbook": f"{STEPS}:complete", "timeout": 30}
-    meta: dict[str, Any] = {"enable": True}
+    # Prepare files in the test's directory, not under the default state dir in HOME.
+    meta: dict[str, Any] = {"enable": True, "workDir": str(tmp_path / "work")}
     if cpu_average:
         meta["cpuAverage"] = cpu_average
     document = {
@@ -56,6 +64,7 @@ def write_settings(
                 "automation": {
                     "meta": meta,
                     "workflows": [
+                        *(before or []),
                         {
                             "name": workflow,
                             "allowApiExecution": True,
@@ -66,13 +75,13 @@ def write_settings(
                             },
                             "steps": steps,
                             "throttling": throttling or {"enable": False},
-                        }
+                        },
                     ],
                 }
             }
         }
     }
-    path = tmp_path / "settings.json"
+    path = tmp_path / name
     path.write_text(json.dumps(document))
     return path
 
@@ -173,7 +182,7 @@ def write_http_settings(tmp_path: Path, *, enable: bool = True) -> Path:
         "functions": {
             "backend": {
                 "automation": {
-                    "meta": {"enable": enable},
+                    "meta": {"enable": enable, "workDir": str(tmp_path / "work")},
                     "workflows": [
                         http_workflow("open", "echo"),
                         slow,
@@ -203,15 +212,18 @@ def write_web_settings(tmp_path: Path, redis_url: str) -> Path:
         "steps": {
             "prepare": {
                 "playbook": f"{STEPS}:prepare",
-                "vars": {"count": 3},
                 "leaderElection": {"type": "file", "path": f"{leases}/"},
             },
-            "execute": {"playbook": f"{STEPS}:execute", "timeout": 30, "vars": {"size": 10}},
+            "execute": {"playbook": f"{STEPS}:execute", "timeout": 30},
             "complete": {"playbook": f"{STEPS}:complete", "timeout": 30},
         },
         "throttling": {"enable": False},
     }
-    meta = {"enable": True, "cpuAverage": {"interval": 0.3, "window": 3}}
+    meta = {
+        "enable": True,
+        "cpuAverage": {"interval": 0.3, "window": 3},
+        "workDir": str(tmp_path / "work"),
+    }
     document = {"functions": {"backend": {"automation": {"meta": meta, "workflows": [workflow]}}}}
     path = tmp_path / "settings.json"
     path.write_text(json.dumps(document))
@@ -249,3 +261,56 @@ def running_node(
     finally:
         automation.close()
         app.close()
+
+
+# -- watching real nodes ---------------------------------------------------------------------------
+def observer_engine(redis_url: str, settings_file: Path) -> Automation:
+    """An Automation that is no node (like the web app): starts runs, reads status. Close its
+    app when done."""
+    app = App(Settings(redis_url=redis_url))
+    return Automation(app, load(settings_file), node="observer")
+
+
+def node_info(obs: Automation, name: str) -> NodeInfo | None:
+    return next((n for n in obs.nodes() if n.id == name), None)
+
+
+def master_node(obs: Automation, workflow: str) -> NodeInfo | None:
+    """The live node acting as master of ``workflow``."""
+    now = time.time()
+    return next((n for n in obs.nodes() if workflow in n.masters and now - n.last_seen < 3), None)
+
+
+def finished(obs: Automation, run_id: str) -> RunInfo | None:
+    run = obs.run_status(run_id)
+    return run if run is not None and run.finished else None
+
+
+def wait_for_value(get: Callable[[], Any], timeout: float) -> Any:
+    """Poll ``get`` until it returns something truthy; that value."""
+    box: list[Any] = []
+
+    def check() -> bool:
+        value = get()
+        if value:
+            box.append(value)
+        return bool(value)
+
+    wait_for(check, timeout=timeout, interval=0.1)
+    return box[-1]
+
+
+def cli_node(
+    processes: StartProcess,
+    settings: Path,
+    name: str,
+    *global_args: str,
+    term: float = 2,
+    **env: str,
+) -> subprocess.Popen[bytes]:
+    """``conveyor [global_args] automation node SETTINGS`` as a real process, with a short term
+    (2 s) and short core intervals."""
+    return processes(
+        "-m", "conveyor.cli", *global_args, "automation", "node", str(settings),
+        "--threads", "2", "--term", f"{term:g}", "--node", name, **NODE_ENV, **env,
+    )  # fmt: skip

@@ -100,7 +100,7 @@ def test_workflows_and_imports_pages_in_chromium(
             run_row.locator("a").click()
             expect(page).to_have_url(f"{base}/workflows/runs/{run.id}")
             expect(page.locator("tr[data-task]")).to_have_count(5)
-            expect(page.locator('tr[data-task="3"]')).to_contain_text("task 3 fails on purpose")
+            expect(page.locator('tr[data-task="3"]')).to_contain_text("this task fails on purpose")
             expect(page.locator('tr[data-task="1"]')).to_contain_text("ok")
             expect(page.locator('[data-field="failed"]')).to_have_text("2")
             shot("workflow-run")

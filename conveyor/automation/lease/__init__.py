@@ -11,7 +11,8 @@ docs/leader-election.md.
 >>> from conveyor.clock import FakeClock
 >>> import tempfile
 >>> clock = FakeClock()
->>> lease = open_lease(LeaderElection(), "migrate", state_dir=tempfile.mkdtemp(), clock=clock)
+>>> where = LeaderElection(path=tempfile.mkdtemp() + "/")
+>>> lease = open_lease(where, "migrate", clock=clock)
 >>> node = Leadership(lease, "node-a", term=300, clock=clock)
 >>> node.tick().fence
 1
@@ -66,8 +67,9 @@ def _check_workflow(workflow: str) -> str:
 
 
 def default_lease_path(workflow: str, state_dir: str | None = None) -> str:
-    """``<state_dir>/leases/<workflow>.txt``: the file lease when ``leaderElection.path`` is
-    null (one machine only: the state dir is local).
+    """``<state_dir>/leases/<workflow>.txt``: a file lease for one machine (tests, a laptop).
+    ``open_lease`` no longer uses it for a null path: that is the Redis lease every node
+    shares.
 
     >>> default_lease_path("migrate", "/var/lib/conveyor")
     '/var/lib/conveyor/leases/migrate.txt'
@@ -88,8 +90,10 @@ def open_lease(
 ) -> Lease:
     """The lease ``election`` (a workflow's ``leaderElection`` settings) describes.
 
-    - ``file``: ``election.lease_path(workflow)``, or :func:`default_lease_path` when the path
-      is null (its directory is created; an explicit path's directory must exist).
+    - ``file`` with a path: ``election.lease_path(workflow)`` (its directory must exist).
+    - ``file`` with ``path: null`` (the manual's example): the Redis lease named after the
+      workflow, which every node sharing the Redis sees. A local file would elect one master
+      per machine. ``state_dir`` is accepted for compatibility and not used.
     - ``aws-s3``: bucket and key from the path (``s3://BUCKET/KEY``, or a key inside the
       endpoint's ``bucket``); credentials, region and ``endpoint_url`` from the
       ``authEndpoint``'s configuration. ``endpoints`` (endpoint name -> configuration), when
@@ -100,19 +104,16 @@ def open_lease(
     ``clock`` judges expiry for ``file`` and ``aws-s3`` (Redis uses its server clock).
     """
     _check_workflow(workflow)
-    if election.type == "file":
-        path = election.lease_path(workflow)
-        if path is None:
-            return FileLease(default_lease_path(workflow, state_dir), clock=clock, create_dir=True)
-        return FileLease(path, clock=clock)
+    if election.type == "file" and election.path is not None:
+        return FileLease(election.lease_path(workflow) or election.path, clock=clock)
     if election.type == "aws-s3":
         return _open_s3(election, workflow, endpoints, clock)
-    if election.type == "redis":
+    if election.type in ("redis", "file"):
         if store is None:
             if redis_client is None:
                 raise LeaseError(
-                    f"a redis lease for workflow {workflow!r} needs the Redis connection: pass "
-                    "store= or redis_client="
+                    f"the lease of workflow {workflow!r} lives in Redis (leaderElection type "
+                    f"{election.type!r}, path {election.path!r}): pass store= or redis_client="
                 )
             store = Store(redis_client)
         return RedisLease(store, election.lease_path(workflow) or workflow)

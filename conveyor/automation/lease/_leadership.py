@@ -71,6 +71,8 @@ class Leadership:
         self._term: Term | None = None
         self._started = 0.0
         self._deadline = 0.0
+        #: What the last tick's lease call failed with (``None`` after a call that worked).
+        self.last_error: str | None = None
 
     def __repr__(self) -> str:
         return f"Leadership({self.lease.description!r}, {self.holder!r})"
@@ -83,7 +85,12 @@ class Leadership:
             try:
                 self._step()
             except LeaseError as exc:
-                log.warning("lease %s: %s", self.lease.description, exc)
+                # Logged once per new message: a dead backend is retried every tick.
+                if str(exc) != self.last_error:
+                    log.warning("lease %s: %s", self.lease.description, exc)
+                self.last_error = str(exc)
+            else:
+                self.last_error = None
         return self.current()
 
     def current(self) -> Term | None:

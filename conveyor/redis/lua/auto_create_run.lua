@@ -13,10 +13,11 @@
 -- ARGV[4]  request vars (JSON)            ARGV[5] prepare '1'|'0'   ARGV[6] complete '1'|'0'
 -- ARGV[7]  source      ARGV[8] fence ('' = no fence check, a client request)
 -- ARGV[9]  cron tick ('' = not scheduled)   ARGV[10] execute '1'|'0'
+-- ARGV[11] most unfinished runs the workflow may have ('' = no cap)
 --
 -- Returns 'created', 'exists' (the id is taken), 'stale' (fence below the highest seen; counted
--- in KEYS[6]), 'baseline' (the first tick ever seen: remembered, no run) or 'claimed' (this
--- tick was already claimed).
+-- in KEYS[6]), 'baseline' (the first tick ever seen: remembered, no run), 'claimed' (this
+-- tick was already claimed) or 'full' (the workflow has ARGV[11] unfinished runs already).
 if ARGV[8] ~= '' then
   local high = tonumber(redis.call('GET', KEYS[5]) or '0')
   local fence = tonumber(ARGV[8])
@@ -33,6 +34,7 @@ if ARGV[9] ~= '' then
   if not last then return 'baseline' end
 end
 if redis.call('EXISTS', KEYS[1]) == 1 then return 'exists' end
+if ARGV[11] ~= '' and redis.call('SCARD', KEYS[4]) >= tonumber(ARGV[11]) then return 'full' end
 redis.call('HSET', KEYS[1],
   'id', ARGV[1], 'workflow', ARGV[2], 'state', 'preparing', 'fence', '0', 'tasks_fence', '0',
   'total', '0', 'succeeded', '0', 'failed', '0', 'src_size_total', '0', 'dest_size_total', '0',

@@ -7,6 +7,7 @@
 -- KEYS[3]  conveyor:automation:rejected:{workflow} (count of rejected stale writes)
 -- KEYS[4]  conveyor:automation:active:{workflow}   (set of unfinished run ids)
 -- KEYS[5]  conveyor:automation:run:{id}:results    KEYS[6] conveyor:automation:run:{id}:started
+-- KEYS[7]  conveyor:automation:metrics:{workflow}  (runs_finished|<state> counted)
 -- ARGV[1]  fence   ARGV[2] 'done' | 'failed'   ARGV[3] now   ARGV[4] summary vars (JSON)
 -- ARGV[5]  error ('' for none)   ARGV[6] step result (JSON, '' for none)
 -- ARGV[7]  seconds to keep the finished run
@@ -35,4 +36,5 @@ local keep = tonumber(ARGV[7])
 redis.call('EXPIRE', KEYS[1], keep)
 redis.call('EXPIRE', KEYS[5], keep)
 redis.call('EXPIRE', KEYS[6], keep)
+redis.call('HINCRBY', KEYS[7], 'runs_finished|' .. ARGV[2], 1)
 return {'finished', ARGV[2]}

@@ -10,12 +10,14 @@
 --
 -- Returns {outcome, succeeded, failed, total}: outcome 'recorded', 'last' (this call ended the
 -- run's last task), 'duplicate' (the index was recorded before: a redelivered task),
--- 'missing', or 'stale' (fence is not the one the task list was published under; counted).
+-- 'missing', 'finished' (the run expired meanwhile: nothing recorded) or 'stale' (fence is not
+-- the one the task list was published under; counted).
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing', 0, 0, 0} end
 local function totals(outcome)
   local v = redis.call('HMGET', KEYS[1], 'succeeded', 'failed', 'total')
   return {outcome, tonumber(v[1]) or 0, tonumber(v[2]) or 0, tonumber(v[3]) or 0}
 end
+if redis.call('HGET', KEYS[1], 'state') == 'expired' then return totals('finished') end
 if redis.call('HGET', KEYS[1], 'tasks_fence') ~= ARGV[2] then
   redis.call('INCR', KEYS[3])
   return totals('stale')

@@ -7,10 +7,13 @@
 -- KEYS[4]  conveyor:automation:rejected:{workflow} (count of rejected stale writes)
 -- ARGV[1]  task index   ARGV[2] the task's fence   ARGV[3] node id
 --
--- Returns 'run', 'missing' (run expired or deleted), 'recorded' (a result exists: a redelivered
+-- Returns 'run', 'missing' (run deleted, or gone after it finished), 'finished' (the run
+-- ended, e.g. expired, before this task started), 'recorded' (a result exists: a redelivered
 -- task that already ended) or 'stale' (the task was not handed out under the run's published
 -- list; counted in KEYS[4]).
 if redis.call('EXISTS', KEYS[1]) == 0 then return 'missing' end
+local state = redis.call('HGET', KEYS[1], 'state')
+if state == 'done' or state == 'failed' or state == 'expired' then return 'finished' end
 if redis.call('HEXISTS', KEYS[3], ARGV[1]) == 1 then return 'recorded' end
 if redis.call('HGET', KEYS[1], 'tasks_fence') ~= ARGV[2] then
   redis.call('INCR', KEYS[4])

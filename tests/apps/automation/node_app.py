@@ -18,7 +18,7 @@ from typing import Any
 import psutil
 
 from conveyor.automation.lease import Leadership, Term, open_lease
-from conveyor.automation.node import serve
+from conveyor.automation.process import serve
 from conveyor.automation.settings import LeaderElection, Workflow
 
 
