@@ -44,5 +44,17 @@ class Scripts:
         keys: list[str],
         args: list[Any],
         client: redis.Redis | redis.client.Pipeline | None = None,
+        options: dict[str, Any] | None = None,
     ) -> Any:
-        return self._script(name)(keys=keys, args=args, client=client)
+        """Run script ``name``; ``options`` go to redis-py's ``execute_command`` (e.g. reading
+        the reply as bytes)."""
+        if not options:
+            return self._script(name)(keys=keys, args=args, client=client)
+        script = self._script(name)
+        conn: Any = client if client is not None else self._client
+        try:
+            return conn.execute_command("EVALSHA", script.sha, len(keys), *keys, *args, **options)
+        except redis.exceptions.NoScriptError:
+            # Not cached on this server (a restart, a failover): load it and run it again.
+            script.sha = self._client.script_load(script.script)
+            return conn.execute_command("EVALSHA", script.sha, len(keys), *keys, *args, **options)

@@ -70,8 +70,10 @@ def test_jobs_past_the_interruption_limit_are_parked(app: App, r: redis.Redis) -
     report = sweep(app)
     assert (report.requeued, report.parked) == (2, 3)
     assert sorted(json.loads(x)["args"][0] for x in r.lrange("queue:q", 0, -1)) == [2, 3]
-    interrupted = r.zrange("interrupted", 0, -1)
-    assert "not json at all" in interrupted
+    interrupted = [json.loads(x) for x in r.zrange("interrupted", 0, -1)]
+    [malformed] = [x for x in interrupted if x["class"] == "Conveyor::MalformedPayload"]
+    assert malformed["args"] == ["not json at all"]  # kept, with the reason, for a human
+    assert "not valid JSON" in malformed["error_message"]
     assert sorted(p["args"][0] for p in parked) == [1, 4]  # type: ignore[index]
     assert all(p["interrupted_count"] for p in parked)
 
