@@ -170,7 +170,9 @@ def test_removal_through_the_deprecated_no_op(
     caplog.set_level(logging.INFO, logger="conveyor.transitions")
     worker = run_burst(new)
     assert worker.counters.processed == 2 and retrying(r) == 0 and ran == []
-    notes = [rec.getMessage() for rec in caplog.records if rec.name == "conveyor.transitions"]
+    notes = [
+        rec.getMessage() for rec in caplog.records if rec.name == "conveyor.transitions"
+    ]
     assert len(notes) == 1 and "ExampleWorker is deprecated" in notes[0], "logged once"
     assert "example.com" not in notes[0], "no arguments in the log"
 
