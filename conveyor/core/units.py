@@ -98,6 +98,11 @@ class Units:
         self._held: Counter[str] = Counter()
         self._fetching_since: float | None = None
         self._publish_lock = threading.Lock()
+        #: Monotonic time until which our liveness key is known to exist: past it, no job
+        #: starts until a heartbeat tells whether another process took our jobs meanwhile.
+        self._fresh_until = float("inf")
+        self._waiting: dict[int, str] = {}
+        self._revoked: set[int] = set()
         #: Set (read without a lock) while a thread waits for a publication.
         self.wanted = False
         #: Called when a thread needs a publication (the finisher's wake-up).
@@ -164,12 +169,17 @@ class Units:
         return out
 
     def discard_missing(self, entries: Iterable[str]) -> list[FetchedJob]:
-        """Drop waiting jobs no longer in the working list (recovered by another process while
-        this one was taken for dead): running them again would duplicate them."""
+        """Drop unstarted jobs no longer in the working list (recovered by another process
+        while this one was taken for dead): running them again would duplicate them."""
         present = Counter(entries)
         kept: deque[tuple[int, FetchedJob | None]] = deque()
         dropped: list[FetchedJob] = []
         with self._cond:
+            for seq, raw in sorted(self._waiting.items()):
+                if present[raw] > 0:
+                    present[raw] -= 1
+                else:
+                    self._revoked.add(seq)
             for seq, unit in self._deque:
                 if unit is None or present[unit.raw] > 0:
                     if unit is not None:
@@ -211,14 +221,32 @@ class Units:
                         return seq, unit
                 self._cond.wait()
 
-    def may_start(self, seq: int) -> bool:
-        """Wait until the published boundary is past job ``seq`` (almost always at once)."""
+    def may_start(self, seq: int, raw: str) -> bool:
+        """Wait until the published boundary is past job ``seq`` (almost always at once) and
+        the process is known to be alive; False if the job was recovered elsewhere meanwhile
+        (this process was taken for dead: it must not run it too)."""
         with self._cond:
-            while seq >= self._confirmed:
-                self.wanted = True
-                self.on_wanted()
-                self._cond.wait(1.0)
-            return True
+            self._waiting[seq] = raw
+            try:
+                while seq not in self._revoked:
+                    if seq >= self._confirmed:
+                        self.wanted = True
+                        self.on_wanted()
+                    elif self.clock.monotonic() < self._fresh_until:
+                        return True
+                    self._cond.wait(1.0)
+                self._revoked.discard(seq)
+                self._held[raw] -= 1
+                self._held += Counter()
+                return False
+            finally:
+                self._waiting.pop(seq, None)
+
+    def alive_until(self, until: float) -> None:
+        """A heartbeat refreshed the liveness key: jobs may start until ``until``."""
+        with self._cond:
+            self._fresh_until = until
+            self._cond.notify_all()
 
     def done(self) -> None:
         """A taken job finished (or was given back)."""

@@ -221,19 +221,23 @@ class Worker:
 
     def heartbeat(self) -> None:
         """Publish one heartbeat and obey a signal sent through Redis."""
+        clock = self.app.clock
+        sent = clock.monotonic()
         sig, alive = self._heartbeat.beat(
             self._busy, quiet=self._quiet.is_set(), health=self.health.report()
         )
         self._beat_count += 1
         if not alive and self._beat_count > 1:
             # Our liveness key had expired (SIGSTOP, a long pause): another process may have
-            # recovered our jobs. Those still waiting here must not run a second time.
+            # recovered our jobs. Those not started here must not run a second time.
             dropped = self.units.discard_missing(self.store.working_jobs(self.identity))
             log.warning(
                 "worker %s was taken for dead; %d fetched job(s) recovered elsewhere dropped",
                 self.identity,
                 len(dropped),
             )
+        # The key lives liveness_ttl from when Redis ran the script, which is after ``sent``.
+        self.units.alive_until(sent + self.settings.liveness_ttl)
         if sig == "TSTP":
             self.quiet()
         elif sig == "TERM":
@@ -333,7 +337,8 @@ class Worker:
     def _run_one(self, tid: str, seq: int, unit: FetchedJob) -> None:
         self._busy[tid] = (unit.queue, unit.raw, int(self.app.clock.time()))
         try:
-            self.units.may_start(seq)
+            if not self.units.may_start(seq, unit.raw):
+                return  # recovered by another process while this one was taken for dead
             self._busy[tid] = (unit.queue, unit.raw, int(self.app.clock.time()))
             outcome = self._outcome(unit)
             if outcome is not None:

@@ -26,7 +26,8 @@ class Work(Job):
     """Counts its runs; ``seconds`` of work (a no-op once ``fast`` is set)."""
 
     def perform(self, i: int, seconds: float = 0.0) -> None:
-        side.rpush("starts", f"{i}:{os.getpid()}")
+        count = self.job.get("interrupted_count", 0)
+        side.rpush("starts", f"{i}:{os.getpid()}:{count}")
         if seconds and not side.exists("fast"):
             time.sleep(seconds)
         side.hincrby("done", str(i), 1)
