@@ -46,8 +46,8 @@ def prepare(
     process had ``started`` counts an interruption."""
     try:
         job = parse(raw)
-    except PayloadError as exc:  # not a job: park it, raw text or bytes kept, for a human
-        return Recovery(raw, None, quarantine(raw, "default", str(exc), now)), None
+    except PayloadError as exc:  # not a job: to the dead set, raw text or bytes kept
+        return Recovery(raw, None, quarantine(raw, "default", str(exc), now), dead=True), None
     if not started:
         return Recovery(raw, queue_of(job), raw), None
     count = job.get("interrupted_count")

@@ -82,11 +82,12 @@ class Trimmed:
 @dataclass(frozen=True, slots=True)
 class Recovery:
     """One job found in a dead process's working list and where it goes (``queue=None``:
-    the interrupted set)."""
+    the interrupted set; ``dead=True``: not a job, the dead set)."""
 
     raw: str
     queue: str | None
     payload: str
+    dead: bool = False
 
 
 class Store:
@@ -230,10 +231,10 @@ class Store:
         (requeued, parked, what the interrupted set dropped)."""
         k = self.keys
         names = sorted({j.queue for j in jobs if j.queue is not None})
-        index = {q: i + 8 for i, q in enumerate(names)}
+        index = {q: i + 9 for i, q in enumerate(names)}
         args: list[str | bytes | int | float] = [identity, now, interrupted_max, interrupted_cutoff]
         for j in jobs:
-            dest = 0 if j.queue is None else index[j.queue]
+            dest = -1 if j.dead else 0 if j.queue is None else index[j.queue]
             args += (encode_raw(j.raw), dest, j.payload, j.queue or "")
         keys = [
             k.liveness(identity),
@@ -243,6 +244,7 @@ class Store:
             k.queues,
             k.boundary(identity),
             k.trimmed("interrupted"),
+            k.dead,
             *(k.queue(q) for q in names),
         ]
         reply = self.scripts.run("recover", keys, args)

@@ -33,6 +33,15 @@ class Work(Job):
         side.hincrby("done", str(i), 1)
 
 
+@app.job(name="Tick")
+class Tick(Job):
+    """The chaos test's job: counts its runs after ``TICK_SECONDS`` of work."""
+
+    def perform(self, i: int) -> None:
+        time.sleep(float(os.environ.get("TICK_SECONDS", "0")))
+        side.hincrby("ticks", str(i), 1)
+
+
 @app.job(name="Poison")
 class Poison(Job):
     """Kills the process running it, every time (a segfaulting C extension, an OOM kill)."""

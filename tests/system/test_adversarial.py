@@ -103,9 +103,10 @@ def test_row3_invalid_utf8_in_a_dead_workers_list_is_parked_and_sweeps_go_on(
         raw.lpush(keys.working(identity), BAD_UTF8)
         r.lpush(keys.working(identity), dumps({"class": "Record", "args": [1], "queue": "q"}))
     report = sweep(app)
-    assert (report.requeued, report.parked) == (2, 2)
-    parked = [json.loads(m) for m in r.zrange("interrupted", 0, -1)]
-    assert all(base64.b64decode(str(p["raw_base64"])) == BAD_UTF8 for p in parked)
+    assert report.requeued == 2
+    quarantined = dead(r)
+    assert len(quarantined) == 2
+    assert all(base64.b64decode(str(p["raw_base64"])) == BAD_UTF8 for p in quarantined)
     assert r.llen("queue:q") == 2 and r.scard(keys.working_registry) == 0
 
 

@@ -10,10 +10,12 @@
 -- KEYS[5]     queues (set of queue names)
 -- KEYS[6]     owner's start boundary
 -- KEYS[7]     trimmed-from-interrupted counter
--- KEYS[8..n]  queue lists
+-- KEYS[8]     dead (zset): payloads that are not jobs go there, with the reason
+-- KEYS[9..n]  queue lists
 -- ARGV[1]     owner identity        ARGV[2] now (score for interrupted)
 -- ARGV[3]     interrupted max size  ARGV[4] interrupted cutoff score
--- ARGV[5..]   groups of 4: payload as found, destination (0 = interrupted, else KEYS index),
+-- ARGV[5..]   groups of 4: payload as found, destination (0 = interrupted, -1 = dead, else
+--             KEYS index),
 --             new payload, queue name; newest first (as LRANGE returns the working list), so
 --             after the RPUSHes the oldest job is the next one taken
 --
@@ -27,6 +29,8 @@ for i = 5, #ARGV, 4 do
     if dest == 0 then
       redis.call('ZADD', KEYS[4], ARGV[2], ARGV[i + 2])
       parked = parked + 1
+    elseif dest == -1 then
+      redis.call('ZADD', KEYS[8], ARGV[2], ARGV[i + 2])
     else
       redis.call('RPUSH', KEYS[dest], ARGV[i + 2])
       redis.call('SADD', KEYS[5], ARGV[i + 3])
