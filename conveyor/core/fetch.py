@@ -99,14 +99,9 @@ class Fetch:
             settings.queues, self.app.queue_gates, strict=settings.strict_order, rng=self.rng
         )
 
-    def batch(
-        self, order: Sequence[str], count: int, *, boundary: str = "", starting: int = 0
-    ) -> list[Fetched]:
-        """Move up to ``count`` jobs (queues tried in ``order``) into the working list,
-        publishing the start boundary (see :meth:`Store.fetch`)."""
-        return self.store.fetch(
-            self.identity, order, min(count, MAX_BATCH), boundary=boundary, starting=starting
-        )
+    def batch(self, order: Sequence[str], count: int) -> list[Fetched]:
+        """Move up to ``count`` jobs (queues tried in ``order``) into the working list."""
+        return self.store.fetch(self.identity, order, min(count, MAX_BATCH))
 
     def blocking(self, order: Sequence[str]) -> list[Fetched]:
         """Wait briefly for one job on the first queue (atomic BLMOVE)."""
@@ -130,8 +125,8 @@ class Fetch:
 class Fetcher:
     """The fetch loop of one worker process: refill :class:`Units` in batches until quiet.
 
-    Each batch fetch also publishes the process's start boundary (under the units' publish
-    lock), so the jobs of a batch that wait for a thread are known in Redis as not started."""
+    After each batch it asks the finisher to publish the start boundary, so the jobs of the
+    batch that wait for a thread are soon known in Redis as not started."""
 
     def __init__(
         self,
@@ -188,12 +183,9 @@ class Fetcher:
         return jobs
 
     def _batch(self, order: list[str], free: int) -> list[Fetched]:
-        units = self.units
-        with units.publishing() as publication, units.fetching():
-            boundary, starting = publication.for_fetch()
-            jobs = self.fetch.batch(order, free, boundary=boundary, starting=starting)
-            units.hold(raw for _, raw in jobs)
-            publication.fetched(len(jobs))
+        with self.units.fetching():
+            jobs = self.fetch.batch(order, free)
+            self.units.hold(raw for _, raw in jobs)
         return jobs
 
     def _burst_check(self, order: list[str], free: int) -> list[Fetched] | None:
@@ -215,6 +207,7 @@ class Fetcher:
         if gone:
             self.units.release_held(gone)
         self.units.add([u if u.handed_off is None else None for u in units])
+        self.units.request()
 
     def return_unstarted(self) -> None:
         """Give back every fetched job no thread has started (quiet, shutdown)."""

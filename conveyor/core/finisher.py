@@ -18,6 +18,10 @@ log = logging.getLogger("conveyor.worker")
 
 #: Attempts to acknowledge the last batch at shutdown before leaving it to recovery.
 FINAL_ATTEMPTS = 10
+#: Jobs shorter than this finish faster than an acknowledgement round trip: when a batch holds
+#: one, every job waiting gets its permit at once (a thread would otherwise wait for a round
+#: trip per job; such jobs start within milliseconds anyway). Longer jobs get exact permits.
+SHORT_JOB = 0.05
 
 
 @dataclass
@@ -53,12 +57,16 @@ class Finisher:
         self.units = units
         self.store = store or app.store
         self._outcomes: list[tuple[Outcome, FetchedJob]] = []
+        self._short = False
         self._cond = threading.Condition()
         units.on_wanted = self.wake
 
-    def add(self, outcome: Outcome, unit: FetchedJob) -> None:
+    def add(self, outcome: Outcome, unit: FetchedJob, seconds: float = 1.0) -> None:
+        """Queue the outcome of a job that ran ``seconds``."""
         with self._cond:
             self._outcomes.append((outcome, unit))
+            if seconds < SHORT_JOB:
+                self._short = True
             self._cond.notify()
 
     def wake(self) -> None:
@@ -78,6 +86,7 @@ class Finisher:
         :data:`FINAL_ATTEMPTS`). A failed attempt keeps the batch for the next one."""
         with self._cond:
             batch, self._outcomes = self._outcomes, []
+            short, self._short = self._short, False
         if not batch and not self.units.wanted:
             return
         if batch:
@@ -87,12 +96,13 @@ class Finisher:
         outcomes = [outcome for outcome, _ in batch]
         for attempt in range(FINAL_ATTEMPTS if final else 1):
             try:
-                self._acknowledge(outcomes)
+                self._acknowledge(outcomes, short)
                 break
             except Exception as exc:
                 if not final:
                     with self._cond:
                         self._outcomes[:0] = batch
+                        self._short = self._short or short
                     raise
                 log.error("acknowledging %d job(s) failed (%s); retrying", len(outcomes), exc)
                 self.app.clock.sleep(min(5.0, 0.1 * 2**attempt))
@@ -102,13 +112,16 @@ class Finisher:
             self.counters.processed += processed
             self.counters.failed += failed
 
-    def _acknowledge(self, outcomes: list[Outcome]) -> None:
+    def _acknowledge(self, outcomes: list[Outcome], short: bool) -> None:
         app, settings = self.app, self.app.settings
         now = app.clock.time()
         with self.units.publishing() as publication:
-            # Permits ahead for as many jobs as just finished: their threads take the next
-            # jobs now, and should not wait for the next acknowledgement to start them.
-            boundary = publication.for_finish(slack=len(outcomes))
+            # Permits ahead for twice as many jobs as just finished (their threads take the
+            # next jobs now), or for every waiting job when jobs are short (see SHORT_JOB).
+            if outcomes:
+                self.units.eager = short
+            slack = self.units.limit if short else 2 * len(outcomes)
+            boundary = publication.for_finish(slack=slack)
             _, trimmed = self.store.finish(
                 self.identity,
                 outcomes,

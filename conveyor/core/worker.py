@@ -339,13 +339,13 @@ class Worker:
         try:
             if not self.units.may_start(seq, unit.raw):
                 return  # recovered by another process while this one was taken for dead
-            self._busy[tid] = (unit.queue, unit.raw, int(self.app.clock.time()))
+            started = self.app.clock.monotonic()
             outcome = self._outcome(unit)
             if outcome is not None:
-                self.finisher.add(outcome, unit)
+                self.finisher.add(outcome, unit, self.app.clock.monotonic() - started)
         finally:
             self._busy.pop(tid, None)
-            self.units.done()
+            self.units.done(seq)
 
     def _outcome(self, unit: FetchedJob) -> Outcome | None:
         try:

@@ -114,27 +114,12 @@ class Store:
         pipe.execute()
 
     # -- fetch ----------------------------------------------------------------------------------
-    def fetch(
-        self,
-        identity: str,
-        queues: Sequence[str],
-        count: int,
-        *,
-        boundary: str = "",
-        starting: int = 0,
-    ) -> list[tuple[str, str]]:
-        """Move up to ``count`` jobs from ``queues`` (in order) into the working list, register
-        the process and publish its start boundary: ``boundary`` (the oldest job held but not
-        started), or when empty the job after the first ``starting`` of this batch."""
+    def fetch(self, identity: str, queues: Sequence[str], count: int) -> list[tuple[str, str]]:
+        """Move up to ``count`` jobs from ``queues`` (in order) into the working list, and
+        register the process (so a sweep always finds the list)."""
         k = self.keys
-        keys = [
-            k.working(identity),
-            k.working_registry,
-            k.boundary(identity),
-            *(k.queue(q) for q in queues),
-        ]
-        args = [count, identity, encode_raw(boundary), starting]
-        flat = self.scripts.run("fetch", keys, args, options=RAW)
+        keys = [k.working(identity), k.working_registry, *(k.queue(q) for q in queues)]
+        flat = self.scripts.run("fetch", keys, [count, identity], options=RAW)
         return [(queues[int(flat[i]) - 1], decode_raw(flat[i + 1])) for i in range(0, len(flat), 2)]
 
     def fetch_blocking(

@@ -56,12 +56,9 @@ def test_a_failed_attempt_keeps_the_batch_for_the_next(app: App, r: redis.Redis)
 
 
 def test_the_start_boundary_rides_on_the_acknowledgement(app: App, r: redis.Redis) -> None:
-    finisher, processor, raws = setup(app, r, 3)
-    with finisher.units.publishing() as fetch:  # as a batch fetch of those two would
-        fetch._from_batch = (0, 0)
-        fetch.fetched(2)
+    finisher, processor, raws = setup(app, r, 5)
     finisher.units.add([processor.fetched("default", raw) for raw in raws[1:]])
     finisher.add(Outcome("ok", raws[0]), processor.fetched("default", raws[0]))
     finisher.flush()
-    # One job acknowledged: one permit ahead, so the boundary is the second waiting job.
-    assert r.get(app.store.keys.boundary("host:1:abc")) == raws[2]
+    # One job acknowledged: two permits ahead, so the boundary is the third waiting job.
+    assert r.get(app.store.keys.boundary("host:1:abc")) == raws[3]

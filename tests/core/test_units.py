@@ -33,18 +33,39 @@ def test_a_job_past_the_published_boundary_waits_for_a_publication() -> None:
     u, _ = units()
     wanted: list[int] = []
     u.on_wanted = lambda: wanted.append(1)
-    with u.publishing() as pub:  # a fetch with one idle thread: boundary on the 2nd job
-        pub._from_batch = (0, 1)
-        pub.fetched(2)
-    u.add([unit("a"), unit("b")])
-    first, second = u.take(), u.take()
-    assert first is not None and second is not None
-    assert u.may_start(first[0], "a")  # permitted by the fetch itself
+    u.add([unit("a"), unit("b"), unit("c")])
+    u.request()  # what the fetcher does after a batch
+    assert wanted and u.wanted
+    first = u.take()
+    assert first is not None and u.may_start(first[0], "a")  # nothing published yet: all may
+    with u.publishing() as pub:  # the acknowledgement that follows
+        assert pub.for_finish(slack=0) == "b"  # the oldest job still waiting
+    second = u.take()
+    assert second is not None
     thread, out = in_thread(lambda: u.may_start(second[0], "b"))
     thread.join(0.3)
-    assert thread.is_alive() and wanted, "b waits, and asked the finisher to publish"
+    assert thread.is_alive(), "b was published as not started: it waits for a publication"
     with u.publishing() as pub:
-        assert pub.for_finish(slack=0) == ""  # nothing waits in the queue any more
+        assert pub.for_finish(slack=0) == "c"
+    thread.join(5)
+    assert out == [True]
+
+
+def test_a_publication_under_way_already_holds_back_the_jobs_it_names() -> None:
+    u, _ = units()
+    u.add([unit("a"), unit("b")])
+    with u.publishing() as pub:
+        assert pub.for_finish(slack=1) == "b"
+        first = u.take()
+        assert first is not None and u.may_start(first[0], "a")
+        second = u.take()
+        assert second is not None
+        thread, out = in_thread(lambda: u.may_start(second[0], "b"))
+        thread.join(0.3)
+        assert thread.is_alive(), "Redis may already say b has not started"
+    u.request()
+    with u.publishing() as pub:
+        assert pub.for_finish(slack=0) == ""
     thread.join(5)
     assert out == [True] and u._confirmed == NO_BOUNDARY
 
@@ -81,13 +102,13 @@ def test_a_suspect_runs_alone() -> None:
     thread, out = in_thread(u.take)
     thread.join(0.3)
     assert thread.is_alive(), "the suspect waits until nothing else runs"
-    u.done()
+    u.done(first[0])
     thread.join(5)
     assert out and out[0][1].raw == "poison"  # type: ignore[index]
     other, later = in_thread(u.take)
     other.join(0.3)
     assert other.is_alive(), "and nothing starts while it runs"
-    u.done()
+    u.done(out[0][0])  # type: ignore[index]
     other.join(5)
     assert later and later[0][1].raw == "y"  # type: ignore[index]
 
