@@ -46,11 +46,36 @@ MOVED: dict[str, str] = {
     "conveyor.supervisor": "conveyor.core.supervisor",
     "conveyor.testing": "conveyor.core.testing",
     "conveyor.transitions": "conveyor.features.transitions",
+    # Renamed so no two modules share a name (imports.py, jobs.py, context.py).
+    "conveyor.automation.jobs": "conveyor.automation.task_job",
+    "conveyor.cli.context": "conveyor.cli.common",
+    "conveyor.cli.imports": "conveyor.cli.importing",
+    "conveyor.features.imports.context": "conveyor.features.imports.flag",
+    "conveyor.features.imports.jobs": "conveyor.features.imports.stage_jobs",
+    "conveyor.features.operations.jobs": "conveyor.features.operations.operation_jobs",
+    "conveyor.logs.imports": "conveyor.logs.import_log",
+    "conveyor.redis.imports": "conveyor.redis.import_store",
+    "conveyor.web.context": "conveyor.web.extension",
+    "conveyor.web.imports": "conveyor.web.import_pages",
 }
 
 
 def new_path(old: str) -> str | None:
-    """Where the module once imported as ``old`` lives now (``None``: it did not move)."""
+    """Where the module once imported as ``old`` lives now (``None``: it did not move).
+
+    >>> new_path("conveyor.imports.jobs")     # moved with its package, then renamed
+    'conveyor.features.imports.stage_jobs'
+    """
+    found = _one_step(old)
+    while found is not None:
+        further = _one_step(found)
+        if further is None:
+            return found
+        found = further
+    return None
+
+
+def _one_step(old: str) -> str | None:
     if old in MOVED:
         return MOVED[old]
     head = old.rpartition(".")[0]

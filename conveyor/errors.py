@@ -3,14 +3,17 @@
 ConveyorError
 ├── ConfigurationError        bad settings, bad job declaration
 │   ├── UnknownOptionError    a job option no core feature or middleware declares
-│   └── AutomationSettingsError  an invalid automation settings file (every problem listed)
+│   ├── AutomationSettingsError  an invalid automation settings file (every problem listed)
+│   └── MissingLogContext     an import log line without its identifiers (development/test)
 ├── EnqueueError              a job that cannot be enqueued
-│   └── SerializationError    args that are not JSON-native
+│   ├── SerializationError    args that are not JSON-native
+│   └── NotDurableError       a job written to the primary but not confirmed by min_replicas
 ├── PayloadError              a payload read from Redis that is not a valid job
 ├── UnknownJobClassError      a payload naming a class this process does not know
 ├── JobTimeoutError           a job that ran past its timeout
 ├── EmbeddedRedisError        the embedded Redis server could not start
 ├── NotFoundError             a data API lookup for something that is not there
+│   └── WorkflowNotFound      a workflow that does not exist or is switched off
 ├── CompatibilityError        a job change unsafe across a rolling deploy (compat check)
 ├── OperationError            a bulk operation that cannot be created or counted
 ├── MailError                 an e-mail that could not be sent (SMTP)
@@ -18,10 +21,13 @@ ConveyorError
 ├── ImportPipelineError       an import that cannot be started, found or continued
 │   └── RecordError           one imported record that cannot be saved (recorded, not fatal)
 ├── WorkflowUrlError          an automation HTTP path that does not follow the URL grammar
+├── WorkflowForbidden         a workflow the HTTP API may not run (allowApiExecution off)
 └── LeaseError                a leader-election lease that cannot be opened, read or written
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 
 class ConveyorError(Exception):
@@ -55,11 +61,37 @@ class AutomationSettingsError(ConfigurationError):
 
 
 class EnqueueError(ConveyorError):
-    """A job could not be enqueued; nothing was written to Redis."""
+    """A job could not be enqueued; nothing was written to Redis (except for the
+    :class:`NotDurableError` subclass)."""
 
 
 class SerializationError(EnqueueError):
     """Job arguments are not JSON-native values."""
+
+
+class NotDurableError(EnqueueError):
+    """Jobs were written to the Redis primary, but fewer than ``min_replicas`` replicas
+    confirmed them in time, so a failover of the primary now could lose them.
+
+    Unlike other :class:`EnqueueError` cases the jobs *were* pushed and normally run.
+    ``jids`` are the unconfirmed jobs; ``confirmed`` the jids an earlier batch of the same
+    bulk call pushed with the durability reached. Enqueueing ``jids`` again can run them twice.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        jids: Sequence[str] = (),
+        confirmed: Sequence[str] = (),
+        replicas: int = 0,
+        required: int = 0,
+    ) -> None:
+        super().__init__(message)
+        self.jids = tuple(jids)
+        self.confirmed = tuple(confirmed)
+        self.replicas = replicas
+        self.required = required
 
 
 class PayloadError(ConveyorError):

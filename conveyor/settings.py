@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from conveyor.errors import ConfigurationError
+from conveyor.redis_url import check_redis_url, mask_url
 
 DEFAULT_STATE_DIR = "~/.local/state/conveyor"
 
@@ -54,7 +55,8 @@ class Settings:
     5
     """
 
-    #: ``redis://``, ``rediss://`` or ``unix://``; ``None`` starts/reuses the embedded server.
+    #: ``redis://``, ``rediss://``, ``unix://``, or ``redis+sentinel://`` /
+    #: ``rediss+sentinel://`` (docs/scaling.md); ``None`` starts/reuses the embedded server.
     redis_url: str | None = None
     #: Prefix for every key (like redis-namespace), so several apps can share one Redis.
     key_prefix: str = ""
@@ -101,16 +103,23 @@ class Settings:
     #: ``development``, ``test`` or ``production``; empty: ``CONVEYOR_ENV``, else production.
     #: Development and test mode make log contract violations raise (SPEC IMP-2).
     env: str = ""
+    #: Replicas that must confirm each enqueue (Redis ``WAIT``) before it returns; 0: none.
+    #: Short of that, the enqueue raises :class:`~conveyor.errors.NotDurableError`.
+    min_replicas: int = 0
+    #: Seconds an enqueue waits for ``min_replicas`` confirmations.
+    min_replicas_timeout: float = 1.0
+    #: ``appendfsync`` of the embedded server: ``everysec`` (up to ~1 s of writes lost on a
+    #: power cut) or ``always`` (fsync before each write is acknowledged).
+    embedded_fsync: str = "everysec"
+    #: Seconds a Redis command on a Sentinel URL keeps retrying a lost connection (with
+    #: backoff) before the error reaches the caller; long enough to span a failover.
+    reconnect_timeout: float = 20.0
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.redis_url is not None and not self.redis_url.startswith(
-            ("redis://", "rediss://", "unix://")
-        ):
-            raise ConfigurationError(
-                f"redis_url {self.redis_url!r} must start with redis://, rediss:// or unix://; "
-                "leave it unset to use the embedded server"
-            )
+        if self.redis_url is not None:
+            check_redis_url(self.redis_url)
+        _check_durability(self)
         for name in ("concurrency", "processes", "max_retries", "dead_max_jobs", "poll_batch"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -124,6 +133,19 @@ class Settings:
                 f"liveness_ttl ({self.liveness_ttl}) must exceed heartbeat_interval "
                 f"({self.heartbeat_interval}) or live processes would look dead"
             )
+
+    def __repr__(self) -> str:
+        # Settings end up in tracebacks and debug logs: the URL's password stays out, and of
+        # ``extra`` (sections other features read, which may hold tokens) only the keys show.
+        shown = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "redis_url" and value:
+                value = mask_url(value)
+            elif f.name == "extra":
+                value = {key: "..." for key in value}
+            shown.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
 
     @property
     def queue_names(self) -> tuple[str, ...]:
@@ -188,6 +210,26 @@ def _check_logging(s: Settings) -> None:
     if s.env not in ("", "development", "test", "production"):
         raise ConfigurationError(
             f"env must be development, test or production (or empty), got {s.env!r}"
+        )
+
+
+def _check_durability(s: Settings) -> None:
+    if not isinstance(s.min_replicas, int) or s.min_replicas < 0:
+        raise ConfigurationError(
+            f"min_replicas must be an integer >= 0 (0: no replica confirmation), "
+            f"got {s.min_replicas!r}"
+        )
+    if s.min_replicas and s.redis_url is None:
+        raise ConfigurationError(
+            f"min_replicas={s.min_replicas} needs a replicated Redis, but no redis_url is set and "
+            "the embedded server has no replicas; set redis_url, or use embedded_fsync='always'"
+        )
+    for name in ("min_replicas_timeout", "reconnect_timeout"):
+        if not getattr(s, name) > 0:
+            raise ConfigurationError(f"{name} must be > 0 seconds, got {getattr(s, name)!r}")
+    if s.embedded_fsync not in ("everysec", "always"):
+        raise ConfigurationError(
+            f"embedded_fsync must be 'everysec' or 'always', got {s.embedded_fsync!r}"
         )
 
 

@@ -65,3 +65,34 @@ def test_no_environment_read_without_load(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("CONVEYOR_CONCURRENCY", "99")
     assert Settings().concurrency == 10
     assert Settings.load().concurrency == 99
+
+
+def test_durability_settings_load_from_the_environment() -> None:
+    env = {
+        "CONVEYOR_REDIS_URL": "redis+sentinel://s1,s2,s3/jobs",
+        "CONVEYOR_MIN_REPLICAS": "2",
+        "CONVEYOR_MIN_REPLICAS_TIMEOUT": "0.25",
+        "CONVEYOR_RECONNECT_TIMEOUT": "45",
+        "CONVEYOR_EMBEDDED_FSYNC": "always",
+    }
+    s = Settings.load(env=env)
+    assert (s.min_replicas, s.min_replicas_timeout, s.reconnect_timeout) == (2, 0.25, 45.0)
+    assert s.embedded_fsync == "always"
+    assert Settings().min_replicas == 0 and Settings().embedded_fsync == "everysec"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({"redis_url": "redis://h", "min_replicas": -1}, "min_replicas must be an integer >= 0"),
+        ({"min_replicas": 1}, "min_replicas=1 needs a replicated Redis, but no redis_url"),
+        ({"redis_url": "redis://h", "min_replicas_timeout": 0}, "min_replicas_timeout must be"),
+        ({"reconnect_timeout": -1}, "reconnect_timeout must be > 0"),
+        ({"embedded_fsync": "sometimes"}, "embedded_fsync must be 'everysec' or 'always'"),
+        # The value ends up in the embedded server's config file: no second line gets in.
+        ({"embedded_fsync": "always\nrequirepass x"}, "embedded_fsync must be"),
+    ],
+)
+def test_durability_settings_validate(kwargs: dict[str, object], fragment: str) -> None:
+    with pytest.raises(ConfigurationError, match=fragment):
+        Settings(**kwargs)  # type: ignore[arg-type]

@@ -41,6 +41,7 @@ from conveyor.core.payload import Payload
 from conveyor.errors import ConfigurationError
 from conveyor.redis.admin import Admin, RedisError, stop_embedded_server
 from conveyor.redis.connection import resolve_url
+from conveyor.redis.store import Store
 from conveyor.settings import Settings
 
 if TYPE_CHECKING:
@@ -127,6 +128,11 @@ class Api:
     def settings(self) -> Settings:
         """The app's settings (caps of the dead set, key prefix...)."""
         return self.app.settings
+
+    @property
+    def store(self) -> Store:
+        """The app's Redis operations (its client and key prefix)."""
+        return self.app.store
 
     @property
     def admin(self) -> Admin:

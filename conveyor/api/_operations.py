@@ -13,14 +13,12 @@ from __future__ import annotations
 import builtins
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from conveyor.errors import NotFoundError
+from conveyor.api._source import Source
+from conveyor.errors import NotFoundError, OperationError
 from conveyor.redis.operations import Operation, OperationStore, check_id
 from conveyor.redis.store import Store
-
-if TYPE_CHECKING:
-    from conveyor.api import Api
 
 #: Failed items per page.
 PAGE = 100
@@ -41,8 +39,10 @@ class OperationRecord:
     parameters: dict[str, Any]
     completed_at: float | None = None
     notified_at: float | None = None
-    #: Seconds until Redis expires it (72 hours after creation).
+    #: Seconds until Redis expires it (72 hours after creation; -1: kept, as notify_failed).
     expires_in: int | None = None
+    #: Why the failure e-mail could not be delivered (status ``notify_failed``).
+    notify_error: str = ""
 
     @classmethod
     def from_operation(cls, op: Operation, expires_in: int | None = None) -> OperationRecord:
@@ -50,7 +50,7 @@ class OperationRecord:
             id=op.id,
             operation_type=op.operation_type,
             user_id=op.user_id,
-            status="completed" if op.completed_at is not None else op.status,
+            status=_status(op),
             total_items=op.total_items,
             successful_items=op.successful_items,
             failed_items=op.failed_items,
@@ -59,6 +59,7 @@ class OperationRecord:
             completed_at=op.completed_at,
             notified_at=op.notified_at,
             expires_in=expires_in,
+            notify_error=op.notify_error,
         )
 
     @property
@@ -152,9 +153,9 @@ class OperationsApi:
         self.store = OperationStore(store) if now is None else OperationStore(store, now=now)
 
     @classmethod
-    def of(cls, api: Api) -> OperationsApi:
+    def of(cls, api: Source) -> OperationsApi:
         """The operations of the data API's app. Example: ``OperationsApi.of(api).list()``."""
-        return cls(api.app.store, now=api.now)
+        return cls(api.store, now=api.now)
 
     def list(self) -> list[OperationRecord]:
         """Every operation that exists, oldest first. Example: ``api_ops.list()[0].percent``."""
@@ -198,6 +199,20 @@ class OperationsApi:
         items = self.store.failed_items_page(operation_id, start, start + count - 1)
         return [FailedItemRecord.from_dict(i) for i in items]
 
+    def dismiss(self, operation_id: str) -> bool:
+        """Delete an operation whose e-mail could not be delivered (status ``notify_failed``),
+        keeping its final totals; :class:`NotFoundError` if there is none.
+
+        Example: ``OperationsApi.of(api).dismiss("5f0c...")``.
+        """
+        record = self.get(operation_id)
+        if record.status != "notify_failed":
+            raise OperationError(
+                f"bulk operation {operation_id} is {record.status}; only one whose e-mail could "
+                "not be delivered (notify_failed) can be dismissed"
+            )
+        return self.store.finish_operation(operation_id)
+
     def resolve(self, text: str) -> str:
         """An operation id from a full id or a unique prefix of a running one."""
         if self.store.get_operation(check_id(text)) is not None or self.store.finished(text):
@@ -211,6 +226,13 @@ class OperationsApi:
             f"no bulk operation {text!r}; it may have finished more than 72 h ago or never "
             "existed (see `conveyor ops list`)"
         )
+
+
+def _status(op: Operation) -> str:
+    """pending, running, completed (counted, e-mail not handled yet) or notify_failed."""
+    if op.status == "notify_failed":
+        return op.status
+    return "completed" if op.completed_at is not None else op.status
 
 
 def _int(value: Any) -> int:

@@ -5,13 +5,11 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from conveyor.api._records import JobRecord, epoch
+from conveyor.api._source import Source
 from conveyor.errors import NotFoundError
-
-if TYPE_CHECKING:
-    from conveyor.api import Api
 
 
 @dataclass(frozen=True)
@@ -94,7 +92,7 @@ class ProcessSet:
     2
     """
 
-    def __init__(self, api: Api) -> None:
+    def __init__(self, api: Source) -> None:
         self.api = api
 
     def cleanup(self) -> int:
@@ -162,7 +160,7 @@ class WorkSet:
     [('web-1:4242:9f2c01ab33de', 'HardWorker')]
     """
 
-    def __init__(self, api: Api) -> None:
+    def __init__(self, api: Source) -> None:
         self.api = api
 
     def list(self) -> list[Work]:

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from conveyor.api._records import JobRecord
+from conveyor.api._source import Source
 from conveyor.core.payload import Payload, dumps
 from conveyor.errors import NotFoundError, PayloadError
 from conveyor.redis.admin import ZSetName
-
-if TYPE_CHECKING:
-    from conveyor.api import Api
 
 #: Called as ``progress(done, total)`` while a bulk operation runs.
 Progress = Callable[[int, int], None]
@@ -36,7 +34,7 @@ class Queue:
     (3, 1.5)
     """
 
-    def __init__(self, api: Api, name: str) -> None:
+    def __init__(self, api: Source, name: str) -> None:
         self.api = api
         self.name = name
 
@@ -98,7 +96,7 @@ class JobSet:
     #: Default listing order: dead and interrupted show the newest first.
     newest_first: ClassVar[bool] = False
 
-    def __init__(self, api: Api) -> None:
+    def __init__(self, api: Source) -> None:
         self.api = api
 
     def __repr__(self) -> str:

@@ -30,7 +30,7 @@ import tempfile
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from conveyor.automation import jobs
+from conveyor.automation import task_job as jobs
 from conveyor.automation.master import DEFAULT_PREPARE_TIMEOUT, LeadershipFactory, Master
 from conveyor.automation.node import NodeMonitor
 from conveyor.automation.runner import StepResult, run_step

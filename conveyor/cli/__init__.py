@@ -18,10 +18,10 @@ from conveyor.api import RedisError
 from conveyor.cli.automation import automation
 from conveyor.cli.automation_node import node as automation_node
 from conveyor.cli.bulk_ops import ops_group
+from conveyor.cli.common import CliState
 from conveyor.cli.compat import compat
-from conveyor.cli.context import CliState
 from conveyor.cli.features import check, cron, flags
-from conveyor.cli.imports import import_group
+from conveyor.cli.importing import import_group
 from conveyor.cli.ops import busy, demo, enqueue, processes, redis_group, stats
 from conveyor.cli.sets import queues, set_groups
 from conveyor.cli.web import web
@@ -48,7 +48,10 @@ class ConveyorGroup(click.Group):
 @click.option(
     "--redis-url",
     envvar="CONVEYOR_REDIS_URL",
-    help="redis://, rediss:// or unix:// URL; unset: the embedded server. [env CONVEYOR_REDIS_URL]",
+    help=(
+        "redis://, rediss://, unix:// or redis+sentinel:// URL (docs/scaling.md); unset: the "
+        "embedded server. [env CONVEYOR_REDIS_URL]"
+    ),
 )
 @click.option(
     "--prefix", envvar="CONVEYOR_KEY_PREFIX", help="Key prefix shared by an app's processes."

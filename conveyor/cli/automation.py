@@ -25,7 +25,7 @@ from conveyor.automation import (
     AutomationSettingsError,
     load_automation_settings,
 )
-from conveyor.cli.context import (
+from conveyor.cli.common import (
     CliState,
     clip,
     console,

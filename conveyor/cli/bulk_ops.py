@@ -20,14 +20,16 @@ from conveyor.api import (
     FailedItemRecord,
     FinishedOperationRecord,
     OperationRecord,
+    OperationsApi,
 )
-from conveyor.cli.context import CliState, clip, console, duration, echo_json, pass_state, when
+from conveyor.cli.common import CliState, clip, console, duration, echo_json, pass_state, when
 from conveyor.errors import NotFoundError
+from conveyor.features.operations.operation_jobs import COMPLETION
 
 
 @click.group("ops")
 def ops_group() -> None:
-    """Tracked bulk operations: list, show, watch."""
+    """Tracked bulk operations: list, show, watch, resend, dismiss."""
 
 
 @ops_group.command("list")
@@ -97,6 +99,9 @@ def _print_record(
         ("completed", when(record.completed_at, now)),
     ]
     if isinstance(record, OperationRecord):
+        if record.status == "notify_failed":
+            rows.append(("e-mail", f"NOT DELIVERED: {record.notify_error}"))
+            rows.append(("next", f"conveyor ops resend {record.id} | ops dismiss {record.id}"))
         rows.append(("user id", record.user_id))
         rows.append(("parameters", clip(str(record.parameters), 80)))
         if record.expires_in is not None and record.expires_in >= 0:
@@ -127,7 +132,8 @@ def _print_record(
 @click.option("--timeout", default=0.0, help="Give up after this many seconds (0: never).")
 @pass_state
 def ops_watch(state: CliState, /, operation_id: str, interval: float, timeout: float) -> None:
-    """Draw a live progress bar until the operation completes."""
+    """Draw a live progress bar until the operation finishes (exit 1 if its failure e-mail
+    could not be delivered)."""
     if interval <= 0:
         raise click.BadParameter(f"{interval} must be > 0", param_hint="--interval")
     deadline = time.monotonic() + timeout if timeout > 0 else None
@@ -137,41 +143,106 @@ def ops_watch(state: CliState, /, operation_id: str, interval: float, timeout: f
         record = ops.status(full_id)
         if record is None:
             raise NotFoundError(f"bulk operation {operation_id!r} is gone (expired)")
-        progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TaskProgressColumn(),
-            TextColumn("failed: {task.fields[failed]}"),
-            TimeElapsedColumn(),
-            console=console(),
+        record = _watch(ops, full_id, record, interval=interval, deadline=deadline, timeout=timeout)
+    if record.status == "notify_failed":
+        assert isinstance(record, OperationRecord)
+        raise click.ClickException(
+            f"operation {full_id} finished ({record.successful_items} succeeded, "
+            f"{record.failed_items} failed of {record.total_items}) but its failure e-mail was "
+            f"not delivered: {record.notify_error}; see `conveyor ops show {full_id}`"
         )
-        with progress:
-            task = progress.add_task(
-                f"{record.operation_type} {full_id[:8]}",
-                total=record.total_items,
-                failed=record.failed_items,
-            )
-            while True:
-                progress.update(
-                    task,
-                    completed=record.processed_items,
-                    total=record.total_items,
-                    failed=record.failed_items,
-                )
-                if record.finished:
-                    break
-                if deadline is not None and time.monotonic() > deadline:
-                    raise click.ClickException(
-                        f"operation {full_id} still running after {timeout:g}s "
-                        f"({record.processed_items}/{record.total_items})"
-                    )
-                time.sleep(interval)
-                latest = ops.status(full_id)
-                if latest is None:
-                    raise click.ClickException(f"operation {full_id} disappeared (deleted)")
-                record = latest
     click.echo(
         f"operation {full_id} finished: {record.successful_items} succeeded, "
         f"{record.failed_items} failed of {record.total_items}"
     )
+
+
+Record = OperationRecord | FinishedOperationRecord
+
+
+def _watch(
+    ops: OperationsApi,
+    full_id: str,
+    record: Record,
+    *,
+    interval: float,
+    deadline: float | None,
+    timeout: float,
+) -> Record:
+    """Poll until the operation is finished or stuck on its e-mail (notify_failed)."""
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        TextColumn("failed: {task.fields[failed]}"),
+        TimeElapsedColumn(),
+        console=console(),
+    )
+    with progress:
+        task = progress.add_task(
+            f"{record.operation_type} {full_id[:8]}",
+            total=record.total_items,
+            failed=record.failed_items,
+        )
+        while True:
+            progress.update(
+                task,
+                description=f"{record.operation_type} {full_id[:8]} {_phase(record)}",
+                completed=record.processed_items,
+                total=record.total_items,
+                failed=record.failed_items,
+            )
+            if record.finished or record.status == "notify_failed":
+                return record
+            if deadline is not None and time.monotonic() > deadline:
+                raise click.ClickException(_still(full_id, record, timeout))
+            time.sleep(interval)
+            latest = ops.status(full_id)
+            if latest is None:
+                raise click.ClickException(f"operation {full_id} disappeared (deleted)")
+            record = latest
+
+
+def _phase(record: Record) -> str:
+    return "(sending the e-mail)" if record.status == "completed" else ""
+
+
+def _still(full_id: str, record: Record, timeout: float) -> str:
+    """Where a watched operation stands when the watch gives up, in words."""
+    done = f"{record.processed_items}/{record.total_items}"
+    if record.status == "completed":
+        return (
+            f"operation {full_id}: all {done} items processed; waiting for the completion job "
+            f"(failure e-mail, then deletion) after {timeout:g}s: is a worker running its queue?"
+        )
+    return f"operation {full_id} still running after {timeout:g}s ({done})"
+
+
+@ops_group.command("resend")
+@click.argument("operation_id")
+@click.option("-q", "--queue", default="default", show_default=True, help="Queue of the job.")
+@pass_state
+def ops_resend(state: CliState, /, operation_id: str, queue: str) -> None:
+    """Try the failure e-mail of a notify_failed operation again (enqueues its completion
+    job; the operation is deleted once the e-mail is delivered)."""
+    with state.api() as api:
+        full_id = api.operations.resolve(operation_id)
+        record = api.operations.get(full_id)
+        if record.status != "notify_failed":
+            raise click.ClickException(
+                f"operation {full_id} is {record.status}; only a notify_failed one is resent"
+            )
+        result = api.enqueue(COMPLETION, [full_id], queue=queue)
+    click.echo(f"completion job {result.jid} enqueued on {queue} for operation {full_id}")
+
+
+@ops_group.command("dismiss")
+@click.argument("operation_id")
+@pass_state
+def ops_dismiss(state: CliState, /, operation_id: str) -> None:
+    """Delete a notify_failed operation without its e-mail (its totals are kept 72 h)."""
+    with state.api() as api:
+        full_id = api.operations.resolve(operation_id)
+        api.operations.dismiss(full_id)
+    click.echo(f"operation {full_id} dismissed")

@@ -12,15 +12,16 @@ from pathlib import Path
 import click
 
 from conveyor.api import RedisError
-from conveyor.cli.context import CliState, echo_json, pass_state, progress_bar
+from conveyor.cli.common import CliState, echo_json, pass_state, progress_bar
 from conveyor.cli.worker import load_app
 from conveyor.core.app import App
 from conveyor.errors import ConfigurationError
-from conveyor.features.compat.lock import DEFAULT_LOCK, LiveProbe, check, declarations, write_lock
+from conveyor.features.compat.lock import DEFAULT_LOCK, LiveProbe, check, write_lock
 from conveyor.features.compat.maintenance import (
     MigrationReport,
     Progress,
     RemovalReport,
+    declarations,
     migrate_queue,
     remove_jobs,
 )
@@ -107,6 +108,11 @@ def check_command(
     show_default=True,
     help="What to do with the classes' cron entries.",
 )
+@click.option(
+    "--allow-unknown",
+    is_flag=True,
+    help="Accept names nothing knows (not registered, declared, queued or scheduled).",
+)
 @click.option("--dry-run", is_flag=True, help="Only count what would be removed.")
 @click.option("--follow", type=float, default=0.0, help="Keep removing for SECONDS.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
@@ -120,6 +126,7 @@ def remove_jobs_command(
     include_dead: bool,
     include_working: bool,
     cron_action: str,
+    allow_unknown: bool,
     dry_run: bool,
     follow: float,
     as_json: bool,
@@ -145,6 +152,7 @@ def remove_jobs_command(
                 dry_run=dry_run,
                 follow=follow,
                 progress=progress,
+                allow_unknown=allow_unknown,
             )
     if as_json:
         echo_json({**dataclasses.asdict(report), "total": report.total})
@@ -157,6 +165,11 @@ def remove_jobs_command(
 @click.argument("new", required=False)
 @require_option
 @click.option("--include-dead", is_flag=True, help="Also rewrite jobs in the dead set.")
+@click.option(
+    "--allow-unknown",
+    is_flag=True,
+    help="Accept names nothing knows (not registered, declared, queued or scheduled).",
+)
 @click.option("--dry-run", is_flag=True, help="Only count what would move.")
 @click.option("--follow", type=float, default=0.0, help="Keep moving late arrivals for SECONDS.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
@@ -169,6 +182,7 @@ def migrate_queue_command(
     new: str | None,
     spec: str | None,
     include_dead: bool,
+    allow_unknown: bool,
     dry_run: bool,
     follow: float,
     as_json: bool,
@@ -200,6 +214,7 @@ def migrate_queue_command(
                         dry_run=dry_run,
                         follow=follow,
                         progress=progress,
+                        allow_unknown=allow_unknown,
                     )
                 )
     if as_json:

@@ -29,6 +29,7 @@ from conveyor.core.app import App
 from conveyor.core.job import Job
 from conveyor.core.middleware import JobContext, ServerMiddleware
 from conveyor.core.worker import Worker
+from conveyor.redis_url import mask_url
 from conveyor.settings import Settings
 
 DEMO_PREFIX = "conveyor-demo"
@@ -168,7 +169,8 @@ def run_demo(url: str | None, state_dir: str, console: Console, timeout: float =
     """Run the demo; returns True when every job finished within ``timeout`` seconds."""
     settings = demo_settings(url, state_dir)
     console.print(
-        f"[bold]Conveyor demo[/bold] on {redis_url(settings)} (keys under {settings.key_prefix}:)"
+        f"[bold]Conveyor demo[/bold] on {mask_url(redis_url(settings))} "
+        f"(keys under {settings.key_prefix}:)"
     )
     rec = Recorder()
     app = App(settings)

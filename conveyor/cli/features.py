@@ -8,7 +8,7 @@ import time
 import click
 from rich.table import Table
 
-from conveyor.cli.context import CliState, console, echo_json, pass_state, short, when
+from conveyor.cli.common import CliState, console, echo_json, pass_state, short, when
 from conveyor.cli.worker import load_app
 from conveyor.features.check import check_app
 from conveyor.features.cron import Cron
@@ -146,9 +146,14 @@ def flags_delete(state: CliState, /, name: str) -> None:
 
 @click.command()
 @click.option("-r", "--require", "spec", required=True, help="App module, e.g. myproject.jobs:app")
-def check(spec: str) -> None:
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Also fail every job that does not declare idempotent=True or idempotent=False.",
+)
+def check(spec: str, strict: bool) -> None:
     """Check job declarations (e.g. deduplication without idempotency); exit 1 on an error."""
-    problems = check_app(load_app(spec))
+    problems = check_app(load_app(spec), strict=strict)
     for problem in problems:
         click.echo(str(problem), err=problem.level == "error")
     errors = sum(1 for p in problems if p.level == "error")

@@ -10,7 +10,7 @@ import click
 from rich.table import Table
 
 from conveyor.api import redis_url, stop_embedded
-from conveyor.cli.context import (
+from conveyor.cli.common import (
     CliState,
     console,
     duration,
@@ -19,6 +19,7 @@ from conveyor.cli.context import (
     short,
     when,
 )
+from conveyor.redis_url import mask_url
 
 # -- stats -------------------------------------------------------------------------------------
 
@@ -229,8 +230,9 @@ def redis_group() -> None:
 @redis_group.command("url")
 @pass_state
 def redis_url_command(state: CliState, /) -> None:
-    """Print the Redis URL, starting the embedded server if it is the one in use."""
-    click.echo(redis_url(state.settings()))
+    """Print the Redis URL (its password masked), starting the embedded server if it is the
+    one in use."""
+    click.echo(mask_url(redis_url(state.settings())))
 
 
 @redis_group.command("stop")

@@ -9,7 +9,7 @@ import click
 from rich.table import Table
 
 from conveyor.api import Api, JobRecord, JobSet, KillableSet
-from conveyor.cli.context import (
+from conveyor.cli.common import (
     CliState,
     clip,
     console,

@@ -3,6 +3,7 @@ process or in several supervised ones."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import logging
 import os
@@ -13,7 +14,7 @@ from typing import Any
 import click
 
 from conveyor import logs
-from conveyor.cli.context import CliState, pass_state
+from conveyor.cli.common import CliState, pass_state
 from conveyor.core.app import App
 from conveyor.core.supervisor import Supervisor
 from conveyor.core.worker import Worker
@@ -91,18 +92,42 @@ def _overrides(state: CliState, params: dict[str, Any], queues: tuple[str, ...])
 
 
 def child_argv(state: CliState, params: dict[str, Any], queues: tuple[str, ...]) -> list[str]:
-    """The command each supervised child runs: this one, with ``--processes 1``."""
-    argv = [sys.executable, "-m", "conveyor.cli", *state.global_args(), "worker"]
+    """The command each supervised child runs: this one, with ``--processes 1``, minus the
+    Redis URL (it may hold a password, and every local user can read a command line in
+    ``ps``); :func:`child_env` hands the URL over instead.
+
+    >>> state = CliState(redis_url="redis://:pw@cache")
+    >>> "redis://:pw@cache" in child_argv(state, params, queues)      # doctest: +SKIP
+    False
+    """
+    public = dataclasses.replace(state, redis_url=None)
+    argv = [sys.executable, "-m", "conveyor.cli", *public.global_args(), "worker"]
     argv += ["-r", params["require"]]
     for queue in queues:
         argv += ["-q", queue]
-    for option in ("concurrency", "timeout", "tag", "redis_url", "prefix", "log_level"):
+    for option in ("concurrency", "timeout", "tag", "prefix", "log_level"):
         if params[option] is not None:
             argv += [f"--{option.replace('_', '-')}", str(params[option])]
     for flag in ("strict", "burst", "metrics"):
         if params[flag]:
             argv.append(f"--{flag}")
     return [*argv, "--processes", "1", "--parent-pid", str(os.getpid())]
+
+
+def child_env(state: CliState, params: dict[str, Any]) -> dict[str, str]:
+    """The environment of each supervised child: this process's, with ``CONVEYOR_REDIS_URL``
+    set to the URL this command was given. ``/proc/<pid>/environ`` is readable by the same
+    user only, where ``/proc/<pid>/cmdline`` is readable by everyone.
+
+    >>> env = child_env(CliState(redis_url="redis://:pw@cache"), {"redis_url": None})
+    >>> env["CONVEYOR_REDIS_URL"]
+    'redis://:pw@cache'
+    """
+    env = dict(os.environ)
+    url = params.get("redis_url") or state.redis_url
+    if url:
+        env["CONVEYOR_REDIS_URL"] = url
+    return env
 
 
 def watch_parent(worker: Worker, parent_pid: int) -> None:
@@ -156,6 +181,7 @@ def worker(state: CliState, /, queues: tuple[str, ...], **params: Any) -> None:
         supervisor = Supervisor(
             child_argv(state, params, queues),
             processes,
+            env=child_env(state, params),
             stop_timeout=app.settings.shutdown_timeout + STOP_GRACE,
         )
         sys.exit(supervisor.run())

@@ -18,8 +18,11 @@ from conveyor.core.client import Client
 from conveyor.core.extensions import Extensions
 from conveyor.core.job import CORE_OPTIONS, Job, check_known, resolve_options
 from conveyor.core.middleware import Chain, ClientMiddleware, ServerMiddleware
+from conveyor.core.options import ENQUEUE_OPTIONS, OptionCheck, normalize_options
 from conveyor.errors import ConfigurationError
 from conveyor.redis import Keys, Store, connect
+from conveyor.redis.aio import AsyncStore, LoopStores
+from conveyor.redis.connection import connect_async
 from conveyor.settings import Settings
 
 J = TypeVar("J", bound=type[Job])
@@ -57,6 +60,7 @@ class App:
         self.client = Client(self)
         self._testing: Testing | None = None
         self._store: Store | None = None
+        self._async_stores = LoopStores(self._new_async_store)
         self._lock = threading.Lock()
 
     # -- configuration --------------------------------------------------------------------------
@@ -90,10 +94,23 @@ class App:
                     self._store = Store(connect(settings), Keys(settings.key_prefix))
         return self._store
 
+    def async_store(self) -> AsyncStore:
+        """The ``redis.asyncio`` store of the running event loop (made on first use there)."""
+        return self._async_stores.current()
+
+    def _new_async_store(self) -> AsyncStore:
+        settings = self.settings
+        return AsyncStore(connect_async(settings), Keys(settings.key_prefix))
+
     def close(self) -> None:
         if self._store is not None:
             self._store.client.close()
             self._store = None
+
+    async def aclose(self) -> None:
+        """Close the running loop's asyncio connections (and the sync ones)."""
+        await self._async_stores.aclose()
+        self.close()
 
     def known_options(self) -> frozenset[str]:
         return (
@@ -106,12 +123,33 @@ class App:
         """Raise :class:`~conveyor.errors.UnknownOptionError` for options nobody declares."""
         check_known(name, options, self.known_options())
 
+    def option_checks(self) -> dict[str, OptionCheck]:
+        """The middleware's checks of the options they declare."""
+        checks: dict[str, OptionCheck] = {}
+        for chain in (self.client_middleware, self.server_middleware):
+            for middleware in chain:
+                for option in middleware.options:
+                    checks.setdefault(option, middleware.check_option)
+        return checks
+
+    def normalize_options(
+        self, name: str, options: Mapping[str, Any], *, enqueue: bool = False
+    ) -> dict[str, Any]:
+        """``options`` checked as a declaration checks them (``enqueue``: as ``.set()`` does,
+        which also takes per-job options such as ``wal_locations``); returns them normalized.
+
+        >>> app.normalize_options("Report", {"queue": "low"}, enqueue=True)
+        {'queue': 'low'}
+        """
+        known = self.known_options() | (ENQUEUE_OPTIONS if enqueue else frozenset())
+        return normalize_options(name, options, known, self.option_checks())
+
     # -- declaring jobs -------------------------------------------------------------------------
     def register(self, job_class: J, **options: Any) -> J:
         """Register a :class:`Job` subclass; ``options`` override its class attributes."""
         if not (isinstance(job_class, type) and issubclass(job_class, Job)):
             raise ConfigurationError(f"{job_class!r} is not a Job subclass")
-        resolved = resolve_options(job_class, options, self.known_options())
+        resolved = resolve_options(job_class, options, self.known_options(), self.option_checks())
         job_class.conveyor_options = resolved
         job_class.app = self
         names = [job_class.wire_name(), *resolved.get("aliases", ())]
@@ -172,6 +210,10 @@ class App:
     def enqueue(self, name: str, *args: Any, at: float | None = None, **options: Any) -> Any:
         """Enqueue by wire name, e.g. for a class only a Ruby process knows."""
         return self.client.enqueue(name, list(args), options, at=at)
+
+    async def aenqueue(self, name: str, *args: Any, at: float | None = None, **options: Any) -> Any:
+        """:meth:`enqueue` from asyncio: ``await app.aenqueue("HardWorker", "bob", 5)``."""
+        return await self.client.aenqueue(name, list(args), options, at=at)
 
 
 def app_of(job_class: type[Job]) -> App:

@@ -9,8 +9,15 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Protocol, TypeVar, cast
 
 from conveyor.clock import Clock
+from conveyor.core.arguments import refuse_keywords
+from conveyor.core.options import (
+    ENQUEUE_OPTIONS,
+    OptionCheck,
+    check_known,
+    normalize_options,
+)
 from conveyor.core.payload import Payload
-from conveyor.errors import ConfigurationError, UnknownOptionError
+from conveyor.errors import ConfigurationError, EnqueueError
 
 #: Options the core engine understands, with their defaults.
 CORE_OPTIONS: Mapping[str, Any] = {
@@ -24,6 +31,9 @@ CORE_OPTIONS: Mapping[str, Any] = {
     "max_retries_after_interruption": None,
     "aliases": (),
     "tags": (),
+    #: Check the arguments of every enqueue against ``perform``'s signature (off for a class
+    #: a Ruby process runs, or a ``perform(*args)`` that takes whatever it is given).
+    "check_args": True,
 }
 
 #: Options that travel in the payload (so any process, Ruby or Python, honours them).
@@ -35,12 +45,16 @@ class EnqueueResult:
     """What an enqueue call did. Truthy when the job was pushed; ``str()`` is the jid.
 
     ``dropped`` says why a client middleware did not push it (e.g. a deduplicated twin).
+    ``replicas`` is how many replicas confirmed the push when ``Settings.min_replicas`` asks
+    for confirmation (always at least that many: short of it the enqueue raises
+    :class:`~conveyor.errors.NotDurableError`); ``None`` when none was asked for.
     """
 
     jid: str
     queued: bool = True
     dropped: str | None = None
     info: Mapping[str, Any] = field(default_factory=dict)
+    replicas: int | None = None
 
     def __bool__(self) -> bool:
         return self.queued
@@ -71,6 +85,25 @@ class Enqueuer(Protocol):
         at: float | None = None,
     ) -> list[str]: ...
 
+    async def aenqueue(
+        self,
+        job_class: type[Job] | str,
+        args: Sequence[Any],
+        options: Mapping[str, Any] | None = None,
+        *,
+        at: float | None = None,
+    ) -> EnqueueResult: ...
+
+    async def aenqueue_bulk(
+        self,
+        job_class: type[Job] | str,
+        args_list: Sequence[Sequence[Any]],
+        options: Mapping[str, Any] | None = None,
+        batch_size: int = 1000,
+        *,
+        at: float | None = None,
+    ) -> list[str]: ...
+
 
 class JobOwner(Protocol):
     """What a registered job class needs from its app (:class:`~conveyor.core.app.App`)."""
@@ -80,6 +113,10 @@ class JobOwner(Protocol):
 
     @property
     def client(self) -> Enqueuer: ...
+
+    def normalize_options(
+        self, name: str, options: Mapping[str, Any], *, enqueue: bool = False
+    ) -> dict[str, Any]: ...
 
 
 class Job:
@@ -140,26 +177,56 @@ class Job:
 
     @classmethod
     def set(cls, **options: Any) -> Setter:
-        """Override options for one enqueue: ``Job.set(queue="low").perform_async(1)``."""
-        return Setter(cls, options)
+        """Override options for one enqueue: ``Job.set(queue="low").perform_async(1)``.
+        Checked here, with the messages a declaration would get."""
+        return Setter(cls, {}).set(**options)
 
     @classmethod
-    def perform_async(cls, *args: Any) -> EnqueueResult:
-        return Setter(cls, {}).perform_async(*args)
+    def perform_async(cls, *args: Any, **kwargs: Any) -> EnqueueResult:
+        """Enqueue one job with positional JSON arguments: ``Job.perform_async(7, "x")``."""
+        return Setter(cls, {}).perform_async(*args, **kwargs)
 
     @classmethod
-    def perform_in(cls, seconds: float | dt.timedelta, *args: Any) -> EnqueueResult:
-        return Setter(cls, {}).perform_in(seconds, *args)
+    def perform_in(cls, seconds: float | dt.timedelta, *args: Any, **kwargs: Any) -> EnqueueResult:
+        """Run after ``seconds`` (a number or a timedelta): ``Job.perform_in(60, 7)``."""
+        return Setter(cls, {}).perform_in(seconds, *args, **kwargs)
 
     @classmethod
-    def perform_at(cls, at: float | dt.datetime, *args: Any) -> EnqueueResult:
-        return Setter(cls, {}).perform_at(at, *args)
+    def perform_at(cls, at: float | dt.datetime, *args: Any, **kwargs: Any) -> EnqueueResult:
+        """Run at epoch seconds or an aware datetime: ``Job.perform_at(when, 7)``."""
+        return Setter(cls, {}).perform_at(at, *args, **kwargs)
 
     @classmethod
     def bulk_perform_async(
         cls, args_list: Iterable[Iterable[Any]], batch_size: int = 1000
     ) -> list[str]:
+        """Enqueue many jobs, ``batch_size`` per round trip: ``Job.bulk_perform_async([[1]])``."""
         return Setter(cls, {}).bulk_perform_async(args_list, batch_size)
+
+    # -- enqueueing from asyncio ----------------------------------------------------------------
+    @classmethod
+    async def aperform_async(cls, *args: Any, **kwargs: Any) -> EnqueueResult:
+        """:meth:`perform_async` on redis.asyncio: ``await Job.aperform_async(7)``."""
+        return await Setter(cls, {}).aperform_async(*args, **kwargs)
+
+    @classmethod
+    async def aperform_in(
+        cls, seconds: float | dt.timedelta, *args: Any, **kwargs: Any
+    ) -> EnqueueResult:
+        """:meth:`perform_in` on redis.asyncio: ``await Job.aperform_in(60, 7)``."""
+        return await Setter(cls, {}).aperform_in(seconds, *args, **kwargs)
+
+    @classmethod
+    async def aperform_at(cls, at: float | dt.datetime, *args: Any, **kwargs: Any) -> EnqueueResult:
+        """:meth:`perform_at` on redis.asyncio: ``await Job.aperform_at(when, 7)``."""
+        return await Setter(cls, {}).aperform_at(at, *args, **kwargs)
+
+    @classmethod
+    async def abulk_perform_async(
+        cls, args_list: Iterable[Iterable[Any]], batch_size: int = 1000
+    ) -> list[str]:
+        """:meth:`bulk_perform_async` on redis.asyncio."""
+        return await Setter(cls, {}).abulk_perform_async(args_list, batch_size)
 
     @classmethod
     def _app(cls) -> JobOwner:
@@ -172,42 +239,112 @@ class Job:
 
 
 class Setter:
-    """A job class with per-enqueue option overrides."""
+    """A job class with per-enqueue option overrides (checked when given to :meth:`set`).
+
+    >>> Report.set(queue="low", timeout=dt.timedelta(minutes=5)).perform_async(7)  # doctest: +SKIP
+    """
 
     def __init__(self, job_class: type[Job], options: Mapping[str, Any]) -> None:
         self.job_class = job_class
         self.options = dict(options)
 
     def set(self, **options: Any) -> Setter:
-        return Setter(self.job_class, {**self.options, **options})
+        checked = self.job_class._app().normalize_options(
+            self.job_class.__name__, options, enqueue=True
+        )
+        return Setter(self.job_class, {**self.options, **checked})
 
-    def perform_async(self, *args: Any) -> EnqueueResult:
+    def perform_async(self, *args: Any, **kwargs: Any) -> EnqueueResult:
+        refuse_keywords(self.job_class.__name__, "perform_async", kwargs)
         return self.job_class._app().client.enqueue(self.job_class, list(args), self.options)
 
-    def perform_in(self, seconds: float | dt.timedelta, *args: Any) -> EnqueueResult:
-        if isinstance(seconds, dt.timedelta):
-            seconds = seconds.total_seconds()
+    def perform_in(self, seconds: float | dt.timedelta, *args: Any, **kwargs: Any) -> EnqueueResult:
+        refuse_keywords(self.job_class.__name__, "perform_in", kwargs)
         app = self.job_class._app()
-        return app.client.enqueue(
-            self.job_class, list(args), self.options, at=app.clock.time() + float(seconds)
-        )
+        at = _in(app, seconds)
+        return app.client.enqueue(self.job_class, list(args), self.options, at=at)
 
-    def perform_at(self, at: float | dt.datetime, *args: Any) -> EnqueueResult:
-        if isinstance(at, dt.datetime):
-            if at.tzinfo is None:
-                raise ConfigurationError(
-                    f"perform_at got the naive datetime {at.isoformat()}; give it a time zone"
-                )
-            at = at.timestamp()
-        return self.job_class._app().client.enqueue(self.job_class, list(args), self.options, at=at)
+    def perform_at(self, at: float | dt.datetime, *args: Any, **kwargs: Any) -> EnqueueResult:
+        refuse_keywords(self.job_class.__name__, "perform_at", kwargs)
+        app = self.job_class._app()
+        return app.client.enqueue(self.job_class, list(args), self.options, at=_at(at))
 
     def bulk_perform_async(
         self, args_list: Iterable[Iterable[Any]], batch_size: int = 1000
     ) -> list[str]:
         """Enqueue many jobs, ``batch_size`` per round trip; returns the jids pushed."""
         return self.job_class._app().client.enqueue_bulk(
-            self.job_class, [list(a) for a in args_list], self.options, batch_size
+            self.job_class, _lists(args_list), self.options, batch_size
         )
+
+    async def aperform_async(self, *args: Any, **kwargs: Any) -> EnqueueResult:
+        refuse_keywords(self.job_class.__name__, "aperform_async", kwargs)
+        client = self.job_class._app().client
+        return await client.aenqueue(self.job_class, list(args), self.options)
+
+    async def aperform_in(
+        self, seconds: float | dt.timedelta, *args: Any, **kwargs: Any
+    ) -> EnqueueResult:
+        refuse_keywords(self.job_class.__name__, "aperform_in", kwargs)
+        app = self.job_class._app()
+        at = _in(app, seconds)
+        return await app.client.aenqueue(self.job_class, list(args), self.options, at=at)
+
+    async def aperform_at(
+        self, at: float | dt.datetime, *args: Any, **kwargs: Any
+    ) -> EnqueueResult:
+        refuse_keywords(self.job_class.__name__, "aperform_at", kwargs)
+        client = self.job_class._app().client
+        return await client.aenqueue(self.job_class, list(args), self.options, at=_at(at))
+
+    async def abulk_perform_async(
+        self, args_list: Iterable[Iterable[Any]], batch_size: int = 1000
+    ) -> list[str]:
+        """:meth:`bulk_perform_async` on redis.asyncio."""
+        client = self.job_class._app().client
+        return await client.aenqueue_bulk(
+            self.job_class, _lists(args_list), self.options, batch_size
+        )
+
+
+def _in(app: JobOwner, delay: float | dt.timedelta) -> float:
+    """Epoch seconds ``delay`` (seconds or a timedelta; 0 or less: now) from the app's clock."""
+    if isinstance(delay, dt.timedelta):
+        delay = delay.total_seconds()
+    if isinstance(delay, bool) or not isinstance(delay, int | float):
+        raise EnqueueError(
+            f"perform_in takes seconds (a number or a datetime.timedelta), got {delay!r}"
+        )
+    return app.clock.time() + float(delay)
+
+
+def _at(at: float | dt.datetime) -> float:
+    if isinstance(at, dt.datetime):
+        if at.tzinfo is None:
+            raise ConfigurationError(
+                f"perform_at got the naive datetime {at.isoformat()}; give it a time zone"
+            )
+        return at.timestamp()
+    if isinstance(at, bool) or not isinstance(at, int | float):
+        raise EnqueueError(f"perform_at takes epoch seconds or an aware datetime, got {at!r}")
+    return float(at)
+
+
+def _lists(args_list: Iterable[Iterable[Any]]) -> list[list[Any]]:
+    if isinstance(args_list, str | bytes | Mapping):
+        raise EnqueueError(
+            f"bulk_perform_async takes a list of argument lists, e.g. [[1], [2]], got "
+            f"{type(args_list).__name__}"
+        )
+    out = []
+    for i, args in enumerate(args_list):
+        if isinstance(args, str | bytes | Mapping) or not isinstance(args, Iterable):
+            raise EnqueueError(
+                f"bulk_perform_async item {i} is a {type(args).__name__}, not a list of "
+                "arguments; wrap it: [[x] for x in items]"
+            )
+        out.append(list(args))
+    return out
 
 
 S = TypeVar("S")
@@ -246,44 +383,32 @@ class ServiceJob(Job, Generic[S]):
         return type(cls.__name__, (cls,), {"_service": service, "__module__": cls.__module__})
 
 
-def check_known(name: str, options: Mapping[str, Any], known: frozenset[str]) -> None:
-    """Refuse options that neither the core nor any installed middleware declares.
-
-    >>> check_known("Report", {"queue": "low"}, frozenset({"queue"}))
-    """
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise UnknownOptionError(
-            f"{name}: unknown job option(s) {', '.join(unknown)}; known options: "
-            f"{', '.join(sorted(known))} (middleware declare their own options)"
-        )
-
-
 def resolve_options(
-    job_class: type[Job], overrides: Mapping[str, Any], known: frozenset[str]
+    job_class: type[Job],
+    overrides: Mapping[str, Any],
+    known: frozenset[str],
+    checks: Mapping[str, OptionCheck] | None = None,
 ) -> dict[str, Any]:
-    """Class attributes < decorator options, checked against the known option names."""
-    check_known(job_class.__name__, overrides, known)
+    """Class attributes < decorator options, checked against the known option names and each
+    option's check (the same checks ``.set()`` runs)."""
+    name = job_class.__name__
+    check_known(name, overrides, known)
     resolved: dict[str, Any] = {}
-    for option in sorted(known):
+    for option in sorted(known - ENQUEUE_OPTIONS):
         default = CORE_OPTIONS.get(option)
         resolved[option] = overrides.get(option, getattr(job_class, option, default))
-    _validate(job_class, resolved)
-    return resolved
+    return normalize_options(name, resolved, known, checks or {})
 
 
-def _validate(job_class: type[Job], options: Mapping[str, Any]) -> None:
-    name = job_class.__name__
-    retry = options["retry"]
-    if not isinstance(retry, bool | int) or (not isinstance(retry, bool) and retry < 0):
-        raise ConfigurationError(f"{name}: retry={retry!r} must be True, False or a count >= 0")
-    if not isinstance(options["queue"], str) or not options["queue"]:
-        raise ConfigurationError(f"{name}: queue={options['queue']!r} must be a non-empty string")
-    timeout = options["timeout"]
-    if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
-        raise ConfigurationError(f"{name}: timeout={timeout!r} must be a number of seconds > 0")
-    limit = options["max_retries_after_interruption"]
-    if limit is not None and (not isinstance(limit, int) or limit < -1):
-        raise ConfigurationError(
-            f"{name}: max_retries_after_interruption={limit!r} must be an int >= -1 (-1 disables)"
-        )
+__all__ = [
+    "CORE_OPTIONS",
+    "PAYLOAD_OPTIONS",
+    "EnqueueResult",
+    "Enqueuer",
+    "Job",
+    "JobOwner",
+    "ServiceJob",
+    "Setter",
+    "check_known",
+    "resolve_options",
+]

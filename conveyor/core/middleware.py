@@ -16,12 +16,19 @@ from conveyor.core._protocols import AppLike
 from conveyor.core.job import Job
 from conveyor.core.payload import Payload
 from conveyor.errors import ConfigurationError
+from conveyor.redis.calls import Plan
 
 
 class Middleware:
     """Base of every middleware. ``options`` names the job options this middleware reads."""
 
     options: ClassVar[frozenset[str]] = frozenset()
+
+    def check_option(self, job: str, option: str, value: Any) -> Any:
+        """Check one of this middleware's ``options`` (``None``: not set) and return it
+        normalized; raise :class:`ConfigurationError` naming ``job``, the option and the value.
+        Runs at declaration and in ``.set()``, so both give the same message."""
+        return value
 
 
 @dataclass
@@ -106,6 +113,15 @@ class ClientMiddleware(Middleware):
         """The same for a batch (bulk enqueue); override to do one round trip per batch."""
         for ctx in contexts:
             self.before_enqueue(ctx)
+
+    def enqueue_plan(self, contexts: list[EnqueueContext]) -> Plan[None]:
+        """What the client runs, sync or async (``aperform_async``). A middleware that needs
+        Redis overrides this and yields its calls (:mod:`conveyor.redis.calls`) instead of
+        making them, so the same logic serves both clients; the default runs
+        :meth:`before_enqueue_many`, right for middleware that do no I/O."""
+        self.before_enqueue_many(contexts)
+        return
+        yield  # pragma: no cover - makes this a generator
 
     def after_enqueue(self, ctx: EnqueueContext) -> None:
         """Runs after the push (or the drop), in reverse order."""

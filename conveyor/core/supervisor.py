@@ -5,7 +5,9 @@ TERM/INT (graceful stop) and TSTP (quiet) to them, restarts a child that dies un
 exponential backoff, and exits once every child has exited after a stop. A child that exits
 with status 0 on its own stopped on purpose (burst mode finished, or ``conveyor processes stop``)
 and is not restarted. Children past the stop deadline are killed; their jobs stay in their
-working lists and are recovered by the surviving processes (SPEC CORE-3).
+working lists and are recovered by the surviving processes (SPEC CORE-3). Secrets reach the
+children through ``env``, never their command line: an argument holding a URL password is
+refused.
 
 >>> Supervisor(["conveyor", "worker", "-r", "app", "-p", "1"], 4).run()   # doctest: +SKIP
 0
@@ -21,6 +23,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
+
+from conveyor.errors import ConfigurationError
+from conveyor.redis_url import has_credentials, mask_url
 
 log = logging.getLogger("conveyor.supervisor")
 
@@ -81,6 +86,13 @@ class Supervisor:
     ) -> None:
         if processes < 1:
             raise ValueError(f"processes must be >= 1, got {processes}")
+        for arg in argv:
+            if has_credentials(arg):
+                # Every local user can read a command line (ps, /proc/<pid>/cmdline).
+                raise ConfigurationError(
+                    f"child argument {mask_url(arg)!r} holds a password; hand it to the "
+                    "children through env= (e.g. CONVEYOR_REDIS_URL) instead"
+                )
         self.argv = list(argv)
         self.children = [Child(slot) for slot in range(processes)]
         self.stop_timeout = stop_timeout

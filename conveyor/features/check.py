@@ -6,6 +6,11 @@ invalid concurrency limit or feature-flag name, idempotency arguments that point
 ``perform``'s parameters, ``perform`` requiring keyword-only arguments (jobs only get positional
 ones). Warnings: idempotency arguments on a class that does not deduplicate, cron entries naming
 a class this app does not know (fine if another service runs it).
+
+``strict=True`` (``conveyor check --strict``) is GitLab's rule: every job must declare
+``idempotent=True`` or ``idempotent=False``, so whether running it twice is safe is a decision
+someone made, not a default nobody looked at. Conveyor's own jobs (bulk operations, imports,
+automation) are exempt: docs/idempotency.md says how each stays safe.
 """
 
 from __future__ import annotations
@@ -35,11 +40,12 @@ class Problem:
         return f"{self.level}: {self.subject}: {self.message}"
 
 
-def check_app(app: App) -> list[Problem]:
-    """Every problem found in the app's job and cron declarations."""
+def check_app(app: App, *, strict: bool = False) -> list[Problem]:
+    """Every problem found in the app's job and cron declarations (``strict``: also jobs that
+    do not declare ``idempotent=True/False``)."""
     problems: list[Problem] = []
     for job_class in sorted(set(app.registry.values()), key=lambda c: c.wire_name()):
-        problems += check_job(job_class)
+        problems += check_job(job_class, strict=strict)
     declared = app.extensions.get(CRON_ENTRIES) or {}
 
     for entry in declared.values():
@@ -55,13 +61,20 @@ def check_app(app: App) -> list[Problem]:
     return problems
 
 
-def check_job(job_class: type[Job]) -> list[Problem]:
+def check_job(job_class: type[Job], *, strict: bool = False) -> list[Problem]:
+    """The problems of one job class (see the module's docstring)."""
     name = job_class.wire_name()
     options = job_class.conveyor_options
     out: list[Problem] = []
 
     def error(message: str) -> None:
         out.append(Problem("error", name, message))
+
+    if strict and options.get("idempotent") is None and not _own(job_class):
+        error(
+            "declares neither idempotent=True nor idempotent=False; decide whether running it "
+            "twice is safe (delivery is at least once) and declare it"
+        )
 
     try:
         policy = policy_of(job_class)
@@ -96,6 +109,11 @@ def check_job(job_class: type[Job]) -> list[Problem]:
             error(str(exc))
     out += _check_signature(job_class, name)
     return out
+
+
+def _own(job_class: type[Job]) -> bool:
+    """Conveyor's own jobs (bulk operations, imports, automation)."""
+    return job_class.__module__.split(".")[0] == "conveyor"
 
 
 def _check_signature(job_class: type[Job], name: str) -> list[Problem]:
@@ -133,12 +151,12 @@ def _check_signature(job_class: type[Job], name: str) -> list[Problem]:
     return out
 
 
-def assert_valid(app: App) -> None:
+def assert_valid(app: App, *, strict: bool = False) -> None:
     """Raise :class:`ConfigurationError` listing every error (for a test in your suite).
 
     >>> def test_job_declarations():       # doctest: +SKIP
-    ...     assert_valid(app)
+    ...     assert_valid(app, strict=True)
     """
-    errors = [p for p in check_app(app) if p.level == "error"]
+    errors = [p for p in check_app(app, strict=strict) if p.level == "error"]
     if errors:
         raise ConfigurationError("\n".join(str(p) for p in errors))

@@ -18,6 +18,8 @@ least once (a crash can run a job twice).
 
 from __future__ import annotations
 
+import datetime as dt
+import functools
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,11 +35,14 @@ from conveyor.core.middleware import (
     JobContext,
     ServerMiddleware,
 )
+from conveyor.core.options import seconds
 from conveyor.core.payload import Payload, dumps
 from conveyor.core.processor import Processor
 from conveyor.errors import ConfigurationError
-from conveyor.features.flags import Flags
-from conveyor.redis.dedup import Claim, DedupStore
+from conveyor.features.flags import NAME, Flags
+from conveyor.redis.calls import Plan, run_sync
+from conveyor.redis.dedup import Claim, DedupStore, claim_plan
+from conveyor.redis.keys import Keys
 
 Strategy = Literal["until_executing", "until_executed"]
 DEFAULT_TTL = 6 * 3600.0
@@ -46,7 +51,8 @@ OPTIONS = frozenset({"idempotent", "deduplicate", "idempotency_arguments"})
 
 @dataclass(frozen=True)
 class Deduplicate:
-    """How a job class deduplicates. Build it with :func:`deduplicate`."""
+    """How a job class deduplicates. Build it with :func:`deduplicate` (or write the strategy
+    alone: ``deduplicate="until_executed"``)."""
 
     strategy: Strategy = "until_executing"
     #: Seconds the cookie lives at most (it is normally released by the strategy).
@@ -55,35 +61,61 @@ class Deduplicate:
     including_scheduled: bool = False
     #: ``"reschedule_once"``: run once more after finishing if a duplicate was dropped meanwhile.
     if_deduplicated: Literal["reschedule_once"] | None = None
-    #: Deduplicate only while this feature flag is on (an unset flag counts as on).
+    #: Deduplicate only while this feature flag is on (a flag never set is off: docs/flags.md).
     feature_flag: str | None = None
+    #: until_executed: release the key when the job fails, so a twin enqueued while it waits
+    #: for its retry is accepted. Default False, as in GitLab: the key is kept until the job
+    #: finally succeeds or dies (its retry covers the twin).
+    release_on_failure: bool = False
 
 
 def deduplicate(
     strategy: Strategy = "until_executing",
     *,
-    ttl: float = DEFAULT_TTL,
+    ttl: float | dt.timedelta = DEFAULT_TTL,
     including_scheduled: bool = False,
     if_deduplicated: Literal["reschedule_once"] | None = None,
     feature_flag: str | None = None,
+    release_on_failure: bool = False,
 ) -> Deduplicate:
-    """A deduplication policy, checked at once.
+    """A deduplication policy, checked at once. ``ttl`` is seconds or a timedelta.
 
-    >>> deduplicate("until_executed", ttl=300).ttl
-    300
+    >>> deduplicate("until_executed", ttl=dt.timedelta(minutes=5)).ttl
+    300.0
     """
     if strategy not in ("until_executing", "until_executed"):
         raise ConfigurationError(
             f"deduplicate strategy {strategy!r} is unknown; use 'until_executing' or "
             "'until_executed'"
         )
-    if not isinstance(ttl, int | float) or ttl <= 0:
-        raise ConfigurationError(f"deduplicate ttl must be seconds > 0, got {ttl!r}")
+    seconds_ = seconds(ttl, "deduplicate ttl", allow_none=False)
+    assert seconds_ is not None
+    for name, value in (
+        ("including_scheduled", including_scheduled),
+        ("release_on_failure", release_on_failure),
+    ):
+        if not isinstance(value, bool):
+            raise ConfigurationError(f"deduplicate {name}={value!r} must be True or False")
     if if_deduplicated not in (None, "reschedule_once"):
         raise ConfigurationError(
             f"if_deduplicated={if_deduplicated!r} is unknown; use None or 'reschedule_once'"
         )
-    return Deduplicate(strategy, ttl, including_scheduled, if_deduplicated, feature_flag)
+    if if_deduplicated and strategy == "until_executing":
+        raise ConfigurationError(
+            "if_deduplicated='reschedule_once' needs strategy 'until_executed': with "
+            "until_executing the key is gone once the job starts, so no twin is ever dropped "
+            "while it runs and it would never reschedule"
+        )
+    if feature_flag is not None and (
+        not isinstance(feature_flag, str) or not NAME.match(feature_flag)
+    ):
+        raise ConfigurationError(
+            f"deduplicate feature_flag={feature_flag!r} is not a flag name (lowercase letters, "
+            "digits, '_', '.', ':' or '-')"
+        )
+    return Deduplicate(
+        strategy, seconds_, including_scheduled, if_deduplicated, feature_flag, release_on_failure
+    )
 
 
 UNTIL_EXECUTING = Deduplicate()
@@ -92,15 +124,41 @@ UNTIL_EXECUTING = Deduplicate()
 def policy_of(job_class: type[Job]) -> Deduplicate | None:
     """The class's effective policy: its own, the default for idempotent classes, or None."""
     options = job_class.conveyor_options
-    policy = options.get("deduplicate")
-    if isinstance(policy, Deduplicate):
-        return policy
+    policy = check_policy(job_class.__name__, options.get("deduplicate"))
     if policy is not None:
-        raise ConfigurationError(
-            f"{job_class.__name__}: deduplicate= must be built with "
-            "conveyor.features.dedup.deduplicate()"
-        )
+        return policy
     return UNTIL_EXECUTING if options.get("idempotent") else None
+
+
+def check_policy(job: str, value: Any) -> Deduplicate | None:
+    """``deduplicate=`` as a policy: a :func:`deduplicate` result, a strategy name (what Ruby's
+    ``deduplicate :until_executed`` reads as), or None."""
+    if value is None or isinstance(value, Deduplicate):
+        return value
+    if isinstance(value, str):
+        if value in ("until_executing", "until_executed"):
+            return deduplicate(value)  # type: ignore[arg-type]
+        raise ConfigurationError(
+            f"{job}: deduplicate={value!r} is not a strategy; use 'until_executing', "
+            "'until_executed' or conveyor.features.dedup.deduplicate(...)"
+        )
+    raise ConfigurationError(
+        f"{job}: deduplicate={value!r} must be a strategy name ('until_executed') or built "
+        "with conveyor.features.dedup.deduplicate()"
+    )
+
+
+def _check_arguments(job: str, value: Any) -> Any:
+    if value is None or callable(value):
+        return value
+    if isinstance(value, list | tuple) and all(
+        isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in value
+    ):
+        return tuple(value)
+    raise ConfigurationError(
+        f"{job}: idempotency_arguments={value!r} must be a list of argument positions (e.g. "
+        "[0, 2]) or a function of the arguments"
+    )
 
 
 def idempotency_args(job_class: type[Job], args: Sequence[Any]) -> list[Any]:
@@ -119,17 +177,37 @@ def digest(job_class: type[Job], args: Sequence[Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def check_option(job: str, option: str, value: Any) -> Any:
+    """The checks of ``idempotent``, ``deduplicate`` and ``idempotency_arguments``."""
+    if option == "deduplicate":
+        return check_policy(job, value)
+    if option == "idempotency_arguments":
+        return _check_arguments(job, value)
+    if value is not None and not isinstance(value, bool):
+        raise ConfigurationError(f"{job}: {option}={value!r} must be True or False")
+    return value
+
+
 class DedupClientMiddleware(ClientMiddleware):
     options = OPTIONS
+
+    def check_option(self, job: str, option: str, value: Any) -> Any:
+        return check_option(job, option, value)
 
     def applies_to(self, job_class: type[Job] | None) -> bool:
         return job_class is not None and policy_of(job_class) is not None
 
-    def before_enqueue_many(self, contexts: list[EnqueueContext]) -> None:
-        wanted = [(ctx, claim) for ctx in contexts if (claim := _claim_for(ctx)) is not None]
+    def enqueue_plan(self, contexts: list[EnqueueContext]) -> Plan[None]:
+        """Claim the cookies of a batch in one script call (sync or asyncio alike)."""
+        wanted: list[tuple[EnqueueContext, Claim]] = []
+        for ctx in contexts:
+            claim = yield from _claim_plan(ctx)
+            if claim is not None:
+                wanted.append((ctx, claim))
         if not wanted:
             return
-        holders = DedupStore(contexts[0].app.store).claim_many([c for _, c in wanted])
+        keys = Keys(contexts[0].app.settings.key_prefix)
+        holders = yield from claim_plan(keys, [c for _, c in wanted])
         for (ctx, claim), holder in zip(wanted, holders, strict=True):
             if holder is None:
                 ctx.job["idempotency_key"] = claim.digest
@@ -140,18 +218,25 @@ class DedupClientMiddleware(ClientMiddleware):
             else:
                 ctx.job["duplicate-of"] = holder
 
+    def before_enqueue_many(self, contexts: list[EnqueueContext]) -> None:
+        if contexts:
+            run_sync(lambda: contexts[0].app.store, self.enqueue_plan(contexts))
+
     def before_enqueue(self, ctx: EnqueueContext) -> None:
         self.before_enqueue_many([ctx])
 
 
-def _claim_for(ctx: EnqueueContext) -> Claim | None:
+def _claim_plan(ctx: EnqueueContext) -> Plan[Claim | None]:
     """The cookie claim this enqueue needs, or None when it is not deduplicated (nor in the
     inline/fake testing modes, which need no Redis)."""
     job_class = ctx.job_class
     if job_class is None or not ctx.app.client.live:
         return None
     policy = policy_of(job_class)
-    if policy is None or not _active(ctx.app, policy):
+    if policy is None:
+        return None
+    flag = policy.feature_flag
+    if flag is not None and not (yield from Flags.of(ctx.app).enabled_plan(flag)):
         return None
     delay = 0.0 if ctx.at is None else ctx.at - ctx.app.clock.time()
     if delay > 0 and not policy.including_scheduled:
@@ -198,7 +283,9 @@ class DedupServerMiddleware(ServerMiddleware):
         done = [
             u
             for u in jobs
-            if u.state.get("dedup_batched") and u.state["dedup"][1].strategy == "until_executed"
+            if u.state.get("dedup_batched")
+            and u.state["dedup"][1].strategy == "until_executed"
+            and not _keeps_key(self.app, u.state["dedup"][1], u.job, u.failed)
         ]
         if not done:
             return
@@ -227,8 +314,36 @@ class DedupServerMiddleware(ServerMiddleware):
         key, policy = held
         if policy.strategy != "until_executed":
             return
+        if _keeps_key(ctx.app, policy, ctx.job, error is not None):
+            return
         flag = DedupStore(ctx.app.store).release(key, ctx.job["jid"])
         _reschedule_if_asked(ctx.app, ctx.job_class, ctx.job, flag, error is not None)
+
+
+def _keeps_key(app: AppLike, policy: Deduplicate, job: Payload | None, failed: bool) -> bool:
+    """until_executed keeps its key while a failed job waits for its retry (GitLab's
+    semantics), unless the policy says ``release_on_failure``. The job's retry settings tell
+    whether a retry follows; a job that dies instead releases it in :func:`_release_dead`."""
+    if not failed or policy.release_on_failure or job is None:
+        return False
+    retry = job.get("retry", True)
+    if retry is False or retry is None:
+        return False
+    most = retry if isinstance(retry, int) and not isinstance(retry, bool) else None
+    if most is None:
+        most = app.settings.max_retries
+    count = job.get("retry_count")
+    following = count + 1 if isinstance(count, int) and not isinstance(count, bool) else 0
+    return following < most
+
+
+def _release_dead(app: AppLike, job: Payload) -> None:
+    """Death handler: a deduplicated job that died gives its key back (a job discarded by its
+    ``retry_in`` hook keeps it until the ttl)."""
+    key = job.get("idempotency_key")
+    jid = job.get("jid")
+    if isinstance(key, str) and isinstance(jid, str):
+        DedupStore(app.store).release(key, jid)
 
 
 def _mode(policy: Deduplicate) -> Literal["release", "running"]:
@@ -259,16 +374,11 @@ def _reschedule_if_asked(
         app.client.enqueue(job_class, job["args"], {"queue": job["queue"]})
 
 
-def _active(app: AppLike, policy: Deduplicate) -> bool:
-    if policy.feature_flag is None:
-        return True
-    return Flags.of(app).enabled(policy.feature_flag, default=True)
-
-
 def install(app: App) -> None:
     """Add the deduplication middleware to ``app`` (``conveyor.App`` does this for you)."""
     app.client_middleware.add(DedupClientMiddleware())
     app.server_middleware.add(DedupServerMiddleware(app))
+    app.death_handlers.append(functools.partial(_release_dead, app))
 
 
 def perform_twice(job_class: type[Job], *args: Any) -> None:

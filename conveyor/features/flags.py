@@ -8,6 +8,10 @@
 Reads are cached per process for ``cache_ttl`` seconds (default 1 s) so a flag checked on every
 enqueue costs no round trip; a change made here clears this process's cache at once, other
 processes see it within ``cache_ttl``.
+
+One rule everywhere (docs/flags.md): **a flag that was never set is off**. A flag gates new
+behaviour: a job class declared with ``feature_flag=`` is enqueued only while its flag is on,
+and ``deduplicate(feature_flag=)`` deduplicates only while its flag is on.
 """
 
 from __future__ import annotations
@@ -23,7 +27,9 @@ from conveyor.core._protocols import AppLike
 from conveyor.core.extensions import ExtensionKey
 from conveyor.core.middleware import ClientMiddleware, EnqueueContext
 from conveyor.errors import ConfigurationError, NotFoundError
+from conveyor.redis.calls import Call, Plan, run_sync
 from conveyor.redis.flags import FlagStore
+from conveyor.redis.keys import Keys
 
 if TYPE_CHECKING:
     from conveyor.core.app import App
@@ -86,22 +92,31 @@ class Flags:
 
     def get(self, name: str) -> FlagState | None:
         """The flag's state, or ``None`` if it was never set."""
+        return run_sync(lambda: self.app.store, self.get_plan(name))
+
+    def get_plan(self, name: str) -> Plan[FlagState | None]:
+        """:meth:`get` as a plan (:mod:`conveyor.redis.calls`), for sync and asyncio callers."""
         now = self.app.clock.monotonic()
         with self._lock:
             hit = self._cache.get(name)
         if hit is not None and now - hit[0] < self.cache_ttl:
             return hit[1]
-        raw = self._store.get(name)
-        state = None if raw is None else _decode(name, raw)
+        raw = yield Call.command("HGET", Keys(self.app.settings.key_prefix).flags, name)
+        state = None if raw is None else _decode(name, str(raw))
         with self._lock:
             self._cache[name] = (now, state)
         return state
 
-    def enabled(self, name: str, actor: str | int | None = None, *, default: bool = False) -> bool:
-        """Whether ``name`` is on (for ``actor``, when the flag is on for a percentage)."""
-        state = self.get(name)
+    def enabled(self, name: str, actor: str | int | None = None) -> bool:
+        """Whether ``name`` is on (for ``actor``, when the flag is on for a percentage); a flag
+        never set is off."""
+        return run_sync(lambda: self.app.store, self.enabled_plan(name, actor))
+
+    def enabled_plan(self, name: str, actor: str | int | None = None) -> Plan[bool]:
+        """:meth:`enabled` as a plan."""
+        state = yield from self.get_plan(name)
         if state is None:
-            return default
+            return False
         if state.enabled:
             return True
         if state.percentage and actor is not None:
@@ -179,12 +194,25 @@ class FlagGateMiddleware(ClientMiddleware):
     def applies_to(self, job_class: type[Job] | None) -> bool:
         return job_class is not None and bool(job_class.conveyor_options.get("feature_flag"))
 
-    def before_enqueue(self, ctx: EnqueueContext) -> None:
-        if ctx.job_class is None:
-            return
-        flag = ctx.job_class.conveyor_options.get("feature_flag")
-        if flag and not Flags.of(ctx.app).enabled(str(flag)):
-            ctx.drop(f"feature flag {flag!r} is off")
+    def check_option(self, job: str, option: str, value: Any) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, str) or not NAME.match(value):
+            raise ConfigurationError(
+                f"{job}: {option}={value!r} is not a flag name: use lowercase letters, digits, "
+                "'_', '.', ':' or '-', e.g. feature_flag=\"new_exporter\""
+            )
+        return value
+
+    def enqueue_plan(self, contexts: list[EnqueueContext]) -> Plan[None]:
+        for ctx in contexts:
+            flag = ctx.job_class.conveyor_options.get("feature_flag") if ctx.job_class else None
+            if flag and not (yield from Flags.of(ctx.app).enabled_plan(str(flag))):
+                ctx.drop(f"feature flag {flag!r} is off")
+
+    def before_enqueue_many(self, contexts: list[EnqueueContext]) -> None:
+        if contexts:
+            run_sync(lambda: contexts[0].app.store, self.enqueue_plan(contexts))
 
 
 def install(app: App) -> None:

@@ -21,7 +21,7 @@ from conveyor.logs.config import (
     strict,
     unbind_process,
 )
-from conveyor.logs.imports import REQUIRED_KEYS, STATUSES, import_logger, log_record
+from conveyor.logs.import_log import REQUIRED_KEYS, STATUSES, import_logger, log_record
 from conveyor.logs.scrub import (
     PERSONAL_KEYS,
     SECRET_KEY_PARTS,

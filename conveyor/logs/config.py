@@ -17,7 +17,7 @@ import structlog
 from structlog.stdlib import ProcessorFormatter
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from conveyor.errors import ConfigurationError
+from conveyor.errors import ConfigurationError, MissingLogContext
 from conveyor.logs import scrub
 
 if TYPE_CHECKING:
@@ -156,15 +156,71 @@ def _common() -> list[Processor]:
     ]
 
 
+#: Bound on a logger (e.g. by :func:`conveyor.logs.import_logger`): the names every one of its
+#: lines must carry.
+REQUIRE = "_conveyor_require"
+#: Passed on one call (e.g. by :func:`conveyor.logs.log_record`): names that line must carry.
+REQUIRE_LINE = "_conveyor_line_require"
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def check_required_context(
+    _logger: WrappedLogger, _method: str, event_dict: EventDict
+) -> EventDict:
+    """Processor: a line whose logger promised context names (:data:`REQUIRE`,
+    :data:`REQUIRE_LINE`) must carry them. Raises
+    :class:`~conveyor.errors.MissingLogContext` in development/test mode; in production adds
+    ``missing_context: [names]`` and lets the line through."""
+    promised = event_dict.pop(REQUIRE, None)
+    per_line = event_dict.pop(REQUIRE_LINE, None)
+    if promised is None and per_line is None:
+        return event_dict
+    names = [*(promised or ()), *(per_line or ())]
+    missing = tuple(name for name in dict.fromkeys(names) if _missing(event_dict.get(name)))
+    if not missing:
+        return event_dict
+    if strict():
+        raise MissingLogContext(_hint(str(event_dict.get("event")), missing), missing)
+    event_dict["missing_context"] = list(missing)
+    return event_dict
+
+
+def _hint(event: str, missing: tuple[str, ...]) -> str:
+    """The error for a line lacking ``missing``, with the fix for exactly those keys."""
+    fixes = []
+    if "status" in missing:
+        fixes.append(f"pass the status on the call: log.info({event!r}, status='running')")
+    bound = [m for m in missing if m in ("importer", "import_id")]
+    if bound:
+        fixes.append(
+            f"give {' and '.join(bound)} to import_logger(importer, import_id) (a value, not "
+            "None or '')"
+        )
+    record = [m for m in missing if m in ("record_type", "record_id")]
+    if record:
+        fixes.append(
+            f"give {' and '.join(record)}: log_record(log, record_type, record_id, status)"
+        )
+    named = ("importer", "import_id", "status", "record_type", "record_id")
+    promised = [m for m in missing if m not in named]
+    if promised:
+        fixes.append(
+            f"pass {', '.join(promised)} on the call: the logger promised "
+            f"{'it' if len(promised) == 1 else 'them'} on every line"
+        )
+    return f"import log line {event!r} lacks {', '.join(missing)}; " + "; ".join(fixes)
+
+
 def structlog_processors() -> list[Processor]:
     """The processors a Conveyor structlog logger runs in the caller's thread (so a contract
     check raises where the bad call is), ending with the hand-over to stdlib logging."""
-    from conveyor.logs.imports import check_import_context
-
     return [
         *_common(),
         structlog.stdlib.PositionalArgumentsFormatter(),
-        check_import_context,
+        check_required_context,
         scrub_event,
         ProcessorFormatter.wrap_for_formatter,
     ]
@@ -173,6 +229,19 @@ def structlog_processors() -> list[Processor]:
 def _drop_color_message(logger: Any, method: str, event: EventDict) -> EventDict:
     event.pop("color_message", None)
     return event
+
+
+class RequestLineFilter(logging.Filter):
+    """uvicorn's access lines (``uvicorn.access``) without the client's address and the query
+    string: the first is personal data, the second often carries it. (``conveyor web`` turns
+    these lines off and writes its own, with route templates instead of paths.)"""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if record.name == "uvicorn.access" and isinstance(args, tuple) and len(args) == 5:
+            path = str(args[2]).split("?", 1)[0]
+            record.args = ("-", args[1], path, args[3], args[4])
+        return True
 
 
 def make_formatter(fmt: str = "json") -> ProcessorFormatter:
@@ -261,6 +330,7 @@ def configure(
 
     handler = logging.StreamHandler(out)
     handler.setFormatter(make_formatter(fmt))
+    handler.addFilter(RequestLineFilter())
     handler.setLevel(settings.log_level.upper())  # even where a logger was made more verbose
     handler._conveyor_logs = True  # type: ignore[attr-defined]
     root = logging.getLogger()

@@ -81,11 +81,16 @@ _EMAIL_RE = re.compile(
     # Local part: RFC 5322 atom characters; domain: labels with at least one dot.
     r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+"
 )
-_URL_USERINFO = r"(\b[A-Za-z][A-Za-z0-9+.-]*://)[^/\s@]*@"
+#: A URL up to a space or quote; :func:`_url_credentials` redacts its user info up to the last
+#: ``@`` (a password may hold a raw ``/`` or ``@``: a URL that is not one strictly).
+_URL_USERINFO = r"(\b[A-Za-z][A-Za-z0-9+.-]*://)([^\s\"'<>]*@[^\s\"'<>]*)"
 _AUTH_SCHEME = r"\b((?i:bearer|basic|token|digest))(\s+)[A-Za-z0-9._~+/=-]{6,}"
+#: Key names that are secret only as a whole word (``db_pass``, ``pwd``), never inside
+#: another word (``passed``, ``bypass``, ``compass``).
+SECRET_KEY_WORDS: tuple[str, ...] = ("pass", "pwd")
 _SECRET_WORDS = (
-    "password",
-    "passwd",
+    "pass",  # password, passwd, passphrase too
+    "pwd",
     "secret",
     "token",
     "api_key",
@@ -97,10 +102,20 @@ _SECRET_WORDS = (
     "cookie",
     "credential",
 )
+_SECRET_NAME = (
+    r"(?:(?i:password|passwd|passphrase|secret|token|api[_-]?key|access[_-]?key|authorization"
+    r"|cookie|credential)[\w-]*|(?<![A-Za-z])(?i:pass|pwd)(?![A-Za-z])[\w-]*)"
+)
 _SECRET_PAIR = (
-    # Starts at the word (cheap to search); "db_password=x" matches from "password".
-    r"((?i:password|passwd|secret|token|api[_-]?key|access[_-]?key|authorization|cookie"
-    r"|credential)[\w-]*)(\"?'?\s*[:=]\s*\"?'?)([^\s\"'&,;}]+)"
+    # key=value, key: value, "key": "value", 'key': 'value' (a quoted value is taken whole,
+    # escaped quotes included). Starts at the word: "db_password=x" matches from "password".
+    rf"({_SECRET_NAME})([\"']?\s*[:=]\s*)"
+    r"(?:\"((?:[^\"\\]|\\.)*)\"|'((?:[^'\\]|\\.)*)'|([^\s\"'&,;}]+))"
+)
+#: A header line whose whole value is a credential (``Cookie: a=1; b=2`` has several).
+_SECRET_HEADER = (
+    r"(?im)^([ \t]*(?:proxy-)?(?:authorization|cookie|set-cookie|x-[\w-]*(?:token|key|secret"
+    r"|auth)[\w-]*)[ \t]*:[ \t]*)(\S[^\r\n]*)"
 )
 _KNOWN_TOKEN = (
     r"\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}|glpat-[A-Za-z0-9_-]{20,}"
@@ -115,6 +130,7 @@ _B64_RUN = r"[A-Za-z0-9+=_-]{32,}"
 _URL_USERINFO_RE = re.compile(_URL_USERINFO)
 _AUTH_SCHEME_RE = re.compile(_AUTH_SCHEME)
 _SECRET_PAIR_RE = re.compile(_SECRET_PAIR)
+_SECRET_HEADER_RE = re.compile(_SECRET_HEADER)
 _KNOWN_TOKEN_RE = re.compile(_KNOWN_TOKEN)
 _LONG_HEX_RE = re.compile(_LONG_HEX)
 _B64_RUN_RE = re.compile(_B64_RUN)
@@ -185,7 +201,9 @@ class Scrubber:
             name = _normalise(key)
             if name in self._personal:
                 kind = "personal"
-            elif any(part in name for part in SECRET_KEY_PARTS):
+            elif any(part in name for part in SECRET_KEY_PARTS) or any(
+                word in SECRET_KEY_WORDS for word in re.split(r"[_.]", name)
+            ):
                 kind = "secret"
             else:
                 kind = ""
@@ -207,16 +225,18 @@ class Scrubber:
         if len(text) < 6:
             return text
         if "://" in text:  # before e-mails: "user:pw@host.com" must not be read as one
-            text = _URL_USERINFO_RE.sub(lambda m: m.group(1) + "[redacted]@", text)
+            text = _URL_USERINFO_RE.sub(_url_credentials, text)
         if "@" in text:
             text = _EMAIL_RE.sub(lambda m: self._mark("email", m.group(0)), text)
         lowered = text.lower()
         if any(word in lowered for word in _SCHEME_WORDS):
             text = _AUTH_SCHEME_RE.sub(self._auth_credential, text)
         if ("=" in text or ":" in text) and any(word in lowered for word in _SECRET_WORDS):
-            text = _SECRET_PAIR_RE.sub(
-                lambda m: m.group(1) + m.group(2) + self._mark("redacted", m.group(3)), text
-            )
+            if ":" in text:
+                text = _SECRET_HEADER_RE.sub(
+                    lambda m: m.group(1) + self._mark("redacted", m.group(2)), text
+                )
+            text = _SECRET_PAIR_RE.sub(self._secret_pair, text)
         if len(text) >= 20 and _TOKENISH_RE.search(text) is not None:
             text = _KNOWN_TOKEN_RE.sub(lambda m: self._mark("redacted", m.group(0)), text)
             text = _LONG_HEX_RE.sub(lambda m: self._mark("redacted", m.group(0)), text)
@@ -225,6 +245,15 @@ class Scrubber:
                 text,
             )
         return text
+
+    def _secret_pair(self, m: re.Match[str]) -> str:
+
+        # Groups 3, 4 and 5: a double-quoted, single-quoted or bare value.
+        for group, quote in ((3, '"'), (4, "'"), (5, "")):
+            value = m.group(group)
+            if value is not None:
+                return f"{m.group(1)}{m.group(2)}{quote}{self._mark('redacted', value)}{quote}"
+        return m.group(0)
 
     def _auth_credential(self, m: re.Match[str]) -> str:
         # "Basic auth is off" / "digest mismatch" are prose, not credentials: after a scheme
@@ -315,3 +344,16 @@ def register_personal_keys(*keys: str) -> None:
         register_personal_keys("reviewer", "mentioned_users")
     """
     _default.add_personal_keys(keys)
+
+
+def _url_credentials(m: re.Match[str]) -> str:
+    """A URL with its user info (up to its last ``@``) redacted, or the whole URL when an
+    ``@`` comes after a ``?`` or ``#`` (a query option's value, or a password holding a raw
+    ``?``: either reading could leave a piece of a secret)."""
+
+    rest = m.group(2)
+    at = rest.rfind("@")
+    query = min((i for i in (rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
+    if at > query:
+        return f"{m.group(1)}[redacted]"
+    return f"{m.group(1)}[redacted]@{rest[at + 1 :]}"

@@ -6,6 +6,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from conveyor.redis.calls import Call, Plan, run_sync
+from conveyor.redis.keys import Keys
 from conveyor.redis.store import Store
 
 
@@ -36,16 +38,7 @@ class DedupStore:
     def claim_many(self, claims: Sequence[Claim]) -> list[str | None]:
         """:meth:`claim` for a batch, in order, in one script call (a later claim in the batch
         sees the earlier ones)."""
-        if not claims:
-            return []
-        keys = [self.store.keys.dedup(c.digest) for c in claims]
-        args: list[str | int] = []
-        for c in claims:
-            args += (c.jid, max(1, c.ttl_ms), c.mode, len(c.wal_locations))
-            for db, lsn in c.wal_locations.items():
-                args += (db, lsn)
-        holders = self.store.scripts.run("dedup_claim", keys, args)
-        return [str(h) if h else None for h in holders]
+        return run_sync(lambda: self.store, claim_plan(self.store.keys, claims))
 
     def start(self, digest: str, jid: str, mode: Literal["release", "running"]) -> dict[str, str]:
         """Release (until_executing) or mark running (until_executed) one job's cookie;
@@ -84,3 +77,17 @@ class DedupStore:
 
     def ttl_ms(self, digest: str) -> int:
         return int(self.store.client.pttl(self.store.keys.dedup(digest)))
+
+
+def claim_plan(keys: Keys, claims: Sequence[Claim]) -> Plan[list[str | None]]:
+    """:meth:`DedupStore.claim_many` as a plan, for the sync and the asyncio client alike."""
+    if not claims:
+        return []
+    names = [keys.dedup(c.digest) for c in claims]
+    args: list[str | int] = []
+    for c in claims:
+        args += (c.jid, max(1, c.ttl_ms), c.mode, len(c.wal_locations))
+        for db, lsn in c.wal_locations.items():
+            args += (db, lsn)
+    holders = yield Call.script("dedup_claim", names, args)
+    return [str(h) if h else None for h in holders]

@@ -118,6 +118,16 @@ class Keys:
 
     # -- features -------------------------------------------------------------------------------
     @property
+    def retired_classes(self) -> str:
+        """Set: job class names ``remove_jobs`` found jobs of (so a re-run knows them)."""
+        return self._k("conveyor:retired-classes")
+
+    @property
+    def retired_queues(self) -> str:
+        """Set: queue names ``migrate_queue`` moved jobs from (so a re-run knows them)."""
+        return self._k("conveyor:retired-queues")
+
+    @property
     def flags(self) -> str:
         """Hash: flag name -> JSON state."""
         return self._k("conveyor:flags")
@@ -269,3 +279,23 @@ class Keys:
         """Fence counter of one lease (INCR on every new term; never expires, so a fence is
         never handed out twice even if the lease hash is deleted)."""
         return self._k(f"conveyor:lease-fence:{name}")
+
+    # -- web dashboard logins (issue #15; conveyor/redis/web_logins.py) ------------------------
+    def web_session(self, digest: str) -> str:
+        """Hash of one dashboard login session (user, credential id, created), named by the
+        SHA-256 of the session id its cookie holds; it expires with the session."""
+        return self.web_session_prefix + digest
+
+    @property
+    def web_session_prefix(self) -> str:
+        """What :meth:`web_session` puts before a digest (for the scripts that revoke)."""
+        return self._k("conveyor:web:session:")
+
+    @property
+    def web_sessions(self) -> str:
+        """Zset: session digest -> expiry (epoch ms), so revoking needs no SCAN."""
+        return self._k("conveyor:web:sessions")
+
+    def web_login_failures(self, kind: str, digest: str) -> str:
+        """Failed logins of one client or user in the current window (a counter with a TTL)."""
+        return self._k(f"conveyor:web:login-failures:{kind}:{digest}")

@@ -76,6 +76,21 @@ class Operation:
     completed_at: float | None = None
     #: When the failure e-mail was sent (``None`` if not sent).
     notified_at: float | None = None
+    #: ``"int"`` when the user id was given as an int (hooks get it back as one), else ``"str"``.
+    user_id_type: str = "str"
+    #: Why the failure e-mail could not be delivered (status ``notify_failed``).
+    notify_error: str = ""
+    notify_failed_at: float | None = None
+
+    @property
+    def user(self) -> int | str:
+        """The user id in the type it was given (``7``, not ``'7'``)."""
+        if self.user_id_type == "int":
+            try:
+                return int(self.user_id)
+            except ValueError:
+                return self.user_id
+        return self.user_id
 
     @property
     def processed_items(self) -> int:
@@ -215,6 +230,7 @@ class OperationStore:
             "id": operation_id,
             "operation_type": operation_type,
             "user_id": str(user_id),
+            "user_id_type": "int" if isinstance(user_id, int) else "str",
             "parameters": params,
             "status": "pending",
             "total_items": str(total_items),
@@ -300,6 +316,19 @@ class OperationStore:
         operation is gone."""
         key = self.keys.background_operation(check_id(operation_id))
         return int(self.store.scripts.run("op_notified", [key], [self.now()])) == 1
+
+    def mark_notify_failed(self, operation_id: str, reason: str) -> bool:
+        """The failure e-mail could not be delivered: status ``notify_failed`` with
+        ``reason``, and the operation no longer expires (until delivered or dismissed)."""
+        k = self.keys
+        check_id(operation_id)
+        keys = [
+            k.background_operation(operation_id),
+            k.background_operation_failed_items(operation_id),
+            k.background_operation_batches(operation_id),
+        ]
+        done = self.store.scripts.run("op_notify_failed", keys, [self.now(), reason[:500]])
+        return int(done) == 1
 
     def finish_operation(self, operation_id: str) -> bool:
         """Delete the operation, keeping its final totals for 72 hours (see :meth:`finished`)."""
@@ -421,4 +450,7 @@ def decode_operation(operation_id: str, raw: Mapping[Any, Any]) -> Operation:
         created_at=_float(h.get("created_at")) or 0.0,
         completed_at=_float(h.get("completed_at")),
         notified_at=_float(h.get("notified_at")),
+        user_id_type=h.get("user_id_type", "str"),
+        notify_error=h.get("notify_error", ""),
+        notify_failed_at=_float(h.get("notify_failed_at")),
     )

@@ -10,6 +10,7 @@ from typing import Any
 
 import redis
 from redis.commands.core import Script as _RedisScript
+from redis.exceptions import NoScriptError
 
 
 @cache
@@ -48,13 +49,49 @@ class Scripts:
     ) -> Any:
         """Run script ``name``; ``options`` go to redis-py's ``execute_command`` (e.g. reading
         the reply as bytes)."""
-        if not options:
-            return self._script(name)(keys=keys, args=args, client=client)
         script = self._script(name)
+        if not options:
+            try:
+                return script(keys=keys, args=args, client=client)
+            except NoScriptError:
+                # redis-py loads the script once on NOSCRIPT; a failover between that load and
+                # the retried EVALSHA lands on a server without it again: load it there too.
+                return script(keys=keys, args=args, client=client)
         conn: Any = client if client is not None else self._client
-        try:
-            return conn.execute_command("EVALSHA", script.sha, len(keys), *keys, *args, **options)
-        except redis.exceptions.NoScriptError:
-            # Not cached on this server (a restart, a failover): load it and run it again.
-            script.sha = self._client.script_load(script.script)
-            return conn.execute_command("EVALSHA", script.sha, len(keys), *keys, *args, **options)
+        for attempt in range(3):
+            try:
+                return conn.execute_command(
+                    "EVALSHA", script.sha, len(keys), *keys, *args, **options
+                )
+            except NoScriptError:
+                # Not cached on this server (a restart, a failover): load it and run it again.
+                if attempt == 2:
+                    raise
+                script.sha = self._client.script_load(script.script)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def run_and_wait(
+        self, name: str, keys: list[str], args: list[Any], replicas: int, timeout_ms: int
+    ) -> tuple[Any, int]:
+        """Run a script, then ``WAIT replicas timeout_ms``, in one round trip (a pipeline; a
+        WAIT inside MULTI would not block). Returns the script's result and how many
+        replicas confirmed the writes so far.
+
+        Example: ``scripts.run_and_wait("push", keys, args, 1, 500)`` -> ``(1, 1)``.
+        """
+        script = self._script(name)
+        for attempt in range(2):
+            pipe = self._client.pipeline(transaction=False)
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+            pipe.wait(replicas, timeout_ms)
+            result, confirmed = pipe.execute(raise_on_error=False)
+            if isinstance(result, NoScriptError) and attempt == 0:
+                # A new primary (failover) or a restarted one has an empty script cache;
+                # NOSCRIPT means the script did not run, so running it again is safe.
+                self._client.script_load(script.script)
+                continue
+            for reply in (result, confirmed):
+                if isinstance(reply, Exception):
+                    raise reply
+            return result, int(confirmed)
+        raise AssertionError("unreachable: the second attempt returns or raises")

@@ -11,6 +11,7 @@ from typing import Any, Literal
 import redis
 from redis.client import NEVER_DECODE
 
+from conveyor.redis.calls import Call, Command
 from conveyor.redis.keys import Keys
 from conveyor.redis.scripts import Scripts
 
@@ -90,6 +91,52 @@ class Recovery:
     dead: bool = False
 
 
+def push_commands(
+    keys: Keys, by_queue: dict[str, list[str]], scheduled: Sequence[tuple[float, str]] = ()
+) -> list[Command]:
+    """The commands of one enqueue transaction (the sync :class:`Store` and the asyncio
+    client run the same ones).
+
+    >>> push_commands(Keys(), {"mail": ['{"class":"A"}']})[1]
+    ('LPUSH', ('queue:mail', '{"class":"A"}'))
+    """
+    commands: list[Command] = []
+    for queue, payloads in by_queue.items():
+        if payloads:
+            commands.append(("SADD", (keys.queues, queue)))
+            commands.append(("LPUSH", (keys.queue(queue), *payloads)))
+    if scheduled:
+        flat: list[str | float] = []
+        for at, payload in scheduled:
+            flat += (at, payload)
+        commands.append(("ZADD", (keys.schedule, *flat)))
+    return commands
+
+
+def durable_push_call(
+    keys: Keys,
+    by_queue: dict[str, list[str]],
+    scheduled: Sequence[tuple[float, str]],
+    replicas: int,
+    timeout: float,
+) -> Call:
+    """One enqueue as ``push.lua`` followed by ``WAIT replicas timeout`` (``min_replicas``):
+    the reply is ``(script result, replicas that confirmed)``.
+
+    >>> durable_push_call(Keys(), {"mail": ["{}"]}, (), 1, 0.5).wait_ms
+    500
+    """
+    queues = [(q, p) for q, p in by_queue.items() if p]
+    args: list[str | int | float] = [len(queues)]
+    for queue, payloads in queues:
+        args += (queue, len(payloads), *payloads)
+    for at, payload in scheduled:
+        args += (at, payload)
+    names = [keys.queues, keys.schedule, *(keys.queue(q) for q, _ in queues)]
+    # WAIT 0 would block for ever: never less than a millisecond.
+    return Call.wait(replicas, max(1, round(timeout * 1000)), "push", names, args)
+
+
 class Store:
     """Redis operations of the engine, bound to one client and key prefix."""
 
@@ -100,18 +147,31 @@ class Store:
 
     # -- enqueue --------------------------------------------------------------------------------
     def push(
-        self, by_queue: dict[str, list[str]], scheduled: Sequence[tuple[float, str]] = ()
-    ) -> None:
-        """Push payloads onto queues and/or the schedule set in one MULTI transaction."""
-        k = self.keys
+        self,
+        by_queue: dict[str, list[str]],
+        scheduled: Sequence[tuple[float, str]] = (),
+        *,
+        replicas: int = 0,
+        timeout: float = 1.0,
+    ) -> int | None:
+        """Push payloads onto queues and/or the schedule set in one MULTI transaction.
+
+        With ``replicas``, the push is ``push.lua`` followed by ``WAIT replicas timeout`` in
+        the same round trip, and the result is how many replicas confirmed it (possibly fewer
+        than asked; the caller decides). Without, the result is ``None``.
+        Example: ``store.push({"default": [payload]}, replicas=1)`` -> ``1``.
+        """
+        if replicas:
+            call = durable_push_call(self.keys, by_queue, scheduled, replicas, timeout)
+            _, confirmed = self.scripts.run_and_wait(
+                call.name, list(call.keys), list(call.args), replicas, call.wait_ms
+            )
+            return confirmed
         pipe = self.client.pipeline(transaction=True)
-        for queue, payloads in by_queue.items():
-            if payloads:
-                pipe.sadd(k.queues, queue)
-                pipe.lpush(k.queue(queue), *payloads)
-        if scheduled:
-            pipe.zadd(k.schedule, {payload: at for at, payload in scheduled})
+        for name, args in push_commands(self.keys, by_queue, scheduled):
+            pipe.execute_command(name, *args)  # type: ignore[no-untyped-call]
         pipe.execute()
+        return None
 
     # -- fetch ----------------------------------------------------------------------------------
     def fetch(self, identity: str, queues: Sequence[str], count: int) -> list[tuple[str, str]]:

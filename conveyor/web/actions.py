@@ -21,8 +21,8 @@ from conveyor.errors import ConveyorError, NotFoundError
 from conveyor.features.cron import Cron
 from conveyor.features.flags import Flags
 from conveyor.web.auth import safe_next
-from conveyor.web.context import WebContext, context_of
 from conveyor.web.data import SETS, job_set
+from conveyor.web.extension import WebContext, context_of
 
 Params = dict[str, Any]
 #: A message for the operator and extra fields for the JSON answer.
@@ -47,8 +47,8 @@ async def _params(request: Request) -> dict[str, Any]:
         return {}
     try:
         data = await request.json()
-    except ValueError:
-        raise ConveyorError("the request body is not valid JSON") from None
+    except (ValueError, RecursionError):  # nesting deeper than the parser's stack, too
+        raise ConveyorError("the request body is not valid JSON (or nested too deeply)") from None
     if not isinstance(data, dict):
         raise ConveyorError("the request body must be a JSON object")
     return data

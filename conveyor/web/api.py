@@ -19,7 +19,7 @@ from starlette.routing import BaseRoute, Route
 from conveyor.api import RedisError
 from conveyor.errors import ConveyorError, NotFoundError
 from conveyor.web import actions, csrf, data
-from conveyor.web.context import WebContext, context_of
+from conveyor.web.extension import WebContext, context_of
 
 Reader = Callable[[WebContext, Request], Any]
 

@@ -7,8 +7,11 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -17,12 +20,15 @@ from conveyor.api import Api
 from conveyor.core.app import App
 from conveyor.settings import Settings
 from conveyor.web import api as api_routes
-from conveyor.web import auth, metrics, pages
+from conveyor.web import auth, login, metrics, pages
 from conveyor.web import automation as automation_web
-from conveyor.web import imports as imports_web
+from conveyor.web import import_pages as imports_web
 from conveyor.web import workflows as workflows_web
+from conveyor.web.access import AccessLogMiddleware
+from conveyor.web.body_limit import BodyLimitMiddleware, BodyTooLarge, too_large
 from conveyor.web.config import WebSettings
-from conveyor.web.context import WebContext, WebExtension, build_templates, resolve_extensions
+from conveyor.web.extension import WebContext, WebExtension, build_templates, resolve_extensions
+from conveyor.web.hosts import HostMiddleware
 
 SESSION_COOKIE = "conveyor_session"
 #: Sent with every response: no framing, no inline or third-party scripts, no sniffing.
@@ -74,7 +80,7 @@ def create_app(
     shutdown) or a data API. ``web_settings`` defaults to :meth:`WebSettings.load` (the
     settings' ``extra["web"]`` and ``CONVEYOR_WEB_*``).
 
-    >>> app = create_app(Settings.load(), WebSettings(token="a-long-secret"))  # doctest: +SKIP
+    >>> app = create_app(Settings.load(), WebSettings(token=os.environ["TOKEN"]))  # doctest: +SKIP
     >>> uvicorn.run(app, port=7433)                                            # doctest: +SKIP
     """
     if isinstance(target, Api):
@@ -98,7 +104,7 @@ def create_app(
 
     routes: list[BaseRoute] = [
         Mount("/static", StaticFiles(packages=[("conveyor.web", "static")]), name="static"),
-        *auth.routes,
+        *login.routes,
         Mount("/api", routes=api_routes.routes([r for e in found for r in e.api])),
     ]
     if settings.metrics:
@@ -107,13 +113,23 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        # Sessions made under a previous password or token end now, not at their expiry.
+        await run_in_threadpool(context.logins.revoke_stale)
         yield {}
         data_api.close()
 
+    async def body_too_large(request: Request, exc: Exception) -> Response:
+        return too_large(settings.max_body)
+
     app = Starlette(
         routes=routes,
+        # Outermost first: every answer is logged and carries the security headers; the Host
+        # and body checks come before anything reads the request.
         middleware=[
+            Middleware(AccessLogMiddleware, routes=routes, log_client_ip=settings.log_client_ip),
             Middleware(HeadersMiddleware),
+            Middleware(HostMiddleware, allowed=settings.host_allow_list),
+            Middleware(BodyLimitMiddleware, limit=settings.max_body),
             Middleware(
                 SessionMiddleware,
                 secret_key=settings.secret_key,
@@ -124,10 +140,11 @@ def create_app(
             ),
             Middleware(
                 auth.SecurityMiddleware,
-                settings=settings,
+                context=context,
                 api_prefixes=tuple(p for e in found for p in e.api_prefixes),
             ),
         ],
+        exception_handlers={BodyTooLarge: body_too_large},
         lifespan=lifespan,
     )
     app.state.conveyor_web = context

@@ -1,32 +1,40 @@
 """Authentication and CSRF enforcement for every route, denying by default.
 
 Who may in: a request with ``Authorization: Bearer <token>`` (the configured token), a browser
-session made by the login form (token or user and password; a signed cookie that ends when the
-credentials change), or anyone when anonymous access was explicitly allowed. Only the login
-page, static files and ``/healthz`` (and ``/metrics`` when made public) are open.
+session made by the login form (token or user and password; the signed cookie holds a session
+id that must still be live in Redis, see :mod:`conveyor.web.sessions`), or, when anonymous
+access was explicitly allowed, a client connecting from this machine. Only the login page,
+static files and ``/healthz`` (and ``/metrics`` when made public) are open.
 
 Every request that is not GET/HEAD/OPTIONS must also carry the session's CSRF token (header or
 form field), unless it was authenticated by a Bearer token. Refusals: 401 for the API without
-credentials, a redirect to the login page for pages, 403 for a missing or wrong CSRF token.
+credentials, a redirect to the login page for pages, 403 for a missing or wrong CSRF token,
+429 with ``Retry-After`` for a client that failed to log in too often (wrong Bearer tokens
+count as failed logins).
 """
 
 from __future__ import annotations
 
 import hmac
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+import anyio
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
-from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from conveyor.web import csrf
-from conveyor.web.config import WebSettings
-from conveyor.web.context import context_of
+from conveyor.web.config import is_loopback
+from conveyor.web.extension import WebContext
+from conveyor.web.sessions import Attempt
 
 #: Paths open without logging in.
 OPEN_PATHS = frozenset({"/login", "/healthz"})
+#: The session cookie's field holding the session id.
+SESSION_ID = "sid"
 
 
 def route_path(scope: Scope) -> str:
@@ -34,6 +42,16 @@ def route_path(scope: Scope) -> str:
     path = str(scope.get("path", ""))
     root = str(scope.get("root_path", ""))
     return path[len(root) :] or "/" if root and path.startswith(root) else path
+
+
+def client_address(scope: Scope) -> str:
+    """The connecting client's address as the server saw it (``"unknown"`` without one).
+
+    >>> client_address({"client": ("192.0.2.7", 50000)})
+    '192.0.2.7'
+    """
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
 
 
 def _bearer(scope: Scope) -> str | None:
@@ -44,18 +62,29 @@ def _bearer(scope: Scope) -> str | None:
     return None
 
 
-def _same(a: str, b: str) -> bool:
+def same(a: str, b: str) -> bool:
+    """Constant-time string comparison."""
     return hmac.compare_digest(a.encode(), b.encode())
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who a request is (``user`` ``None``: nobody), and a refusal to send instead, if any."""
+
+    user: str | None
+    by_bearer: bool = False
+    refusal: Response | None = None
 
 
 class SecurityMiddleware:
     """Runs inside Starlette's session middleware; sets ``request.state.user``."""
 
     def __init__(
-        self, app: ASGIApp, settings: WebSettings, api_prefixes: tuple[str, ...] = ()
+        self, app: ASGIApp, context: WebContext, api_prefixes: tuple[str, ...] = ()
     ) -> None:
         self.app = app
-        self.settings = settings
+        self.context = context
+        self.settings = context.settings
         #: Besides ``/api/``: prefixes answered like the API (JSON 401, no login redirect).
         self.api_prefixes = ("/api/", *api_prefixes)
 
@@ -64,12 +93,15 @@ class SecurityMiddleware:
             await self.app(scope, receive, send)
             return
         path = route_path(scope)
-        user, by_bearer = self._identify(scope)
-        if user is None and not self._open(path):
+        identity = await self._identify(scope, path)
+        if identity.refusal is not None:
+            await identity.refusal(scope, receive, send)
+            return
+        if identity.user is None and not self._open(path):
             await self._refuse(scope, path)(scope, receive, send)
             return
-        scope.setdefault("state", {})["user"] = user
-        if scope["method"] in csrf.SAFE_METHODS or by_bearer:
+        scope.setdefault("state", {})["user"] = identity.user
+        if scope["method"] in csrf.SAFE_METHODS or identity.by_bearer:
             await self.app(scope, receive, send)
             return
         supplied = _header_token(scope)
@@ -93,17 +125,33 @@ class SecurityMiddleware:
             return True
         return path == "/metrics" and self.settings.public_metrics
 
-    def _identify(self, scope: Scope) -> tuple[str | None, bool]:
-        settings = self.settings
+    async def _identify(self, scope: Scope, path: str) -> Identity:
         bearer = _bearer(scope)
         if bearer is not None:  # a wrong token never falls back to the session
-            ok = bool(settings.token) and _same(bearer, settings.token or "")
-            return ("token" if ok else None), ok
+            return await self._bearer_identity(scope, path, bearer)
         session = scope.get("session", {})
-        user = session.get("user")
-        if isinstance(user, str) and _same(str(session.get("cred", "")), settings.credential_id()):
-            return user, False
-        return ("anonymous" if settings.allow_anonymous else None), False
+        session_id = session.get(SESSION_ID)
+        if isinstance(session_id, str) and session_id:
+            user = await run_in_threadpool(self.context.logins.user_of, session_id)
+            if user is not None:
+                return Identity(user)
+            session.pop(SESSION_ID, None)  # ended or revoked: drop it from the cookie too
+        if self.settings.allow_anonymous and is_loopback(client_address(scope)):
+            return Identity("anonymous")
+        return Identity(None)
+
+    async def _bearer_identity(self, scope: Scope, path: str, bearer: str) -> Identity:
+        # A guesser is locked out before the comparison, so a right guess looks like the rest.
+        logins = self.context.logins
+        attempt = Attempt(client_address(scope))
+        wait = await run_in_threadpool(logins.retry_after, attempt)
+        if wait is not None:
+            return Identity(None, refusal=too_many(path, wait, self.api_prefixes))
+        token = self.settings.token
+        if token and same(bearer, token):
+            return Identity("token", by_bearer=True)
+        await anyio.sleep(await run_in_threadpool(logins.failed, attempt))
+        return Identity(None)
 
     def _refuse(self, scope: Scope, path: str) -> Response:
         if path.startswith(self.api_prefixes) or path == "/metrics" or scope["method"] != "GET":
@@ -115,6 +163,14 @@ class SecurityMiddleware:
             )
         root = str(scope.get("root_path", ""))
         return RedirectResponse(f"{root}/login?next={quote(root + path)}", 303)
+
+
+def too_many(path: str, wait: int, api_prefixes: tuple[str, ...] = ("/api/",)) -> Response:
+    """429 with ``Retry-After``: this client or user failed to log in too often."""
+    message = f"too many failed logins; try again in {wait} seconds"
+    response = _error(path, 429, message, api_prefixes)
+    response.headers["Retry-After"] = str(wait)
+    return response
 
 
 def _header_token(scope: Scope) -> str | None:
@@ -139,65 +195,3 @@ def safe_next(request: Request, target: Any) -> str:
     if isinstance(target, str) and target.startswith("/") and not target.startswith("//"):
         return target if "\\" not in target else root + "/"
     return root + "/"
-
-
-async def login_page(request: Request) -> Response:
-    web = context_of(request)
-    return web.render(
-        request,
-        "login.html",
-        next=safe_next(request, request.query_params.get("next")),
-        methods=web.settings.auth_methods,
-        error=None,
-    )
-
-
-async def login(request: Request) -> Response:
-    """Check the form's token or user and password; start a fresh session on success."""
-    web = context_of(request)
-    settings = web.settings
-    async with request.form() as form:
-        token, user, password = form.get("token"), form.get("user"), form.get("password")
-        target = safe_next(request, form.get("next"))
-    name: str | None = None
-    if isinstance(token, str) and token and settings.token and _same(token, settings.token):
-        name = "token"
-    elif (
-        settings.user is not None
-        and isinstance(user, str)
-        and isinstance(password, str)
-        and _same(user, settings.user)
-        and _same(password, settings.password or "")
-    ):
-        name = settings.user
-    if name is None:
-        return web.render(
-            request,
-            "login.html",
-            status_code=401,
-            next=target,
-            methods=settings.auth_methods,
-            error="Wrong token, user or password.",
-        )
-    request.session.clear()
-    request.session.update({"user": name, "cred": settings.credential_id()})
-    csrf.rotate(request.session)
-    return RedirectResponse(target, 303)
-
-
-async def logout(request: Request) -> Response:
-    request.session.clear()
-    csrf.rotate(request.session)
-    return RedirectResponse(f"{request.scope.get('root_path', '')}/login", 303)
-
-
-async def healthz(request: Request) -> Response:
-    return PlainTextResponse("ok")
-
-
-routes = [
-    Route("/login", login_page, methods=["GET"]),
-    Route("/login", login, methods=["POST"]),
-    Route("/logout", logout, methods=["POST"]),
-    Route("/healthz", healthz, methods=["GET"]),
-]

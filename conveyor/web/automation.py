@@ -45,7 +45,7 @@ from conveyor.errors import (
     WorkflowNotFound,
     WorkflowUrlError,
 )
-from conveyor.web.context import WebExtension, context_of
+from conveyor.web.extension import WebExtension, context_of
 
 if TYPE_CHECKING:
     from conveyor.automation.engine import Automation

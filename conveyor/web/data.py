@@ -216,6 +216,8 @@ def operation_summary(record: OperationRecord | FinishedOperationRecord) -> dict
         "completed_at": record.completed_at,
         "finished_at": finished_at,
         "expires_in": expires_in,
+        # Why the failure e-mail was not delivered (status notify_failed): never an address.
+        "notify_error": record.notify_error if isinstance(record, OperationRecord) else "",
     }
 
 

@@ -25,7 +25,7 @@ from starlette.responses import Response
 
 from conveyor.features import metrics
 from conveyor.features.cron import Cron
-from conveyor.web.context import WebContext, context_of
+from conveyor.web.extension import WebContext, context_of
 
 #: Worker-side counter series -> (metric name, help).
 COUNTERS = {

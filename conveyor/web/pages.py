@@ -19,7 +19,7 @@ from conveyor.api import RedisError
 from conveyor.errors import NotFoundError
 from conveyor.web import data
 from conveyor.web.charts import history_svg
-from conveyor.web.context import WebContext, context_of
+from conveyor.web.extension import WebContext, context_of
 
 #: ``(context, request) -> (template, values)``, run in a worker thread.
 Page = Callable[[WebContext, Request], tuple[str, dict[str, Any]]]

@@ -30,7 +30,7 @@ from conveyor.automation.engine import AUTOMATION
 from conveyor.automation.settings import AutomationSettings, LeaderElection, Workflow
 from conveyor.errors import NotFoundError
 from conveyor.web.automation import SETTINGS_ENV, EngineRef
-from conveyor.web.context import NavItem, WebContext, WebExtension
+from conveyor.web.extension import NavItem, WebContext, WebExtension
 from conveyor.web.pages import page
 
 if TYPE_CHECKING:

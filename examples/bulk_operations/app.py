@@ -68,7 +68,7 @@ class SecurityLabelUpdate(BulkOperation):
     title = "Security label update"
     batch_size = 50
 
-    def collect(self, parameters: dict[str, Any], user_id: str) -> Iterable[Entity]:
+    def collect(self, parameters: dict[str, Any], user_id: int | str) -> Iterable[Entity]:
         rows = connection().execute(
             "SELECT id, name, full_path FROM projects WHERE group_path = ? ORDER BY id",
             (parameters["group"],),
@@ -96,7 +96,7 @@ class SecurityLabelUpdate(BulkOperation):
         return None
 
 
-def recipient(user_id: str) -> str | None:
+def recipient(user_id: int | str) -> str | None:
     row = connection().execute("SELECT email FROM users WHERE id = ?", (user_id,)).fetchone()
     return None if row is None else str(row[0])
 

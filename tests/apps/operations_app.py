@@ -23,7 +23,9 @@ from conveyor.features.operations import BulkOperation, BulkOperations, Entity, 
 
 app = App(Settings.load())
 side = redis.Redis.from_url(os.environ["CONVEYOR_REDIS_URL"], decode_responses=True)
-operations = BulkOperations(app, recipient={"7": "ada@example.com"}.get)
+# Keyed by int: the lookup gets the user id in the type start() was given (7, not "7").
+users: dict[int | str, str] = {7: "ada@example.com"}
+operations = BulkOperations(app, recipient=users.get)
 
 
 def _bounded_wait(key: str, seconds: float) -> None:
@@ -36,7 +38,7 @@ class SideUpdate(BulkOperation):
     operation_type = "side_update"
     title = "Side update"
 
-    def collect(self, parameters: dict[str, Any], user_id: str) -> Iterable[Entity]:
+    def collect(self, parameters: dict[str, Any], user_id: int | str) -> Iterable[Entity]:
         return [
             Entity(i, "Project", f"project {i}", f"acme/project-{i}")
             for i in range(int(parameters["n"]))

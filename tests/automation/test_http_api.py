@@ -306,10 +306,10 @@ def test_realtime_task_runs_the_example_ansible_playbook(tmp_path: Path, app: Ap
 
 def test_a_logged_in_browser_needs_the_csrf_token(app: App, automation: Automation) -> None:
     from starlette.testclient import TestClient
-    from support.web import login
+    from support.web import LOCAL, login
 
     web = create_app(app, WebSettings(token=TOKEN), extensions=[automation_extension(automation)])
-    with TestClient(web) as browser:
+    with TestClient(web, base_url=LOCAL) as browser:
         csrf = login(browser)
         refused = browser.post("/automation/workflows/open")
         assert refused.status_code == 403

@@ -104,3 +104,43 @@ def test_watch_gives_up_after_its_timeout(cli: CliRunner, store: OperationStore)
     result = cli.invoke(main, ["ops", "watch", op_id, "--interval", "0.05", "--timeout", "0.2"])
     assert result.exit_code == 1
     assert f"operation {op_id} still running after 0.2s (0/10)" in result.output
+
+
+def test_watch_tells_the_truth_when_the_e_mail_is_not_delivered(
+    cli: CliRunner, store: OperationStore
+) -> None:
+    """``ops watch`` used to say "still running" while the completion job retried a MailError
+    (issue 19)."""
+    op_id = store.create_operation("attribute_update", 7, 2, {})
+    store.record_batch(op_id, "0", 1, [])
+    fail(store, op_id, 2, "1")  # every item counted: completed, e-mail pending
+    pending = cli.invoke(main, ["ops", "watch", op_id, "--interval", "0.05", "--timeout", "0.2"])
+    assert pending.exit_code == 1
+    assert "all 2/2 items processed; waiting for the completion job" in pending.output
+    assert "still running" not in pending.output
+    store.mark_notify_failed(op_id, "SMTP server mail.example.com:587 (starttls) failed")
+    failed = cli.invoke(main, ["ops", "watch", op_id, "--interval", "0.05", "--timeout", "5"])
+    assert failed.exit_code == 1
+    assert "but its failure e-mail was not delivered: SMTP server mail.example.com" in (
+        failed.output
+    )
+    shown = run(cli, "ops", "show", op_id)
+    assert "notify_failed" in shown.output and "NOT DELIVERED" in shown.output
+    assert f"conveyor ops resend {op_id}" in shown.output
+
+
+def test_resend_and_dismiss_a_notify_failed_operation(
+    cli: CliRunner, store: OperationStore, r: redis.Redis
+) -> None:
+    op_id = store.create_operation("attribute_update", 7, 1, {})
+    fail(store, op_id, 1, "0")
+    early = cli.invoke(main, ["ops", "dismiss", op_id])
+    assert early.exit_code == 1 and "only one whose e-mail could not be delivered" in early.output
+    store.mark_notify_failed(op_id, "no e-mail address was found for the operation's user")
+    resent = run(cli, "ops", "resend", op_id[:8], "--queue", "ops")
+    assert resent.exit_code == 0, resent.output
+    [job] = [json.loads(raw) for raw in r.lrange("queue:ops", 0, -1)]
+    assert (job["class"], job["args"]) == ("conveyor.BulkOperationCompletion", [op_id])
+    dismissed = run(cli, "ops", "dismiss", op_id)
+    assert dismissed.exit_code == 0 and f"operation {op_id} dismissed" in dismissed.output
+    assert store.get_operation(op_id) is None and store.finished(op_id) is not None

@@ -131,7 +131,10 @@ def test_maintenance_commands_by_name_and_their_usage_errors(
     m = App(settings)
     m.enqueue("Gone", 1)
     m.enqueue("Gone", 2, queue="low")
-    out = run(cli, "compat", "remove-jobs", "Gone", "Other", "--json")
+    typo = cli.invoke(main, ["compat", "remove-jobs", "Gone", "Other"])
+    assert typo.exit_code == 1 and "no job class named 'Other'" in typo.output
+    assert "--allow-unknown" in typo.output and m.store.client.llen("queue:default") == 1
+    out = run(cli, "compat", "remove-jobs", "Gone", "Other", "--allow-unknown", "--json")
     report = json.loads(out.output)
     assert report["removed"] == {"queue:default": 1, "queue:low": 1} and report["total"] == 2
     m.enqueue("Job", 1, queue="a")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from support import PYTHON, ROOT, python_env
+from support import PYTHON, ROOT, protected_redis, python_env
 
 pytestmark = pytest.mark.slow
 
@@ -49,6 +49,14 @@ def test_demo_on_a_given_redis_leaves_no_keys_and_touches_nothing(
     assert list(r.scan_iter(match="conveyor-demo*")) == []
     assert r.lrange("queue:default", 0, -1) == ['{"class":"Mine","args":[],"jid":"keep"}']
     assert r.get("stat:processed") == "7"
+
+
+def test_demo_masks_the_password_of_its_redis(tmp_path: Path) -> None:
+    with protected_redis(tmp_path, "s3cret-pw") as url:
+        done = _conveyor("--redis-url", url, "demo", env=python_env(COLUMNS="200"))
+    _check_report(done)
+    assert f"on {url.replace('default:s3cret-pw@', '')} (keys under" in done.stdout
+    assert "s3cret-pw" not in done.stdout + done.stderr
 
 
 def test_demo_on_the_embedded_server(tmp_path: Path) -> None:

@@ -67,3 +67,11 @@ def test_check_fails_on_dedup_without_idempotency(cli: CliRunner) -> None:
     assert "1 error(s) in job declarations" in bad.output
     good = cli.invoke(main, ["check", "-r", "apps.cli.clean_app"])
     assert good.exit_code == 0 and good.output.strip() == "ok"
+
+
+def test_check_strict_fails_jobs_that_do_not_declare_idempotency(cli: CliRunner) -> None:
+    relaxed = cli.invoke(main, ["check", "-r", "apps.cli.clean_app"])
+    assert relaxed.exit_code == 0
+    strict = cli.invoke(main, ["check", "--strict", "-r", "apps.cli.clean_app"])
+    assert strict.exit_code == 1, strict.output
+    assert "declares neither idempotent=True nor idempotent=False" in strict.output

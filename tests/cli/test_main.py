@@ -8,19 +8,20 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
 from click.testing import CliRunner, Result
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
-from support import PYTHON, ROOT, python_env
-from support.web import BEARER, TOKEN
+from support import PYTHON, ROOT, protected_redis, python_env
+from support.web import BEARER, LOCAL, TOKEN
 
 from conveyor import App, Settings
 from conveyor.api import Api
 from conveyor.cli import main
-from conveyor.cli.context import CliState
+from conveyor.cli.common import CliState
 from conveyor.cli.worker import child_argv
 from conveyor.web import WebSettings, create_app
 
@@ -197,6 +198,17 @@ def test_redis_url_prints_the_configured_url(cli: CliRunner, redis_url: str) -> 
     assert run(cli, "redis", "url").output.strip() == redis_url
 
 
+def test_redis_url_and_errors_mask_the_password(tmp_path: Path) -> None:
+    with protected_redis(tmp_path, "s3cret-pw") as url:
+        shown = CliRunner().invoke(main, ["--redis-url", url, "redis", "url"])
+        assert shown.exit_code == 0
+        assert shown.output.strip() == url.replace("default:s3cret-pw@", "")
+        assert "Conveyor stats" in CliRunner().invoke(main, ["--redis-url", url, "stats"]).output
+    bad = CliRunner().invoke(main, ["--redis-url", "http://ops:s3cret-pw@x", "stats"])
+    assert bad.exit_code == 1 and "'http://x' must start with" in bad.output
+    assert "s3cret-pw" not in bad.output
+
+
 def test_worker_reports_a_bad_app_module(cli: CliRunner) -> None:
     missing = cli.invoke(main, ["worker", "-r", "apps.does_not_exist"])
     assert missing.exit_code == 1 and "cannot import app module 'apps.does_not_exist'" in (
@@ -238,7 +250,9 @@ def test_console_script_runs_a_burst_worker(redis_url: str, settings: Settings) 
 def processed_metric(settings: Settings, job_class: str) -> float | None:
     """``conveyor_jobs_processed_total`` for ``job_class`` as ``/metrics`` shows it."""
     app = App(settings)
-    with TestClient(create_app(app, WebSettings(token=TOKEN)), headers=BEARER) as client:
+    with TestClient(
+        create_app(app, WebSettings(token=TOKEN)), headers=BEARER, base_url=LOCAL
+    ) as client:
         text = client.get("/metrics").text
     app.close()
     for family in text_string_to_metric_families(text):

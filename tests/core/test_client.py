@@ -207,3 +207,120 @@ def test_bulk_of_a_class_with_client_middleware_still_runs_it(app: App, r: redis
     jids = once.bulk_perform_async([[1], [1], [2]])
     assert len(jids) == 2  # the twin was dropped by deduplication
     assert r.llen("queue:default") == 2
+
+
+# -- asyncio enqueue (issue 19) -------------------------------------------------------------------
+
+
+def _enqueue_everything(app: App, plain: Any, once: Any) -> list[Any]:
+    """The calls compared below, as (name, callable returning a coroutine or a result)."""
+    floats = [1e-05, 1e16, 2.5, 1234567890123456.0, -0.0, 0.1 + 0.2]
+    text = ['ü€ "quoted" \\ /', "\u2028", "😀", {"nested": ["ñ", None, True]}]
+    low = plain.set(queue="low", retry=3, backtrace=4, dead=False, retry_queue="later")
+    tagged = plain.set(tags=["a", "b"], wal_locations={"main": "16/B374D848"})
+    return [
+        ("floats", plain.perform_async, plain.aperform_async, floats),
+        ("unicode", plain.perform_async, plain.aperform_async, text),
+        ("options", low.perform_async, low.aperform_async, [1]),
+        ("tags+wal", tagged.perform_async, tagged.aperform_async, [2]),
+        ("dedup", once.perform_async, once.aperform_async, [3]),
+    ]
+
+
+def test_async_enqueue_writes_the_same_bytes_as_sync(
+    r: redis.Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Must show (issue 19): aperform_async & co. write byte-identical payloads, through the
+    same middleware (deduplication's Lua claim included), for floats, unicode, options,
+    scheduled and bulk enqueues."""
+    import asyncio
+
+    from conveyor import Settings
+    from conveyor.core import client as client_mod
+
+    app = App(Settings(redis_url=redis_url), clock=FakeClock(1_700_000_000.25))
+
+    @app.job()
+    def plain(*args: Any) -> None: ...
+
+    @app.job(idempotent=True)
+    def once(*args: Any) -> None: ...
+
+    def jid_sequence() -> None:
+        jids = iter(f"{i:024x}" for i in range(1000))
+        monkeypatch.setattr(client_mod, "new_jid", lambda: next(jids))
+        monkeypatch.setattr(client_mod, "new_jids", lambda n: [next(jids) for _ in range(n)])
+
+    def snapshot() -> dict[str, Any]:
+        out: dict[str, Any] = {key: r.lrange(key, 0, -1) for key in sorted(r.keys("queue:*"))}
+        out["schedule"] = r.zrange("schedule", 0, -1, withscores=True)
+        out["dedup"] = sorted((k, r.hgetall(k)) for k in r.keys("conveyor:dedup:*"))
+        out["queues"] = sorted(r.smembers("queues"))
+        return out
+
+    calls = _enqueue_everything(app, plain, once)
+    jid_sequence()
+    sync_results = [sync(*args) for _, sync, _, args in calls]
+    sync_results.append(plain.perform_in(dt.timedelta(minutes=5), 4.5))
+    sync_results.append(app.enqueue("Ruby::Worker", 1.5, "x", queue="ruby"))
+    sync_results.append(once.perform_async(3))  # the twin: dropped
+    sync_bulk = plain.bulk_perform_async([[1.0], ["ü"], []], batch_size=2)
+    sync_bulk += once.bulk_perform_async([[7], [7], [8]])
+    expected = snapshot()
+    r.flushall()
+
+    async def main() -> list[Any]:
+        jid_sequence()
+        out = [await asynchronous(*args) for _, _, asynchronous, args in calls]
+        out.append(await plain.aperform_in(dt.timedelta(minutes=5), 4.5))
+        out.append(await app.aenqueue("Ruby::Worker", 1.5, "x", queue="ruby"))
+        out.append(await once.aperform_async(3))
+        bulk = await plain.abulk_perform_async([[1.0], ["ü"], []], batch_size=2)
+        bulk += await once.abulk_perform_async([[7], [7], [8]])
+        out.append(bulk)
+        await app.aclose()
+        return out
+
+    *async_results, async_bulk = asyncio.run(main())
+    assert snapshot() == expected
+    assert [(x.jid, x.queued, x.dropped) for x in async_results] == [
+        (x.jid, x.queued, x.dropped) for x in sync_results
+    ]
+    assert async_bulk == sync_bulk and len(sync_bulk) == 5
+    assert not sync_results[-1] and sync_results[-1].dropped.startswith("duplicate of")
+    assert json.loads(expected["queue:low"][0])["retry_queue"] == "later"
+    tagged = [json.loads(p) for p in expected["queue:default"] if '"tags"' in p]
+    assert tagged[0]["wal_locations"] == {"main": "16/B374D848"}
+    app.close()
+
+
+def test_async_enqueue_works_from_several_event_loops(app: App, r: redis.Redis) -> None:
+    """A redis.asyncio connection belongs to its loop: each asyncio.run gets its own client
+    (and closes it with app.aclose(), as an ASGI lifespan would)."""
+    import asyncio
+
+    @app.job()
+    def ping(n: int) -> None: ...
+
+    async def one(n: int) -> bool:
+        try:
+            return bool(await ping.aperform_async(n))
+        finally:
+            await app.aclose()
+
+    assert all(asyncio.run(one(n)) for n in range(3))
+    assert r.llen("queue:default") == 3
+
+
+def test_async_enqueue_honours_the_testing_modes(app: App, r: redis.Redis) -> None:
+    import asyncio
+
+    ran: list[int] = []
+
+    @app.job()
+    def work(n: int) -> None:
+        ran.append(n)
+
+    with app.testing.inline():
+        asyncio.run(work.aperform_async(5))
+    assert ran == [5] and r.llen("queue:default") == 0

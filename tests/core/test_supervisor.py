@@ -15,7 +15,7 @@ import psutil
 import pytest
 from support import PYTHON, ROOT, python_env, wait_for
 
-from conveyor import App, Settings
+from conveyor import App, ConfigurationError, Settings
 from conveyor.api import Api
 from conveyor.core.supervisor import Backoff, Supervisor
 
@@ -179,3 +179,12 @@ def test_children_stop_when_the_supervisor_is_killed(
     # Orphans notice their parent is gone, stop gracefully and unregister.
     wait_for(lambda: not any(_running(pid) for pid in children), timeout=15)
     assert api.processes.list() == []
+
+
+def test_a_password_on_a_child_command_line_is_refused() -> None:
+    argv = [PYTHON, "-m", "conveyor.cli", "--redis-url", "redis://:hunter2@cache:6379/0", "worker"]
+    with pytest.raises(ConfigurationError) as refused:
+        Supervisor(argv, 2)
+    assert "'redis://cache:6379/0' holds a password" in str(refused.value)
+    assert "hunter2" not in str(refused.value)
+    assert Supervisor([*argv[:3], "worker"], 2).argv[-1] == "worker"

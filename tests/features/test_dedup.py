@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import datetime as dt
 import json
 import threading
 
@@ -8,6 +9,7 @@ import redis
 from support import run_burst, running_worker, wait_for
 
 from conveyor import App, ConfigurationError, Job
+from conveyor.core.processor import Processor
 from conveyor.features.dedup import deduplicate, digest, perform_twice
 from conveyor.features.flags import Flags
 from conveyor.redis.dedup import DedupStore
@@ -15,6 +17,11 @@ from conveyor.redis.dedup import DedupStore
 
 def queued(r: redis.Redis, queue: str = "default") -> list[dict[str, object]]:
     return [json.loads(x) for x in reversed(r.lrange(f"queue:{queue}", 0, -1))]
+
+
+def retry_now(app: App, r: redis.Redis) -> None:
+    """What the scheduler does when a retry is due: move it to its queue, as it is."""
+    app.store.promote("retry", [(raw, "default", raw) for raw in r.zrange("retry", 0, -1)])
 
 
 def test_idempotent_duplicates_are_dropped_until_executing(app: App, r: redis.Redis) -> None:
@@ -75,10 +82,46 @@ def test_until_executed_drops_twins_while_running_and_releases_after(
         assert flush.perform_async(1), "released when it finished"
 
 
-def test_until_executed_releases_on_failure_so_retries_are_not_swallowed(
+def test_until_executed_keeps_its_key_while_the_job_waits_for_its_retry(
     app: App, r: redis.Redis
 ) -> None:
+    """GitLab's semantics (issue 19): a twin enqueued while the failed job waits for its
+    retry is dropped (the retry covers it); the key goes when the retry succeeds."""
+    attempts: list[int] = []
+
     @app.job(idempotent=True, deduplicate=deduplicate("until_executed"))
+    def flaky(x: int) -> None:
+        attempts.append(x)
+        if len(attempts) == 1:
+            raise RuntimeError("boom")
+
+    first = flaky.perform_async(1)
+    run_burst(app)
+    assert r.zcard("retry") == 1
+    twin = flaky.perform_async(1)
+    assert not twin and twin.dropped == f"duplicate of {first.jid}"
+    retry_now(app, r)
+    run_burst(app)
+    assert attempts == [1, 1] and r.llen("queue:default") == 0
+    assert not r.keys("conveyor:dedup:*")
+    assert flaky.perform_async(1)
+
+
+def test_until_executed_key_goes_when_the_job_dies(app: App, r: redis.Redis) -> None:
+    @app.job(idempotent=True, deduplicate="until_executed", retry=1)
+    def doomed(x: int) -> None:
+        raise RuntimeError("boom")
+
+    doomed.perform_async(1)
+    run_burst(app)
+    assert r.keys("conveyor:dedup:*")  # waiting for its one retry
+    retry_now(app, r)
+    run_burst(app)
+    assert r.zcard("dead") == 1 and not r.keys("conveyor:dedup:*")
+
+
+def test_until_executed_can_release_on_failure_as_before(app: App, r: redis.Redis) -> None:
+    @app.job(idempotent=True, deduplicate=deduplicate("until_executed", release_on_failure=True))
     def fails(x: int) -> None:
         raise RuntimeError("boom")
 
@@ -87,6 +130,24 @@ def test_until_executed_releases_on_failure_so_retries_are_not_swallowed(
     assert r.zcard("retry") == 1
     assert not r.keys("conveyor:dedup:*")
     assert fails.perform_async(1)
+
+
+def test_per_job_hooks_keep_the_key_for_a_retry_too(app: App, r: redis.Redis) -> None:
+    @app.job(idempotent=True, deduplicate="until_executed")
+    def fails(x: int) -> None:
+        raise RuntimeError("boom")
+
+    fails.perform_async(1)
+    job = json.loads(r.rpop("queue:default") or "")
+    processor = Processor(app)
+    try:
+        instance = fails.instantiate()
+        instance.job = job
+        with pytest.raises(RuntimeError):
+            processor.run(fails, instance, job, "default", json.dumps(job))
+    finally:
+        processor.runner.close()
+    assert r.hget(f"conveyor:dedup:{job['idempotency_key']}", "jid") == job["jid"]
 
 
 def test_reschedule_once_runs_exactly_one_extra_time(app: App, r: redis.Redis) -> None:
@@ -200,21 +261,47 @@ def test_wal_locations_keep_the_newest_lsn_per_database(app: App, r: redis.Redis
     assert seen == [{"main": "0/D525E3B0", "ci": "1/A0", "sec": "2/00"}]
 
 
-def test_feature_flag_switches_deduplication_off(app: App, r: redis.Redis) -> None:
+def test_feature_flag_gates_deduplication_and_unset_means_off(app: App, r: redis.Redis) -> None:
+    """One rule for flags (docs/flags.md): a flag never set is off, here as on a job gate."""
+
     @app.job(idempotent=True, deduplicate=deduplicate(feature_flag="dedup_refresh"))
     def refresh(x: int) -> None: ...
 
-    assert refresh.perform_async(1) and not refresh.perform_async(1)
+    assert refresh.perform_async(1) and refresh.perform_async(1)  # unset: off, no dedup
+    Flags.of(app).enable("dedup_refresh")
+    assert refresh.perform_async(2) and not refresh.perform_async(2)
     Flags.of(app).disable("dedup_refresh")
-    assert refresh.perform_async(1) and refresh.perform_async(1)
-    assert r.llen("queue:default") == 3
+    assert refresh.perform_async(3) and refresh.perform_async(3)
+    assert r.llen("queue:default") == 5
 
 
-def test_declaration_mistakes_are_refused() -> None:
+def test_declaration_mistakes_are_refused(app: App) -> None:
     with pytest.raises(ConfigurationError, match="strategy 'until_done'"):
         deduplicate("until_done")  # type: ignore[arg-type]
-    with pytest.raises(ConfigurationError, match="ttl must be seconds > 0"):
+    with pytest.raises(ConfigurationError, match="ttl=0 must be a number of seconds > 0"):
         deduplicate(ttl=0)
+    with pytest.raises(ConfigurationError, match="including_scheduled='yes' must be True or False"):
+        deduplicate(including_scheduled="yes")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="reschedule_once' needs strategy 'until_exec"):
+        deduplicate("until_executing", if_deduplicated="reschedule_once")
+    with pytest.raises(ConfigurationError, match="deduplicate='until_done' is not a strategy"):
+        app.job(idempotent=True, deduplicate="until_done")(lambda x: None)
+    with pytest.raises(ConfigurationError, match="idempotent='yes' must be True or False"):
+        app.job(idempotent="yes")(lambda x: None)
+
+
+def test_ruby_style_strategy_names_and_timedelta_ttls(app: App, r: redis.Redis) -> None:
+    """``deduplicate="until_executed"`` is what Ruby's ``deduplicate :until_executed`` reads
+    as; it used to be accepted and then make every enqueue raise (issue 19)."""
+
+    @app.job(idempotent=True, deduplicate="until_executed")
+    def sync(x: int) -> None: ...
+
+    first = sync.perform_async(1)
+    assert first and not sync.perform_async(1)
+    assert deduplicate(ttl=dt.timedelta(minutes=5)).ttl == 300.0
+    key = f"conveyor:dedup:{digest(sync, [1])}"
+    assert 0 < r.pttl(key) <= 6 * 3600 * 1000
 
 
 def test_perform_twice_runs_the_real_job_twice(app: App, r: redis.Redis) -> None:

@@ -9,8 +9,7 @@ from conveyor.features.flags import Flags, actor_bucket
 
 def test_boolean_flags_round_trip_through_redis(app: App, r: redis.Redis) -> None:
     flags = Flags(app, cache_ttl=0)
-    assert not flags.enabled("new_billing")
-    assert flags.enabled("new_billing", default=True)
+    assert not flags.enabled("new_billing")  # never set: off (one rule, docs/flags.md)
     flags.enable("new_billing", description="the new billing path")
     assert flags.enabled("new_billing")
     other = Flags(App(app.settings), cache_ttl=0)  # another process's view
@@ -61,4 +60,23 @@ def test_gated_job_class_is_not_enqueued_while_its_flag_is_off(app: App, r: redi
     assert r.llen("queue:default") == 0
     Flags.of(app).enable("new_exporter")
     assert export.perform_async(2)
+    assert r.llen("queue:default") == 1
+
+
+def test_the_gate_reads_flags_from_asyncio_too(app: App, r: redis.Redis) -> None:
+    import asyncio
+
+    @app.job(feature_flag="async_exporter")
+    def export(i: int) -> None: ...
+
+    async def main() -> tuple[bool, bool]:
+        try:
+            off = bool(await export.aperform_async(1))
+            Flags.of(app).enable("async_exporter")
+            on = bool(await export.aperform_async(2))
+            return off, on
+        finally:
+            await app.aclose()
+
+    assert asyncio.run(main()) == (False, True)
     assert r.llen("queue:default") == 1

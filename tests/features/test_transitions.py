@@ -166,13 +166,13 @@ def test_removal_through_the_deprecated_no_op(
             raise AssertionError("a deprecated job's perform must not run")
 
     OldWorker.perform_async(1)
-    old.enqueue("ExampleWorker", 2, "an-extra-argument@example.com", {"k": [1]})
+    # Arguments this release's class does not take (pushed raw: enqueue would refuse them).
+    extra = [2, "an-extra-argument@example.com", {"k": [1]}]
+    old.client.push_payload({"class": "ExampleWorker", "args": extra})
     caplog.set_level(logging.INFO, logger="conveyor.transitions")
     worker = run_burst(new)
     assert worker.counters.processed == 2 and retrying(r) == 0 and ran == []
-    notes = [
-        rec.getMessage() for rec in caplog.records if rec.name == "conveyor.transitions"
-    ]
+    notes = [rec.getMessage() for rec in caplog.records if rec.name == "conveyor.transitions"]
     assert len(notes) == 1 and "ExampleWorker is deprecated" in notes[0], "logged once"
     assert "example.com" not in notes[0], "no arguments in the log"
 

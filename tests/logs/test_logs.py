@@ -11,7 +11,6 @@ import re
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
@@ -20,6 +19,7 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from support import ROOT, StartProcess, run_burst, wait_for
+from support.logs import Captured, log_pipeline
 
 from conveyor import App, Settings, logs, pytest_plugin
 from conveyor.errors import ConfigurationError, MissingLogContext
@@ -28,50 +28,11 @@ from conveyor.logs import scrub
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z$")
 
 
-class Captured:
-    """What a configured pipeline wrote, as text and as parsed JSON lines."""
-
-    def __init__(self, stream: io.StringIO) -> None:
-        self.stream = stream
-
-    @property
-    def text(self) -> str:
-        return self.stream.getvalue()
-
-    def lines(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.text.splitlines() if line.strip()]
-
-
 @pytest.fixture
 def pipeline() -> Iterator[Callable[..., Captured]]:
-    """``pipeline(fmt="json", **settings)`` configures conveyor.logs onto a buffer; everything
-    it changed (root handler and level, structlog, environment, process context, hash key) is
-    put back afterwards."""
-    root = logging.getLogger()
-    level, handlers = root.level, list(root.handlers)
-    was_configured = structlog.is_configured()
-    config = structlog.get_config()
-    environment = logs.set_environment(None)
-    logs.set_environment(environment)
-    hash_key = scrub.default_scrubber().hash_key
-
-    def configure(fmt: str = "json", **changes: Any) -> Captured:
-        stream = io.StringIO()
-        logs.configure(Settings(log_format=fmt, log_level="DEBUG", **changes), stream=stream)
-        return Captured(stream)
-
-    yield configure
-    for handler in root.handlers:
-        if handler not in handlers:
-            root.removeHandler(handler)
-    root.setLevel(level)
-    if was_configured:
-        structlog.configure(**config)
-    else:
-        structlog.reset_defaults()
-    logs.set_environment(environment)
-    logs.unbind_process("worker", "role")
-    scrub.default_scrubber().hash_key = hash_key
+    """``pipeline(fmt="json", **settings)``: conveyor.logs onto a buffer, put back after."""
+    with log_pipeline() as configure:
+        yield configure
 
 
 # -- shape --------------------------------------------------------------------------------------
@@ -512,3 +473,23 @@ def test_uvicorn_lines_lose_their_colour_copy_and_keep_the_message() -> None:
     handler.emit(record)
     line = json.loads(stream.getvalue())
     assert line["event"] == "Started 7" and "color_message" not in line
+
+
+def test_the_hint_fixes_what_is_missing(pipeline: Callable[..., Captured]) -> None:
+    """MissingLogContext always suggested passing ``status`` (issue 19)."""
+    pipeline("json", env="test")
+    with pytest.raises(MissingLogContext) as caught:
+        logs.import_logger("project_export", None).info("stage started", status="running")
+    hint = str(caught.value)
+    assert "give import_id to import_logger(importer, import_id)" in hint
+    assert "status=" not in hint
+    with pytest.raises(MissingLogContext) as caught:
+        logs.log_record(logs.import_logger("p", "imp-2"), "issue", None, "imported")
+    assert "log_record(log, record_type, record_id, status)" in str(caught.value)
+    assert "status=" not in str(caught.value)
+    with pytest.raises(MissingLogContext) as caught:
+        logs.import_logger("p", "imp-3").info("stage started")
+    assert "log.info('stage started', status='running')" in str(caught.value)
+    with pytest.raises(MissingLogContext) as caught:
+        logs.import_logger("p", "imp-4", project_id=None).info("x", status="running")
+    assert "pass project_id on the call" in str(caught.value)

@@ -53,6 +53,7 @@ def test_create_writes_the_seed_hash_with_a_72_hour_ttl(
         "id": op_id,
         "operation_type": "attribute_update",
         "user_id": "7",
+        "user_id_type": "int",
         "parameters": '{"attribute_ids":[1,2],"mode":"ADD"}',
         "status": "pending",
         "total_items": "3",

@@ -14,8 +14,11 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 from conveyor import App, Worker
+
+T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parents[2]
 TESTS = ROOT / "tests"
@@ -43,15 +46,25 @@ def python_env(**extra: str) -> dict[str, str]:
 
 
 def wait_for(
-    predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.02
-) -> None:
-    """Poll ``predicate`` until it is truthy; fail the test after ``timeout`` seconds."""
+    predicate: Callable[[], T | None],
+    timeout: float = 10.0,
+    what: str = "",
+    *,
+    interval: float = 0.02,
+) -> T:
+    """Poll ``predicate`` until it returns something truthy and return that; fail the test
+    after ``timeout`` seconds, saying ``what`` was awaited (the only wait helper of the suite).
+
+    >>> row = wait_for(lambda: r.hget("h", "k"), 5, "the row")     # doctest: +SKIP
+    """
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what or predicate}")
         time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s: {predicate}")
 
 
 def run_burst(app: App, timeout: float = 30.0) -> Worker:
@@ -76,3 +89,40 @@ def running_worker(app: App) -> Iterator[Worker]:
         worker.stop()
         thread.join(30)
         assert not thread.is_alive(), "worker did not stop within 30s"
+
+
+@contextmanager
+def protected_redis(directory: Path, password: str) -> Iterator[str]:
+    """A real redis-server with ``requirepass`` (set in a 0600 config file, so not on its own
+    command line) for the block; yields its URL with the password."""
+    import shutil
+
+    import redis
+
+    from conveyor.redis.embedded import find_server_binary
+
+    conf = directory / "redis.conf"
+    conf.touch(mode=0o600)
+    port = free_port()
+    conf.write_text(
+        f"port {port}\nbind 127.0.0.1\nsave ''\nappendonly no\ndir {directory}\n"
+        f"requirepass {password}\n"
+    )
+    binary = shutil.which("redis-server") or find_server_binary()
+    proc = subprocess.Popen([binary, str(conf)], stdout=subprocess.DEVNULL)
+    url = f"redis://default:{password}@127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+
+    def answers() -> bool:
+        try:
+            return bool(client.ping())
+        except redis.ConnectionError:
+            return False
+
+    try:
+        wait_for(answers, timeout=20)
+        yield url
+    finally:
+        client.close()
+        proc.terminate()
+        proc.wait(10)

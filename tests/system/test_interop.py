@@ -31,7 +31,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import pytest
 import redis
 from apps.interop_app import RAN_KEY, create_app
-from support import PYTHON, TESTS, python_env
+from support import PYTHON, TESTS, python_env, wait_for
 
 from conveyor import App, Settings, Worker
 from conveyor.api import Api
@@ -98,18 +98,6 @@ def url_with_db(url: str, db: int) -> str:
         query["db"] = str(db)
         return urlunsplit(parts._replace(query=urlencode(query)))
     return urlunsplit(parts._replace(path=f"/{db}"))
-
-
-def wait_for(condition: Callable[[], T | None], timeout: float, what: str) -> T:
-    """Poll ``condition`` until it returns something truthy, at most ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def records(client: redis.Redis) -> list[dict[str, Any]]:

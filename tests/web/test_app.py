@@ -14,7 +14,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.testclient import TestClient
 from support import run_burst
-from support.web import BEARER, TOKEN, csrf_of, login
+from support.web import BEARER, LOCAL, TOKEN, csrf_of, login
 
 from conveyor import App, Settings
 from conveyor.features.cron import Cron, CronEntry
@@ -38,7 +38,7 @@ def app(settings: Settings) -> Iterator[App]:
 
 @pytest.fixture
 def client(app: App) -> Iterator[TestClient]:
-    with TestClient(create_app(app, WebSettings(token=TOKEN)), headers=BEARER) as c:
+    with TestClient(create_app(app, WebSettings(token=TOKEN)), headers=BEARER, base_url=LOCAL) as c:
         yield c
 
 
@@ -189,7 +189,7 @@ def test_pages_render_and_forms_redirect_back_with_a_flash(app: App, r: redis.Re
     explode.perform_async(2)
     Cron(app).put(CronEntry("nightly", "0 3 * * *", "Report"))
     Flags(app).enable("beta", "the beta")
-    with TestClient(create_app(app, WebSettings(token=TOKEN))) as browser:
+    with TestClient(create_app(app, WebSettings(token=TOKEN)), base_url=LOCAL) as browser:
         login(browser)
         for path, expected in (
             ("/", "History"),
@@ -246,10 +246,14 @@ def test_extensions_add_nav_pages_api_routes_and_templates(app: App) -> None:
     with pytest.raises(Exception, match="cannot be loaded"):
         create_app(app, WebSettings(token=TOKEN))
     app.extensions[WEB_EXTENSIONS] = ["support.web:EXTENSION"]  # by "module:attribute"
-    with TestClient(create_app(app, WebSettings(token=TOKEN)), headers=BEARER) as client:
+    with TestClient(
+        create_app(app, WebSettings(token=TOKEN)), headers=BEARER, base_url=LOCAL
+    ) as client:
         assert client.post("/api/probe/poke").json() == {"ok": True}
     app.extensions[WEB_EXTENSIONS] = [ext]
-    with TestClient(create_app(app, WebSettings(token=TOKEN)), headers=BEARER) as client:
+    with TestClient(
+        create_app(app, WebSettings(token=TOKEN)), headers=BEARER, base_url=LOCAL
+    ) as client:
         assert client.get("/api/reports").json() == {"from": "extension"}
         login(client)
         page_text = client.get("/reports").text
@@ -331,7 +335,7 @@ def test_mounted_under_a_prefix_links_and_redirects_follow_it(app: App) -> None:
     from starlette.routing import Mount
 
     outer = Starlette(routes=[Mount("/ops", app=create_app(app, WebSettings(token=TOKEN)))])
-    with TestClient(outer) as client:
+    with TestClient(outer, base_url=LOCAL) as client:
         first = client.get("/ops/queues", follow_redirects=False)
         assert first.headers["location"] == "/ops/login?next=/ops/queues"
         form = client.get("/ops/login")

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from urllib.parse import quote, urlsplit
 
 import pytest
 import redis
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.testclient import TestClient
-from support.web import BEARER, EXTENSION, TOKEN, csrf_of, login
+from support.web import BEARER, EXTENSION, LOCAL, TOKEN, csrf_of, login
 
 from conveyor import App, ConfigurationError, Settings
 from conveyor.web import WebSettings, create_app, redact_url
@@ -42,9 +46,12 @@ def read_routes(routes: list[BaseRoute], prefix: str = "") -> Iterator[str]:
 
 
 def state_of(r: redis.Redis) -> dict[str, object]:
-    """Every key with its type and content, to prove a refused request changed nothing."""
+    """Every key with its type and content, to prove a refused request changed nothing (but
+    the failed-login counters it is meant to change)."""
     out: dict[str, object] = {}
     for key in r.scan_iter("*"):
+        if key.startswith("conveyor:web:login-failures:"):
+            continue
         kind = r.type(key)
         if kind == "list":
             out[key] = r.lrange(key, 0, -1)
@@ -76,8 +83,10 @@ def seeded(app: App, r: redis.Redis) -> App:
 
 @pytest.fixture
 def web(seeded: App) -> Iterator[TestClient]:
-    asgi = create_app(seeded, WebSettings(token=TOKEN), extensions=[EXTENSION])
-    with TestClient(asgi) as client:
+    # Dozens of wrong tokens in a row here: throttling is tested in test_login.py.
+    settings = WebSettings(token=TOKEN, login_delay=0, login_max_failures=10_000)
+    asgi = create_app(seeded, settings, extensions=[EXTENSION])
+    with TestClient(asgi, base_url=LOCAL) as client:
         yield client
 
 
@@ -132,7 +141,7 @@ def test_every_action_refuses_a_session_without_a_valid_csrf_token(
     web: TestClient, r: redis.Redis, seeded: App
 ) -> None:
     login(web)
-    other = TestClient(web.app)
+    other = TestClient(web.app, base_url=LOCAL)
     other_token = login(other)
     before = state_of(r)
     for method, path in action_routes(list(web.app.routes)):  # type: ignore[attr-defined]
@@ -164,7 +173,7 @@ def test_the_right_csrf_token_or_a_bearer_token_is_accepted(
     assert form.status_code == 303 and form.headers["location"] == "/retries"
     assert r.zcard("retry") == 0
     assert web.post("/api/probe/poke", headers={"X-CSRF-Token": token}).status_code == 200
-    fresh = TestClient(web.app)
+    fresh = TestClient(web.app, base_url=LOCAL)
     assert fresh.post("/api/flags/beta/disable", headers=BEARER).json()["summary"] == "off"
 
 
@@ -172,7 +181,7 @@ def test_anonymous_access_only_when_allowed_and_still_csrf_protected(seeded: App
     with pytest.raises(ConfigurationError, match="--allow-anonymous"):
         WebSettings()
     asgi = create_app(seeded, WebSettings(allow_anonymous=True))
-    with TestClient(asgi) as client:
+    with TestClient(asgi, base_url=LOCAL, client=("127.0.0.1", 50000)) as client:
         assert client.get("/api/stats").status_code == 200
         assert client.post("/api/flags/beta/disable").status_code == 403
         token = client.get("/api/session").json()["csrf_token"]
@@ -201,7 +210,7 @@ def test_login_with_a_wrong_token_fails_and_sets_no_session(web: TestClient) -> 
 
 def test_user_and_password_login_and_logout(seeded: App) -> None:
     settings = WebSettings(user="ops", password="correct horse battery")
-    with TestClient(create_app(seeded, settings)) as client:
+    with TestClient(create_app(seeded, settings), base_url=LOCAL) as client:
         token = csrf_of(client.get("/login").text)
         bad = client.post("/login", data={"user": "ops", "password": "wrong", "csrf_token": token})
         assert bad.status_code == 401
@@ -224,12 +233,12 @@ def test_user_and_password_login_and_logout(seeded: App) -> None:
 
 def test_a_session_ends_when_the_credentials_change(seeded: App) -> None:
     first = WebSettings(token=TOKEN, secret_key="s" * 32)
-    with TestClient(create_app(seeded, first)) as client:
+    with TestClient(create_app(seeded, first), base_url=LOCAL) as client:
         login(client)
         assert client.get("/api/stats").status_code == 200
         cookies = dict(client.cookies)
-    rotated = WebSettings(token="another-token-987654", secret_key="s" * 32)
-    with TestClient(create_app(seeded, rotated), cookies=cookies) as client:
+    rotated = WebSettings(token="another-Kp4wQ9zR7mX2vL", secret_key="s" * 32)
+    with TestClient(create_app(seeded, rotated), cookies=cookies, base_url=LOCAL) as client:
         assert client.get("/api/stats").status_code == 401
 
 
@@ -246,7 +255,7 @@ def test_login_never_redirects_off_site(web: TestClient) -> None:
 
 def test_no_secret_on_any_page(seeded: App) -> None:
     settings = WebSettings(token=TOKEN, secret_key="k" * 40)
-    with TestClient(create_app(seeded, settings)) as client:
+    with TestClient(create_app(seeded, settings), base_url=LOCAL) as client:
         login(client)
         paths = ["/", "/queues", "/queues/mail", "/busy", "/retries", "/scheduled", "/dead"]
         paths += ["/interrupted", "/processes", "/cron", "/flags", "/metrics", "/api/stats"]
@@ -265,9 +274,10 @@ def test_redis_passwords_are_never_shown() -> None:
 
 
 def test_web_settings_from_settings_extra_and_environment() -> None:
-    settings = Settings(extra={"web": {"user": "ops", "password": "from-file", "poll_interval": 2}})
-    loaded = WebSettings.load(settings, env={"CONVEYOR_WEB_PASSWORD": "from-env"})
-    assert (loaded.user, loaded.password, loaded.poll_interval) == ("ops", "from-env", 2)
+    extra = {"user": "ops", "password": "from the file 1", "poll_interval": 2}
+    settings = Settings(extra={"web": extra})
+    loaded = WebSettings.load(settings, env={"CONVEYOR_WEB_PASSWORD": "from the env 2"})
+    assert (loaded.user, loaded.password, loaded.poll_interval) == ("ops", "from the env 2", 2)
     assert loaded.auth_methods == ("password",)
     both = WebSettings.load(None, env={"CONVEYOR_WEB_TOKEN": TOKEN}, public_metrics=True)
     assert both.token == TOKEN and both.public_metrics
@@ -275,8 +285,51 @@ def test_web_settings_from_settings_extra_and_environment() -> None:
         WebSettings.load(Settings(extra={"web": {"tokn": "x"}}), env={})
     with pytest.raises(ConfigurationError, match="go together"):
         WebSettings(user="ops")
-    with pytest.raises(ConfigurationError, match="at least 8"):
+    with pytest.raises(ConfigurationError, match="too guessable"):
         WebSettings(token="short")
     assert TOKEN not in repr(both)
     empty = WebSettings.load(None, env={}, token="", allow_anonymous=True)
     assert empty.token is None, "an empty --token / CONVEYOR_WEB_TOKEN counts as unset"
+
+
+# -- fuzzing the URL grammar ---------------------------------------------------------------------
+_SEGMENT = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=30)
+
+
+@pytest.fixture(scope="module")
+def bare() -> TestClient:
+    # No lifespan and no credentials: every request must be refused before Redis is needed.
+    asgi = create_app(App(), WebSettings(token=TOKEN), extensions=[EXTENSION])
+    return TestClient(asgi, base_url=LOCAL, follow_redirects=False)
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(
+    method=st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]),
+    segments=st.lists(_SEGMENT, min_size=1, max_size=4),
+    prefix=st.sampled_from(["", "/api", "/api/queues", "/api/dead", "/probe", "/static/.."]),
+)
+def test_fuzzed_paths_are_never_served_without_a_login(
+    bare: TestClient, method: str, segments: list[str], prefix: str
+) -> None:
+    path = prefix + "/" + "/".join(quote(s, safe="") for s in segments)
+    answer = bare.request(method, path)
+    assert answer.status_code in (303, 400, 401, 403, 404, 405), (method, path, answer.text)
+    if answer.status_code == 303:
+        assert answer.headers["location"].startswith("/login?next="), path
+
+
+@hsettings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(target=st.text(max_size=40))
+def test_fuzzed_next_targets_stay_on_the_site(web: TestClient, target: str) -> None:
+    page = web.get("/login")
+    answer = web.post(
+        "/login",
+        data={"token": TOKEN, "csrf_token": csrf_of(page.text), "next": target},
+        follow_redirects=False,
+    )
+    location = answer.headers["location"]
+    assert location.startswith("/") and not location.startswith("//") and "\\" not in location
+    assert urlsplit(location).netloc == "" and urlsplit(location).scheme == ""

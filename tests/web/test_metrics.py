@@ -8,7 +8,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 from support import run_burst
 from support.metrics import scenario
-from support.web import BEARER, TOKEN
+from support.web import BEARER, LOCAL, TOKEN
 
 from conveyor import Settings
 from conveyor.features import metrics
@@ -36,7 +36,9 @@ def test_metrics_match_what_the_jobs_did(settings: Settings, r: redis.Redis) -> 
     app.client.enqueue("Later", [1], {"queue": "waiting"})
     app.client.enqueue("Later", [2], {"queue": "waiting"})
     Cron(app).put(CronEntry("nightly", "0 3 * * *", "Report"))
-    with TestClient(create_app(app, WebSettings(token=TOKEN)), headers=BEARER) as client:
+    with TestClient(
+        create_app(app, WebSettings(token=TOKEN)), headers=BEARER, base_url=LOCAL
+    ) as client:
         got = scrape(client)
     app.close()
 
@@ -75,12 +77,12 @@ def test_metrics_need_a_login_unless_public(settings: Settings, r: redis.Redis) 
     from conveyor import App
 
     app = App(settings)
-    with TestClient(create_app(app, WebSettings(token=TOKEN))) as client:
+    with TestClient(create_app(app, WebSettings(token=TOKEN)), base_url=LOCAL) as client:
         assert client.get("/metrics").status_code == 401
     public = WebSettings(token=TOKEN, public_metrics=True)
-    with TestClient(create_app(app, public)) as client:
+    with TestClient(create_app(app, public), base_url=LOCAL) as client:
         assert "conveyor_stat_processed_total 0.0" in client.get("/metrics").text
     off = WebSettings(token=TOKEN, metrics=False)
-    with TestClient(create_app(app, off), headers=BEARER) as client:
+    with TestClient(create_app(app, off), headers=BEARER, base_url=LOCAL) as client:
         assert client.get("/metrics").status_code == 404
     app.close()

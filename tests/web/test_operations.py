@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 from starlette.testclient import TestClient
-from support.web import BEARER, TOKEN, login
+from support.web import BEARER, LOCAL, TOKEN, login
 
 from conveyor import App, FakeClock, Settings
 from conveyor.features.operations import (
@@ -42,7 +42,7 @@ def store(app: App, clock: FakeClock) -> OperationStore:
 
 @pytest.fixture
 def client(app: App) -> Iterator[TestClient]:
-    with TestClient(create_app(app, WebSettings(token=TOKEN)), headers=BEARER) as c:
+    with TestClient(create_app(app, WebSettings(token=TOKEN)), headers=BEARER, base_url=LOCAL) as c:
         yield c
 
 
@@ -103,7 +103,9 @@ def test_links_use_the_apps_declared_operations_settings(app: App, store: Operat
     BulkOperations(app, OperationsSettings(base_url="https://code.example.org"))
     op_id = store.create_operation("label_update", USER_ID, 3, {})
     fail(store, op_id, "b0", range(1))
-    with TestClient(create_app(app, WebSettings(token=TOKEN)), headers=BEARER) as client:
+    with TestClient(
+        create_app(app, WebSettings(token=TOKEN)), headers=BEARER, base_url=LOCAL
+    ) as client:
         item = client.get(f"/api/operations/{op_id}").json()["items"][0]
     assert item["link"] == "https://code.example.org/acme/web%20app%200"
 
@@ -154,7 +156,7 @@ def test_pages_show_progress_and_failed_items_without_personal_data(
 
 def test_the_operations_routes_need_a_login(app: App, store: OperationStore) -> None:
     op_id = store.create_operation("archive", USER_ID, 1, {})
-    with TestClient(create_app(app, WebSettings(token=TOKEN))) as anonymous:
+    with TestClient(create_app(app, WebSettings(token=TOKEN)), base_url=LOCAL) as anonymous:
         for path in ("/api/operations", f"/api/operations/{op_id}"):
             assert anonymous.get(path).status_code == 401, path
         for path in ("/operations", f"/operations/{op_id}"):
@@ -162,3 +164,20 @@ def test_the_operations_routes_need_a_login(app: App, store: OperationStore) -> 
             assert answer.status_code == 303 and answer.headers["location"].startswith("/login")
         login(anonymous)
         assert anonymous.get(f"/operations/{op_id}").status_code == 200
+
+
+def test_an_undelivered_e_mail_keeps_the_operation_on_the_dashboard(
+    client: TestClient, store: OperationStore
+) -> None:
+    op_id = store.create_operation("archive", USER_ID, 1, {})
+    fail(store, op_id, "b0", range(1))
+    store.mark_notify_failed(op_id, "no e-mail address was found for the operation's user")
+    [listed] = client.get("/api/operations").json()
+    assert (listed["id"], listed["status"]) == (op_id, "notify_failed")
+    assert listed["notify_error"] == "no e-mail address was found for the operation's user"
+    listing = client.get("/operations")
+    assert f'href="/operations/{op_id}"' in listing.text and "notify_failed" in listing.text
+    detail = client.get(f"/operations/{op_id}")
+    assert "The failure e-mail was not delivered" in detail.text
+    assert f"conveyor ops dismiss {op_id}" in detail.text
+    assert USER_ID not in detail.text

@@ -14,7 +14,7 @@ import redis
 from starlette.testclient import TestClient
 from support import running_worker, wait_for
 from support.automation import running_node, write_web_settings
-from support.web import BEARER, TOKEN
+from support.web import BEARER, LOCAL, TOKEN
 
 from conveyor import App, Settings
 from conveyor.automation.engine import Automation
@@ -46,7 +46,9 @@ def test_workflows_page_shows_master_nodes_runs_and_a_run_with_its_tasks(node: A
         )
         done = node.run_status(run.id)
         assert done is not None and (done.succeeded, done.failed) == (2, 2)
-        with TestClient(create_app(node.app, WebSettings(token=TOKEN)), headers=BEARER) as client:
+        with TestClient(
+            create_app(node.app, WebSettings(token=TOKEN)), headers=BEARER, base_url=LOCAL
+        ) as client:
             answer = client.get("/workflows")
             assert answer.status_code == 200
             page = answer.text
@@ -98,12 +100,16 @@ def test_workflows_nav_follows_the_automation_settings(
     monkeypatch.delenv(SETTINGS_ENV, raising=False)
     plain = App(settings)
     try:
-        with TestClient(create_app(plain, WebSettings(token=TOKEN)), headers=BEARER) as client:
+        with TestClient(
+            create_app(plain, WebSettings(token=TOKEN)), headers=BEARER, base_url=LOCAL
+        ) as client:
             page = client.get("/").text
             assert 'href="/workflows"' not in page
             assert client.get("/workflows").status_code == 404
         monkeypatch.setenv(SETTINGS_ENV, str(write_web_settings(tmp_path, redis_url)))
-        with TestClient(create_app(plain, WebSettings(token=TOKEN)), headers=BEARER) as client:
+        with TestClient(
+            create_app(plain, WebSettings(token=TOKEN)), headers=BEARER, base_url=LOCAL
+        ) as client:
             answer = client.get("/workflows")
             assert answer.status_code == 200
             assert 'href="/workflows"' in answer.text

@@ -25,13 +25,11 @@ from __future__ import annotations
 import inspect
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from conveyor.core.extensions import ExtensionKey
 from conveyor.errors import CompatibilityError, ConfigurationError, NotFoundError
-from conveyor.features.compat.maintenance import remove_jobs
+from conveyor.features.compat.maintenance import declarations, remove_jobs
 from conveyor.features.compat.rules import Finding, Probe, compare
 from conveyor.features.cron import CRON_ENTRIES, Cron
 from conveyor.features.flags import Flags
@@ -48,25 +46,6 @@ NOT_JSON = "$not_json"
 
 
 # -- declarations ---------------------------------------------------------------------------------
-
-
-@dataclass
-class Declarations:
-    """Intended removals and queue renames of an app (``app.extensions[COMPAT]``)."""
-
-    removed: set[str] = field(default_factory=set)
-    queue_renames: dict[str, str] = field(default_factory=dict)
-
-
-#: An app's :class:`Declarations`.
-COMPAT: ExtensionKey[Declarations] = ExtensionKey("compat")
-
-
-def declarations(app: App) -> Declarations:
-    found = app.extensions.get(COMPAT)
-    if not isinstance(found, Declarations):
-        found = app.extensions.setdefault(COMPAT, Declarations())
-    return found
 
 
 def declare_removed(app: App, *names: str) -> None:
@@ -233,7 +212,14 @@ class LiveProbe:
         self.app = app
 
     def remaining(self, names: Sequence[str]) -> dict[str, int]:
-        report = remove_jobs(self.app, names, include_dead=True, include_working=True, dry_run=True)
+        report = remove_jobs(
+            self.app,
+            names,
+            include_dead=True,
+            include_working=True,
+            dry_run=True,
+            allow_unknown=True,  # a count, not a removal: zero is an answer here
+        )
         found = dict(report.removed)
         if report.running:
             found["running now"] = report.running

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from conveyor.clock import SYSTEM_CLOCK, Clock
+from conveyor.core.extensions import ExtensionKey
 from conveyor.core.job import Job
 from conveyor.core.payload import Payload, dumps, parse, queue_of
 from conveyor.errors import ConfigurationError, PayloadError
@@ -97,6 +98,27 @@ class MigrationReport:
             self.moved[place] = self.moved.get(place, 0) + count
 
 
+@dataclass
+class Declarations:
+    """Intended removals and queue renames of an app (``app.extensions[COMPAT]``), declared
+    with :func:`conveyor.features.compat.lock.declare_removed` / ``declare_queue_renamed``."""
+
+    removed: set[str] = field(default_factory=set)
+    queue_renames: dict[str, str] = field(default_factory=dict)
+
+
+#: An app's :class:`Declarations`.
+COMPAT: ExtensionKey[Declarations] = ExtensionKey("compat")
+
+
+def declarations(app: App) -> Declarations:
+    """The app's declarations (created empty on first use)."""
+    found = app.extensions.get(COMPAT)
+    if not isinstance(found, Declarations):
+        found = app.extensions.setdefault(COMPAT, Declarations())
+    return found
+
+
 def _store_and_clock(target: App | Store) -> tuple[Store, Clock]:
     if isinstance(target, Store):
         return target, SYSTEM_CLOCK
@@ -104,7 +126,18 @@ def _store_and_clock(target: App | Store) -> tuple[Store, Clock]:
 
 
 def wire_names(classes: Iterable[type[Job] | str]) -> tuple[str, ...]:
-    """Wire names to remove: strings as given, job classes with their aliases."""
+    """Wire names to remove: strings as given, job classes with their aliases. A bare string
+    or class is refused (iterating ``"ExampleWorker"`` would remove jobs named ``E``, ``x``...).
+
+    >>> wire_names(["ExampleWorker"])
+    ('ExampleWorker',)
+    """
+    if isinstance(classes, str | bytes | type):
+        shown = classes.__name__ if isinstance(classes, type) else repr(classes)
+        raise ConfigurationError(
+            f"remove_jobs takes a list of job classes or wire names, got {shown} alone; "
+            f"pass a list: [{shown}]"
+        )
     names: list[str] = []
     for item in classes:
         if isinstance(item, str):
@@ -137,6 +170,7 @@ def remove_jobs(
     follow: float = 0.0,
     chunk: int = CHUNK,
     progress: Progress | None = None,
+    allow_unknown: bool = False,
 ) -> RemovalReport:
     """Delete every job of ``classes`` (wire names, or job classes with their aliases) from the
     queues, ``schedule``, ``retry`` and deferred lists; with ``include_dead`` also from ``dead``
@@ -147,6 +181,10 @@ def remove_jobs(
     Re-runnable; ``follow=N`` repeats the removal for N seconds to catch late arrivals. With
     ``dry_run`` nothing changes and the report counts what would be removed.
 
+    A name the app neither registers nor declares removed, and of which no job or cron entry
+    exists anywhere, is refused before anything changes (a typo would otherwise report 0
+    silently); ``allow_unknown=True`` accepts it.
+
     >>> remove_jobs(app, ["MyDeprecatedWorkerOne", "MyDeprecatedWorkerTwo"]).total  # doctest: +SKIP
     14
     """
@@ -156,6 +194,8 @@ def remove_jobs(
         raise ConfigurationError(f"chunk must be >= 1, got {chunk}")
     store, clock = _store_and_clock(target)
     names = wire_names(classes)
+    if not allow_unknown:
+        _refuse_unknown_classes(target, MaintenanceStore(store), names, chunk)
     report = RemovalReport(names, dry_run)
     remover = _Remover(MaintenanceStore(store), names, report, chunk, progress)
     remover.retire_cron(cron)
@@ -165,6 +205,9 @@ def remove_jobs(
         clock.sleep(min(FOLLOW_INTERVAL, deadline - clock.monotonic()))
         remover.run_pass(include_dead=include_dead, include_working=include_working)
     remover.count_running()
+    if report.total and not dry_run:
+        # Remembered, so running it again (a deploy step retried) does not look like a typo.
+        store.client.sadd(store.keys.retired_classes, *names)
     log.info(
         "%s %d job(s) of %s: %s",
         "would remove" if dry_run else "removed",
@@ -173,6 +216,33 @@ def remove_jobs(
         report.removed or "none",
     )
     return report
+
+
+def _refuse_unknown_classes(
+    target: App | Store, ms: MaintenanceStore, names: tuple[str, ...], chunk: int
+) -> None:
+    """Raise for names nothing knows: not registered, not declared removed, no job anywhere."""
+    known: set[str] = set()
+    if not isinstance(target, Store):
+        known = set(target.registry) | declarations(target).removed
+    retired = ms.store.client.smembers(ms.store.keys.retired_classes)
+    known |= {str(n) for n in retired}
+    unknown = []
+    for name in (n for n in names if n not in known):
+        probe = RemovalReport((name,), dry_run=True)
+        remover = _Remover(ms, (name,), probe, chunk, None)
+        remover.retire_cron("destroy")
+        remover.run_pass(include_dead=True, include_working=True)
+        remover.count_running()
+        if not (probe.total or probe.cron or probe.running or probe.orphaned):
+            unknown.append(name)
+    if unknown:
+        registered = ", ".join(sorted(known)[:10]) or "none"
+        raise ConfigurationError(
+            f"remove_jobs: no job class named {', '.join(map(repr, unknown))} is registered "
+            f"or declared removed, and no job or cron entry of it exists; check the spelling "
+            f"(known here: {registered}), or pass allow_unknown=True (--allow-unknown)"
+        )
 
 
 class _Remover:
@@ -324,6 +394,7 @@ def migrate_queue(
     follow: float = 0.0,
     chunk: int = CHUNK,
     progress: Progress | None = None,
+    allow_unknown: bool = False,
 ) -> MigrationReport:
     """Move the jobs of queue ``old`` to queue ``new``: queued jobs move (oldest first, behind
     jobs already on ``new``), scheduled and retrying jobs (and dead ones with ``include_dead``)
@@ -334,6 +405,10 @@ def migrate_queue(
     reaches it, else reported as ``remaining``; run again, or ``follow=N`` to keep moving late
     arrivals for N seconds. Workers should listen on both queues during the transition.
 
+    A queue ``old`` that nothing knows (not in the ``queues`` set, no job registered or
+    scheduled for it, no rename declared) is refused: a typo would otherwise move 0 jobs
+    silently. ``allow_unknown=True`` accepts it.
+
     >>> migrate_queue(app, "old_queue_name", "new_queue_name").total      # doctest: +SKIP
     123
     """
@@ -343,7 +418,12 @@ def migrate_queue(
         )
     if chunk < 1:
         raise ConfigurationError(f"chunk must be >= 1, got {chunk}")
+    for label, name in (("old", old), ("new", new)):
+        if not isinstance(name, str):
+            raise ConfigurationError(f"migrate_queue: {label}={name!r} must be a queue name")
     store, clock = _store_and_clock(target)
+    if not allow_unknown:
+        _refuse_unknown_queue(target, MaintenanceStore(store), old, chunk)
     report = MigrationReport(old, new, dry_run)
     mover = _Mover(MaintenanceStore(store), report, chunk, progress)
     mover.run_pass(include_dead)
@@ -355,6 +435,8 @@ def migrate_queue(
     report.remaining = 0 if dry_run else ms.list_length(ListPlace("queue", old))
     if not dry_run and report.remaining == 0:
         report.forgotten = ms.forget_queue_if_empty(old)
+    if report.total and not dry_run:
+        store.client.sadd(store.keys.retired_queues, old)
     log.info(
         "%s %d job(s) from queue %s to %s: %s",
         "would move" if dry_run else "moved",
@@ -364,6 +446,31 @@ def migrate_queue(
         report.moved or "none",
     )
     return report
+
+
+def _refuse_unknown_queue(target: App | Store, ms: MaintenanceStore, old: str, chunk: int) -> None:
+    queues = ms.queue_names()
+    if old in queues or ms.list_length(ListPlace("queue", old)):
+        return
+    if ms.store.client.sismember(ms.store.keys.retired_queues, old):
+        return  # moved by an earlier run
+    if not isinstance(target, Store):
+        if old in declarations(target).queue_renames:
+            return
+        for job_class in target.registry.values():
+            options = job_class.conveyor_options
+            if old in (options.get("queue"), options.get("retry_queue")):
+                return
+    probe = MigrationReport(old, old + "\x00probe", dry_run=True)
+    _Mover(ms, probe, chunk, None).run_pass(include_dead=True)
+    if probe.total:
+        return
+    listed = ", ".join(sorted(queues)[:20]) or "none"
+    raise ConfigurationError(
+        f"migrate_queue: queue {old!r} is unknown: it is not in the queues set, no registered "
+        f"job uses it and no job anywhere is bound for it; check the spelling (queues: "
+        f"{listed}), or pass allow_unknown=True (--allow-unknown)"
+    )
 
 
 def requeued(raw: str, old: str, new: str, *, moved: bool = True) -> str:

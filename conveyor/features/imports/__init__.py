@@ -5,7 +5,7 @@ detection, partial retry, the ``importing`` flag, a health-signal hook) and, in
 
 from conveyor.features.imports.base import Importer, StageRun
 from conveyor.features.imports.cache import DEFAULT_TTL, ImportCache, key_of
-from conveyor.features.imports.context import BulkHooks, Importable, importing, is_importing
+from conveyor.features.imports.flag import BulkHooks, Importable, importing, is_importing
 from conveyor.features.imports.model import (
     Failure,
     HealthSignal,

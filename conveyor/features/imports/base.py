@@ -5,21 +5,20 @@ See :mod:`conveyor.features.imports.pipeline` for how the stages run."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import redis
 
+from conveyor.core._protocols import AppLike
 from conveyor.errors import RecordError
 from conveyor.features.imports.cache import ImportCache
-from conveyor.features.imports.context import BulkHooks
+from conveyor.features.imports.flag import BulkHooks
 from conveyor.features.imports.model import HealthSignal, ImportState, RecordRef
-from conveyor.logs import import_logger
-
-if TYPE_CHECKING:
-    from conveyor.features.imports.pipeline import Imports
+from conveyor.logs import import_logger, log_record
+from conveyor.redis.import_store import ImportStore
 
 #: Errors that say nothing about the record: running it again can succeed.
 _TRANSIENT = (
@@ -48,6 +47,13 @@ class Importer:
     def __init__(self, *, health_signal: HealthSignal | None = None) -> None:
         self.health_signal = health_signal
         self.bulk_hooks = BulkHooks()
+
+    def precheck(self, options: Mapping[str, Any]) -> None:
+        """Refuse ``options`` before an import record is created (an upload that fails
+        validation, say); called by :meth:`Imports.retry_missing`. Default: accept.
+
+        >>> Importer().precheck({"source": "export.tar.gz"})
+        """
 
     def run_stage(self, run: StageRun) -> None:
         """Do the work of a stage without record jobs."""
@@ -86,11 +92,35 @@ class Importer:
         the stuck detector), in the process that failed it."""
 
 
+class Pipeline(Protocol):
+    """What a :class:`StageRun` needs of its pipeline
+    (:class:`~conveyor.features.imports.pipeline.Imports`)."""
+
+    cache_ttl: float
+
+    @property
+    def app(self) -> AppLike: ...
+
+    @property
+    def store(self) -> ImportStore: ...
+
+    def now(self) -> float: ...
+
+    def fail(self, import_id: str, message: str, *, reason: str | None = None) -> bool: ...
+
+    def _record_failure(
+        self, run: StageRun, record_id: str, exc: BaseException, *, retryable: bool
+    ) -> None: ...
+
+    def _done(self, run: StageRun, token: str, *, failed: bool = False) -> None: ...
+
+
 @dataclass
 class StageRun:
     """What a stage or record job knows about its import, and what it can do to it."""
 
-    imports: Imports
+    imports: Pipeline
+
     state: ImportState
     stage: str
     importer: Importer
@@ -161,6 +191,23 @@ class StageRun:
         if imports.store.pending(self.import_id, self.stage, [record_id], now=imports.now()):
             imports._record_failure(self, record_id, exc, retryable=retryable)
             imports._done(self, record_id, failed=True)
+
+    def record_bulk(self, record_ids: Sequence[str]) -> int:
+        """Count records this stage saved in bulk (no record job each): each counted once in
+        the stage's totals (``status`` shows them), with its per-record log line, as a record
+        job would have. Returns how many were new.
+
+        >>> run.record_bulk([str(row["export_id"]) for row in rows])   # doctest: +SKIP
+        """
+        imports = self.imports
+        now = imports.now()
+        ids = list(dict.fromkeys(record_ids))
+        wanted = imports.store.pending(self.import_id, self.stage, ids, now=now)
+        fresh = [rid for rid, ok in zip(ids, wanted, strict=False) if ok]
+        counted = imports.store.done_bulk(self.import_id, self.stage, fresh, now=now)
+        for rid in fresh:
+            log_record(self.log, self.record_type, rid, "imported")
+        return counted
 
     @property
     def log(self) -> Any:

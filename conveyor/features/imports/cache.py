@@ -13,12 +13,9 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
-from conveyor.redis.imports import ImportStore
-
-if TYPE_CHECKING:
-    from conveyor.core.app import App
+from conveyor.core._protocols import AppLike
+from conveyor.redis.import_store import ImportStore
 
 #: The default time to live of a cached value.
 DEFAULT_TTL = 24 * 3600.0
@@ -40,7 +37,7 @@ def key_of(*parts: str | int) -> str:
 class ImportCache:
     """String values under a namespace (one import, or one importer type)."""
 
-    def __init__(self, app: App, namespace: str, ttl: float = DEFAULT_TTL) -> None:
+    def __init__(self, app: AppLike, namespace: str, ttl: float = DEFAULT_TTL) -> None:
         self.app = app
         self.namespace = namespace
         self.ttl = ttl

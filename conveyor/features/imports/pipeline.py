@@ -13,7 +13,7 @@ its own until it has enqueued every record, so a stage never advances half-sched
   concurrency limit; jobs over it are deferred in Redis and re-enqueued as slots free.
 - One bad record never fails an import: its error is recorded (record id, stage, error class,
   message, retryable?) and the stage goes on. Retryable errors are retried first.
-- Jobs run with the ``importing`` flag set (:mod:`conveyor.features.imports.context`).
+- Jobs run with the ``importing`` flag set (:mod:`conveyor.features.imports.flag`).
 - With a health signal, write-heavy record jobs re-enqueue themselves with a delay while the
   database reports saturation.
 - A cron entry fails imports whose progress has not moved for ``stuck_after`` seconds.
@@ -36,10 +36,10 @@ from conveyor.core.retry import error_class_name
 from conveyor.errors import ConfigurationError, ImportPipelineError, NotFoundError
 from conveyor.features import cron
 from conveyor.features.concurrency import spread
-from conveyor.features.imports import jobs
+from conveyor.features.imports import stage_jobs as jobs
 from conveyor.features.imports.base import Importer, StageRun
 from conveyor.features.imports.cache import DEFAULT_TTL
-from conveyor.features.imports.context import importing
+from conveyor.features.imports.flag import importing
 from conveyor.features.imports.model import (
     Failure,
     ImportSettings,
@@ -48,7 +48,7 @@ from conveyor.features.imports.model import (
     error_message,
 )
 from conveyor.logs import import_logger, log_record
-from conveyor.redis.imports import STAGE_TOKEN, ImportStore, StagePush
+from conveyor.redis.import_store import STAGE_TOKEN, ImportStore, StagePush
 
 if TYPE_CHECKING:
     from conveyor.core.app import App
@@ -180,6 +180,8 @@ class Imports:
             raise ImportPipelineError(
                 f"import {import_id} is still running; retry what is missing once it ended"
             )
+        # The source may have changed since: check it again before a new record exists.
+        self.importer(state.importer).precheck(state.options)
         return self.start(state.importer, state.options, mode="missing", parent=import_id)
 
     def get(self, import_id: str) -> ImportState:

@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import quote
 
 from conveyor.errors import MailError
+from conveyor.features.operations.model import UNEXPECTED_ERROR, UNEXPECTED_MESSAGE
 from conveyor.features.operations.settings import MailSettings
 from conveyor.redis.operations import Operation
 
@@ -76,6 +77,14 @@ def render_failure_email(
     return message
 
 
+def _error_text(item: dict[str, Any]) -> str:
+    """What the user reads: the service's message, or a fixed sentence for an unexpected
+    error (its exception may quote anything; the details are in the worker's log)."""
+    if item.get("error_code") == UNEXPECTED_ERROR:
+        return f"{UNEXPECTED_MESSAGE}."
+    return str(item.get("error_message", ""))
+
+
 def _domain(address: str) -> str:
     return address.rpartition("@")[2].strip("> ") or "localhost"
 
@@ -103,7 +112,7 @@ def _text(
             "",
             f"- {item.get('entity_type', 'Item')} {item.get('entity_name', '')} ({path})",
             f"  {entity_link(base_url, path)}",
-            f"  Error: {item.get('error_message', '')} [{item.get('error_code', '')}]",
+            f"  Error: {_error_text(item)} [{item.get('error_code', '')}]",
         ]
     if hidden:
         lines += ["", f"... and {hidden} more failed item(s) not listed here."]
@@ -122,7 +131,7 @@ def _html(
             f"<td>{e(str(item.get('entity_type', 'Item')))}</td>"
             f'<td><a href="{e(entity_link(base_url, path))}">'
             f"{e(str(item.get('entity_name', '')))}</a><br><small>{e(path)}</small></td>"
-            f"<td>{e(str(item.get('error_message', '')))}</td>"
+            f"<td>{e(_error_text(item))}</td>"
             f"<td><code>{e(str(item.get('error_code', '')))}</code></td>"
             "</tr>"
         )

@@ -22,6 +22,8 @@ from conveyor.errors import ConfigurationError
 #: The error codes of failed items (SPEC OPS-2).
 SERVICE_ERROR = "service_error"
 UNEXPECTED_ERROR = "unexpected_error"
+#: What a user reads about an unexpected error (the details are in the worker's log).
+UNEXPECTED_MESSAGE = "An unexpected error occurred"
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,14 +86,17 @@ class BulkOperation:
     #: Entities per batch job (``None``: the settings' ``batch_size``).
     batch_size: ClassVar[int | None] = None
 
-    def collect(self, parameters: dict[str, Any], user_id: str) -> Iterable[Entity]:
-        """The entities to process, in a stable order (runs in the scheduler job)."""
+    def collect(self, parameters: dict[str, Any], user_id: int | str) -> Iterable[Entity]:
+        """The entities to process, in a stable order (runs in the scheduler job). ``user_id``
+        is the one given to ``start``, in its type (an int stays an int)."""
         raise NotImplementedError(f"{type(self).__name__} must define collect()")
 
-    def process(self, entity: Entity, parameters: dict[str, Any]) -> ServiceResult | None:
-        """Process one entity. Return ``None`` or :meth:`ServiceResult.success` on success,
-        :meth:`ServiceResult.error` for a service error; an exception is recorded as an
-        ``unexpected_error`` (and not re-raised: the batch goes on)."""
+    def process(self, entity: Entity, parameters: dict[str, Any]) -> ServiceResult | bool | None:
+        """Process one entity. Return ``True``, ``None`` or :meth:`ServiceResult.success` on
+        success; ``False`` or :meth:`ServiceResult.error` for a service error (the error's
+        message goes into the e-mail). An exception, or any other return value, is recorded
+        as an ``unexpected_error`` of this entity alone (the batch goes on); the e-mail says
+        only that an unexpected error occurred, the details go to the worker's log."""
         raise NotImplementedError(f"{type(self).__name__} must define process()")
 
     def after_batch(self, operation_id: str | None, batch: int, outcome: str) -> None:

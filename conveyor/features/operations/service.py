@@ -25,15 +25,17 @@ from typing import TYPE_CHECKING, Any
 from conveyor.core.extensions import ExtensionKey
 from conveyor.core.job import EnqueueResult
 from conveyor.core.payload import dumps
-from conveyor.errors import ConfigurationError
+from conveyor.errors import ConfigurationError, MailError
 from conveyor.features.flags import Flags
-from conveyor.features.operations import jobs
+from conveyor.features.operations import operation_jobs as jobs
 from conveyor.features.operations.mail import render_failure_email, send
 from conveyor.features.operations.model import (
     SERVICE_ERROR,
     UNEXPECTED_ERROR,
+    UNEXPECTED_MESSAGE,
     BulkOperation,
     Entity,
+    ServiceResult,
 )
 from conveyor.features.operations.settings import OperationsSettings
 from conveyor.redis.operations import CompletionPush, Counted, Operation, OperationStore
@@ -43,8 +45,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("conveyor.operations")
 
-#: Returns the e-mail address of a user id, or ``None`` (no e-mail is sent then).
-RecipientLookup = Callable[[str], "str | None"]
+#: Returns the e-mail address of a user id (in the type ``start`` was given: ``7`` stays an
+#: int), or ``None``: the operation then stays visible as ``notify_failed``.
+RecipientLookup = Callable[[int | str], "str | None"]
 #: Sends one e-mail (default: SMTP with the settings' ``mail``).
 Mailer = Callable[[EmailMessage], None]
 
@@ -58,8 +61,10 @@ class BulkOperations:
     Creating it registers the four operation jobs on ``app``; worker processes must create it
     too (in the module the worker loads) and register the same definitions.
     ``settings=None`` reads ``CONVEYOR_OPERATIONS_*``/``CONVEYOR_SMTP_*`` on first use.
-    ``recipient`` maps the stored user id (a string) to an e-mail address; it is the only
-    source of personal data and its answer is never logged.
+    ``recipient`` maps the user id (as given to :meth:`start`: an int stays an int) to an
+    e-mail address; it is the only source of personal data and its answer is never logged.
+    An operation whose e-mail cannot be delivered (no address, SMTP refused) is not deleted:
+    it stays visible with status ``notify_failed`` until delivered or dismissed.
     """
 
     def __init__(
@@ -159,7 +164,7 @@ class BulkOperations:
         """Collect the entities, create the operation and enqueue its batches; returns the
         operation id (``None`` on the legacy path or when there is nothing to do)."""
         definition = self.definition(operation_type)
-        entities = list(definition.collect(parameters, str(user_id)))
+        entities = list(definition.collect(parameters, user_id))
         if not entities:
             log.info("bulk operation %s: no entities, nothing to do", operation_type)
             return None
@@ -295,14 +300,38 @@ class BulkOperations:
     # -- completion job -------------------------------------------------------------------------
     def complete(self, operation_id: str) -> bool:
         """Send the failure e-mail (once) if anything failed, then delete the operation.
-        Returns False when the operation was gone already."""
+        Returns False when the operation was gone already, or stays (``notify_failed``)
+        because its e-mail could not be delivered; an SMTP failure is re-raised so the
+        completion job retries the delivery."""
         store = self.store
         op = store.get_operation(operation_id)
         if op is None:
             log.info("bulk operation %s finished already", operation_id)
             return False
         if op.failed_items and op.notified_at is None:
-            self._notify(op)
+            try:
+                delivered = self._notify(op)
+            except MailError as exc:
+                store.mark_notify_failed(operation_id, str(exc))
+                log.warning(
+                    "bulk operation %s: the failure e-mail could not be sent (%s); the "
+                    "operation stays as notify_failed and the completion job retries",
+                    operation_id,
+                    exc,
+                )
+                raise
+            if not delivered:
+                store.mark_notify_failed(
+                    operation_id, "no e-mail address was found for the operation's user"
+                )
+                log.warning(
+                    "bulk operation %s had %d failed item(s) but no e-mail address was found "
+                    "for its user; it stays as notify_failed until resent or dismissed "
+                    "(conveyor ops resend|dismiss)",
+                    op.id,
+                    op.failed_items,
+                )
+                return False
             store.mark_notified(operation_id)
         store.finish_operation(operation_id)
         log.info(
@@ -314,16 +343,11 @@ class BulkOperations:
         )
         return True
 
-    def _notify(self, op: Operation) -> None:
-        address = self.recipient(op.user_id) if self.recipient is not None else None
+    def _notify(self, op: Operation) -> bool:
+        """Render and send the failure e-mail; False when the user has no address."""
+        address = self.recipient(op.user) if self.recipient is not None else None
         if not address:
-            log.warning(
-                "bulk operation %s had %d failed item(s) but no e-mail address was found for "
-                "its user; no e-mail sent",
-                op.id,
-                op.failed_items,
-            )
-            return
+            return False
         settings = self.settings
         definition = self.definitions.get(op.operation_type)
         items = self.store.failed_items_page(op.id, 0, settings.max_failed_items_in_mail - 1)
@@ -337,6 +361,7 @@ class BulkOperations:
             max_items=settings.max_failed_items_in_mail,
         )
         self.mailer(message)
+        return True
 
     def _smtp(self, message: EmailMessage) -> None:
         send(message, self.settings.mail)
@@ -345,15 +370,41 @@ class BulkOperations:
 def _process_one(
     definition: BulkOperation, entity: Entity, parameters: dict[str, Any]
 ) -> tuple[str, str] | None:
-    """``None`` on success, else (error code, message)."""
+    """``None`` on success, else (error code, message). The contract of ``process``: ``True``,
+    ``None`` or a successful :class:`ServiceResult` is a success; ``False`` or an error
+    result a ``service_error``; an exception or any other return value an
+    ``unexpected_error`` of this item alone (the batch goes on), whose details go to the log
+    and never to the user's e-mail."""
     try:
         result = definition.process(entity, parameters)
     except Exception as exc:
-        log.debug("%s %s raised %s", entity.type, entity.id, type(exc).__name__)
-        return UNEXPECTED_ERROR, f"{type(exc).__name__}: {exc}"[:MAX_ERROR_MESSAGE]
-    if result is None or result.ok:
+        log.error(
+            "bulk operation %s: processing %s %s raised %s",
+            definition.operation_type,
+            entity.type,
+            entity.id,
+            type(exc).__name__,
+            exc_info=True,
+        )
+        return UNEXPECTED_ERROR, f"{UNEXPECTED_MESSAGE} ({type(exc).__name__})"
+    if result is None or result is True:
         return None
-    return SERVICE_ERROR, (result.message or "the service returned an error")[:MAX_ERROR_MESSAGE]
+    if result is False:
+        return SERVICE_ERROR, "the service reported a failure"
+    if isinstance(result, ServiceResult):
+        if result.ok:
+            return None
+        message = result.message or "the service returned an error"
+        return SERVICE_ERROR, message[:MAX_ERROR_MESSAGE]
+    log.error(
+        "bulk operation %s: process() returned a %s for %s %s; return True/False, None or a "
+        "ServiceResult",
+        definition.operation_type,
+        type(result).__name__,
+        entity.type,
+        entity.id,
+    )
+    return UNEXPECTED_ERROR, f"{UNEXPECTED_MESSAGE} (process() returned {type(result).__name__})"
 
 
 def _failed(store: OperationStore, entity: Entity, message: str, code: str) -> str:

@@ -400,3 +400,58 @@ def test_list_removal_finds_entries_shifted_by_pushes_since_they_were_read(
     r.set(K.liveness("me"), 1)
     r.lpush(K.working("me"), payload("Gone", "mine"))
     assert ms.remove_from_list(ListPlace("working", "me"), [(0, payload("Gone", "mine"))]) == -1
+
+
+# -- refusals (issue 19) --------------------------------------------------------------------------
+
+
+def test_remove_jobs_refuses_a_bare_string_instead_of_removing_its_letters(
+    app: App, r: redis.Redis
+) -> None:
+    """``remove_jobs(app, "ExampleWorker")`` used to iterate the characters and remove nothing
+    (or jobs of a class named ``E``)."""
+    r.sadd("queues", "default")
+    r.lpush("queue:default", payload("ExampleWorker", new_jid()), payload("E", new_jid()))
+    with pytest.raises(ConfigurationError, match=r"got 'ExampleWorker' alone; pass a list"):
+        remove_jobs(app, "ExampleWorker")  # type: ignore[arg-type]
+
+    @app.job()
+    class Gone(Job):
+        def perform(self) -> None: ...
+
+    with pytest.raises(ConfigurationError, match=r"got Gone alone; pass a list: \[Gone\]"):
+        remove_jobs(app, Gone)  # type: ignore[arg-type]
+    assert r.llen("queue:default") == 2
+    assert remove_jobs(app, ["ExampleWorker"]).total == 1
+
+
+def test_remove_jobs_refuses_names_nothing_knows(app: App, r: redis.Redis) -> None:
+    r.sadd("queues", "default")
+    r.lpush("queue:default", payload("ExampleWorker", new_jid()))
+    with pytest.raises(ConfigurationError, match=r"'ExampleWorkr' is registered or declared"):
+        remove_jobs(app, ["ExampleWorker", "ExampleWorkr"])
+    assert r.llen("queue:default") == 1, "nothing removed when a name is refused"
+    # Found in Redis (a retired class): fine, and remembered, so a re-run is fine too.
+    assert remove_jobs(app, ["ExampleWorker"]).total == 1
+    assert remove_jobs(app.store, ["ExampleWorker"]).total == 0
+    # Registered but idle: fine. A typo only on request.
+
+    @app.job()
+    def idle() -> None: ...
+
+    assert remove_jobs(app, ["idle"]).total == 0
+    assert remove_jobs(app, ["ExampleWorkr"], allow_unknown=True).total == 0
+
+
+def test_migrate_queue_refuses_an_unknown_queue(app: App, r: redis.Redis) -> None:
+    """``migrate_queue(app, "typo", ...)`` used to report 0 silently."""
+    r.sadd("queues", "mailers")
+    r.lpush("queue:mailers", payload("Mail", new_jid(), queue="mailers"))
+    with pytest.raises(ConfigurationError, match=r"queue 'mailres' is unknown.*queues: mailers"):
+        migrate_queue(app, "mailres", "mail")
+    assert migrate_queue(app, "mailers", "mail").total == 1
+    assert migrate_queue(app, "mailers", "mail").total == 0, "a re-run knows the queue"
+    # Only scheduled jobs are bound for it: known.
+    r.zadd("schedule", {payload("Later", new_jid(), queue="sleepy"): 1})
+    assert migrate_queue(app, "sleepy", "awake").moved == {"schedule": 1}
+    assert migrate_queue(app, "mailres", "mail", allow_unknown=True).total == 0

@@ -5,6 +5,7 @@ hooks, spreading under the concurrency limit and the health-signal deferral."""
 from __future__ import annotations
 
 import io
+import logging
 import sqlite3
 import tarfile
 import threading
@@ -196,7 +197,7 @@ def _bomb(path: Path) -> Path:
     ("build", "limits", "fragment"),
     [
         (lambda p: _tar(p, [_file("../../evil.jsonl", b"{}")]), None, "climbs out"),
-        (lambda p: _tar(p, [_link("issues.jsonl", "../../../etc/passwd")]), None, "outside"),
+        (lambda p: _tar(p, [_link("issues.jsonl", "../../../etc/passwd")]), None, "symbolic link"),
         (_bomb, None, "decompression bomb"),
         (
             fixtures.build,
@@ -388,3 +389,44 @@ def test_health_signal_defers_write_jobs_until_it_clears(
     assert state.deferred == 5
     assert counts(env.db)["issues"] == 6 and counts(env.db)["comments"] == 6
     env.app.close()
+
+
+# -- issue 19: bulk stages and the pre-check -------------------------------------------------------
+
+
+def test_bulk_inserted_labels_get_counts_and_a_line_each(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``status`` showed labels 0/0 although they were imported, and no label had its
+    per-record line (issue 19)."""
+    bad = {"id": 90, "name": "odd", "color": "red", "description": ""}
+    with caplog.at_level(logging.INFO, logger="conveyor.imports"):
+        import_id = env.run(
+            fixtures.build(
+                env.tmp / "export.tar.gz", issue_count=1, per_issue=0, extra_labels=[bad]
+            )
+        )
+    state = env.imports.get(import_id)
+    labels = {s.name: (s.total, s.done, s.failed) for s in state.stages}["labels"]
+    assert labels == (7, 7, 1), "six imported and the bad one, counted once each"
+    lines = [
+        rec.msg
+        for rec in caplog.records
+        if isinstance(rec.msg, dict) and rec.msg.get("record_type") == "label"
+    ]
+    imported = sorted(int(m["record_id"]) for m in lines if m["status"] == "imported")
+    assert imported == [label["id"] for label in fixtures.labels()]
+    assert [m["record_id"] for m in lines if m["status"] == "failed"] == ["90"]
+
+
+def test_an_archive_without_project_json_creates_no_import(env: Env) -> None:
+    """The docs say no import is created for such an archive; one was, and then failed."""
+    archive = env.tmp / "no-project.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        data = b'{"id": 1}\n'
+        info = tarfile.TarInfo("issues.jsonl")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    with pytest.raises(UploadRejected, match=r"no project\.json at its top level"):
+        start_project_import(env.imports, archive, env.url)
+    assert env.imports.recent() == []

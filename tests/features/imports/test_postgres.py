@@ -27,9 +27,9 @@ from support import APPS, StartProcess, running_worker, wait_for
 from conveyor import App, Settings
 from conveyor.errors import RecordError
 from conveyor.features.imports import Imports, ImportSettings
-from conveyor.features.imports.jobs import RECORD_JOB
 from conveyor.features.imports.project import ProjectImporter, start_project_import
 from conveyor.features.imports.project.schema import create_schema, dispose_engines
+from conveyor.features.imports.stage_jobs import RECORD_JOB
 
 pytestmark = pytest.mark.skipif(unavailable() is not None, reason=str(unavailable()))
 

@@ -15,8 +15,9 @@ from support import run_burst
 from support.mail import Received, smtp_server
 
 from conveyor import App, Settings
+from conveyor.api import Api
 from conveyor.core.payload import dumps, parse
-from conveyor.errors import ConfigurationError, MailError
+from conveyor.errors import ConfigurationError, MailError, OperationError
 from conveyor.features.flags import Flags
 from conveyor.features.operations import (
     BulkOperation,
@@ -42,8 +43,10 @@ class Relabel(BulkOperation):
         self.deny = set(deny)
         self.crash = set(crash)
         self.calls: list[int] = []
+        self.users: list[int | str] = []
 
-    def collect(self, parameters: dict[str, Any], user_id: str) -> Iterable[Entity]:
+    def collect(self, parameters: dict[str, Any], user_id: int | str) -> Iterable[Entity]:
+        self.users.append(user_id)
         for i in range(1, self.n + 1):
             yield Entity(i, "Project", f"project {i}", f"acme/project-{i}")
 
@@ -71,7 +74,8 @@ def make(
         batch_size=batch_size,
         mail=MailSettings(host="127.0.0.1", port=port, sender="noreply@example.com"),
     )
-    users = {"7": RECIPIENT}
+    # Keyed by int, as an application's user table is: the lookup gets 7, not '7' (issue 19).
+    users: dict[int | str, str] = {7: RECIPIENT}
     ops = BulkOperations(app, settings, recipient=users.get)
     ops.register(definition)
     if flag:
@@ -91,13 +95,15 @@ def op_keys(r: redis.Redis) -> list[str]:
 
 
 def test_failures_send_one_email_with_totals_items_links_and_both_parts(
-    app: App, r: redis.Redis, smtp: tuple[Received, int]
+    app: App, r: redis.Redis, smtp: tuple[Received, int], caplog: pytest.LogCaptureFixture
 ) -> None:
     received, port = smtp
     definition = Relabel(10, deny=[2, 9], crash=[5])
     ops = make(app, port, definition)
     result = ops.start("attribute_update", 7, {"attribute_ids": [1, 2], "mode": "ADD"})
-    run_burst(app)
+    with caplog.at_level(logging.ERROR, logger="conveyor.operations"):
+        run_burst(app)
+    assert definition.users == [7], "hooks get the user id in its own type"
 
     assert sorted(definition.calls) == list(range(1, 11))
     message = only_message(received)
@@ -113,13 +119,15 @@ def test_failures_send_one_email_with_totals_items_links_and_both_parts(
     for i, error, code in (
         (2, "Permission denied", "service_error"),
         (9, "Permission denied", "service_error"),
-        (5, "RuntimeError: database went away while updating 5", "unexpected_error"),
+        (5, "An unexpected error occurred.", "unexpected_error"),
     ):
         link = f"https://gitlab.example.com/acme/project-{i}"
         assert link in body and f'href="{link}"' in markup
         assert f"Error: {error} [{code}]" in body
         assert f"<code>{code}</code>" in markup
     assert "project-3" not in body, "only failed items are listed"
+    assert "database went away" not in body + markup, "generic text for unexpected errors"
+    assert "database went away while updating 5" in caplog.text, "the details are in the log"
     for private in ("attribute_ids", "user", RECIPIENT):
         assert private not in body and private not in markup, "no other personal data"
 
@@ -242,37 +250,84 @@ def test_a_redelivered_completion_does_not_mail_twice(
     assert not ops.complete(op_id), "a second delivery finds it finished"
 
 
-def test_smtp_down_keeps_the_operation_for_the_retry(
+def test_smtp_down_keeps_the_operation_visible_as_notify_failed_for_the_retry(
     app: App, r: redis.Redis, smtp: tuple[Received, int]
 ) -> None:
     received, port = smtp
     closed = OperationsSettings(mail=MailSettings(host="127.0.0.1", port=1, timeout=2))
-    ops = BulkOperations(app, closed, recipient={"7": RECIPIENT}.get)
+    ops = BulkOperations(app, closed, recipient={7: RECIPIENT}.get)
     ops.register(Relabel(1))
     op_id = ops.store.create_operation("attribute_update", 7, 1, {})
     ops.store.record_batch(op_id, "0", 0, [_item(ops)])
     with pytest.raises(MailError, match=r"127\.0\.0\.1:1") as info:
         ops.complete(op_id)
     assert RECIPIENT not in str(info.value)
-    assert ops.store.get_operation(op_id) is not None, "kept until the e-mail goes out"
+    record = Api(app).operations.get(op_id)
+    assert record.status == "notify_failed" and "127.0.0.1:1" in record.notify_error
+    assert RECIPIENT not in record.notify_error
+    assert r.ttl(f"background_operation:{op_id}") == -1, "kept until delivered or dismissed"
     ops._settings = OperationsSettings(mail=MailSettings(host="127.0.0.1", port=port))
     assert ops.complete(op_id)
-    assert received.count() == 1
+    assert received.count() == 1 and op_keys(r) == []
 
 
-def test_no_address_means_no_email_and_no_address_in_logs(
+def test_no_address_keeps_the_report_visible_until_dismissed(
     app: App, r: redis.Redis, caplog: pytest.LogCaptureFixture, smtp: tuple[Received, int]
 ) -> None:
+    """The failure report used to be deleted when the recipient lookup found nothing (issue
+    19: the lookup got '7' for a table keyed by 7)."""
     received, port = smtp
     definition = Relabel(3, deny=[3])
     ops = make(app, port, definition)
     ops.recipient = {}.get
     with caplog.at_level(logging.INFO, logger="conveyor.operations"):
-        ops.start("attribute_update", 8)
+        result = ops.start("attribute_update", 8)
         run_burst(app)
-    assert received.count() == 0 and op_keys(r) == []
+    assert received.count() == 0
+    record = Api(app).operations.get(result.jid)
+    assert record.status == "notify_failed" and record.failed_items == 1
+    assert "no e-mail address was found" in record.notify_error
     assert "no e-mail address was found" in caplog.text
     assert RECIPIENT not in caplog.text and "ada" not in caplog.text
+    assert all(r.ttl(k) == -1 for k in op_keys(r)), "the report no longer expires"
+    with pytest.raises(OperationError, match="only one whose e-mail could not be delivered"):
+        Api(app).operations.dismiss(ops.store.create_operation("attribute_update", 8, 1, {}))
+    assert Api(app).operations.dismiss(result.jid)
+    assert ops.store.get_operation(result.jid) is None
+    assert ops.store.finished(result.jid) is not None, "its totals are kept, as a delivered one's"
+
+
+class Idioms(Relabel):
+    """process() in the shapes people write: bool, ServiceResult, None, and a mistake."""
+
+    def process(self, entity: Entity, parameters: dict[str, Any]) -> Any:
+        assert isinstance(entity.id, int), "ids reach process in their original type"
+        self.calls.append(entity.id)
+        return {1: True, 2: False, 3: ServiceResult.success(), 4: None, 5: "ok"}[entity.id]
+
+
+def test_process_returning_bool_is_per_item_and_anything_else_is_unexpected(
+    app: App, r: redis.Redis, smtp: tuple[Received, int], caplog: pytest.LogCaptureFixture
+) -> None:
+    """``return False`` used to raise AttributeError outside the per-item handling, failing
+    the whole batch and re-running its done items on retry (issue 19)."""
+    received, port = smtp
+    definition = Idioms(5)
+    ops = make(app, port, definition, batch_size=5)
+    result = ops.start("attribute_update", 7)
+    with caplog.at_level(logging.ERROR, logger="conveyor.operations"):
+        run_burst(app)
+    assert definition.calls == [1, 2, 3, 4, 5], "one batch, each item once, no retry"
+    assert r.zcard("retry") == 0
+    message = only_message(received)
+    body = message.get_body(("plain",))
+    assert body is not None
+    text = body.get_content()
+    assert "2 of 5 items failed" in str(message["Subject"])
+    assert "Error: the service reported a failure [service_error]" in text
+    assert "Error: An unexpected error occurred. [unexpected_error]" in text
+    assert "process() returned a str" in caplog.text
+    assert ops.store.finished(result.jid) is not None
 
 
 def test_a_batch_that_gives_up_counts_its_items_as_failed(

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,12 @@ from conveyor.features.imports.project.schema import (
     recount_project,
     write_rows,
 )
-from conveyor.features.imports.validation import UploadLimits, extract, validate_upload
+from conveyor.features.imports.validation import (
+    UploadLimits,
+    ValidatedUpload,
+    extract,
+    validate_upload,
+)
 
 NAME = "project_export"
 #: Labels inserted per statement (the labels stage saves its cursor after each batch).
@@ -66,11 +71,31 @@ def start_project_import(
     """Validate the upload (raising :class:`UploadRejected`, with nothing written anywhere)
     and start its import; returns the import id."""
     path = Path(source).resolve()
-    validate_upload(path, limits)
+    require_project_file(validate_upload(path, limits))
     options: dict[str, Any] = {"source": str(path), "db": db or default_db_url()}
     if workdir:
         options["workdir"] = str(Path(workdir).resolve())
     return imports.start(NAME, options)
+
+
+def require_project_file(upload: ValidatedUpload) -> ValidatedUpload:
+    """Refuse an export without ``project.json`` before an import is created (the importer
+    could only fail it later, after creating it).
+
+    >>> require_project_file(validate_upload("notes.tar.gz"))     # doctest: +SKIP
+    Traceback (most recent call last):
+    conveyor.errors.UploadRejected: the archive has no project.json ...
+    """
+    for entry in upload.entries:
+        name = entry.name
+        while name.startswith("./"):
+            name = name[2:]
+        if name == fmt.PROJECT_FILE and not entry.is_dir:
+            return upload
+    raise UploadRejected(
+        f"the archive has no {fmt.PROJECT_FILE} at its top level, so it is not a project "
+        "export; nothing was imported (export the project again, or check the file)"
+    )
 
 
 class ProjectImporter(Importer):
@@ -90,6 +115,10 @@ class ProjectImporter(Importer):
         self.bulk_hooks.add("labels", self._labels_inserted)
 
     # -- plumbing -------------------------------------------------------------------------------
+    def precheck(self, options: Mapping[str, Any]) -> None:
+        """Validate the upload named by ``source`` (:class:`UploadRejected` when refused)."""
+        validate_upload(options["source"], self.limits)
+
     def engine(self, run: StageRun) -> Engine:
         """The engine of the import's ``db`` option."""
         url = run.options.get("db")
@@ -236,6 +265,8 @@ class ProjectImporter(Importer):
             write_rows(conn, Label.__table__, rows, keys=keys, update_columns=update)
         # Bulk inserts bypass the per-row hooks: run the application's hooks explicitly.
         self.bulk_hooks.run("labels", [row["export_id"] for row in rows])
+        # ... and the per-record lines and counts a record job would have given each label.
+        run.record_bulk([str(row["export_id"]) for row in rows])
         run.save_cursor(str(cursor))
         self.checkpoint(run, f"batch:{number}")
 

@@ -5,7 +5,7 @@ Every imported row keeps the export's id (``export_id``, 64-bit: other systems' 
 PostgreSQL's 32-bit ``integer``) under a unique constraint, so a redelivered job finds its row
 instead of adding a second one. ``Issue`` and ``Label`` carry
 the application's own hooks (counters on the project); they skip their work while importing
-(:func:`conveyor.features.imports.context.is_importing`) and the importer recounts once at the end.
+(:func:`conveyor.features.imports.flag.is_importing`) and the importer recounts once at the end.
 
 >>> engine = engine_for("sqlite:///projects.db")           # doctest: +SKIP
 >>> with Session(engine) as session: session.scalar(select(func.count(Issue.id)))  # doctest: +SKIP
@@ -38,7 +38,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Mapper, mapped_column
 
-from conveyor.features.imports.context import Importable, is_importing
+from conveyor.features.imports.flag import Importable, is_importing
 
 
 class Base(DeclarativeBase):

@@ -22,7 +22,7 @@ from starlette.routing import Route
 
 from conveyor.errors import NotFoundError
 from conveyor.features.imports import Failure, Imports, ImportState
-from conveyor.web.context import NavItem, WebContext, WebExtension
+from conveyor.web.extension import NavItem, WebContext, WebExtension
 from conveyor.web.pages import page
 
 if TYPE_CHECKING:

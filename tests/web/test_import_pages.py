@@ -1,4 +1,4 @@
-"""The dashboard's Imports pages (conveyor.web.imports) over real imports: the project importer
+"""The dashboard's Imports pages (conveyor.web.import_pages) over real imports: the project importer
 runs a fixture export with bad records through a real worker on a real Redis; the pages are
 rendered through Starlette's TestClient."""
 
@@ -12,7 +12,7 @@ import pytest
 from apps.imports import fixtures
 from starlette.testclient import TestClient
 from support import running_worker, wait_for
-from support.web import BEARER, TOKEN
+from support.web import BEARER, LOCAL, TOKEN
 
 from conveyor import App, Settings
 from conveyor.features.imports import Imports
@@ -49,7 +49,9 @@ def test_imports_list_and_detail_show_progress_and_failures(app: App, tmp_path: 
     imports, import_id = run_import(app, tmp_path)
     state = imports.get(import_id)
     assert state.status == "finished"
-    with TestClient(create_app(app, WebSettings(token=TOKEN)), headers=BEARER) as client:
+    with TestClient(
+        create_app(app, WebSettings(token=TOKEN)), headers=BEARER, base_url=LOCAL
+    ) as client:
         listing = client.get("/imports")
         assert listing.status_code == 200
         page = listing.text
@@ -84,7 +86,9 @@ def test_import_errors_are_escaped_and_unknown_ids_are_404(app: App) -> None:
         ProjectImporter.name, {"source": "/nowhere.tar.gz", "db": "sqlite://"}
     )
     assert imports.fail(import_id, "<script>alert('x')</script> stopped")
-    with TestClient(create_app(app, WebSettings(token=TOKEN)), headers=BEARER) as client:
+    with TestClient(
+        create_app(app, WebSettings(token=TOKEN)), headers=BEARER, base_url=LOCAL
+    ) as client:
         body = client.get(f"/imports/{import_id}").text
         assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; stopped" in body
         assert "<script>alert" not in body
@@ -96,7 +100,7 @@ def test_import_errors_are_escaped_and_unknown_ids_are_404(app: App) -> None:
 
 
 def test_imports_page_needs_login(app: App) -> None:
-    with TestClient(create_app(app, WebSettings(token=TOKEN))) as client:
+    with TestClient(create_app(app, WebSettings(token=TOKEN)), base_url=LOCAL) as client:
         answer = client.get("/imports", follow_redirects=False)
         assert answer.status_code in (302, 303, 307)
         assert "/login" in answer.headers["location"]

@@ -1,4 +1,4 @@
-"""``conveyor import run|status|retry-missing`` (conveyor.cli.imports) with a real Redis and a
+"""``conveyor import run|status|retry-missing`` (conveyor.cli.importing) with a real Redis and a
 SQLite file: the command validates, imports with its own worker and reports."""
 
 from __future__ import annotations
@@ -123,3 +123,36 @@ def test_the_example_export_imports_with_its_broken_records_listed(
     ((stage, line),) = failed - named
     assert stage == "issues" and line.startswith("@"), "the line that is not JSON"
     assert (count(db, "issues"), count(db, "comments")) == (6, 6)
+
+
+def test_run_configures_logging_one_json_line_per_record(
+    redis_url: str, r: redis.Redis, tmp_path: Path
+) -> None:
+    """``import run`` never configured logging: dict reprs with ``_conveyor_scrubbed``,
+    CONVEYOR_LOG_FORMAT ignored, per-record lines lost (issue 19). A real process, as a user
+    runs it."""
+    source = fixtures.build(tmp_path / "export.tar.gz", issue_count=3, per_issue=1)
+    env = python_env(
+        CONVEYOR_REDIS_URL=redis_url,
+        CONVEYOR_LOG_FORMAT="json",
+        CONVEYOR_POLL_INTERVAL_AVERAGE="0.2",
+    )
+    db = f"sqlite:///{tmp_path / 'out.db'}"
+    args = ["-m", "conveyor.cli", "import", "run", str(source), "--db", db]
+    done = subprocess.run(
+        [PYTHON, *args, "--workdir", str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines]  # every line is one JSON object
+    assert "_conveyor_scrubbed" not in done.stderr
+    kinds = {(x.get("record_type"), x.get("status")) for x in records if x["event"] == "record"}
+    assert {("label", "imported"), ("issue", "imported"), ("comment", "imported")} <= kinds
+    assert all(x["importer"] == "project_export" for x in records if x["event"] == "record")
+    for person in fixtures.PERSONAL_DATA:
+        assert person not in done.stderr + done.stdout

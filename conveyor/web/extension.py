@@ -20,6 +20,7 @@ adds is behind the same authentication and CSRF checks as the built-in ones.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import importlib
 import importlib.metadata
 import json
@@ -39,8 +40,10 @@ from conveyor.core.extensions import ExtensionKey
 from conveyor.errors import ConfigurationError
 from conveyor.features.cron import Cron
 from conveyor.features.flags import Flags
+from conveyor.redis.web_logins import WebAuthStore
 from conveyor.web import csrf
 from conveyor.web.config import WebSettings, redact_url
+from conveyor.web.sessions import Logins
 
 if TYPE_CHECKING:
     from prometheus_client.registry import Collector
@@ -94,6 +97,11 @@ class WebContext:
     def app(self) -> App:
         """The Conveyor app (its Redis, key prefix, clock and declared jobs)."""
         return self.api.app
+
+    @functools.cached_property
+    def logins(self) -> Logins:
+        """Server-side sessions and failed-login throttling (state in Redis)."""
+        return Logins(WebAuthStore(self.app.store), self.settings)
 
     @property
     def flags(self) -> Flags:

@@ -91,6 +91,15 @@ class ImportStore:
         )
         return [bool(x) for x in result]
 
+    def done_bulk(self, import_id: str, stage: str, tokens: Sequence[str], *, now: float) -> int:
+        """Count records a stage saved in bulk (registered with :meth:`pending`) as done, each
+        once; returns how many this call counted."""
+        if not tokens:
+            return 0
+        k = self.keys
+        keys = [k.import_state(import_id), k.import_pending(import_id, stage)]
+        return int(self.store.scripts.run("imp_done_bulk", keys, [stage, now, *tokens]))
+
     def done(
         self,
         import_id: str,

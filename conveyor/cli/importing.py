@@ -9,6 +9,7 @@ bar with ``--watch``. With ``--no-work`` the jobs wait for workers started with
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 import time
 from typing import Any
@@ -16,7 +17,8 @@ from typing import Any
 import click
 from rich.table import Table
 
-from conveyor.cli.context import CliState, clip, console, echo_json, pass_state, progress_bar, when
+from conveyor import logs
+from conveyor.cli.common import CliState, clip, console, echo_json, pass_state, progress_bar, when
 from conveyor.core.app import App
 from conveyor.core.worker import Worker
 from conveyor.features.imports import Imports, ImportSettings, ImportState
@@ -47,7 +49,17 @@ def _imports(state: CliState) -> tuple[App, Imports]:
 
     # The worker this command may run takes import jobs only.
     app = build_app(state.settings(queues=(IMPORT_QUEUE,)))
+    _configure_logging(app)
     return app, Imports.of(app)
+
+
+def _configure_logging(app: App) -> None:
+    """One line per record, JSON or text per CONVEYOR_LOG_FORMAT, scrubbed (docs/logging.md):
+    the worker this command runs logs as ``conveyor worker`` does. A program that set up
+    logging itself (an embedding app, a test harness) keeps its own handlers."""
+    root = logging.getLogger()
+    if all(getattr(h, "_conveyor_logs", False) for h in root.handlers):
+        logs.configure(app.settings)
 
 
 @import_group.command("run")

@@ -14,17 +14,11 @@ from __future__ import annotations
 from typing import Any
 
 import structlog
-from structlog.typing import EventDict, WrappedLogger
 
-from conveyor.errors import MissingLogContext
 from conveyor.logs import config
 
 #: Every import log line must carry these.
 REQUIRED_KEYS = ("importer", "import_id", "status")
-#: Bound by :func:`import_logger`: the extra id names this logger promised on every line.
-_REQUIRE = "_conveyor_import_require"
-#: Passed per call by :func:`log_record`: ids that one line must carry.
-_REQUIRE_LINE = "_conveyor_line_require"
 
 #: Status values used by Conveyor's import toolkit (others are allowed).
 STATUSES = (
@@ -37,34 +31,6 @@ STATUSES = (
     "deferred",
     "finished",
 )
-
-
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, str) and not value.strip())
-
-
-def check_import_context(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
-    """Processor: for lines of an :func:`import_logger`, check the key identifiers are there.
-
-    Raises :class:`~conveyor.errors.MissingLogContext` in development/test mode; in production
-    adds ``missing_context: [names]`` and lets the line through."""
-    promised = event_dict.pop(_REQUIRE, None)
-    per_line = event_dict.pop(_REQUIRE_LINE, None)
-    if promised is None and per_line is None:
-        return event_dict
-    names = [*REQUIRED_KEYS, *(promised or ()), *(per_line or ())]
-    missing = tuple(name for name in dict.fromkeys(names) if _missing(event_dict.get(name)))
-    if not missing:
-        return event_dict
-    if config.strict():
-        event = event_dict.get("event")
-        raise MissingLogContext(
-            f"import log line {event!r} lacks {', '.join(missing)}; pass them on the call "
-            f"(e.g. log.info({event!r}, status='running')) or bind them with import_logger(...)",
-            missing,
-        )
-    event_dict["missing_context"] = list(missing)
-    return event_dict
 
 
 def import_logger(
@@ -80,7 +46,10 @@ def import_logger(
     conveyor.errors.MissingLogContext: import log line 'archive validated' lacks status; ...
     """
     return config.get_logger("conveyor.imports").bind(
-        importer=importer, import_id=import_id, **ids, **{_REQUIRE: tuple(ids)}
+        importer=importer,
+        import_id=import_id,
+        **ids,
+        **{config.REQUIRE: (*REQUIRED_KEYS, *ids)},
     )
 
 
@@ -104,5 +73,5 @@ def log_record(
         record_id=record_id,
         status=status,
         **fields,
-        **{_REQUIRE_LINE: ("record_type", "record_id")},
+        **{config.REQUIRE_LINE: ("record_type", "record_id")},
     )

@@ -1,0 +1,94 @@
+"""The app object (conveyor.core.app): the registry, function jobs, periodic tasks and queue
+gates, typed extensions, and an engine that never loads the testing modes by itself."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+from support import PYTHON, python_env
+
+from conveyor import App, ConfigurationError, FunctionJob, Job, Settings
+from conveyor.core.app import app_of
+from conveyor.core.extensions import ExtensionKey
+
+
+def test_a_function_job_still_runs_as_a_function(app: App) -> None:
+    @app.job(queue="math")
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    assert add(2, 3) == 5
+    assert issubclass(add, FunctionJob) and add.wire_name() == "add"
+    assert app.find("add") is add and app_of(add) is app
+
+
+def test_names_and_aliases_are_unique(app: App) -> None:
+    @app.job(name="Mailer", aliases=("OldMailer",))
+    class Mailer(Job):
+        def perform(self) -> None: ...
+
+    with pytest.raises(ConfigurationError, match="'OldMailer' is already taken by"):
+
+        @app.job(name="OldMailer")
+        def other() -> None: ...
+
+    assert app.find("OldMailer") is Mailer
+
+
+def test_only_jobs_can_be_registered(app: App) -> None:
+    with pytest.raises(ConfigurationError, match="is not a Job subclass"):
+        app.register(int)  # type: ignore[type-var]
+    with pytest.raises(ConfigurationError, match="cannot decorate"):
+        app.job(42)  # type: ignore[call-overload]
+
+
+def test_periodic_tasks_and_gates(app: App) -> None:
+    with pytest.raises(ConfigurationError, match="interval must be > 0, got 0"):
+        app.add_periodic("tick", 0, lambda: None)
+    app.add_periodic("tick", 5, lambda: None)
+    app.add_periodic("tick", 10, lambda: None)  # the same name replaces
+    assert [t.interval for t in app.periodic_tasks if t.name == "tick"] == [10]
+    app.gate_queue("bulk", lambda: False)
+    assert app.queue_gates["bulk"]() is False
+
+
+def test_configure_only_before_redis_is_used(settings: Settings) -> None:
+    app = App(settings)
+    app.configure(settings.replace(concurrency=2))
+    assert app.settings.concurrency == 2
+    app.store.client.ping()
+    with pytest.raises(ConfigurationError, match="before the app touches Redis"):
+        app.configure(settings)
+    app.close()
+
+
+def test_extensions_are_typed_and_say_what_is_missing(app: App) -> None:
+    counter: ExtensionKey[list[int]] = ExtensionKey("counter")
+    assert app.extensions.get(counter) is None and counter not in app.extensions
+    app.extensions.setdefault(counter, []).append(1)
+    assert app.extensions[counter] == [1] and counter in app.extensions
+    with pytest.raises(KeyError, match="holds no 'other'"):
+        app.extensions[ExtensionKey[int]("other")]
+
+
+def test_the_engine_never_imports_the_testing_modes() -> None:
+    code = (
+        "import sys\n"
+        "from conveyor import App, Worker\n"
+        "app = App()\n"
+        "@app.job\n"
+        "def f() -> None: ...\n"
+        "assert 'conveyor.core.testing' not in sys.modules, 'loaded with the engine'\n"
+        "app.testing.fake\n"
+        "assert 'conveyor.core.testing' in sys.modules\n"
+    )
+    done = subprocess.run(
+        [PYTHON, "-c", code],
+        check=False,
+        env=python_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr

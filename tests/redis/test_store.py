@@ -1,0 +1,69 @@
+"""The engine's Redis operations (conveyor.redis.store) on a real Redis: each multi-key step
+is atomic and leaves Sidekiq's keys as Sidekiq would."""
+
+from __future__ import annotations
+
+import json
+
+import redis
+
+from conveyor.redis import Keys, Outcome, Store
+
+
+def _store(redis_url: str) -> Store:
+    return Store(redis.Redis.from_url(redis_url, decode_responses=True), Keys())
+
+
+def _job(jid: str, queue: str = "default") -> str:
+    return json.dumps({"class": "Work", "args": [], "jid": jid, "queue": queue, "retry": True})
+
+
+def test_push_registers_queues_and_schedules(redis_url: str, r: redis.Redis) -> None:
+    store = _store(redis_url)
+    store.push({"mail": [_job("a", "mail"), _job("b", "mail")]}, [(2e9, _job("c"))])
+    assert r.smembers("queues") == {"mail"}
+    assert [json.loads(x)["jid"] for x in r.lrange("queue:mail", 0, -1)] == ["b", "a"]
+    assert r.zrange("schedule", 0, -1, withscores=True) == [(_job("c"), 2e9)]
+
+
+def test_fetch_moves_oldest_first_into_the_working_list(redis_url: str, r: redis.Redis) -> None:
+    store = _store(redis_url)
+    store.push({"low": [_job("l1", "low")], "high": [_job("h1", "high"), _job("h2", "high")]})
+    fetched = store.fetch("w1", ["high", "low"], 2)
+    assert [(q, json.loads(raw)["jid"]) for q, raw in fetched] == [("high", "h1"), ("high", "h2")]
+    assert r.llen("conveyor:working:w1") == 2 and r.llen("queue:high") == 0
+    assert store.working_jobs("w1") and r.llen("queue:low") == 1
+
+
+def test_finish_acknowledges_and_files_retries_and_dead_jobs(
+    redis_url: str, r: redis.Redis
+) -> None:
+    store = _store(redis_url)
+    store.push({"default": [_job("ok"), _job("retry"), _job("dead")]})
+    fetched = dict((json.loads(raw)["jid"], raw) for _, raw in store.fetch("w1", ["default"], 3))
+    store.finish(
+        "w1",
+        [
+            Outcome("ok", fetched["ok"]),
+            Outcome("retry", fetched["retry"], 2e9, _job("retry-2")),
+            Outcome("dead", fetched["dead"], 1e9, _job("dead-2")),
+        ],
+        "2026-12-05",
+        dead_max=10,
+        dead_cutoff=0,
+    )
+    assert r.llen("conveyor:working:w1") == 0
+    assert r.zrange("retry", 0, -1) == [_job("retry-2")]
+    assert r.zrange("dead", 0, -1) == [_job("dead-2")]
+    assert r.get("stat:processed") == "3" and r.get("stat:failed") == "2"
+    assert r.get("stat:processed:2026-12-05") == "3"
+
+
+def test_requeue_puts_jobs_back_in_front_in_order(redis_url: str, r: redis.Redis) -> None:
+    store = _store(redis_url)
+    store.push({"default": [_job("1"), _job("2"), _job("3")]})
+    fetched = store.fetch("w1", ["default"], 2)
+    assert store.requeue("w1", fetched) == 2
+    assert r.llen("conveyor:working:w1") == 0
+    again = store.fetch("w1", ["default"], 3)
+    assert [json.loads(raw)["jid"] for _, raw in again] == ["1", "2", "3"]
