@@ -280,7 +280,11 @@ def _check_parsed(job: Payload, raw: str) -> None:
         raise PayloadError(f"payload 'args' must be a list, got {type(job['args']).__name__}")
     # Cheap screens first: only a payload with many brackets can be too deep, and only one
     # with a \uD8xx-\uDFxx escape can hold a lone surrogate.
-    if raw.count("[") + raw.count("{") > MAX_DEPTH and depth(job) > MAX_DEPTH:
+    if (
+        len(raw) > 2 * MAX_DEPTH
+        and raw.count("[") + raw.count("{") > MAX_DEPTH
+        and depth(job) > MAX_DEPTH
+    ):
         raise PayloadError(
             f"payload is nested more than {MAX_DEPTH} levels deep: {_short_repr(raw)}"
         )

@@ -257,9 +257,11 @@ class Units:
         """Wait until the published boundary is past job ``seq`` (almost always at once) and
         the process is known to be alive; False if the job was recovered elsewhere meanwhile
         (this process was taken for dead: it must not run it too)."""
+        # The common case, without the lock: permitted ahead, the process known alive. (The
+        # take() before acquired the lock after any capture that lowered the boundary.)
+        if seq < self._confirmed and self.clock.monotonic() < self._fresh_until:
+            return True
         with self._lock:
-            if seq < self._confirmed and self.clock.monotonic() < self._fresh_until:
-                return True  # the common case: permitted ahead, the process known alive
             self._waiting[seq] = raw
             try:
                 while seq not in self._revoked:
