@@ -13,6 +13,7 @@ from typing import Any
 
 from conveyor.errors import ConfigurationError
 from conveyor.redis_url import check_redis_url, mask_url
+from conveyor.routing import DEFAULT_STORE, RoutingRule, check_store_name, parse_rules
 
 DEFAULT_STATE_DIR = "~/.local/state/conveyor"
 
@@ -58,6 +59,15 @@ class Settings:
     #: ``redis://``, ``rediss://``, ``unix://``, or ``redis+sentinel://`` /
     #: ``rediss+sentinel://`` (docs/scaling.md); ``None`` starts/reuses the embedded server.
     redis_url: str | None = None
+    #: More Redis instances beside ``redis_url`` (the store named ``default``), by name:
+    #: ``{"b": "redis://jobs-b:6379/0"}``. Each is a complete Sidekiq keyspace (docs/scaling.md).
+    stores: Mapping[str, str] = field(default_factory=dict)
+    #: The store this process serves: a worker fetches, retries, schedules, recovers and runs
+    #: cron there; the CLI and the dashboard show it. ``default`` or a name in ``stores``.
+    store: str = DEFAULT_STORE
+    #: Which queue and store jobs go to, first match wins: ``[["class=Heavy", null, "b"]]``
+    #: (selector, queue or null to keep the job's, store or null for the default).
+    routing_rules: tuple[RoutingRule, ...] = ()
     #: Prefix for every key (like redis-namespace), so several apps can share one Redis.
     key_prefix: str = ""
     #: Where the embedded Redis keeps its socket, data and lock.
@@ -119,6 +129,7 @@ class Settings:
     def __post_init__(self) -> None:
         if self.redis_url is not None:
             check_redis_url(self.redis_url)
+        _check_stores(self)
         _check_durability(self)
         for name in ("concurrency", "processes", "max_retries", "dead_max_jobs", "poll_batch"):
             value = getattr(self, name)
@@ -142,6 +153,8 @@ class Settings:
             value = getattr(self, f.name)
             if f.name == "redis_url" and value:
                 value = mask_url(value)
+            elif f.name == "stores":
+                value = {name: mask_url(url) for name, url in value.items()}
             elif f.name == "extra":
                 value = {key: "..." for key in value}
             shown.append(f"{f.name}={value!r}")
@@ -213,6 +226,62 @@ def _check_logging(s: Settings) -> None:
         )
 
 
+def _check_stores(s: Settings) -> None:
+    """Validate (and normalise, on this frozen object) stores, store and routing rules."""
+    if isinstance(s.stores, str):
+        object.__setattr__(s, "stores", _json_setting("stores", s.stores))
+    if not isinstance(s.stores, Mapping):
+        raise ConfigurationError(
+            f'stores must map store names to Redis URLs, e.g. {{"b": "redis://jobs-b:6379/0"}}, '
+            f"got {type(s.stores).__name__}"
+        )
+    for name, url in s.stores.items():
+        check_store_name(name, "store name")
+        if name == DEFAULT_STORE:
+            raise ConfigurationError(
+                "stores may not define 'default': the default store is redis_url; "
+                "give the other stores their own names"
+            )
+        if not isinstance(url, str) or not url:
+            raise ConfigurationError(f"store {name!r} needs a Redis URL, got {url!r}")
+        check_redis_url(url)
+        if url == s.redis_url:
+            raise ConfigurationError(
+                f"store {name!r} has the same URL as redis_url (the default store): two stores "
+                "must be two Redis instances (or databases)"
+            )
+    object.__setattr__(s, "stores", dict(s.stores))
+    known = (DEFAULT_STORE, *sorted(s.stores))
+    if s.store not in known:
+        raise ConfigurationError(
+            f"store {s.store!r} is not configured; known stores: {', '.join(known)} "
+            "(add it to stores / CONVEYOR_STORES)"
+        )
+    rules = parse_rules(s.routing_rules)
+    object.__setattr__(s, "routing_rules", rules)
+    for index, rule in enumerate(rules):
+        if rule.store is not None and rule.store not in known:
+            raise ConfigurationError(
+                f"routing rule {index + 1} ({rule.selector!r}) sends jobs to store "
+                f"{rule.store!r}, which is not configured; known stores: {', '.join(known)}"
+            )
+
+
+_JSON_EXAMPLES = {
+    "stores": '{"b": "redis://jobs-b:6379/0"}',
+    "routing_rules": '[["class=Heavy", null, "b"]]',
+}
+
+
+def _json_setting(name: str, raw: str, label: str | None = None) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise ConfigurationError(
+            f"{label or name} is not valid JSON ({exc}); write e.g. {_JSON_EXAMPLES[name]}"
+        ) from None
+
+
 def _check_durability(s: Settings) -> None:
     if not isinstance(s.min_replicas, int) or s.min_replicas < 0:
         raise ConfigurationError(
@@ -244,6 +313,8 @@ def _coerce(name: str, raw: str, annotation: Any) -> Any:
             return parse_queues(raw)
         if name == "labels":
             return tuple(x for x in raw.split(",") if x)
+        if name in ("stores", "routing_rules"):
+            return _json_setting(name, raw, f"CONVEYOR_{name.upper()}")
         if text.startswith("bool"):
             return raw.strip().lower() in ("1", "true", "yes", "on")
         if text.startswith("int"):

@@ -9,6 +9,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -19,12 +20,9 @@ from conveyor import App, Settings
 from conveyor.redis.embedded import find_server_binary
 
 
-@pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    url = os.environ.get("CONVEYOR_TEST_REDIS_URL")
-    if url:
-        yield url
-        return
+@contextmanager
+def _redis_server() -> Iterator[str]:
+    """A real redis-server on a free port for the session; yields its URL."""
     binary = shutil.which("redis-server") or find_server_binary()
     port = free_port()
     workdir = tempfile.mkdtemp(prefix="conveyor-test-redis-")
@@ -57,10 +55,38 @@ def redis_url() -> Iterator[str]:
         proc.kill()
         raise RuntimeError(f"test redis-server ({binary}) did not start on port {port}")
     client.close()
-    yield url
-    proc.terminate()
-    proc.wait(timeout=10)
-    shutil.rmtree(workdir, ignore_errors=True)
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    url = os.environ.get("CONVEYOR_TEST_REDIS_URL")
+    if url:
+        yield url
+        return
+    with _redis_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def store_b_url() -> Iterator[str]:
+    """A second real redis-server, for tests of stores (several Redis instances)."""
+    with _redis_server() as url:
+        yield url
+
+
+@pytest.fixture
+def rb(store_b_url: str) -> Iterator[redis.Redis]:
+    """A client of the second server (store ``b``), flushed before the test."""
+    client = redis.Redis.from_url(store_b_url, decode_responses=True)
+    client.flushall()
+    yield client
+    client.close()
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ Redis access lives in :mod:`conveyor.redis.admin`.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Sequence
@@ -76,6 +77,51 @@ class Stats:
 
 
 @dataclass(frozen=True)
+class StoreStats:
+    """One store's part of an :class:`Overview`: its stats, or why they could not be read."""
+
+    name: str
+    #: The store's URL without credentials.
+    url: str
+    stats: Stats | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Overview:
+    """Totals summed across every store (``total``), and each store's own (``stores``).
+
+    >>> api.overview().total.enqueued                          # doctest: +SKIP
+    2000
+    """
+
+    total: Stats
+    stores: list[StoreStats]
+
+
+def sum_stats(parts: Sequence[Stats]) -> Stats:
+    """Stats added up: counters and sizes summed, queues of the same name summed, the
+    default queue's latency the largest.
+
+    Example: ``sum_stats([a.stats(), b.stats()]).processed``.
+    """
+    queues: dict[str, int] = {}
+    for part in parts:
+        for name, size in part.queues.items():
+            queues[name] = queues.get(name, 0) + size
+    summed = {
+        f.name: sum(getattr(p, f.name) for p in parts)
+        for f in dataclasses.fields(Stats)
+        if f.name not in ("queues", "default_queue_latency")
+    }
+    return Stats(
+        **summed,
+        default_queue_latency=max((p.default_queue_latency for p in parts), default=0.0),
+        queues=dict(sorted(queues.items(), key=lambda kv: (-kv[1], kv[0]))),
+    )
+
+
+@dataclass(frozen=True)
 class History:
     """Daily processed/failed counts, newest day first (``YYYY-MM-DD`` -> count).
 
@@ -95,9 +141,11 @@ class Api:
     0
     """
 
-    def __init__(self, app: App, *, owns_app: bool = False) -> None:
+    def __init__(self, app: App, *, owns_app: bool = False, store: str | None = None) -> None:
         self.app = app
         self._owns_app = owns_app
+        self._store_name = None if store is None else app.stores.check(store)
+        self._views: dict[str, Api] = {}
         self._admin: Admin | None = None
         self._operations: OperationsApi | None = None
 
@@ -130,16 +178,59 @@ class Api:
         return self.app.settings
 
     @property
+    def store_name(self) -> str:
+        """The store this API reads and changes (``Settings.store`` unless given)."""
+        return self._store_name or self.app.settings.store
+
+    @property
     def store(self) -> Store:
-        """The app's Redis operations (its client and key prefix)."""
-        return self.app.store
+        """The Redis operations of this API's store (its client and key prefix)."""
+        return self.app.stores.get(self.store_name)
 
     @property
     def admin(self) -> Admin:
         """The Redis operations behind this API (created on first use)."""
         if self._admin is None:
-            self._admin = Admin(self.app.store)
+            self._admin = Admin(self.store)
         return self._admin
+
+    # -- stores ---------------------------------------------------------------------------------
+    def store_names(self) -> tuple[str, ...]:
+        """Every store of the app, ``default`` first. Example: ``('default', 'b')``."""
+        return self.app.stores.names
+
+    def for_store(self, name: str) -> Api:
+        """The data API of another store of the same app (sharing its connections).
+
+        Example: ``api.for_store("b").queue("default").size()``.
+        """
+        if name == self.store_name:
+            return self
+        view = self._views.get(name)
+        if view is None:
+            view = self._views[name] = Api(self.app, store=name)
+        return view
+
+    def overview(self) -> Overview:
+        """Stats of every store and their sum; a store that cannot be read is reported with
+        its error and left out of the sum. Example: ``api.overview().total.processed``."""
+        parts: list[StoreStats] = []
+        for name in self.store_names():
+            url = self.app.stores.display_url(name)
+            try:
+                parts.append(StoreStats(name, url, self.for_store(name).stats()))
+            except RedisError as exc:
+                log.warning("store %s cannot be read: %s", name, exc)
+                parts.append(StoreStats(name, url, error=f"{type(exc).__name__}: {exc}"))
+        total = sum_stats([p.stats for p in parts if p.stats is not None])
+        return Overview(total, parts)
+
+    def history_all(self, days: int = 7, start: dt.date | None = None) -> History:
+        """:meth:`history` summed across every store. Example: ``api.history_all(30)``."""
+        parts = [self.for_store(name).history(days, start) for name in self.store_names()]
+        processed = {d: sum(p.processed[d] for p in parts) for d in parts[0].processed}
+        failed = {d: sum(p.failed[d] for p in parts) for d in parts[0].failed}
+        return History(processed, failed)
 
     def now(self) -> float:
         """Epoch seconds from the app's clock."""
@@ -301,6 +392,7 @@ __all__ = [
     "KillableSet",
     "OperationRecord",
     "OperationsApi",
+    "Overview",
     "ProcessInfo",
     "ProcessSet",
     "Progress",
@@ -309,8 +401,10 @@ __all__ = [
     "RetrySet",
     "ScheduledSet",
     "Stats",
+    "StoreStats",
     "Work",
     "WorkSet",
     "redis_url",
     "stop_embedded",
+    "sum_stats",
 ]

@@ -18,7 +18,7 @@ from conveyor.api import RedisError
 from conveyor.cli.automation import automation
 from conveyor.cli.automation_node import node as automation_node
 from conveyor.cli.bulk_ops import ops_group
-from conveyor.cli.common import CliState
+from conveyor.cli.common import CliState, add_store_option
 from conveyor.cli.compat import compat
 from conveyor.cli.features import check, cron, flags
 from conveyor.cli.importing import import_group
@@ -57,13 +57,25 @@ class ConveyorGroup(click.Group):
     "--prefix", envvar="CONVEYOR_KEY_PREFIX", help="Key prefix shared by an app's processes."
 )
 @click.option("--state-dir", envvar="CONVEYOR_STATE_DIR", help="Where the embedded Redis lives.")
+@click.option(
+    "--store",
+    envvar="CONVEYOR_STORE",
+    help="The store (Redis instance) data commands use: default or a name in stores "
+    "(docs/scaling.md). [env CONVEYOR_STORE]",
+)
 @click.version_option(__version__, prog_name="conveyor")
 @click.pass_context
 def main(
-    ctx: click.Context, redis_url: str | None, prefix: str | None, state_dir: str | None
+    ctx: click.Context,
+    redis_url: str | None,
+    prefix: str | None,
+    state_dir: str | None,
+    store: str | None,
 ) -> None:
     """Conveyor: reliable background jobs on Redis, wire-compatible with Sidekiq."""
-    ctx.obj = CliState(redis_url=redis_url or None, prefix=prefix, state_dir=state_dir)
+    ctx.obj = CliState(
+        redis_url=redis_url or None, prefix=prefix, state_dir=state_dir, store=store or None
+    )
 
 
 for _command in (
@@ -85,6 +97,7 @@ for _command in (
     automation,
     import_group,
 ):
+    add_store_option(_command)  # `conveyor stats --store b` as well as `conveyor --store b stats`
     main.add_command(_command)
 automation.add_command(automation_node)  # the workflow engine's node (conveyor.automation)
 

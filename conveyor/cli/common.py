@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from collections.abc import Iterator
@@ -24,6 +25,8 @@ class CliState:
     redis_url: str | None = None
     prefix: str | None = None
     state_dir: str | None = None
+    #: ``--store``: the store data commands show and change (``None``: the setting's).
+    store: str | None = None
 
     def overrides(self) -> dict[str, Any]:
         """Settings overrides from the global options that were given."""
@@ -31,6 +34,7 @@ class CliState:
             "redis_url": self.redis_url,
             "key_prefix": self.prefix,
             "state_dir": self.state_dir,
+            "store": self.store,
         }
         return {k: v for k, v in values.items() if v is not None}
 
@@ -41,6 +45,7 @@ class CliState:
             ("--redis-url", self.redis_url),
             ("--prefix", self.prefix),
             ("--state-dir", self.state_dir),
+            ("--store", self.store),
         ):
             if value is not None:
                 out += [flag, value]
@@ -58,6 +63,32 @@ class CliState:
 
 
 pass_state = click.make_pass_decorator(CliState, ensure=True)
+
+
+def _choose_store(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        state = ctx.find_object(CliState) or CliState()
+        ctx.obj = dataclasses.replace(state, store=value)
+
+
+def add_store_option(command: click.Command) -> None:
+    """Give ``command`` (and every subcommand of a group) a ``--store NAME`` option that
+    chooses the store it works on, like the global ``conveyor --store NAME``.
+
+    >>> add_store_option(stats)          # then: conveyor stats --store b    # doctest: +SKIP
+    """
+    if not any(p.name == "store" for p in command.params):
+        command.params.append(
+            click.Option(
+                ["--store"],
+                expose_value=False,
+                callback=_choose_store,
+                help="The store (Redis instance) to use: default or a name in stores.",
+            )
+        )
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            add_store_option(sub)
 
 
 def console(*, stderr: bool = False) -> Console:

@@ -26,6 +26,7 @@ from conveyor.features.compat.maintenance import (
     remove_jobs,
 )
 from conveyor.features.compat.rules import Probe
+from conveyor.features.compat.store_move import StoreMoveReport, move_queue_to_store
 
 lock_option = click.option(
     "--lock",
@@ -172,6 +173,18 @@ def remove_jobs_command(
 )
 @click.option("--dry-run", is_flag=True, help="Only count what would move.")
 @click.option("--follow", type=float, default=0.0, help="Keep moving late arrivals for SECONDS.")
+@click.option(
+    "--to-store",
+    help="Move the queue to this store (Redis instance); NEW is then optional. The source "
+    "is --store (default: default).",
+)
+@click.option(
+    "--chunk",
+    type=click.IntRange(min=1),
+    default=500,
+    show_default=True,
+    help="Jobs per round trip when moving to another store.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @pass_state
 def migrate_queue_command(
@@ -185,11 +198,36 @@ def migrate_queue_command(
     allow_unknown: bool,
     dry_run: bool,
     follow: float,
+    to_store: str | None,
+    chunk: int,
     as_json: bool,
 ) -> None:
     """Move the jobs of queue OLD to queue NEW (with -r and no names: every rename the app
     declares): queued jobs move, scheduled and retrying ones get their queue rewritten. Run it
-    after the deploy; workers should listen on both queues meanwhile."""
+    after the deploy; workers should listen on both queues meanwhile.
+
+    With --to-store B the jobs move to store B (as NEW, or OLD when NEW is not given), safely
+    while workers run and if interrupted: run it again to finish (docs/scaling.md)."""
+    if to_store is not None:
+        if not old:
+            raise click.UsageError("name the queue, e.g. migrate-queue reports --to-store b")
+        with _target(state, spec) as app, _progress(as_json) as progress:
+            moved = move_queue_to_store(
+                app,
+                old,
+                new,
+                to_store=to_store,
+                include_dead=include_dead,
+                dry_run=dry_run,
+                follow=follow,
+                chunk=chunk,
+                progress=progress,
+            )
+        if as_json:
+            echo_json({**dataclasses.asdict(moved), "total": moved.total})
+        else:
+            _print_store_move(moved)
+        return
     with _target(state, spec) as app:
         if old and new:
             pairs = [(old, new)]
@@ -311,3 +349,18 @@ def _print_migration(report: MigrationReport) -> None:
         )
     elif report.forgotten:
         click.echo(f"queue {report.old} is empty and no longer listed")
+
+
+def _print_store_move(report: StoreMoveReport) -> None:
+    verb = "would move" if report.dry_run else "moved"
+    click.echo(
+        f"{verb} {report.total} job(s) from queue {report.old} of store {report.from_store} to "
+        f"queue {report.new} of store {report.to_store}: {_places(report.moved)}"
+    )
+    if report.resumed:
+        click.echo(f"{report.resumed} job(s) left by an interrupted run delivered first")
+    if report.remaining:
+        click.echo(
+            f"{report.remaining} job(s) arrived on {report.old} in store {report.from_store} "
+            "meanwhile: run again, or with --follow SECONDS while producers still push there"
+        )

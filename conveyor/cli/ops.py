@@ -9,7 +9,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from conveyor.api import redis_url, stop_embedded
+from conveyor.api import Overview, redis_url, stop_embedded
 from conveyor.cli.common import (
     CliState,
     console,
@@ -29,17 +29,25 @@ from conveyor.redis_url import mask_url
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 @pass_state
 def stats(state: CliState, /, days: int, as_json: bool) -> None:
-    """Totals, set sizes, queues, busy threads and daily history."""
+    """Totals, set sizes, queues, busy threads and daily history; with several stores and no
+    --store, summed across them, with each store's own totals."""
     if not 1 <= days <= 1825:
         raise click.BadParameter(f"{days} is out of range; give 1 to 1825", param_hint="--days")
     with state.api() as api:
-        snapshot = api.stats()
-        history = api.history(days)
+        overview = api.overview() if state.store is None and len(api.store_names()) > 1 else None
+        snapshot = overview.total if overview else api.stats()
+        history = api.history_all(days) if overview else api.history(days)
     if as_json:
-        echo_json({**dataclasses.asdict(snapshot), "history": dataclasses.asdict(history)})
+        stores = {"stores": [dataclasses.asdict(s) for s in overview.stores]} if overview else {}
+        echo_json(
+            {**dataclasses.asdict(snapshot), "history": dataclasses.asdict(history), **stores}
+        )
         return
     out = console()
-    totals = Table("stat", "value", title="Conveyor stats")
+    if overview is not None:
+        out.print(_stores_table(overview))
+    title = "Conveyor stats" + (" (all stores)" if overview else f" (store {api.store_name})")
+    totals = Table("stat", "value", title=title)
     for name, value in (
         ("processed", snapshot.processed),
         ("failed", snapshot.failed),
@@ -58,6 +66,28 @@ def stats(state: CliState, /, days: int, as_json: bool) -> None:
     for day, processed in history.processed.items():
         daily.add_row(day, str(processed), str(history.failed[day]))
     out.print(daily)
+
+
+def _stores_table(overview: Overview) -> Table:
+    table = Table(
+        "store",
+        "redis",
+        "enqueued",
+        "processed",
+        "failed",
+        "retries",
+        "dead",
+        "processes",
+        title="Stores",
+    )
+    for part in overview.stores:
+        if part.stats is None:
+            table.add_row(part.name, part.url, f"unreachable: {part.error}", *[""] * 5)
+            continue
+        s = part.stats
+        counts = (s.enqueued, s.processed, s.failed, s.retry_size, s.dead_size, s.processes_size)
+        table.add_row(part.name, part.url, *map(str, counts))
+    return table
 
 
 # -- processes ---------------------------------------------------------------------------------

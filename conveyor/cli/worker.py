@@ -81,8 +81,9 @@ def _overrides(state: CliState, params: dict[str, Any], queues: tuple[str, ...])
         ("concurrency", "concurrency"),
         ("timeout", "shutdown_timeout"),
         ("tag", "tag"),
+        ("store", "store"),
     ):
-        if params[option] is not None:
+        if params.get(option) is not None:
             changes[setting] = params[option]
     if params["strict"]:
         changes["strict_order"] = True
@@ -105,8 +106,8 @@ def child_argv(state: CliState, params: dict[str, Any], queues: tuple[str, ...])
     argv += ["-r", params["require"]]
     for queue in queues:
         argv += ["-q", queue]
-    for option in ("concurrency", "timeout", "tag", "prefix", "log_level"):
-        if params[option] is not None:
+    for option in ("concurrency", "timeout", "tag", "prefix", "log_level", "store"):
+        if params.get(option) is not None:
             argv += [f"--{option.replace('_', '-')}", str(params[option])]
     for flag in ("strict", "burst", "metrics"):
         if params[flag]:
@@ -158,6 +159,11 @@ def watch_parent(worker: Worker, parent_pid: int) -> None:
     "--metrics",
     is_flag=True,
     help="Count job metrics and publish them for /metrics (conveyor.features.metrics.install).",
+)
+@click.option(
+    "--store",
+    help="Serve this store (Redis instance): default or a name in stores; fetch, retries, "
+    "schedule, recovery and cron run there (docs/scaling.md).",
 )
 @click.option("--redis-url", help="Redis URL (overrides the global option).")
 @click.option("--prefix", help="Key prefix (overrides the global option).")

@@ -18,6 +18,7 @@ from conveyor.core.extensions import Extensions
 from conveyor.core.job import Enqueuer, Job
 from conveyor.core.payload import Payload
 from conveyor.redis import Store
+from conveyor.redis.stores import Stores
 from conveyor.settings import Settings
 
 #: Called with (payload, exception) when a job goes to the dead set.
@@ -52,7 +53,14 @@ class AppLike(Protocol):
     def settings(self) -> Settings: ...
 
     @property
-    def store(self) -> Store: ...
+    def store(self) -> Store:
+        """The store this process serves (fetch, retries, schedule, recovery, cron)."""
+        ...
+
+    @property
+    def stores(self) -> Stores:
+        """Every store by name; an enqueue goes to the one its job is routed to."""
+        ...
 
     @property
     def clock(self) -> Clock: ...

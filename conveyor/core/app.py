@@ -20,9 +20,9 @@ from conveyor.core.job import CORE_OPTIONS, Job, check_known, resolve_options
 from conveyor.core.middleware import Chain, ClientMiddleware, ServerMiddleware
 from conveyor.core.options import ENQUEUE_OPTIONS, OptionCheck, normalize_options
 from conveyor.errors import ConfigurationError
-from conveyor.redis import Keys, Store, connect
-from conveyor.redis.aio import AsyncStore, LoopStores
-from conveyor.redis.connection import connect_async
+from conveyor.redis import Store
+from conveyor.redis.aio import AsyncStore
+from conveyor.redis.stores import Stores
 from conveyor.settings import Settings
 
 J = TypeVar("J", bound=type[Job])
@@ -59,8 +59,7 @@ class App:
         self.extensions = Extensions()
         self.client = Client(self)
         self._testing: Testing | None = None
-        self._store: Store | None = None
-        self._async_stores = LoopStores(self._new_async_store)
+        self._stores: Stores | None = None
         self._lock = threading.Lock()
 
     # -- configuration --------------------------------------------------------------------------
@@ -72,7 +71,7 @@ class App:
 
     def configure(self, settings: Settings) -> None:
         """Replace the settings (before first use of Redis)."""
-        if self._store is not None:
+        if self._stores is not None:
             raise ConfigurationError("configure() must be called before the app touches Redis")
         self._settings = settings
 
@@ -86,30 +85,33 @@ class App:
         return self._testing
 
     @property
-    def store(self) -> Store:
-        if self._store is None:
+    def stores(self) -> Stores:
+        """Every Redis store of the settings by name (``default`` and ``Settings.stores``)."""
+        if self._stores is None:
             with self._lock:
-                if self._store is None:
-                    settings = self.settings
-                    self._store = Store(connect(settings), Keys(settings.key_prefix))
-        return self._store
+                if self._stores is None:
+                    self._stores = Stores(self.settings)
+        return self._stores
+
+    @property
+    def store(self) -> Store:
+        """The store this process serves (``Settings.store``; ``default`` unless set)."""
+        return self.stores.get(self.settings.store)
 
     def async_store(self) -> AsyncStore:
-        """The ``redis.asyncio`` store of the running event loop (made on first use there)."""
-        return self._async_stores.current()
-
-    def _new_async_store(self) -> AsyncStore:
-        settings = self.settings
-        return AsyncStore(connect_async(settings), Keys(settings.key_prefix))
+        """The ``redis.asyncio`` twin of :attr:`store` for the running event loop (made on
+        first use there)."""
+        return self.stores.get_async(self.settings.store)
 
     def close(self) -> None:
-        if self._store is not None:
-            self._store.client.close()
-            self._store = None
+        if self._stores is not None:
+            self._stores.close()
+            self._stores = None
 
     async def aclose(self) -> None:
         """Close the running loop's asyncio connections (and the sync ones)."""
-        await self._async_stores.aclose()
+        if self._stores is not None:
+            await self._stores.aclose()
         self.close()
 
     def known_options(self) -> frozenset[str]:

@@ -21,11 +21,12 @@ from conveyor.core.arguments import spec_of
 from conveyor.core.job import EnqueueResult, Job
 from conveyor.core.middleware import Chain, ClientMiddleware, EnqueueContext
 from conveyor.core.payload import Payload, check_args, dumps, encode_args, new_jid, new_jids
-from conveyor.errors import EnqueueError, NotDurableError
+from conveyor.errors import ConfigurationError, EnqueueError, NotDurableError
 from conveyor.redis.aio import AsyncStore
 from conveyor.redis.calls import Call, Plan, run_async, run_sync
 from conveyor.redis.keys import Keys
 from conveyor.redis.store import durable_push_call, push_commands
+from conveyor.routing import DEFAULT_STORE, Route, Router
 
 
 class ClientHost(AppLike, Protocol):
@@ -61,6 +62,7 @@ class Client:
         #: Set by a testing mode: pushes go there instead of Redis.
         self.sink: Sink | None = None
         self._keys_cache: tuple[str, Keys] | None = None
+        self._router: Router | None = None
 
     @property
     def live(self) -> bool:
@@ -116,7 +118,8 @@ class Client:
         at: float | None = None,
     ) -> EnqueueResult:
         """Build, pass through the client middleware and push one job."""
-        return run_sync(self._store, self._enqueue_plan(job_class, args, options, at))
+        plan = self._enqueue_plan(job_class, args, options, at)
+        return run_sync(self._store, plan, self._named)
 
     async def aenqueue(
         self,
@@ -128,7 +131,7 @@ class Client:
     ) -> EnqueueResult:
         """:meth:`enqueue` on redis.asyncio (same middleware, same bytes)."""
         plan = self._enqueue_plan(job_class, args, options, at)
-        return await run_async(self.app.async_store, plan)
+        return await run_async(self.app.async_store, plan, self._named_async)
 
     def enqueue_bulk(
         self,
@@ -141,7 +144,7 @@ class Client:
     ) -> list[str]:
         """Enqueue many jobs of one class; one round trip per ``batch_size`` jobs."""
         plan = self._bulk_plan(job_class, args_list, options, batch_size, at)
-        return run_sync(self._store, plan)
+        return run_sync(self._store, plan, self._named)
 
     async def aenqueue_bulk(
         self,
@@ -154,7 +157,7 @@ class Client:
     ) -> list[str]:
         """:meth:`enqueue_bulk` on redis.asyncio."""
         plan = self._bulk_plan(job_class, args_list, options, batch_size, at)
-        return await run_async(self.app.async_store, plan)
+        return await run_async(self.app.async_store, plan, self._named_async)
 
     def push_payload(self, job: Payload, at: float | None = None) -> EnqueueResult:
         """Push a complete payload (e.g. one built by another system), with client middleware."""
@@ -165,11 +168,66 @@ class Client:
         job.setdefault("retry", True)
         check_args(job.get("args", []), str(job.get("class")))
         cls = self.app.registry.get(str(job.get("class")))
-        return run_sync(self._store, self._one_plan(cls, job, at))
+        return run_sync(
+            self._store, self._one_plan(cls, job, at, self._route(cls, job, {})), self._named
+        )
+
+    # -- routing --------------------------------------------------------------------------------
+    def route(
+        self,
+        job_class: type[Job] | str,
+        queue: str | None = None,
+        tags: Sequence[str] | None = None,
+        store: str | None = None,
+    ) -> Route:
+        """Where a job of ``job_class`` would go: the routing rules over its class name,
+        queue and tags, with a ``store`` option (given, else declared) winning over the
+        rules' store. Example: ``app.client.route(Heavy)`` -> ``Route('default', 'b')``.
+        """
+        cls, name = self._resolve(job_class)
+        declared: Mapping[str, Any] = cls.conveyor_options if cls is not None else {}
+        explicit = store or declared.get("store")
+        queue = queue or declared.get("queue") or "default"
+        tags = tuple(declared.get("tags") or ()) if tags is None else tags
+        if not self.app.settings.routing_rules:
+            return Route(queue, explicit or DEFAULT_STORE)
+        return self._rules().route(name, queue, tags, explicit)
+
+    def _rules(self) -> Router:
+        rules = self.app.settings.routing_rules
+        router = self._router
+        if router is None or router.rules is not rules:
+            router = self._router = Router(rules)
+        return router
+
+    def _route(self, cls: type[Job] | None, job: Payload, options: Mapping[str, Any]) -> str:
+        """Route a built job: set its queue, return its store's name (checked)."""
+        declared: Mapping[str, Any] = cls.conveyor_options if cls is not None else {}
+        explicit = options.get("store") or declared.get("store")
+        if self.app.settings.routing_rules:
+            tags = job.get("tags") or ()
+            route = self._rules().route(str(job["class"]), job["queue"], tags, explicit)
+            job["queue"] = route.queue
+            name = route.store
+        else:
+            name = explicit or DEFAULT_STORE
+        if name != DEFAULT_STORE and name not in self.app.settings.stores:
+            known = ", ".join((DEFAULT_STORE, *sorted(self.app.settings.stores)))
+            raise ConfigurationError(
+                f"{job['class']}: store={name!r} is not configured (known stores: {known}); "
+                "add it to Settings(stores=...) / CONVEYOR_STORES, or drop the store option"
+            )
+        return name
 
     # -- plans ----------------------------------------------------------------------------------
     def _store(self) -> Any:
         return self.app.store
+
+    def _named(self, name: str) -> Any:
+        return self.app.stores.get(name)
+
+    def _named_async(self, name: str) -> Any:
+        return self.app.stores.get_async(name)
 
     def _keys(self) -> Keys:
         prefix = self.app.settings.key_prefix
@@ -184,13 +242,14 @@ class Client:
         options: Mapping[str, Any] | None,
         at: float | None,
     ) -> Plan[EnqueueResult]:
-        cls, job = self.build(job_class, args, options or {})
-        return (yield from self._one_plan(cls, job, at))
+        options = options or {}
+        cls, job = self.build(job_class, args, options)
+        return (yield from self._one_plan(cls, job, at, self._route(cls, job, options)))
 
     def _one_plan(
-        self, cls: type[Job] | None, job: Payload, at: float | None
+        self, cls: type[Job] | None, job: Payload, at: float | None, store: str
     ) -> Plan[EnqueueResult]:
-        ctx = EnqueueContext(self.app, cls, job, at)
+        ctx = EnqueueContext(self.app, cls, job, at, store_name=store)
         if not self._middleware_for(cls):
             replicas = yield from self._push_plan([ctx])
             self._check_durable(replicas, [job["jid"]])
@@ -220,11 +279,14 @@ class Client:
             return (yield from plain)
         # Validate everything first so a bad item leaves nothing half-pushed.
         built = [self.build(job_class, args, opts, checked=True) for args in args_list]
+        stores = [self._route(cls, job, opts) for cls, job in built]
         jids: list[str] = []
         for start in range(0, len(built), batch_size):
             contexts = [
-                EnqueueContext(self.app, cls, job, at)
-                for cls, job in built[start : start + batch_size]
+                EnqueueContext(self.app, cls, job, at, store_name=store)
+                for (cls, job), store in zip(
+                    built[start : start + batch_size], stores[start:], strict=False
+                )
             ]
             yield from self._before_plan(contexts)
             kept = [c for c in contexts if c.dropped is None]
@@ -252,6 +314,7 @@ class Client:
         encoded = [encode_args(args, name) for args in args_list]
         target = cls if cls is not None else name
         _, template = self.build(target, [], options, checked=True, template=True)
+        store = self._route(cls, template, options)
         if cls is not None:
             _check_signature(cls, name, args_list, {**cls.conveyor_options, **options})
         now = self.app.clock.time()
@@ -273,9 +336,9 @@ class Client:
             payloads = [f"{head}{args}{middle}{jid}{tail}" for args, jid in batch]
             if scheduled:
                 assert at is not None
-                replicas = yield from self._write(keys, {}, [(at, p) for p in payloads])
+                replicas = yield from self._write(keys, {}, [(at, p) for p in payloads], store)
             else:
-                replicas = yield from self._write(keys, {queue: payloads}, ())
+                replicas = yield from self._write(keys, {queue: payloads}, (), store)
             self._check_durable(replicas, jids[start : start + batch_size], jids[:start])
         return jids
 
@@ -316,29 +379,40 @@ class Client:
                 self.sink.capture(ctx.job, ctx.at)
             return None
         now = self.app.clock.time()
-        by_queue: dict[str, list[str]] = {}
-        scheduled: list[tuple[float, str]] = []
+        # Each store gets its share in one round trip; a bulk call routes to one store.
+        pushes: dict[str, tuple[dict[str, list[str]], list[tuple[float, str]]]] = {}
         for ctx in contexts:
+            by_queue, scheduled = pushes.setdefault(ctx.store_name, ({}, []))
             if ctx.at is not None and ctx.at > now:
                 scheduled.append((ctx.at, dumps(ctx.job)))
             else:
                 ctx.job["enqueued_at"] = now
                 by_queue.setdefault(ctx.job["queue"], []).append(dumps(ctx.job))
-        return (yield from self._write(self._keys(), by_queue, scheduled))
+        confirmed: list[int] = []
+        for store, (by_queue, scheduled) in pushes.items():
+            replicas = yield from self._write(self._keys(), by_queue, scheduled, store)
+            if replicas is not None:
+                confirmed.append(replicas)
+        return min(confirmed) if confirmed else None
 
     def _write(
-        self, keys: Keys, by_queue: dict[str, list[str]], scheduled: Sequence[tuple[float, str]]
+        self,
+        keys: Keys,
+        by_queue: dict[str, list[str]],
+        scheduled: Sequence[tuple[float, str]],
+        store: str,
     ) -> Plan[int | None]:
-        """One push round trip: a MULTI/EXEC, or with ``min_replicas`` ``push.lua`` and ``WAIT``
-        in one pipeline; returns the replicas that confirmed it (``None`` without)."""
+        """One push round trip to ``store``: a MULTI/EXEC, or with ``min_replicas``
+        ``push.lua`` and ``WAIT`` in one pipeline; returns the replicas that confirmed it
+        (``None`` without)."""
         settings = self.app.settings
         if not settings.min_replicas:
-            yield Call.transaction(push_commands(keys, by_queue, scheduled))
+            yield Call.transaction(push_commands(keys, by_queue, scheduled)).to(store)
             return None
         call = durable_push_call(
             keys, by_queue, scheduled, settings.min_replicas, settings.min_replicas_timeout
         )
-        _, confirmed = yield call
+        _, confirmed = yield call.to(store)
         return int(confirmed)
 
     def _check_durable(

@@ -18,6 +18,7 @@ from conveyor.core.options import (
 )
 from conveyor.core.payload import Payload
 from conveyor.errors import ConfigurationError, EnqueueError
+from conveyor.routing import DEFAULT_STORE
 
 #: Options the core engine understands, with their defaults.
 CORE_OPTIONS: Mapping[str, Any] = {
@@ -34,6 +35,8 @@ CORE_OPTIONS: Mapping[str, Any] = {
     #: Check the arguments of every enqueue against ``perform``'s signature (off for a class
     #: a Ruby process runs, or a ``perform(*args)`` that takes whatever it is given).
     "check_args": True,
+    #: The store its jobs go to, winning over routing rules (docs/scaling.md).
+    "store": None,
 }
 
 #: Options that travel in the payload (so any process, Ruby or Python, honours them).
@@ -142,6 +145,9 @@ class Job:
     max_retries_after_interruption: ClassVar[int | None] = None
     aliases: ClassVar[tuple[str, ...]] = ()
     tags: ClassVar[tuple[str, ...]] = ()
+    #: The store (Redis instance) its jobs go to, winning over routing rules; ``None``: the
+    #: routing rules decide, else the default store (docs/scaling.md).
+    store: ClassVar[str | None] = None
 
     #: Set on registration.
     app: ClassVar[JobOwner]
@@ -366,6 +372,9 @@ class ServiceJob(Job, Generic[S]):
     """
 
     _service: ClassVar[object | None] = None
+    #: The service keeps its records in the default store, so its jobs stay there whatever
+    #: the routing rules say (a rule may still rename their queue).
+    store: ClassVar[str | None] = DEFAULT_STORE
 
     @property
     def service(self) -> S:

@@ -16,7 +16,9 @@ from conveyor.core._protocols import AppLike
 from conveyor.core.job import Job
 from conveyor.core.payload import Payload
 from conveyor.errors import ConfigurationError
+from conveyor.redis import Store
 from conveyor.redis.calls import Plan
+from conveyor.routing import DEFAULT_STORE
 
 
 class Middleware:
@@ -43,6 +45,14 @@ class EnqueueContext:
     dropped: str | None = None
     #: Extra facts for the caller (e.g. ``duplicate_of``); returned on the enqueue result.
     info: dict[str, Any] = field(default_factory=dict)
+    #: The name of the store the job is pushed to (routing rules, ``store=``).
+    store_name: str = DEFAULT_STORE
+
+    @property
+    def store(self) -> Store:
+        """The store the job is pushed to: a middleware keeping state beside the job (a
+        deduplication cookie) writes it here, so the job and its state share one Redis."""
+        return self.app.stores.get(self.store_name)
 
     def drop(self, reason: str) -> None:
         """Do not push this job; ``reason`` is reported to the caller."""

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from conveyor.errors import ConfigurationError, UnknownOptionError
+from conveyor.routing import check_store_name
 
 #: ``(job name, option, value) -> normalized value``; raises ConfigurationError.
 OptionCheck = Callable[[str, str, Any], Any]
@@ -160,6 +161,10 @@ def _wal_locations(name: str, option: str, value: Any) -> Any:
     return dict(value)
 
 
+def _store(name: str, option: str, value: Any) -> Any:
+    return None if value is None else check_store_name(value, f"{name}: {option}=")
+
+
 CORE_CHECKS: Mapping[str, OptionCheck] = {
     "name": _name,
     "queue": _queue,
@@ -173,4 +178,5 @@ CORE_CHECKS: Mapping[str, OptionCheck] = {
     "tags": _names,
     "check_args": _flag,
     "wal_locations": _wal_locations,
+    "store": _store,
 }

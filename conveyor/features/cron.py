@@ -120,15 +120,22 @@ CRON_ENTRIES: ExtensionKey[dict[str, CronEntry]] = ExtensionKey("cron")
 
 
 class Cron:
-    """Cron entries of one app, in Redis."""
+    """Cron entries of one app, in Redis: those of the store ``store`` (default: the one the
+    process serves, ``Settings.store``)."""
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: App, store: str | None = None) -> None:
         self.app = app
+        self._store_name = store
         self._synced = False
 
     @property
+    def store_name(self) -> str:
+        # Read when used: installing cron on a new App must not load its settings yet.
+        return self._store_name or self.app.settings.store
+
+    @property
     def _store(self) -> CronStore:
-        return CronStore(self.app.store)
+        return CronStore(self.app.stores.get(self.store_name))
 
     def entries(self) -> list[CronEntry]:
         return sorted(
@@ -168,11 +175,22 @@ class Cron:
         result = self.app.client.enqueue(entry.job_class, entry.args, {"queue": entry.queue})
         return result.jid
 
+    def routed_queue(self, entry: CronEntry) -> str | None:
+        """The queue the entry's job is pushed to when it is routed to this store, else
+        ``None``: then a process of that store fires it, never this one, so an entry fires
+        once however many stores there are. Example: ``Cron(app).routed_queue(entry)`` ->
+        ``'default'`` (or ``None`` when a rule sends its job to another store)."""
+        route = self.app.client.route(entry.job_class, entry.queue)
+        return route.queue if route.store == self.store_name else None
+
     def sync(self) -> None:
-        """Write code-declared entries to Redis, keeping the enabled state of existing ones."""
+        """Write code-declared entries to Redis, keeping the enabled state of existing ones;
+        each entry goes to the store its job is routed to."""
         declared = self.app.extensions.get(CRON_ENTRIES) or {}
         existing = {e.name: e for e in self.entries()}
         for name, entry in declared.items():
+            if self.routed_queue(entry) is None:
+                continue
             old = existing.get(name)
             if old is None:
                 self.put(entry)
@@ -194,8 +212,11 @@ class Cron:
         now = self.app.clock.time()
         enqueued = 0
         for entry in self.entries():
-            if entry.enabled and not self._gated(entry.job_class):
-                enqueued += self._enqueue(entry, now)
+            if not entry.enabled or self._gated(entry.job_class):
+                continue
+            queue = self.routed_queue(entry)
+            if queue is not None:
+                enqueued += self._enqueue(replace(entry, queue=queue), now)
         return enqueued
 
     def _gated(self, wire_name: str) -> bool:

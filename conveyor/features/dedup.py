@@ -40,7 +40,7 @@ from conveyor.core.payload import Payload, dumps
 from conveyor.core.processor import Processor
 from conveyor.errors import ConfigurationError
 from conveyor.features.flags import NAME, Flags
-from conveyor.redis.calls import Plan, run_sync
+from conveyor.redis.calls import Plan, on_store, run_sync
 from conveyor.redis.dedup import Claim, DedupStore, claim_plan
 from conveyor.redis.keys import Keys
 
@@ -198,7 +198,8 @@ class DedupClientMiddleware(ClientMiddleware):
         return job_class is not None and policy_of(job_class) is not None
 
     def enqueue_plan(self, contexts: list[EnqueueContext]) -> Plan[None]:
-        """Claim the cookies of a batch in one script call (sync or asyncio alike)."""
+        """Claim the cookies of a batch in one script call per store (sync or asyncio alike):
+        a cookie lives in the store its job goes to."""
         wanted: list[tuple[EnqueueContext, Claim]] = []
         for ctx in contexts:
             claim = yield from _claim_plan(ctx)
@@ -207,23 +208,32 @@ class DedupClientMiddleware(ClientMiddleware):
         if not wanted:
             return
         keys = Keys(contexts[0].app.settings.key_prefix)
-        holders = yield from claim_plan(keys, [c for _, c in wanted])
-        for (ctx, claim), holder in zip(wanted, holders, strict=True):
-            if holder is None:
-                ctx.job["idempotency_key"] = claim.digest
-                continue
-            ctx.info["duplicate_of"] = holder
-            if claim.mode == "drop":
-                ctx.drop(f"duplicate of {holder}")
-            else:
-                ctx.job["duplicate-of"] = holder
+        for store in dict.fromkeys(ctx.store_name for ctx, _ in wanted):
+            group = [(ctx, claim) for ctx, claim in wanted if ctx.store_name == store]
+            claims = [claim for _, claim in group]
+            holders = yield from on_store(store, claim_plan(keys, claims))
+            _settle(group, holders)
 
     def before_enqueue_many(self, contexts: list[EnqueueContext]) -> None:
         if contexts:
-            run_sync(lambda: contexts[0].app.store, self.enqueue_plan(contexts))
+            app = contexts[0].app
+            run_sync(lambda: app.store, self.enqueue_plan(contexts), app.stores.get)
 
     def before_enqueue(self, ctx: EnqueueContext) -> None:
         self.before_enqueue_many([ctx])
+
+
+def _settle(wanted: list[tuple[EnqueueContext, Claim]], holders: list[str | None]) -> None:
+    """Keep the claimed jobs, drop (or mark) those whose twin holds the cookie."""
+    for (ctx, claim), holder in zip(wanted, holders, strict=True):
+        if holder is None:
+            ctx.job["idempotency_key"] = claim.digest
+            continue
+        ctx.info["duplicate_of"] = holder
+        if claim.mode == "drop":
+            ctx.drop(f"duplicate of {holder}")
+        else:
+            ctx.job["duplicate-of"] = holder
 
 
 def _claim_plan(ctx: EnqueueContext) -> Plan[Claim | None]:
@@ -371,7 +381,9 @@ def _reschedule_if_asked(
         return
     policy = policy_of(job_class)
     if policy is not None and policy.if_deduplicated == "reschedule_once":
-        app.client.enqueue(job_class, job["args"], {"queue": job["queue"]})
+        # Into the store the job ran in (this process's), where its cookie lives.
+        options = {"queue": job["queue"], "store": app.settings.store}
+        app.client.enqueue(job_class, job["args"], options)
 
 
 def install(app: App) -> None:

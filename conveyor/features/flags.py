@@ -30,6 +30,7 @@ from conveyor.errors import ConfigurationError, NotFoundError
 from conveyor.redis.calls import Call, Plan, run_sync
 from conveyor.redis.flags import FlagStore
 from conveyor.redis.keys import Keys
+from conveyor.routing import DEFAULT_STORE
 
 if TYPE_CHECKING:
     from conveyor.core.app import App
@@ -88,11 +89,12 @@ class Flags:
 
     @property
     def _store(self) -> FlagStore:
-        return FlagStore(self.app.store)
+        # Flags are configuration: one set for every store, kept in the default one.
+        return FlagStore(self.app.stores.default)
 
     def get(self, name: str) -> FlagState | None:
         """The flag's state, or ``None`` if it was never set."""
-        return run_sync(lambda: self.app.store, self.get_plan(name))
+        return run_sync(lambda: self.app.stores.default, self.get_plan(name))
 
     def get_plan(self, name: str) -> Plan[FlagState | None]:
         """:meth:`get` as a plan (:mod:`conveyor.redis.calls`), for sync and asyncio callers."""
@@ -101,7 +103,9 @@ class Flags:
             hit = self._cache.get(name)
         if hit is not None and now - hit[0] < self.cache_ttl:
             return hit[1]
-        raw = yield Call.command("HGET", Keys(self.app.settings.key_prefix).flags, name)
+        # Flags are configuration: one set for every store, kept in the default one.
+        flags_key = Keys(self.app.settings.key_prefix).flags
+        raw = yield Call.command("HGET", flags_key, name).to(DEFAULT_STORE)
         state = None if raw is None else _decode(name, str(raw))
         with self._lock:
             self._cache[name] = (now, state)
@@ -110,7 +114,7 @@ class Flags:
     def enabled(self, name: str, actor: str | int | None = None) -> bool:
         """Whether ``name`` is on (for ``actor``, when the flag is on for a percentage); a flag
         never set is off."""
-        return run_sync(lambda: self.app.store, self.enabled_plan(name, actor))
+        return run_sync(lambda: self.app.stores.default, self.enabled_plan(name, actor))
 
     def enabled_plan(self, name: str, actor: str | int | None = None) -> Plan[bool]:
         """:meth:`enabled` as a plan."""
@@ -212,7 +216,8 @@ class FlagGateMiddleware(ClientMiddleware):
 
     def before_enqueue_many(self, contexts: list[EnqueueContext]) -> None:
         if contexts:
-            run_sync(lambda: contexts[0].app.store, self.enqueue_plan(contexts))
+            app = contexts[0].app
+            run_sync(lambda: app.store, self.enqueue_plan(contexts), app.stores.get)
 
 
 def install(app: App) -> None:

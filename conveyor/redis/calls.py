@@ -16,6 +16,7 @@ Call(kind='command', name='HGET', keys=(), args=('dedup:ab12', 'jid'), commands=
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeVar
@@ -44,6 +45,12 @@ class Call:
     #: ``script_wait`` only: WAIT for this many replicas, at most ``wait_ms``.
     replicas: int = 0
     wait_ms: int = 0
+    #: The store (Redis instance) it goes to, by name; ``None``: the runner's own store.
+    store: str | None = None
+
+    def to(self, store: str) -> Call:
+        """This call sent to the store ``store``. Example: ``Call.command(...).to("b")``."""
+        return dataclasses.replace(self, store=store)
 
     @classmethod
     def script(cls, name: str, keys: Sequence[str], args: Sequence[Any]) -> Call:
@@ -105,26 +112,50 @@ class AsyncStore(Protocol):
     def scripts(self) -> _AsyncScripts: ...
 
 
-def run_sync(store: Callable[[], SyncStore], plan: Plan[T]) -> T:
+def run_sync(
+    store: Callable[[], SyncStore],
+    plan: Plan[T],
+    named: Callable[[str], SyncStore] | None = None,
+) -> T:
     """Drive ``plan`` to its end with a blocking client; returns its result. ``store`` is
-    asked for only when the plan makes a call (a testing mode's enqueue never connects)."""
+    asked for only when the plan makes a call (a testing mode's enqueue never connects);
+    ``named`` gives the store of a call addressed to one by name (:meth:`Call.to`)."""
     reply: Any = None
     try:
         while True:
             call = plan.send(reply)
-            reply = _execute_sync(store(), call)
+            target = store() if call.store is None or named is None else named(call.store)
+            reply = _execute_sync(target, call)
     except StopIteration as done:
         result: T = done.value
         return result
 
 
-async def run_async(store: Callable[[], AsyncStore], plan: Plan[T]) -> T:
+async def run_async(
+    store: Callable[[], AsyncStore],
+    plan: Plan[T],
+    named: Callable[[str], AsyncStore] | None = None,
+) -> T:
     """Drive ``plan`` to its end with an asyncio client; returns its result."""
     reply: Any = None
     try:
         while True:
             call = plan.send(reply)
-            reply = await _execute_async(store(), call)
+            target = store() if call.store is None or named is None else named(call.store)
+            reply = await _execute_async(target, call)
+    except StopIteration as done:
+        result: T = done.value
+        return result
+
+
+def on_store(store: str, plan: Plan[T]) -> Plan[T]:
+    """``plan`` with each of its calls sent to the store ``store`` (unless a call names its
+    own). Example: ``holders = yield from on_store("b", claim_plan(keys, claims))``."""
+    reply: Any = None
+    try:
+        while True:
+            call = plan.send(reply)
+            reply = yield call if call.store is not None else call.to(store)
     except StopIteration as done:
         result: T = done.value
         return result

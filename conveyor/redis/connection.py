@@ -31,13 +31,17 @@ def display_url(settings: Settings) -> str:
     return mask_url(resolve_url(settings))
 
 
-def connect(settings: Settings, *, max_connections: int | None = None) -> redis.Redis:
+def connect(
+    settings: Settings, *, max_connections: int | None = None, url: str | None = None
+) -> redis.Redis:
     """A thread-safe client with a connection pool, decoding replies as UTF-8 strings.
 
     A Sentinel URL gives a client of the current primary that follows failovers
-    (:mod:`conveyor.redis.sentinel`). Example: ``connect(Settings()).ping()`` -> ``True``.
+    (:mod:`conveyor.redis.sentinel`). ``url`` (another store's) replaces the settings' URL.
+    Example: ``connect(Settings()).ping()`` -> ``True``.
     """
-    url = resolve_url(settings)
+    embedded = url is None and settings.redis_url is None
+    url = url or resolve_url(settings)
     if is_sentinel_url(url):
         return sentinel.primary_client(
             parse_sentinel_url(url),
@@ -52,21 +56,23 @@ def connect(settings: Settings, *, max_connections: int | None = None) -> redis.
         health_check_interval=30,
         **tcp,
     )
-    if settings.redis_url is None and settings.embedded_fsync == "always":
+    if embedded and settings.embedded_fsync == "always":
         # The server may have been started by a process without the option: raise it (never
         # lower it, another process may rely on it). It lasts until the server restarts.
         client.config_set("appendfsync", "always")
     return client
 
 
-def connect_async(settings: Settings, *, max_connections: int | None = None) -> aioredis.Redis:
+def connect_async(
+    settings: Settings, *, max_connections: int | None = None, url: str | None = None
+) -> aioredis.Redis:
     """The asyncio twin of :func:`connect` (same URL, decoding and keepalive), for
     ``aperform_async`` and the async data API. Its connections belong to the event loop that
-    first uses them.
+    first uses them. ``url`` (another store's) replaces the settings' URL.
 
     >>> client = connect_async(Settings(redis_url="redis://localhost:6379/0"))  # doctest: +SKIP
     """
-    url = resolve_url(settings)
+    url = url or resolve_url(settings)
     if is_sentinel_url(url):
         return sentinel.primary_client_async(
             parse_sentinel_url(url), max_connections=max_connections

@@ -116,6 +116,19 @@ class Keys:
     def lock(self, name: str) -> str:
         return self._k(f"conveyor:lock:{name}")
 
+    def moving(self, queue: str) -> str:
+        """Hash of the unfinished moves of a queue to another store (``migrate-queue
+        --to-store``): run id -> JSON destination. A rerun finishes what they left."""
+        return self._k(f"conveyor:moving:{queue}")
+
+    def moving_list(self, queue: str, run: str) -> str:
+        """Jobs one move took off the queue and has not confirmed in the other store yet."""
+        return self._k(f"conveyor:moving:{queue}:{run}")
+
+    def moving_set(self, queue: str, run: str, zset: str) -> str:
+        """The same for entries taken out of the ``zset`` sorted set, with their scores."""
+        return self._k(f"conveyor:moving:{queue}:{run}:{zset}")
+
     # -- features -------------------------------------------------------------------------------
     @property
     def retired_classes(self) -> str:

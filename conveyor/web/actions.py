@@ -184,7 +184,7 @@ def process_signal(verb: str) -> Action:
 def cron_action(verb: str) -> Action:
     def act(web: WebContext, path: Params, data: Params) -> Result:
         name = path["name"]
-        runner = Cron(web.app)
+        runner = Cron(web.app, web.api.store_name)
         if verb == "enqueue":
             jid = runner.enqueue_now(name)
             return f"cron {name}: enqueued now as {jid}", {"jid": jid}

@@ -3,7 +3,9 @@
 Reads: ``/api/session``, ``/api/stats``, ``/api/history?days=N``, ``/api/queues``,
 ``/api/queues/{name}/jobs?page=&per_page=``, ``/api/{retries|scheduled|dead|interrupted}``
 (paged) and ``/api/{set}/{jid}``, ``/api/processes``, ``/api/busy``, ``/api/cron``,
-``/api/flags``. Authenticate with ``Authorization: Bearer <token>`` or a login session.
+``/api/flags``. Authenticate with ``Authorization: Bearer <token>`` or a login session. With
+several stores the same routes answer for one store under ``/stores/<name>/api/``, and
+``/api/stats`` and ``/api/history`` at the root sum every store.
 """
 
 from __future__ import annotations
@@ -92,8 +94,11 @@ def routes(extra: list[BaseRoute]) -> list[BaseRoute]:
     out: list[BaseRoute] = [
         *extra,
         Route("/session", session, methods=["GET"]),
-        Route("/stats", reader(lambda web, r: data.stats(web.api))),
-        Route("/history", reader(lambda web, r: data.history(web.api, _days(r)))),
+        Route("/stats", reader(lambda web, r: data.stats(web.api, every_store=web.store is None))),
+        Route(
+            "/history",
+            reader(lambda web, r: data.history(web.api, _days(r), every_store=web.store is None)),
+        ),
         Route("/queues", reader(lambda web, r: data.queues(web.api))),
         Route("/queues/{name:path}/jobs", reader(_queue_jobs)),
         Route("/processes", reader(lambda web, r: data.processes(web.api))),

@@ -12,7 +12,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute, Mount, Route, Router
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -27,7 +27,14 @@ from conveyor.web import workflows as workflows_web
 from conveyor.web.access import AccessLogMiddleware
 from conveyor.web.body_limit import BodyLimitMiddleware, BodyTooLarge, too_large
 from conveyor.web.config import WebSettings
-from conveyor.web.extension import WebContext, WebExtension, build_templates, resolve_extensions
+from conveyor.web.extension import (
+    STORE_SCOPE_KEY,
+    STORES_PATH,
+    WebContext,
+    WebExtension,
+    build_templates,
+    resolve_extensions,
+)
 from conveyor.web.hosts import HostMiddleware
 
 SESSION_COOKIE = "conveyor_session"
@@ -65,6 +72,30 @@ class HeadersMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class _InStore:
+    """Serves ``routes`` for one store: the request's scope names it (``context_of`` then
+    gives the store's data API), and the mount's path becomes the pages' ``base``."""
+
+    def __init__(self, name: str, routes: list[BaseRoute]) -> None:
+        self.name = name
+        self.router = Router(routes=routes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.router({**scope, STORE_SCOPE_KEY: self.name}, receive, send)
+
+
+def store_mounts(names: Iterable[str], routes: list[BaseRoute]) -> list[BaseRoute]:
+    """Every route again under ``/stores/<name>`` for each store, when there are several.
+
+    >>> store_mounts(["default"], routes)
+    []
+    """
+    names = list(names)
+    if len(names) < 2:
+        return []
+    return [Mount(f"{STORES_PATH}/{name}", app=_InStore(name, list(routes))) for name in names]
 
 
 def create_app(
@@ -110,6 +141,7 @@ def create_app(
     if settings.metrics:
         routes.insert(1, Route("/metrics", metrics.endpoint, methods=["GET"]))
     routes += pages.routes([r for e in found for r in e.pages])
+    routes += store_mounts(data_api.store_names(), routes)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:

@@ -16,6 +16,7 @@ count as failed logins).
 from __future__ import annotations
 
 import hmac
+import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -35,13 +36,17 @@ from conveyor.web.sessions import Attempt
 OPEN_PATHS = frozenset({"/login", "/healthz"})
 #: The session cookie's field holding the session id.
 SESSION_ID = "sid"
+#: The prefix under which every route is served again for one store (web/app.py).
+_IN_STORE = re.compile(r"^/stores/[a-z0-9][a-z0-9_-]{0,31}(?=/|$)")
 
 
 def route_path(scope: Scope) -> str:
-    """The path inside the dashboard (without the prefix it is mounted under)."""
+    """The path inside the dashboard (without the prefix it is mounted under, nor the
+    ``/stores/<name>`` that serves the same routes for one store)."""
     path = str(scope.get("path", ""))
     root = str(scope.get("root_path", ""))
-    return path[len(root) :] or "/" if root and path.startswith(root) else path
+    inner = path[len(root) :] or "/" if root and path.startswith(root) else path
+    return _IN_STORE.sub("", inner, count=1) or "/"
 
 
 def client_address(scope: Scope) -> str:

@@ -85,15 +85,24 @@ def job(record: JobRecord, now: float) -> dict[str, Any]:
     return {**record.to_dict(), "latency": record.latency(now)}
 
 
-def stats(api: Api) -> dict[str, Any]:
-    """The overview's counters (``/api/stats``)."""
+def stats(api: Api, *, every_store: bool = False) -> dict[str, Any]:
+    """The overview's counters (``/api/stats``); with ``every_store`` and several stores,
+    summed across them, each store's own under ``stores``."""
+    if every_store and len(api.store_names()) > 1:
+        overview = api.overview()
+        return {
+            **dataclasses.asdict(overview.total),
+            "now": api.now(),
+            "stores": [dataclasses.asdict(part) for part in overview.stores],
+        }
     snapshot = api.stats()
     return {**dataclasses.asdict(snapshot), "now": api.now()}
 
 
-def history(api: Api, days: int) -> dict[str, Any]:
-    """Daily processed and failed counts, oldest day first (``/api/history``)."""
-    found = api.history(days)
+def history(api: Api, days: int, *, every_store: bool = False) -> dict[str, Any]:
+    """Daily processed and failed counts, oldest day first (``/api/history``); summed across
+    the stores with ``every_store``."""
+    found = api.history_all(days) if every_store else api.history(days)
     dates = sorted(found.processed)
     return {
         "days": dates,
@@ -166,7 +175,7 @@ def busy(api: Api) -> list[dict[str, Any]]:
 
 def cron(api: Api) -> list[dict[str, Any]]:
     """Cron entries with their last and next tick (``/api/cron``)."""
-    runner = Cron(api.app)
+    runner = Cron(api.app, api.store_name)
     now = api.now()
     out = []
     for entry in runner.entries():

@@ -19,6 +19,7 @@ adds is behind the same authentication and CSRF checks as the built-in ones.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import importlib
@@ -92,6 +93,19 @@ class WebContext:
     settings: WebSettings
     templates: Jinja2Templates
     extensions: list[WebExtension] = field(default_factory=list)
+    #: The store chosen under ``/stores/<name>/``; ``None`` at the root, whose overview sums
+    #: every store and whose other pages show ``Settings.store``.
+    store: str | None = None
+    _views: dict[str, WebContext] = field(default_factory=dict, repr=False, compare=False)
+
+    def for_store(self, name: str) -> WebContext:
+        """This context over the store ``name`` (same settings, templates and extensions).
+        Example: ``context_of(request).for_store("b").api.stats()``."""
+        view = self._views.get(name)
+        if view is None:
+            view = dataclasses.replace(self, api=self.api.for_store(name), store=name, _views={})
+            self._views[name] = view
+        return view
 
     @property
     def app(self) -> App:
@@ -111,7 +125,7 @@ class WebContext:
     @property
     def cron(self) -> Cron:
         """Cron entries."""
-        return Cron(self.app)
+        return Cron(self.app, self.api.store_name)
 
     @property
     def nav(self) -> list[NavItem]:
@@ -127,15 +141,19 @@ class WebContext:
         """Render ``template`` with the shared values (navigation, CSRF token, flash...)."""
         session = request.scope.get("session", {})
         flash = session.pop("flash", None) if isinstance(session, dict) else None
+        base = str(request.scope.get("root_path", ""))
         context = {
-            "base": request.scope.get("root_path", ""),
+            "base": base,
+            **self._store_values(base),
             "title": self.settings.title,
             "nav": self.nav,
             "csrf_token": csrf.token(session) if isinstance(session, dict) else "",
             "user": request.scope.get("state", {}).get("user"),
             "flash": flash,
             "poll_ms": int(self.settings.poll_interval * 1000),
-            "redis": redact_url(self.app.settings.redis_url),
+            "redis": self.app.stores.display_url(self.api.store_name)
+            if self.store
+            else redact_url(self.app.settings.redis_url),
             "prefix": self.app.settings.key_prefix,
             "now": self.api.now(),
             "path": request.url.path,
@@ -143,6 +161,19 @@ class WebContext:
         }
         return self.templates.TemplateResponse(request, template, context, status_code)
 
+    def _store_values(self, base: str) -> dict[str, Any]:
+        """What the store selector needs: the stores (none when there is one), the chosen
+        one and the dashboard's root (``base`` without ``/stores/<name>``)."""
+        names = self.api.store_names()
+        suffix = f"{STORES_PATH}/{self.store}" if self.store else ""
+        root = base[: -len(suffix)] if suffix and base.endswith(suffix) else base
+        return {"stores": names if len(names) > 1 else (), "store": self.store, "root": root}
+
+
+#: Every page and API route is served again under ``/stores/<name>`` for each store.
+STORES_PATH = "/stores"
+#: The ASGI scope key naming the store of a request served under ``/stores/<name>``.
+STORE_SCOPE_KEY = "conveyor.store"
 
 BUILTIN_NAV = (
     NavItem("Overview", "/"),
@@ -164,7 +195,8 @@ def context_of(request: Request) -> WebContext:
     ctx = getattr(request.app.state, "conveyor_web", None)
     if not isinstance(ctx, WebContext):
         raise RuntimeError("this request is not served by conveyor.web.create_app()")
-    return ctx
+    store = request.scope.get(STORE_SCOPE_KEY)
+    return ctx.for_store(store) if isinstance(store, str) else ctx
 
 
 #: Dashboard extensions an app brings along: :class:`WebExtension` objects or

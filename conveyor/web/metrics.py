@@ -104,7 +104,7 @@ class ConveyorCollector:
             "Threads of every live process.",
             value=sum(p.concurrency for p in processes),
         )
-        entries = Cron(api.app).entries()
+        entries = Cron(api.app, api.store_name).entries()
         cron = GaugeMetricFamily("conveyor_cron_entries", "Cron entries.", labels=["state"])
         cron.add_metric(["enabled"], sum(1 for e in entries if e.enabled))
         cron.add_metric(["disabled"], sum(1 for e in entries if not e.enabled))

@@ -47,9 +47,11 @@ def overview(web: WebContext, request: Request) -> tuple[str, dict[str, Any]]:
     except ValueError:
         days = 30
     days = days if days in HISTORY_DAYS else 30
-    history = data.history(web.api, days)
+    # At the root the overview sums every store; under /stores/<name> it shows that one.
+    every = web.store is None
+    history = data.history(web.api, days, every_store=every)
     return "overview.html", {
-        "stats": data.stats(web.api),
+        "stats": data.stats(web.api, every_store=every),
         "days": days,
         "day_choices": HISTORY_DAYS,
         "chart": history_svg(history["days"], history["processed"], history["failed"]),
