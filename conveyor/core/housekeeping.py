@@ -104,7 +104,7 @@ class Reconciler:
     def pass_once(self) -> int:
         """One pass; returns how many entries went back to their queues."""
         entries = self.store.working_jobs(self.identity)
-        now = self.app.clock.monotonic()
+        now = self.units.clock.monotonic()  # the clock the units stamp fetch calls with
         unheld, fetching_since = self.units.unheld(entries)
         stale: Counter[str] = Counter()
         if self._since is not None and (fetching_since is None or fetching_since > self._since):

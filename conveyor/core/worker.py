@@ -24,6 +24,7 @@ from types import FrameType
 
 import redis
 
+from conveyor.clock import SYSTEM_CLOCK
 from conveyor.core.fetch import BLOCK_SINGLE, MAX_BATCH, Fetch, Fetcher
 from conveyor.core.finisher import Counters, Finisher
 from conveyor.core.health import Health, LoopState, run_loop
@@ -87,10 +88,13 @@ class Worker:
         self._beats = threading.Event()  # set: stop heartbeating
         #: Non-zero once the process must exit unhealthy (see :data:`EXIT_UNHEALTHY`).
         self.exit_code = 0
-        self.health = Health(app.clock)
+        # Wedged loops and the liveness known from the last heartbeat are measured in real
+        # time, whatever clock the app has: threads and Redis TTLs run in real time (a test's
+        # fake clock, advanced by its jobs, would fire them falsely).
+        self.health = Health(SYSTEM_CLOCK)
         self.wedge_after = wedge_after
         self.units = Units(
-            self.limit, self.refill, concurrency=self.settings.concurrency, clock=app.clock
+            self.limit, self.refill, concurrency=self.settings.concurrency, clock=SYSTEM_CLOCK
         )
         self.fetch = Fetch(app, self.identity, rng=self._rng)
         self.fetcher = Fetcher(
@@ -221,8 +225,7 @@ class Worker:
 
     def heartbeat(self) -> None:
         """Publish one heartbeat and obey a signal sent through Redis."""
-        clock = self.app.clock
-        sent = clock.monotonic()
+        sent = SYSTEM_CLOCK.monotonic()
         sig, alive = self._heartbeat.beat(
             self._busy, quiet=self._quiet.is_set(), health=self.health.report()
         )
