@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from conveyor.api._records import JobRecord, epoch
@@ -35,11 +35,20 @@ class ProcessInfo:
     rtt_us: int
     version: str
     info: dict[str, Any]
+    #: Health of the process's loops (fetch, finish, heartbeat, housekeeping, periodic), as its
+    #: last heartbeat reported it: ``{"fetch": {"ok": True, "errors": 0, "last_error": "",
+    #: "idle": 0.2, "running": True}, ...}``; empty for Sidekiq or older Conveyor processes.
+    health: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def healthy(self) -> bool:
+        """False when any loop reported a failure or no progress (see :attr:`health`)."""
+        return all(isinstance(v, dict) and v.get("ok", True) for v in self.health.values())
 
     @classmethod
     def from_state(cls, identity: str, state: Sequence[str | None]) -> ProcessInfo | None:
         """Build from the process hash fields (``None`` when the hash expired)."""
-        info_raw, busy, beat, quiet, rss, rtt = state
+        info_raw, busy, beat, quiet, rss, rtt, *rest = state
         if info_raw is None:
             return None
         try:
@@ -64,7 +73,16 @@ class ProcessInfo:
             rtt_us=int(rtt or 0),
             version=str(info.get("version") or ""),
             info=info,
+            health=_health(rest[0] if rest else None),
         )
+
+
+def _health(raw: str | None) -> dict[str, Any]:
+    try:
+        doc = json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+    return doc if isinstance(doc, dict) else {}
 
 
 class ProcessSet:

@@ -2,14 +2,13 @@
 queues into this process's working list, and handing unstarted jobs back.
 
 :class:`Fetch` is the Redis side (no thread of its own, so the threaded worker and an asyncio
-worker can share it); :class:`Units` holds the fetched jobs waiting for a thread;
-:class:`Fetcher` is the loop a worker thread runs.
+worker can share it); :class:`~conveyor.core.units.Units` holds the fetched jobs waiting for
+a thread; :class:`Fetcher` is the loop a worker thread runs.
 """
 
 from __future__ import annotations
 
 import logging
-import queue as queue_mod
 import random
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -18,6 +17,8 @@ import redis
 
 from conveyor.core.middleware import FetchedJob
 from conveyor.core.processor import Processor, ProcessorHost, run_batch_hook
+from conveyor.core.units import Units
+from conveyor.redis import Store
 
 log = logging.getLogger("conveyor.worker")
 
@@ -80,11 +81,17 @@ class Fetch:
     """
 
     def __init__(
-        self, app: ProcessorHost, identity: str, *, rng: random.Random | None = None
+        self,
+        app: ProcessorHost,
+        identity: str,
+        *,
+        rng: random.Random | None = None,
+        store: Store | None = None,
     ) -> None:
         self.app = app
         self.identity = identity
         self.rng = rng or random.Random()
+        self.store = store or app.store
 
     def order(self) -> list[str]:
         settings = self.app.settings
@@ -94,12 +101,12 @@ class Fetch:
 
     def batch(self, order: Sequence[str], count: int) -> list[Fetched]:
         """Move up to ``count`` jobs (queues tried in ``order``) into the working list."""
-        return self.app.store.fetch(self.identity, order, min(count, MAX_BATCH))
+        return self.store.fetch(self.identity, order, min(count, MAX_BATCH))
 
     def blocking(self, order: Sequence[str]) -> list[Fetched]:
         """Wait briefly for one job on the first queue (atomic BLMOVE)."""
         block = BLOCK_SINGLE if len(order) == 1 else BLOCK_MULTI
-        raw = self.app.store.fetch_blocking(self.identity, order[0], block)
+        raw = self.store.fetch_blocking(self.identity, order[0], block)
         return [(order[0], raw)] if raw is not None else []
 
     def give_back(self, jobs: Sequence[Fetched], attempts: int = 5) -> int:
@@ -108,78 +115,18 @@ class Fetch:
         clock = self.app.clock
         for attempt in range(attempts):
             try:
-                return self.app.store.requeue(self.identity, list(jobs))
+                return self.store.requeue(self.identity, list(jobs))
             except redis.RedisError as exc:
                 log.error("requeue failed (%s); retrying", exc)
                 clock.sleep(0.2 * (attempt + 1))
         return 0
 
 
-class Units:
-    """Fetched jobs waiting for a thread, and how many this process holds in all.
-
-    ``limit`` is threads + prefetch; the fetcher refills only once ``refill`` slots are free, so
-    a busy worker fetches (and prepares and acknowledges) in batches."""
-
-    def __init__(self, limit: int, refill: int) -> None:
-        self.limit = limit
-        self.refill = refill
-        self._queue: queue_mod.SimpleQueue[FetchedJob | None] = queue_mod.SimpleQueue()
-        self._inflight = 0
-        self._cond = threading.Condition()
-
-    def room(self, quiet: threading.Event) -> int:
-        """Wait until a refill is due (or ``quiet``); returns the free slots."""
-        with self._cond:
-            while self._inflight > self.limit - self.refill and not quiet.is_set():
-                self._cond.wait(0.5)
-            return self.limit - self._inflight
-
-    def add(self, units: Sequence[FetchedJob]) -> None:
-        with self._cond:
-            self._inflight += len(units)
-        for unit in units:
-            self._queue.put(unit)
-
-    def take(self) -> FetchedJob | None:
-        """The next job for a thread (``None``: the thread should end)."""
-        return self._queue.get()
-
-    def done(self, count: int = 1) -> None:
-        with self._cond:
-            self._inflight -= count
-            self._cond.notify()
-
-    def release(self, threads: int) -> None:
-        """Tell ``threads`` worker threads to end once the jobs before are taken."""
-        for _ in range(threads):
-            self._queue.put(None)
-
-    def drain(self) -> list[FetchedJob]:
-        """Take every job no thread has started (they are then no longer counted)."""
-        out: list[FetchedJob] = []
-        while True:
-            try:
-                unit = self._queue.get_nowait()
-            except queue_mod.Empty:
-                break
-            if unit is not None:
-                out.append(unit)
-        if out:
-            self.done(len(out))
-        return out
-
-    def wake(self) -> None:
-        with self._cond:
-            self._cond.notify_all()
-
-    def idle(self) -> bool:
-        with self._cond:
-            return self._inflight == 0
-
-
 class Fetcher:
-    """The fetch loop of one worker process: refill :class:`Units` in batches until quiet."""
+    """The fetch loop of one worker process: refill :class:`Units` in batches until quiet.
+
+    After each batch it asks the finisher to publish the start boundary, so the jobs of the
+    batch that wait for a thread are soon known in Redis as not started."""
 
     def __init__(
         self,
@@ -199,66 +146,79 @@ class Fetcher:
         self.burst = burst
         self.requeued = 0
 
-    def run(self) -> None:
-        failures = 0
-        app = self.fetch.app
-        while not self.quiet.is_set():
-            free = self.units.room(self.quiet)
-            if self.quiet.is_set():
-                break
-            order = self.fetch.order()
-            if not order:  # every queue gated shut: look again shortly
-                self.quiet.wait(GATED_WAIT)
-                continue
-            try:
-                jobs = self._next(order, free)
-                failures = 0
-            except redis.RedisError as exc:
-                failures += 1
-                log.error("fetch failed (%s); retrying", exc)
-                app.clock.sleep(min(5.0, 0.1 * 2**failures))
-                continue
-            if jobs is None:
-                log.info("burst: queues empty, stopping")
-                self.on_burst_end()
-                break
-            if not jobs:
-                continue
-            if self.quiet.is_set():  # quieted while we were blocked: hand them straight back
-                self.requeued += self.fetch.give_back(jobs)
-                break
-            self.dispatch([self.processor.fetched(q, raw) for q, raw in jobs])
-        # Prefetched jobs nobody started go back at once, so other processes can take them.
-        self.return_unstarted()
-        log.debug("fetcher stopped")
+    def step(self) -> bool:
+        """One round: wait for room, fetch, dispatch. False once the fetcher should end."""
+        if self.quiet.is_set():
+            return False
+        free = self.units.room(self.quiet)
+        if free is None or self.quiet.is_set():
+            return not self.quiet.is_set()
+        order = self.fetch.order()
+        if not order:  # every queue gated shut: look again shortly
+            self.quiet.wait(GATED_WAIT)
+            return True
+        jobs = self._next(order, free)
+        if jobs is None:
+            log.info("burst: queues empty, stopping")
+            self.on_burst_end()
+            return False
+        if jobs and self.quiet.is_set():  # quieted while we were blocked: hand them back
+            self.requeued += self.fetch.give_back(jobs)
+            self.units.release_held(raw for _, raw in jobs)
+            return False
+        if jobs:
+            self.dispatch(jobs)
+        return True
 
     def _next(self, order: list[str], free: int) -> list[Fetched] | None:
         """The next jobs; ``None`` when a burst worker should stop."""
-        jobs = self.fetch.batch(order, free)
+        jobs = self._batch(order, free)
         if jobs:
             return jobs
         if self.burst:
             return self._burst_check(order, free)
-        return self.fetch.blocking(order)
+        with self.units.fetching():
+            jobs = self.fetch.blocking(order)
+            self.units.hold(raw for _, raw in jobs)
+        return jobs
+
+    def _batch(self, order: list[str], free: int) -> list[Fetched]:
+        with self.units.fetching():
+            jobs = self.fetch.batch(order, free)
+            self.units.hold(raw for _, raw in jobs)
+        return jobs
 
     def _burst_check(self, order: list[str], free: int) -> list[Fetched] | None:
         """Burst mode, nothing fetched: ``None`` once the queues are empty while no job runs,
         else the jobs to dispatch (none yet while jobs still run)."""
         if not self.units.idle():
-            self.fetch.app.clock.sleep(0.01)
+            self.quiet.wait(0.01)  # a real wait: a test's fake clock must not spin here
             return []
         # Nothing runs now, so what a job enqueued just before it finished is visible (the
         # fetch above may have run before that push): look once more before stopping.
-        return self.fetch.batch(order, free) or None
+        return self._batch(order, free) or None
 
-    def dispatch(self, units: list[FetchedJob]) -> None:
+    def dispatch(self, jobs: list[Fetched]) -> None:
+        units = [self.processor.fetched(q, raw) for q, raw in jobs]
         # Middleware do their Redis work for the whole batch first (one round trip each); a job
         # they hand off (e.g. deferred by a concurrency limit) already left the working list.
         run_batch_hook(self.fetch.app, "prepare_batch", units)
-        self.units.add([u for u in units if u.handed_off is None])
+        gone = [u.raw for u in units if u.handed_off is not None]
+        if gone:
+            self.units.release_held(gone)
+        self.units.add([u if u.handed_off is None else None for u in units])
+        self.units.request()
 
     def return_unstarted(self) -> None:
+        """Give back every fetched job no thread has started (quiet, shutdown)."""
         unstarted = self.units.drain()
         if unstarted:
             run_batch_hook(self.fetch.app, "abandon_batch", unstarted)
-            self.requeued += self.fetch.give_back([(u.queue, u.raw) for u in unstarted])
+            self.give_back(unstarted)
+
+    def give_back(self, units: Sequence[FetchedJob]) -> int:
+        moved = self.fetch.give_back([(u.queue, u.raw) for u in units])
+        # Held no longer: given back, or (Redis failing) left for the reconciliation.
+        self.units.release_held(u.raw for u in units)
+        self.requeued += moved
+        return moved

@@ -1,5 +1,6 @@
 """Batched acknowledgement (SPEC CORE-3, CORE-5): finished jobs leave the working list, with
-their retry or dead-set entry and the stat counters, in one Lua call per batch."""
+their retry or dead-set entry and the stat counters, in one Lua call per batch. The same call
+publishes the process's start boundary (:mod:`conveyor.core.units`)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,20 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
-import redis
-
 from conveyor.core.middleware import FetchedJob
 from conveyor.core.processor import ProcessorHost, run_batch_hook, utc_day
-from conveyor.redis import Outcome
+from conveyor.core.recovery import log_trimmed
+from conveyor.core.units import Units
+from conveyor.redis import Outcome, Store
 
 log = logging.getLogger("conveyor.worker")
+
+#: Attempts to acknowledge the last batch at shutdown before leaving it to recovery.
+FINAL_ATTEMPTS = 10
+#: Jobs shorter than this finish faster than an acknowledgement round trip: when a batch holds
+#: one, every job waiting gets its permit at once (a thread would otherwise wait for a round
+#: trip per job; such jobs start within milliseconds anyway). Longer jobs get exact permits.
+SHORT_JOB = 0.05
 
 
 @dataclass
@@ -29,62 +37,98 @@ class Counters:
 class Finisher:
     """Collects outcomes from the worker threads and acknowledges them in batches.
 
-    >>> finisher = Finisher(app, "host:1:abc", Counters())   # doctest: +SKIP
-    >>> finisher.add(Outcome("ok", raw), unit)                # doctest: +SKIP
-    >>> finisher.flush()                                      # doctest: +SKIP
+    >>> finisher = Finisher(app, "host:1:abc", Counters(), units)   # doctest: +SKIP
+    >>> finisher.add(Outcome("ok", raw), unit)                      # doctest: +SKIP
+    >>> finisher.flush()                                            # doctest: +SKIP
     """
 
-    def __init__(self, app: ProcessorHost, identity: str, counters: Counters) -> None:
+    def __init__(
+        self,
+        app: ProcessorHost,
+        identity: str,
+        counters: Counters,
+        units: Units,
+        *,
+        store: Store | None = None,
+    ) -> None:
         self.app = app
         self.identity = identity
         self.counters = counters
+        self.units = units
+        self.store = store or app.store
         self._outcomes: list[tuple[Outcome, FetchedJob]] = []
+        self._short = False
         self._cond = threading.Condition()
+        units.on_wanted = self.wake
 
-    def add(self, outcome: Outcome, unit: FetchedJob) -> None:
+    def add(self, outcome: Outcome, unit: FetchedJob, seconds: float = 1.0) -> None:
+        """Queue the outcome of a job that ran ``seconds``."""
         with self._cond:
             self._outcomes.append((outcome, unit))
+            if seconds < SHORT_JOB:
+                self._short = True
             self._cond.notify()
 
     def wake(self) -> None:
         with self._cond:
             self._cond.notify_all()
 
-    def run(self, stop: threading.Event) -> None:
-        """Acknowledge batches until ``stop`` is set (the caller then flushes once more)."""
-        while not stop.is_set():
-            with self._cond:
-                while not self._outcomes and not stop.is_set():
-                    self._cond.wait(0.5)
-            self.flush()
+    def step(self, stop: threading.Event) -> bool:
+        """Wait briefly for outcomes (or a thread waiting to start), then acknowledge them."""
+        with self._cond:
+            if not self._outcomes and not self.units.wanted and not stop.is_set():
+                self._cond.wait(0.5)
+        self.flush()
+        return True
 
     def flush(self, final: bool = False) -> None:
-        """Acknowledge everything collected so far; retry Redis failures (a bounded number of
-        times when ``final``, at shutdown)."""
+        """Acknowledge everything collected so far (one attempt; at shutdown, ``final``, up to
+        :data:`FINAL_ATTEMPTS`). A failed attempt keeps the batch for the next one."""
         with self._cond:
             batch, self._outcomes = self._outcomes, []
-        if not batch:
+            short, self._short = self._short, False
+        if not batch and not self.units.wanted:
             return
-        app, settings = self.app, self.app.settings
-        attempts = 10 if final else 1_000_000
-        run_batch_hook(app, "settle_batch", [unit for _, unit in batch], attempts=attempts)
+        if batch:
+            run_batch_hook(
+                self.app, "settle_batch", [u for _, u in batch], attempts=3 if final else 1
+            )
         outcomes = [outcome for outcome, _ in batch]
-        for attempt in range(attempts):
-            now = app.clock.time()
+        for attempt in range(FINAL_ATTEMPTS if final else 1):
             try:
-                app.store.finish(
-                    self.identity,
-                    outcomes,
-                    utc_day(now),
-                    settings.dead_max_jobs,
-                    now - settings.dead_timeout,
-                )
+                self._acknowledge(outcomes, short)
                 break
-            except redis.RedisError as exc:
+            except Exception as exc:
+                if not final:
+                    with self._cond:
+                        self._outcomes[:0] = batch
+                        self._short = self._short or short
+                    raise
                 log.error("acknowledging %d job(s) failed (%s); retrying", len(outcomes), exc)
-                app.clock.sleep(min(5.0, 0.1 * 2**attempt))
+                self.app.clock.sleep(min(5.0, 0.1 * 2**attempt))
         failed = sum(1 for o in outcomes if o.kind not in ("ok", "gone"))
         processed = sum(1 for o in outcomes if o.kind != "gone")
         with self.counters.lock:
             self.counters.processed += processed
             self.counters.failed += failed
+
+    def _acknowledge(self, outcomes: list[Outcome], short: bool) -> None:
+        app, settings = self.app, self.app.settings
+        now = app.clock.time()
+        with self.units.publishing() as publication:
+            # Permits ahead for twice as many jobs as just finished (their threads take the
+            # next jobs now), or for every waiting job when jobs are short (see SHORT_JOB).
+            if outcomes:
+                self.units.eager = short
+            slack = self.units.limit if short else 2 * len(outcomes)
+            boundary = publication.for_finish(slack=slack)
+            _, trimmed = self.store.finish(
+                self.identity,
+                outcomes,
+                utc_day(now),
+                settings.dead_max_jobs,
+                now - settings.dead_timeout,
+                boundary=boundary,
+            )
+        self.units.release_held(o.raw for o in outcomes)
+        log_trimmed(trimmed)

@@ -5,6 +5,7 @@ Payloads are plain dicts; unknown fields are carried along untouched on every re
 
 from __future__ import annotations
 
+import base64
 import decimal
 import json
 import math
@@ -15,10 +16,17 @@ from collections.abc import Sequence
 from typing import Any
 
 from conveyor.errors import PayloadError, SerializationError
+from conveyor.redis.store import decode_raw, encode_raw
 
 Payload = dict[str, Any]
 
 REQUIRED = ("class", "args")
+
+#: Deepest nesting of arrays and objects a payload may have: Ruby's ``JSON.parse`` default
+#: (``max_nesting``), so every payload Conveyor runs, Sidekiq can read too.
+MAX_DEPTH = 100
+#: Largest payload a worker runs (characters); a bigger one is quarantined, not decoded.
+MAX_PAYLOAD = 16 * 1024 * 1024
 
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
@@ -63,10 +71,25 @@ def dumps(job: Any) -> str:
     '{"at":1.0e-05,"big":1.234567890123456e+15,"n":2.5}'
     """
     text = _fast_encode(job)
-    if not _maybe_unlike_ruby(text):
-        return text
-    marked = _encode(_mark_floats(job))
-    return _MARKED.sub(lambda m: m.group(1), marked)
+    if _maybe_unlike_ruby(text):
+        text = _MARKED.sub(lambda m: m.group(1), _encode(_mark_floats(job)))
+    if not text.isascii() and not _is_utf8(text):
+        # A lone surrogate (e.g. from os.fsdecode of a bad file name) cannot go to Redis as
+        # UTF-8: write every non-ASCII character as a JSON escape instead, same data.
+        text = _ascii_encode(_mark_floats(job))
+        text = _MARKED.sub(lambda m: m.group(1), text)
+    return text
+
+
+_ascii_encode = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), allow_nan=False).encode
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _maybe_unlike_ruby(text: str) -> bool:
@@ -156,9 +179,14 @@ def encode_args(args: Sequence[Any], class_name: str) -> str:
     return dumps(check_args(args, class_name))
 
 
-def _check_value(value: Any, path: str, class_name: str) -> None:
+def _check_value(value: Any, path: str, class_name: str, level: int = 1) -> None:
     if value is None or isinstance(value, str | bool | int):
         return
+    if level > MAX_DEPTH - 1:  # the payload object itself is one level
+        raise SerializationError(
+            f"{class_name}: {path} nests lists/dicts more than {MAX_DEPTH} levels deep, which "
+            "workers refuse (Ruby's JSON limit); flatten it"
+        )
     if isinstance(value, float):
         if not math.isfinite(value):
             raise SerializationError(
@@ -167,7 +195,7 @@ def _check_value(value: Any, path: str, class_name: str) -> None:
         return
     if isinstance(value, list | tuple):
         for i, item in enumerate(value):
-            _check_value(item, f"{path}[{i}]", class_name)
+            _check_value(item, f"{path}[{i}]", class_name, level + 1)
         return
     if isinstance(value, dict):
         for key, item in value.items():
@@ -176,7 +204,7 @@ def _check_value(value: Any, path: str, class_name: str) -> None:
                     f"{class_name}: {path} has the non-string key {key!r}; JSON objects only "
                     "have string keys, so convert it with str()"
                 )
-            _check_value(item, f"{path}[{key!r}]", class_name)
+            _check_value(item, f"{path}[{key!r}]", class_name, level + 1)
         return
     raise SerializationError(
         f"{class_name}: {path} is a {type(value).__module__}.{type(value).__qualname__} "
@@ -191,16 +219,56 @@ def _short_repr(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON can carry")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:40]} overflows a 64-bit float")
+    return value
+
+
+# NaN, Infinity and 1e999 parse in Python but cannot be written back (nor read by Ruby).
+_decode = json.JSONDecoder(parse_float=_finite_float, parse_constant=_reject_constant).decode
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
 def parse(raw: str | bytes) -> Payload:
-    """Decode a payload fetched from Redis, raising :class:`PayloadError` if it is not a job."""
+    """Decode a payload fetched from Redis, raising :class:`PayloadError` if it is not a job:
+    not UTF-8, not JSON, too big, nested deeper than :data:`MAX_DEPTH`, holding a number or
+    string that cannot be written back, or lacking ``class``/``args``.
+
+    >>> parse('{"class": "HardWorker", "args": [1]}')["class"]
+    'HardWorker'
+    """
+    if isinstance(raw, bytes):
+        raw = decode_raw(raw)
+    if len(raw) > MAX_PAYLOAD:
+        raise PayloadError(
+            f"payload is {len(raw)} characters, more than the {MAX_PAYLOAD} a job may have; "
+            "pass a reference (an id, a path) instead of the data"
+        )
+    if not raw.isascii() and not _is_utf8(raw):
+        raise PayloadError(f"payload is not valid UTF-8: {_short_repr(raw)}")
     try:
-        job = json.loads(raw)
+        job = _decode(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise PayloadError(f"payload is not valid JSON ({exc}): {_short_repr(raw)}") from None
+    except RecursionError:
+        raise PayloadError(
+            f"payload is nested more than {MAX_DEPTH} levels deep: {_short_repr(raw)}"
+        ) from None
     if not isinstance(job, dict):
         raise PayloadError(
             f"payload is a JSON {type(job).__name__}, not an object: {_short_repr(raw)}"
         )
+    _check_parsed(job, raw)
+    return job
+
+
+def _check_parsed(job: Payload, raw: str) -> None:
     missing = [f for f in REQUIRED if f not in job]
     if missing:
         raise PayloadError(
@@ -210,7 +278,37 @@ def parse(raw: str | bytes) -> Payload:
         raise PayloadError(f"payload 'class' must be a non-empty string, got {job['class']!r}")
     if not isinstance(job["args"], list):
         raise PayloadError(f"payload 'args' must be a list, got {type(job['args']).__name__}")
-    return job
+    # Cheap screens first: only a payload with many brackets can be too deep, and only one
+    # with a \uD8xx-\uDFxx escape can hold a lone surrogate.
+    if (
+        len(raw) > 2 * MAX_DEPTH
+        and raw.count("[") + raw.count("{") > MAX_DEPTH
+        and depth(job) > MAX_DEPTH
+    ):
+        raise PayloadError(
+            f"payload is nested more than {MAX_DEPTH} levels deep: {_short_repr(raw)}"
+        )
+    if "\\u" in raw and _SURROGATE_ESCAPE.search(raw) and not _is_utf8(_fast_encode(job)):
+        raise PayloadError(f"payload holds a lone UTF-16 surrogate: {_short_repr(raw)}")
+
+
+def depth(value: Any) -> int:
+    """How deeply arrays and objects nest in ``value`` (without recursion).
+
+    >>> depth([1, {"a": [2]}]), depth(3)
+    (3, 0)
+    """
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        elif not isinstance(item, list):
+            continue
+        deepest = max(deepest, level + 1)
+        stack.extend((child, level + 1) for child in item if isinstance(child, list | dict))
+    return deepest
 
 
 def queue_of(job: Payload, default: str = "default") -> str:
@@ -220,18 +318,28 @@ def queue_of(job: Payload, default: str = "default") -> str:
 
 def malformed_record(raw: str, queue: str, error: str, now: float) -> Payload:
     """What goes to the dead set for a payload that is not a valid job: the original object when
-    it was one (fields kept), else a wrapper holding the raw text."""
-    try:
-        original = json.loads(raw)
-    except ValueError:
-        original = None
-    record: Payload = (
-        original
-        if isinstance(original, dict)
-        else {"class": "Conveyor::MalformedPayload", "args": [raw], "jid": new_jid()}
-    )
-    record.setdefault("queue", queue)
-    record.setdefault("jid", new_jid())
+    it was one (fields kept), else a wrapper holding the raw text, or its bytes in base64 when
+    they are not UTF-8 (``raw_base64``).
+
+    >>> malformed_record("{oops", "default", "bad", 0.0)["args"]
+    ['{oops']
+    """
+    original = _original_object(raw)
+    if original is not None:
+        record: Payload = original
+    elif _is_utf8(raw):
+        record = {"class": "Conveyor::MalformedPayload", "args": [raw], "jid": new_jid()}
+    else:
+        record = {
+            "class": "Conveyor::MalformedPayload",
+            "args": [],
+            "jid": new_jid(),
+            "raw_base64": base64.b64encode(encode_raw(raw)).decode("ascii"),
+        }
+    if not isinstance(record.get("queue"), str):
+        record["queue"] = queue
+    if not isinstance(record.get("jid"), str):
+        record["jid"] = new_jid()
     record.update(
         error_class="conveyor.errors.PayloadError",
         error_message=error[:10_000],
@@ -239,3 +347,26 @@ def malformed_record(raw: str, queue: str, error: str, now: float) -> Payload:
         retry=False,
     )
     return record
+
+
+def _original_object(raw: str) -> Payload | None:
+    """The payload's own JSON object, when it is one that can be written back as it is."""
+    if len(raw) > MAX_PAYLOAD or not _is_utf8(raw):
+        return None
+    try:
+        original = _decode(raw)
+        if isinstance(original, dict) and depth(original) <= MAX_DEPTH:
+            dumps(original)
+            return original
+    except (ValueError, RecursionError, TypeError):
+        pass
+    return None
+
+
+def quarantine(raw: str, queue: str, error: str, now: float) -> str:
+    """The dead-set entry (JSON) for a payload that cannot run, always writable to Redis.
+
+    >>> '"retry":false' in quarantine("{oops", "default", "bad", 0.0)
+    True
+    """
+    return dumps(malformed_record(raw, queue, error, now))

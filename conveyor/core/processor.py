@@ -14,7 +14,7 @@ from conveyor.core._protocols import AppLike
 from conveyor.core.execution import AsyncRunner, is_async, run_sync
 from conveyor.core.job import Job
 from conveyor.core.middleware import Chain, FetchedJob, JobContext, ServerMiddleware
-from conveyor.core.payload import Payload, dumps, malformed_record, parse
+from conveyor.core.payload import Payload, dumps, parse, quarantine
 from conveyor.core.retry import decide
 from conveyor.errors import PayloadError, UnknownJobClassError
 from conveyor.logs import job_context
@@ -85,6 +85,9 @@ class Processor:
         self._async_cache: dict[type[Job], bool] = {}
         self._chains: dict[type[Job], list[ServerMiddleware]] = {}
         self._chain_version = -1
+        #: Set by the worker at shutdown: a KeyboardInterrupt then stops the job instead of
+        #: failing it.
+        self.stopping = False
 
     def chain_for(self, job_class: type[Job]) -> list[ServerMiddleware]:
         """The server middleware that apply to ``job_class``, cached per class."""
@@ -115,9 +118,11 @@ class Processor:
             # The error quotes the payload (arguments, maybe personal data): it goes to the dead
             # set, not to the log.
             log.error(
-                "malformed payload (%d bytes) from queue %s sent to the dead set", len(raw), queue
+                "malformed payload (%d characters) from queue %s sent to the dead set",
+                len(raw),
+                queue,
             )
-            return Outcome("dead", raw, now, dumps(malformed_record(raw, queue, error, now)))
+            return Outcome("dead", raw, now, quarantine(raw, queue, error, now))
         instance: Job | None = None
         with job_context(job, queue):  # jid, class and queue on every line logged meanwhile
             try:
@@ -131,7 +136,11 @@ class Processor:
                 instance.job = job
                 ctx = self.run(job_class, instance, job, queue, raw, state=unit.state)
                 return Outcome("gone" if ctx is not None and ctx.handed_off else "ok", raw)
-            except Exception as exc:
+            except BaseException as exc:
+                # SystemExit, GeneratorExit, KeyboardInterrupt raised by a job's own code are
+                # that job's failure, not the worker's (signals never reach worker threads).
+                if isinstance(exc, KeyboardInterrupt) and self.stopping:
+                    raise
                 unit.failed = True
                 return self._failed(raw, queue, exc, instance)
 
@@ -181,7 +190,23 @@ class Processor:
         else:
             run_sync(instance.perform, job["args"], timeout)
 
-    def _failed(self, raw: str, queue: str, exc: Exception, instance: Job | None) -> Outcome:
+    def crashed(self, unit: FetchedJob, exc: BaseException) -> Outcome:
+        """The outcome of a job whose result could not be filed (a bug in Conveyor or in a
+        hook it calls): the job goes to the dead set with the reason, never stays in the
+        working list of a live process.
+
+        >>> processor.crashed(unit, TypeError("bug"))        # doctest: +SKIP
+        Outcome(kind='dead', ...)
+        """
+        now = self.app.clock.time()
+        reason = f"Conveyor could not file this job's result ({type(exc).__name__}: {exc})"
+        try:
+            payload = quarantine(unit.raw, unit.queue, reason, now)
+        except Exception:  # even the record failed: keep the bare minimum
+            payload = dumps({"class": "Conveyor::Crashed", "args": [], "error_message": reason})
+        return Outcome("dead", unit.raw, now, payload)
+
+    def _failed(self, raw: str, queue: str, exc: BaseException, instance: Job | None) -> Outcome:
         app = self.app
         now = app.clock.time()
         job = parse(raw)  # pristine copy: perform may have mutated its args
@@ -197,7 +222,7 @@ class Processor:
             for handler in app.death_handlers:
                 try:
                     handler(job, exc)
-                except Exception:
+                except BaseException:  # the job still goes to the dead set
                     log.exception("death handler %r failed", handler)
             return Outcome("dead", raw, now, dumps(job))
         if decision.kind == "retry":

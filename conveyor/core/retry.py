@@ -9,6 +9,8 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import logging
+import math
 import random
 import traceback
 import zlib
@@ -21,6 +23,8 @@ from conveyor.errors import UnknownJobClassError
 from conveyor.settings import Settings
 
 MAX_MESSAGE = 10_000
+
+log = logging.getLogger("conveyor.retry")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +88,7 @@ def decide(
     )
 
     job["queue"] = job.get("retry_queue") or queue_of(job, queue)
-    job["error_message"] = str(exc)[:MAX_MESSAGE] or error_class_name(exc)
+    job["error_message"] = error_message(exc)
     job["error_class"] = error_class_name(exc)
     if isinstance(job.get("retry_count"), int):
         job["retried_at"] = now
@@ -104,10 +108,6 @@ def decide(
             return Decision("discard", now, job)
         if delay is None:
             delay = default_backoff(count, rng)
-        if not isinstance(delay, int | float):
-            raise TypeError(
-                f"retry_in returned {delay!r}; return seconds, 'kill', 'discard' or None"
-            )
         return Decision("retry", now + float(delay), job)
     return _exhausted(job, exc, now, instance, force_dead=unknown_class)
 
@@ -121,15 +121,46 @@ def _record_backtrace(job: Payload, exc: BaseException) -> None:
         job["error_backtrace"] = compress_backtrace(lines)
 
 
+def error_message(exc: BaseException) -> str:
+    """``str(exc)`` made safe to store: at most :data:`MAX_MESSAGE` characters, lone
+    surrogates (e.g. from ``os.fsdecode`` of a bad file name) escaped, and the class name when
+    ``__str__`` is empty or itself raises.
+
+    >>> error_message(OSError("report-\udcff.csv"))
+    'report-\\udcff.csv'
+    """
+    try:
+        text = str(exc)
+    except Exception:
+        text = ""
+    text = text[:MAX_MESSAGE] or error_class_name(exc)
+    if not text.isascii():
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
 def _hook_delay(
     instance: Job | None, count: int, exc: BaseException, job: Payload
 ) -> float | str | None:
     if instance is None:
         return None
+    name = type(instance).__name__
     try:
-        return instance.retry_in(count, exc, job)
+        delay = instance.retry_in(count, exc, job)
     except Exception:  # a broken hook must not lose the job: use the default backoff
+        log.exception("%s.retry_in raised; using the default backoff", name)
         return None
+    if delay is None or (isinstance(delay, str) and delay in ("kill", "discard")):
+        return delay
+    if isinstance(delay, int | float) and not isinstance(delay, bool) and math.isfinite(delay):
+        return max(0.0, float(delay))
+    log.warning(
+        "%s.retry_in returned %.60r, not seconds, 'kill', 'discard' or None; using the "
+        "default backoff",
+        name,
+        delay,
+    )
+    return None
 
 
 def _exhausted(

@@ -12,17 +12,20 @@ import random
 from typing import Literal
 
 from conveyor.core._protocols import AppLike
-from conveyor.core.payload import dumps, malformed_record, parse, queue_of
+from conveyor.core.payload import dumps, parse, quarantine, queue_of
+from conveyor.core.recovery import log_trimmed
 from conveyor.errors import PayloadError
+from conveyor.redis import Store
 
 log = logging.getLogger("conveyor.scheduler")
 
 SETS: tuple[Literal["schedule", "retry"], ...] = ("schedule", "retry")
 
 
-def enqueue_due(app: AppLike, limit_batches: int = 1000) -> int:
-    """Promote every job due now; returns how many this call moved."""
-    store = app.store
+def enqueue_due(app: AppLike, limit_batches: int = 1000, store: Store | None = None) -> int:
+    """Promote every job due now; returns how many this call moved. An entry that is not a
+    job (bad UTF-8, bad JSON, NaN...) goes to the dead set with the reason, raw data kept."""
+    store = store or app.store
     settings = app.settings
     total = 0
     for zset in SETS:
@@ -40,10 +43,11 @@ def enqueue_due(app: AppLike, limit_batches: int = 1000) -> int:
                     store.add_capped(
                         "dead",
                         now,
-                        dumps(malformed_record(raw, "default", str(exc), now)),
+                        quarantine(raw, "default", str(exc), now),
                         settings.dead_max_jobs,
                         now - settings.dead_timeout,
                         source=("zset", source_key, raw),
+                        on_trim=log_trimmed,
                     )
                     continue
                 job.pop("at", None)

@@ -2,10 +2,12 @@
 
 Threads: a fetcher (:mod:`conveyor.core.fetch`) moving jobs atomically from the queues into
 this process's working list; ``concurrency`` worker threads running them; a finisher
-(:mod:`conveyor.core.finisher`) acknowledging results in batches; a housekeeper
-(:mod:`conveyor.core.housekeeping`) sending heartbeats, recovering dead processes' jobs and
-promoting scheduled jobs. Shutdown is two-phase, as in Sidekiq: quiet (stop fetching), then
-stop with a deadline, after which unfinished jobs are requeued.
+(:mod:`conveyor.core.finisher`) acknowledging results in batches; a heartbeat; a housekeeper
+(:mod:`conveyor.core.housekeeping`) recovering dead processes' jobs, reconciling its own
+working list and promoting scheduled jobs. Every loop survives what it meets
+(:mod:`conveyor.core.health`); a loop that cannot carry on, or one wedged, makes the process
+exit with :data:`EXIT_UNHEALTHY`. Shutdown is two-phase, as in Sidekiq: quiet (stop fetching),
+then stop with a deadline, after which unfinished jobs are requeued.
 """
 
 from __future__ import annotations
@@ -22,14 +24,24 @@ from types import FrameType
 
 import redis
 
-from conveyor.core.fetch import BLOCK_SINGLE, MAX_BATCH, Fetch, Fetcher, Units
+from conveyor.clock import SYSTEM_CLOCK
+from conveyor.core.fetch import BLOCK_SINGLE, MAX_BATCH, Fetch, Fetcher
 from conveyor.core.finisher import Counters, Finisher
-from conveyor.core.housekeeping import BusyMap, Heartbeat, Housekeeper, run_periodic
+from conveyor.core.health import Health, LoopState, run_loop
+from conveyor.core.housekeeping import BusyMap, Heartbeat, Housekeeper, Periodic
+from conveyor.core.middleware import FetchedJob
 from conveyor.core.processor import Processor, ProcessorHost
+from conveyor.core.units import Units
+from conveyor.redis import Outcome
 
 log = logging.getLogger("conveyor.worker")
 
-__all__ = ["Counters", "Worker", "make_identity"]
+__all__ = ["EXIT_UNHEALTHY", "Counters", "Worker", "make_identity"]
+
+#: Exit status of a process whose loop could not carry on or was wedged (EX_SOFTWARE).
+EXIT_UNHEALTHY = 70
+#: Seconds without progress after which the fetch or finish loop counts as wedged.
+WEDGE_AFTER = 60.0
 
 
 def make_identity() -> str:
@@ -49,7 +61,12 @@ class Worker:
     """
 
     def __init__(
-        self, app: ProcessorHost, *, burst: bool = False, identity: str | None = None
+        self,
+        app: ProcessorHost,
+        *,
+        burst: bool = False,
+        identity: str | None = None,
+        wedge_after: float = WEDGE_AFTER,
     ) -> None:
         self.app = app
         self.settings = app.settings
@@ -68,7 +85,17 @@ class Worker:
         self._housekeeping_stop = threading.Event()
         self._finisher_stop = threading.Event()
         self._busy: BusyMap = {}
-        self.units = Units(self.limit, self.refill)
+        self._beats = threading.Event()  # set: stop heartbeating
+        #: Non-zero once the process must exit unhealthy (see :data:`EXIT_UNHEALTHY`).
+        self.exit_code = 0
+        # Wedged loops and the liveness known from the last heartbeat are measured in real
+        # time, whatever clock the app has: threads and Redis TTLs run in real time (a test's
+        # fake clock, advanced by its jobs, would fire them falsely).
+        self.health = Health(SYSTEM_CLOCK)
+        self.wedge_after = wedge_after
+        self.units = Units(
+            self.limit, self.refill, concurrency=self.settings.concurrency, clock=SYSTEM_CLOCK
+        )
         self.fetch = Fetch(app, self.identity, rng=self._rng)
         self.fetcher = Fetcher(
             self.fetch,
@@ -78,16 +105,23 @@ class Worker:
             on_burst_end=self.stop,
             burst=burst,
         )
-        self.finisher = Finisher(app, self.identity, self.counters)
+        self.finisher = Finisher(app, self.identity, self.counters, self.units)
         self._heartbeat = Heartbeat(app, self.identity, started_at=self.started_at)
         self.housekeeper = Housekeeper(
-            app, self.identity, self.heartbeat, stopping=self._stop, rng=self._rng
+            app,
+            self.identity,
+            units=self.units,
+            health=self.health,
+            stopping=self._stop,
+            rng=self._rng,
         )
+        self._beat_count = 0
         self._threads: list[threading.Thread] = []
         self._workers: list[threading.Thread] = []
         self._fetcher_thread: threading.Thread | None = None
         self._finisher_thread: threading.Thread | None = None
         self._housekeeping: threading.Thread | None = None
+        self._heartbeat_thread: threading.Thread | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -95,23 +129,68 @@ class Worker:
         # The liveness key must exist before anything enters our working list, or a sweep
         # elsewhere could take our jobs for orphans.
         self.heartbeat()
-        self._housekeeping = self._spawn(
-            lambda: self.housekeeper.run(self._housekeeping_stop), "conveyor-housekeeper"
+        wedge = self.wedge_after
+        self._heartbeat_thread = self._loop("heartbeat", 0, self._beat_step, self._beats)
+        self._housekeeping = self._loop(
+            "housekeeping", wedge * 5, self.housekeeper.step, self._housekeeping_stop
         )
-        self._finisher_thread = self._spawn(
-            lambda: self.finisher.run(self._finisher_stop), "conveyor-finisher"
-        )
+        self._finisher_thread = self._loop("finish", wedge, self.finisher.step, self._finisher_stop)
         for i in range(self.settings.concurrency):
             self._workers.append(self._spawn(self._work, f"conveyor-worker-{i}"))
         if self.app.periodic_tasks:
-            self._spawn(lambda: run_periodic(self.app, self._stop, self._rng), "conveyor-periodic")
-        self._fetcher_thread = self._spawn(self.fetcher.run, "conveyor-fetcher")
+            periodic = Periodic(self.app, self._rng)
+            self._loop("periodic", wedge * 10, periodic.step, self._stop)
+        self._fetcher_thread = self._loop(
+            "fetch", wedge, lambda _: self.fetcher.step(), self._quiet, then=self._fetch_done
+        )
         log.info(
             "worker %s started: %d threads, queues %s",
             self.identity,
             self.settings.concurrency,
             ",".join(self.settings.queue_names),
         )
+
+    def _loop(
+        self,
+        name: str,
+        bound: float,
+        step: Callable[[threading.Event], bool],
+        stop: threading.Event,
+        then: Callable[[], None] | None = None,
+    ) -> threading.Thread:
+        state: LoopState = self.health.register(name, bound)
+
+        def target() -> None:
+            run_loop(self.health, state, lambda: step(stop), stop, self.fatal)
+            if then is not None:
+                then()
+
+        return self._spawn(target, f"conveyor-{name}")
+
+    def _fetch_done(self) -> None:
+        # Prefetched jobs nobody started go back at once, so other processes can take them.
+        try:
+            self.fetcher.return_unstarted()
+        except Exception:
+            log.exception("giving back unstarted jobs failed; they will be recovered")
+        log.debug("fetcher stopped")
+
+    def fatal(self, reason: str) -> None:
+        """A loop cannot carry on: stop and make the process exit non-zero (so a supervisor,
+        systemd or Kubernetes restarts it); jobs left behind are recovered as a dead one's."""
+        log.critical("worker %s is unhealthy (%s): stopping", self.identity, reason)
+        self.exit_code = EXIT_UNHEALTHY
+        self.stop()
+
+    def _beat_step(self, stop: threading.Event) -> bool:
+        wedged = self.health.wedged()
+        if wedged:
+            # Stop beating: the process is then recovered like a dead one.
+            self.fatal(f"no progress in the {', '.join(wedged)} loop(s)")
+            return False
+        self.heartbeat()
+        stop.wait(self.settings.heartbeat_interval)
+        return True
 
     def run(self, install_signals: bool = True) -> None:
         """Start, then block until stopped (signal, Redis signal, :meth:`stop` or burst end)."""
@@ -121,6 +200,8 @@ class Worker:
         while not self._stop.wait(0.2):
             pass
         self._shutdown()
+        if self.exit_code:
+            raise SystemExit(self.exit_code)
 
     def quiet(self) -> None:
         """Stop fetching new jobs; running jobs finish. Unstarted prefetched jobs go back."""
@@ -144,7 +225,22 @@ class Worker:
 
     def heartbeat(self) -> None:
         """Publish one heartbeat and obey a signal sent through Redis."""
-        sig = self._heartbeat.beat(self._busy, quiet=self._quiet.is_set())
+        sent = SYSTEM_CLOCK.monotonic()
+        sig, alive = self._heartbeat.beat(
+            self._busy, quiet=self._quiet.is_set(), health=self.health.report()
+        )
+        self._beat_count += 1
+        if not alive and self._beat_count > 1:
+            # Our liveness key had expired (SIGSTOP, a long pause): another process may have
+            # recovered our jobs. Those not started here must not run a second time.
+            dropped = self.units.discard_missing(self.store.working_jobs(self.identity))
+            log.warning(
+                "worker %s was taken for dead; %d fetched job(s) recovered elsewhere dropped",
+                self.identity,
+                len(dropped),
+            )
+        # The key lives liveness_ttl from when Redis ran the script, which is after ``sent``.
+        self.units.alive_until(sent + self.settings.liveness_ttl)
         if sig == "TSTP":
             self.quiet()
         elif sig == "TERM":
@@ -170,10 +266,18 @@ class Worker:
     def _shutdown(self) -> None:
         clock = self.app.clock
         deadline = clock.monotonic() + self.settings.shutdown_timeout
+        self.processor.stopping = True
         self.quiet()
+        if self.exit_code:  # unhealthy: leave at once, jobs are recovered as a dead one's
+            self._housekeeping_stop.set()
+            self._finisher_stop.set()
+            self.units.release(len(self._workers))
+            self._unregister()
+            self._done.set()
+            return
         if self._fetcher_thread is not None:
             self._fetcher_thread.join(timeout=BLOCK_SINGLE + 5)
-        self.fetcher.return_unstarted()
+        self._fetch_done()
         self.units.release(len(self._workers))
         for thread in self._workers:
             thread.join(timeout=max(0.0, deadline - clock.monotonic()))
@@ -187,6 +291,7 @@ class Worker:
         left = list(self._busy.values())
         if left:
             moved = self.fetch.give_back([(q, raw) for q, raw, _ in left])
+            self.units.release_held(raw for _, raw, _ in left)
             self.counters.requeued += moved
             log.warning(
                 "worker %s: %d job(s) still running at the %.0fs deadline were requeued",
@@ -195,16 +300,10 @@ class Worker:
                 self.settings.shutdown_timeout,
             )
         self.counters.requeued += self.fetcher.requeued
-        # No heartbeat may follow the unregistering, or the process would reappear for 60 s.
         self._housekeeping_stop.set()
         if self._housekeeping is not None:
             self._housekeeping.join(timeout=30)
-        try:
-            remaining = self.store.unregister(self.identity)
-            if remaining:
-                log.warning("%d job(s) left in the working list will be recovered", remaining)
-        except redis.RedisError as exc:
-            log.error("could not unregister %s: %s", self.identity, exc)
+        self._unregister()
         self.processor.runner.close()
         log.info(
             "worker %s stopped: %d processed, %d failed",
@@ -214,20 +313,49 @@ class Worker:
         )
         self._done.set()
 
+    def _unregister(self) -> None:
+        # No heartbeat may follow the unregistering, or the process would reappear for 60 s.
+        self._beats.set()
+        if self._heartbeat_thread is not None:
+            self._heartbeat_thread.join(timeout=30)
+        try:
+            remaining = self.store.unregister(self.identity)
+            if remaining:
+                log.warning("%d job(s) left in the working list will be recovered", remaining)
+        except redis.RedisError as exc:
+            log.error("could not unregister %s: %s", self.identity, exc)
+
     # -- running --------------------------------------------------------------------------------
     def _work(self) -> None:
         tid = format(threading.get_ident(), "x")
-        clock = self.app.clock
         while True:
-            unit = self.units.take()
-            if unit is None:
-                return
-            self._busy[tid] = (unit.queue, unit.raw, int(clock.time()))
             try:
-                outcome = self.processor.process(unit)
-            except BaseException:  # a bug in Conveyor itself: leave the job to recovery
-                log.exception("processor crashed on a job from %s", unit.queue)
-            else:
-                self.finisher.add(outcome, unit)
+                taken = self.units.take()
+                if taken is None:
+                    return
+                self._run_one(tid, *taken)
+            except BaseException:  # never let a worker thread die: log it and carry on
+                log.exception("worker thread %s failed; carrying on", tid)
+
+    def _run_one(self, tid: str, seq: int, unit: FetchedJob) -> None:
+        self._busy[tid] = (unit.queue, unit.raw, int(self.app.clock.time()))
+        try:
+            if not self.units.may_start(seq, unit.raw):
+                return  # recovered by another process while this one was taken for dead
+            started = self.app.clock.monotonic()
+            outcome = self._outcome(unit)
+            if outcome is not None:
+                self.finisher.add(outcome, unit, self.app.clock.monotonic() - started)
+        finally:
             self._busy.pop(tid, None)
-            self.units.done()
+            self.units.done(seq)
+
+    def _outcome(self, unit: FetchedJob) -> Outcome | None:
+        try:
+            return self.processor.process(unit)
+        except KeyboardInterrupt:  # only raised at shutdown: the job goes back unfinished
+            self.fetcher.give_back([unit])
+            return None
+        except BaseException as exc:  # a bug in Conveyor or a hook: file the job, never strand it
+            log.exception("processor crashed on a job from %s; filing it as dead", unit.queue)
+            return self.processor.crashed(unit, exc)

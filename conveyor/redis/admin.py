@@ -26,7 +26,7 @@ from conveyor.redis.store import Store, ZSetName
 RedisError = redis.RedisError
 
 #: Fields of a process hash, in the order :meth:`Admin.process_states` returns them.
-PROCESS_FIELDS = ("info", "busy", "beat", "quiet", "rss", "rtt_us")
+PROCESS_FIELDS = ("info", "busy", "beat", "quiet", "rss", "rtt_us", "health")
 
 
 @dataclass(frozen=True, slots=True)

@@ -93,6 +93,17 @@ class Keys:
         """The reliable-fetch working list of one process."""
         return self._k(f"conveyor:working:{identity}")
 
+    def boundary(self, identity: str) -> str:
+        """The oldest job in a process's working list that it has not started (a payload;
+        absent: every job there may have started). Jobs newer than it were only prefetched,
+        so recovery does not count them as interrupted."""
+        return self._k(f"conveyor:boundary:{identity}")
+
+    def trimmed(self, zset: str) -> str:
+        """Counter of entries dropped from a capped set (``dead``, ``interrupted``) when it
+        overflowed or aged out."""
+        return self._k(f"conveyor:stat:trimmed:{zset}")
+
     @property
     def working_registry(self) -> str:
         """Set of identities that may own a working list (so recovery never needs SCAN)."""

@@ -45,14 +45,30 @@ class Scripts:
         keys: list[str],
         args: list[Any],
         client: redis.Redis | redis.client.Pipeline | None = None,
+        options: dict[str, Any] | None = None,
     ) -> Any:
+        """Run script ``name``; ``options`` go to redis-py's ``execute_command`` (e.g. reading
+        the reply as bytes)."""
         script = self._script(name)
-        try:
-            return script(keys=keys, args=args, client=client)
-        except NoScriptError:
-            # redis-py loads the script once on NOSCRIPT; a failover between that load and
-            # the retried EVALSHA lands on a server without it again: load it there too.
-            return script(keys=keys, args=args, client=client)
+        if not options:
+            try:
+                return script(keys=keys, args=args, client=client)
+            except NoScriptError:
+                # redis-py loads the script once on NOSCRIPT; a failover between that load and
+                # the retried EVALSHA lands on a server without it again: load it there too.
+                return script(keys=keys, args=args, client=client)
+        conn: Any = client if client is not None else self._client
+        for attempt in range(3):
+            try:
+                return conn.execute_command(
+                    "EVALSHA", script.sha, len(keys), *keys, *args, **options
+                )
+            except NoScriptError:
+                # Not cached on this server (a restart, a failover): load it and run it again.
+                if attempt == 2:
+                    raise
+                script.sha = self._client.script_load(script.script)
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def run_and_wait(
         self, name: str, keys: list[str], args: list[Any], replicas: int, timeout_ms: int

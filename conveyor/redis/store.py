@@ -4,15 +4,47 @@ heartbeat. Each multi-key step is one Lua script; single commands go straight to
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import redis
+from redis.client import NEVER_DECODE
 
 from conveyor.redis.calls import Call, Command
 from conveyor.redis.keys import Keys
 from conveyor.redis.scripts import Scripts
+
+#: Read a reply as bytes: payloads are decoded by :func:`decode_raw`, never by redis-py, whose
+#: strict decoding raises on one bad byte after a script already moved a whole batch.
+RAW: dict[str, Any] = {NEVER_DECODE: []}
+
+
+def raw_command(conn: Any, *args: Any) -> Any:
+    """Run one command (on a client or a pipeline), its reply read as bytes."""
+    return conn.execute_command(*args, **RAW)
+
+
+def decode_raw(data: bytes | str) -> str:
+    """Bytes read from Redis as text. Invalid UTF-8 is kept byte for byte as lone surrogates
+    (``surrogateescape``), so :func:`encode_raw` gives the same bytes back for ``LREM``.
+
+    >>> bad = b"ok-" + bytes([0xFF])
+    >>> encode_raw(decode_raw(bad)) == bad
+    True
+    """
+    if isinstance(data, str):
+        return data
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("utf-8", "surrogateescape")
+
+
+def encode_raw(text: str) -> bytes:
+    """The exact bytes of a payload read with :func:`decode_raw` (what Redis holds)."""
+    return text.encode("utf-8", "surrogateescape")
+
 
 #: Daily ``stat:*:<day>`` keys live as long as Sidekiq keeps them (5 years).
 STATS_TTL = 5 * 365 * 24 * 3600
@@ -32,13 +64,31 @@ class Outcome:
 
 
 @dataclass(frozen=True, slots=True)
+class Trimmed:
+    """Entries a capped set (``dead``, ``interrupted``) dropped to stay within its limits."""
+
+    zset: str
+    count: int
+    #: The jids of the first (at most 100) dropped entries, for the log.
+    jids: tuple[str, ...] = ()
+
+    @classmethod
+    def from_reply(cls, zset: str, reply: Sequence[object], offset: int) -> Trimmed | None:
+        count = int(reply[offset])  # type: ignore[call-overload]
+        if count <= 0:
+            return None
+        return cls(zset, count, tuple(decode_raw(j) for j in reply[offset + 1 :]))  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
 class Recovery:
     """One job found in a dead process's working list and where it goes (``queue=None``:
-    the interrupted set)."""
+    the interrupted set; ``dead=True``: not a job, the dead set)."""
 
     raw: str
     queue: str | None
     payload: str
+    dead: bool = False
 
 
 def push_commands(
@@ -125,26 +175,23 @@ class Store:
 
     # -- fetch ----------------------------------------------------------------------------------
     def fetch(self, identity: str, queues: Sequence[str], count: int) -> list[tuple[str, str]]:
-        """Move up to ``count`` jobs from ``queues`` (in order) into the working list."""
+        """Move up to ``count`` jobs from ``queues`` (in order) into the working list, and
+        register the process (so a sweep always finds the list)."""
         k = self.keys
-        flat = self.scripts.run(
-            "fetch", [k.working(identity), *(k.queue(q) for q in queues)], [count]
-        )
-        return [(queues[int(flat[i]) - 1], flat[i + 1]) for i in range(0, len(flat), 2)]
+        keys = [k.working(identity), k.working_registry, *(k.queue(q) for q in queues)]
+        flat = self.scripts.run("fetch", keys, [count, identity], options=RAW)
+        return [(queues[int(flat[i]) - 1], decode_raw(flat[i + 1])) for i in range(0, len(flat), 2)]
 
     def fetch_blocking(
         self, identity: str, queue: str, timeout: float, client: redis.Redis | None = None
     ) -> str | None:
         """Block up to ``timeout`` seconds for one job from ``queue`` (atomic BLMOVE)."""
         conn = client or self.client
-        result = conn.blmove(
-            self.keys.queue(queue),
-            self.keys.working(identity),
-            timeout,  # type: ignore[arg-type]  # Redis 6+ takes fractional seconds
-            "RIGHT",
-            "LEFT",
+        k = self.keys
+        result = raw_command(
+            conn, "BLMOVE", k.queue(queue), k.working(identity), "RIGHT", "LEFT", timeout
         )
-        return None if result is None else str(result)
+        return None if result is None else decode_raw(result)
 
     # -- finish ---------------------------------------------------------------------------------
     def finish(
@@ -154,12 +201,17 @@ class Store:
         day: str,
         dead_max: int,
         dead_cutoff: float,
-    ) -> int:
-        """Acknowledge executed jobs and file retries/dead jobs atomically; count stats."""
+        *,
+        boundary: str | None = None,
+    ) -> tuple[int, Trimmed | None]:
+        """Acknowledge executed jobs and file retries/dead jobs atomically; count stats; publish
+        the start ``boundary`` (``None``: leave it; ``""``: nothing unstarted). Returns how many
+        jobs were still in the working list, and what the dead set dropped."""
         k = self.keys
-        args: list[str | int | float] = [STATS_TTL, dead_max, dead_cutoff]
+        mark: str | bytes = "keep" if boundary is None else encode_raw(boundary)
+        args: list[str | bytes | int | float] = [STATS_TTL, dead_max, dead_cutoff, mark]
         for o in outcomes:
-            args += (o.kind, o.raw, o.score, o.payload)
+            args += (o.kind, encode_raw(o.raw), o.score, o.payload)
         keys = [
             k.working(identity),
             k.retry,
@@ -168,8 +220,11 @@ class Store:
             k.stat_daily("processed", day),
             k.stat("failed"),
             k.stat_daily("failed", day),
+            k.boundary(identity),
+            k.trimmed("dead"),
         ]
-        return int(self.scripts.run("finish", keys, args))
+        reply = self.scripts.run("finish", keys, args)
+        return int(reply[0]), Trimmed.from_reply("dead", reply, 1)
 
     def requeue(self, identity: str, jobs: Sequence[tuple[str, str]]) -> int:
         """Put ``(queue, raw)`` jobs (oldest first) from the working list back on their queues,
@@ -180,9 +235,9 @@ class Store:
         k = self.keys
         names = sorted({q for q, _ in jobs})
         index = {q: i + 3 for i, q in enumerate(names)}
-        args: list[str | int] = []
+        args: list[str | bytes | int] = []
         for queue, raw in jobs:
-            args += (raw, index[queue], queue)
+            args += (encode_raw(raw), index[queue], queue)
         keys = [k.working(identity), k.queues, *(k.queue(q) for q in names)]
         return int(self.scripts.run("requeue", keys, args))
 
@@ -194,7 +249,20 @@ class Store:
         return bool(self.client.exists(self.keys.liveness(identity)))
 
     def working_jobs(self, identity: str) -> list[str]:
-        return [str(j) for j in self.client.lrange(self.keys.working(identity), 0, -1)]
+        """A process's working list, newest first (payloads decoded by :func:`decode_raw`)."""
+        jobs = raw_command(self.client, "LRANGE", self.keys.working(identity), 0, -1)
+        return [decode_raw(j) for j in jobs]
+
+    def working_state(self, identity: str) -> tuple[list[str], str | None]:
+        """A process's working list (newest first) and its start boundary, in one round trip
+        (not a MULTI: redis-py decodes a transaction's replies strictly; the list of a dead
+        process does not change meanwhile, and recover.lua re-checks that it is dead)."""
+        k = self.keys
+        pipe = self.client.pipeline(transaction=False)
+        raw_command(pipe, "LRANGE", k.working(identity), 0, -1)
+        raw_command(pipe, "GET", k.boundary(identity))
+        jobs, boundary = pipe.execute()
+        return [decode_raw(j) for j in jobs], None if boundary is None else decode_raw(boundary)
 
     def recover(
         self,
@@ -203,27 +271,37 @@ class Store:
         now: float,
         interrupted_max: int,
         interrupted_cutoff: float,
-    ) -> tuple[int, int] | None:
-        """Move a dead process's jobs back; ``None`` if it turned out to be alive."""
+    ) -> tuple[int, int, Trimmed | None] | None:
+        """Move a dead process's jobs back; ``None`` if it turned out to be alive. Returns
+        (requeued, parked, what the interrupted set dropped)."""
         k = self.keys
         names = sorted({j.queue for j in jobs if j.queue is not None})
-        index = {q: i + 6 for i, q in enumerate(names)}
-        args: list[str | int | float] = [identity, now, interrupted_max, interrupted_cutoff]
+        index = {q: i + 9 for i, q in enumerate(names)}
+        args: list[str | bytes | int | float] = [identity, now, interrupted_max, interrupted_cutoff]
         for j in jobs:
-            dest = 0 if j.queue is None else index[j.queue]
-            args += (j.raw, dest, j.payload, j.queue or "")
+            dest = -1 if j.dead else 0 if j.queue is None else index[j.queue]
+            args += (encode_raw(j.raw), dest, j.payload, j.queue or "")
         keys = [
             k.liveness(identity),
             k.working(identity),
             k.working_registry,
             k.interrupted,
             k.queues,
+            k.boundary(identity),
+            k.trimmed("interrupted"),
+            k.dead,
             *(k.queue(q) for q in names),
         ]
-        moved, parked = self.scripts.run("recover", keys, args)
-        if int(moved) < 0:
+        reply = self.scripts.run("recover", keys, args)
+        if int(reply[0]) < 0:
             return None
-        return int(moved), int(parked)
+        return int(reply[0]), int(reply[1]), Trimmed.from_reply("interrupted", reply, 2)
+
+    def server_uptime(self) -> float:
+        """Seconds since the Redis server started (a restart empties every liveness key
+        that expired while it was down)."""
+        info = self.client.info("server")
+        return float(info.get("uptime_in_seconds", 0))
 
     def try_lock(self, name: str, token: str, ttl_ms: int) -> bool:
         """Take a short lock if nobody holds it (used so one process per interval sweeps)."""
@@ -240,7 +318,8 @@ class Store:
 
     def due(self, zset: ZSetName, now: float, limit: int) -> list[str]:
         key = self.zset_key(zset)
-        return [str(j) for j in self.client.zrangebyscore(key, "-inf", now, start=0, num=limit)]
+        due = raw_command(self.client, "ZRANGEBYSCORE", key, "-inf", now, "LIMIT", 0, limit)
+        return [decode_raw(j) for j in due]
 
     def promote(self, zset: ZSetName, jobs: Sequence[tuple[str, str, str]]) -> int:
         """Move ``(raw, queue, new payload)`` jobs from a sorted set to their queues, each
@@ -250,9 +329,9 @@ class Store:
         k = self.keys
         names = sorted({q for _, q, _ in jobs})
         index = {q: i + 3 for i, q in enumerate(names)}
-        args: list[str | int] = []
+        args: list[str | bytes | int] = []
         for raw, queue, payload in jobs:
-            args += (raw, index[queue], payload, queue)
+            args += (encode_raw(raw), index[queue], payload, queue)
         keys = [self.zset_key(zset), k.queues, *(k.queue(q) for q in names)]
         return int(self.scripts.run("promote", keys, args))
 
@@ -265,14 +344,21 @@ class Store:
         cutoff: float,
         *,
         source: tuple[Literal["list", "zset"], str, str] | None = None,
+        on_trim: Callable[[Trimmed], None] | None = None,
     ) -> bool:
-        """Add to a capped set; ``source=(kind, key, raw)`` also removes the job from there."""
+        """Add to a capped set; ``source=(kind, key, raw)`` also removes the job from there.
+        ``on_trim`` hears of entries the set dropped to stay within its limits."""
         key = self.keys.dead if zset == "dead" else self.keys.interrupted
         kind, src_key, raw = source if source else ("none", key, "")
-        added = self.scripts.run(
-            "capped_add", [key, src_key], [score, payload, max_size, cutoff, kind, raw]
+        reply = self.scripts.run(
+            "capped_add",
+            [key, src_key, self.keys.trimmed(zset)],
+            [score, payload, max_size, cutoff, kind, encode_raw(raw)],
         )
-        return bool(added)
+        trimmed = Trimmed.from_reply(zset, reply, 1)
+        if trimmed is not None and on_trim is not None:
+            on_trim(trimmed)
+        return bool(int(reply[0]))
 
     # -- processes ------------------------------------------------------------------------------
     def heartbeat(
@@ -288,8 +374,10 @@ class Store:
         work: dict[str, str],
         process_ttl: int,
         liveness_ttl_ms: int,
-    ) -> tuple[bool, str | None]:
-        """Publish one heartbeat; returns (hash existed before, pending signal or None)."""
+        health: str = "{}",
+    ) -> tuple[bool, str | None, bool]:
+        """Publish one heartbeat; returns (hash existed before, pending signal or None,
+        liveness key existed before)."""
         k = self.keys
         keys = [
             k.processes,
@@ -310,11 +398,12 @@ class Store:
             rtt_us,
             process_ttl,
             liveness_ttl_ms,
+            health,
         ]
         for tid, doc in work.items():
             args += (tid, doc)
-        existed, signal = self.scripts.run("heartbeat", keys, args)
-        return bool(existed), signal or None
+        existed, signal, alive = self.scripts.run("heartbeat", keys, args)
+        return bool(existed), signal or None, bool(alive)
 
     def unregister(self, identity: str) -> int:
         """Remove a process that shut down; returns jobs left in its working list."""
@@ -327,6 +416,7 @@ class Store:
             k.liveness(identity),
             k.working_registry,
             k.working(identity),
+            k.boundary(identity),
         ]
         return int(self.scripts.run("unregister", keys, [identity]))
 

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
+import os
 import random
 import re
 import shutil
@@ -11,8 +13,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conveyor.core.payload import check_args, dumps, malformed_record, new_jid, parse
+from conveyor.core.payload import check_args, dumps, malformed_record, new_jid, parse, quarantine
 from conveyor.errors import PayloadError, SerializationError
+from conveyor.redis import decode_raw
 
 json_values = st.recursive(
     st.none()
@@ -117,3 +120,48 @@ def test_floats_are_written_as_ruby_writes_them() -> None:
 def test_a_string_that_looks_like_a_marker_is_left_alone() -> None:
     job = {"args": ["\x00cvf:1\x00", 1e20], "s": "1e+5 and 1234567890123456.7"}
     assert json.loads(dumps(job)) == job
+
+
+@pytest.mark.parametrize(
+    ("raw", "fragment"),
+    [
+        ('{"class":"A","args":[NaN]}', "NaN is not a number"),
+        ('{"class":"A","args":[-Infinity]}', "-Infinity is not a number"),
+        ('{"class":"A","args":[1e999]}', "overflows a 64-bit float"),
+        ("[" * 100_000 + "]" * 100_000, "nested more than 100 levels"),
+        ('{"class":"A","args":' + "[" * 101 + "]" * 101 + "}", "nested more than 100 levels"),
+        ('{"class":"A","args":["\\udcff"]}', "lone UTF-16 surrogate"),
+        (decode_raw(b'{"class":"A","args":["\xff"]}'), "not valid UTF-8"),
+    ],
+    ids=["nan", "-inf", "1e999", "recursion", "depth-101", "surrogate", "utf8"],
+)
+def test_parse_refuses_what_cannot_be_written_back(raw: str, fragment: str) -> None:
+    with pytest.raises(PayloadError, match=fragment):
+        parse(raw)
+
+
+def test_parse_accepts_depth_100_and_surrogate_pairs() -> None:
+    nested = "[" * 99 + "]" * 99  # the object itself is the 100th level
+    assert parse('{"class":"A","args":' + nested + "}")["class"] == "A"
+    assert parse('{"class":"A","args":["\\ud83d\\ude00"]}')["args"] == ["\U0001f600"]
+
+
+def test_dumps_escapes_lone_surrogates_so_redis_can_take_it() -> None:
+    text = dumps({"error_message": os.fsdecode(b"report-\xff.csv"), "n": 1e16})
+    assert text.encode("utf-8") and json.loads(text)["error_message"] == "report-\udcff.csv"
+    assert '"n":1.0e+16' in text  # still written as Ruby writes floats
+
+
+def test_malformed_record_keeps_invalid_utf8_as_base64() -> None:
+    raw = b"\xff\xfe not json"
+    record = malformed_record(decode_raw(raw), "q", "payload is not valid UTF-8", 5.0)
+    assert base64.b64decode(record["raw_base64"]) == raw and record["args"] == []
+    assert quarantine(decode_raw(raw), "q", "x", 5.0).encode("utf-8")
+
+
+def test_check_args_refuses_nesting_workers_would_refuse() -> None:
+    deep: list[object] = []
+    for _ in range(120):
+        deep = [deep]
+    with pytest.raises(SerializationError, match="more than 100 levels deep"):
+        check_args([deep], "Job")

@@ -68,10 +68,11 @@ def test_jobs_past_the_interruption_limit_are_parked(app: App, r: redis.Redis) -
     )
     r.lpush(app.store.keys.working("host:3:dead"), "not json at all")
     report = sweep(app)
-    assert (report.requeued, report.parked) == (2, 3)
+    assert (report.requeued, report.parked) == (2, 2)
     assert sorted(json.loads(x)["args"][0] for x in r.lrange("queue:q", 0, -1)) == [2, 3]
-    interrupted = r.zrange("interrupted", 0, -1)
-    assert "not json at all" in interrupted
+    [malformed] = [json.loads(x) for x in r.zrange("dead", 0, -1)]
+    assert malformed["args"] == ["not json at all"]  # kept, with the reason, for a human
+    assert "not valid JSON" in malformed["error_message"]
     assert sorted(p["args"][0] for p in parked) == [1, 4]  # type: ignore[index]
     assert all(p["interrupted_count"] for p in parked)
 

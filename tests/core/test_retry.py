@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import datetime as dt
 import random
 
 import pytest
@@ -109,3 +110,18 @@ def test_retry_queue_overrides_queue() -> None:
     job = {"class": "J", "args": [], "queue": "a", "retry_queue": "slow"}
     decide(job, boom(), queue="a", now=0.0, settings=S, instance=None)
     assert job["queue"] == "slow"
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [dt.timedelta(seconds=30), "soon", float("nan"), float("inf"), True, [5]],
+    ids=["timedelta", "junk-string", "nan", "inf", "bool", "list"],
+)
+def test_a_retry_in_hook_returning_the_wrong_type_falls_back_with_a_log_line(
+    answer: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    hooked = Hooked()
+    hooked.answer = answer
+    d = decide({"class": "J", "args": []}, boom(), queue="q", now=0.0, settings=S, instance=hooked)
+    assert d.kind == "retry" and 15 <= d.score < 25  # the default backoff
+    assert "retry_in returned" in caplog.text and "default backoff" in caplog.text

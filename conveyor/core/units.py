@@ -1,0 +1,336 @@
+"""The fetched jobs of one worker process between fetch and acknowledgement (SPEC CORE-3).
+
+:class:`Units` is the in-memory side of the working list: the jobs waiting for a thread (in
+fetch order, which is the working list's order), how many jobs the process holds, which
+payloads it holds (so it can find entries of its own working list it does not know about: a
+lost fetch reply), and the *start boundary* that tells recovery which jobs had started.
+
+The start boundary (docs/reliability.md, "Interrupted means interrupted"): Redis holds, per
+process, the oldest job of its working list that it has not started; jobs from there to the
+newest were only prefetched, so a crash does not count them as interrupted. The boundary is
+published with the acknowledgement calls the process makes anyway (no extra round trip per
+job). A thread may start a job only once a publication placed the boundary past it; a
+publication hands out permits ahead (``slack``) so threads rarely wait. A job that was
+interrupted before (a suspect) runs alone, so if it kills the process again it alone is
+blamed, and a poison job is parked alone.
+"""
+
+from __future__ import annotations
+
+import queue as queue_mod
+import threading
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+
+from conveyor.clock import Clock
+from conveyor.core.middleware import FetchedJob
+
+#: ``confirmed`` when no boundary is published: every job may start (all count as started).
+NO_BOUNDARY = 1 << 62
+
+
+def is_suspect(unit: FetchedJob) -> bool:
+    """Whether a job was interrupted before (it may be what killed a process).
+
+    >>> is_suspect(FetchedJob("q", "{}", {"class": "A", "args": [], "interrupted_count": 1}, None))
+    True
+    """
+    count = unit.job.get("interrupted_count") if unit.job is not None else None
+    return isinstance(count, int) and not isinstance(count, bool) and count > 0
+
+
+class Publication:
+    """One publication of the start boundary, made under :meth:`Units.publishing`."""
+
+    def __init__(self, units: Units) -> None:
+        self.units = units
+        self.seq = NO_BOUNDARY
+
+    def for_finish(self, slack: int) -> str:
+        """The boundary to publish with an acknowledgement: the job ``slack`` places after
+        the oldest one waiting for a thread; ``""`` when none is that far. From now until the
+        call returns, no job at or past it may start (it is about to be published as not
+        started)."""
+        self.seq, raw = self.units._capture(slack)
+        return raw
+
+
+class Units:
+    """Fetched jobs waiting for a thread, and what this process holds in all.
+
+    ``limit`` is threads + prefetch; the fetcher refills only once ``refill`` slots are free,
+    so a busy worker fetches (and prepares and acknowledges) in batches. Threads take jobs from
+    a C ``SimpleQueue`` (the hot path); a suspect is held back until nothing runs, and nothing
+    is handed out while it runs.
+
+    >>> units = Units(20, 10, concurrency=10, clock=SYSTEM_CLOCK)   # doctest: +SKIP
+    """
+
+    def __init__(self, limit: int, refill: int, *, concurrency: int, clock: Clock) -> None:
+        self.limit = limit
+        self.refill = refill
+        self.concurrency = concurrency
+        self.clock = clock
+        self._queue: queue_mod.SimpleQueue[tuple[int, FetchedJob] | None] = queue_mod.SimpleQueue()
+        # One lock; the fetcher waits for room, a thread for a permit, each on its condition.
+        self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)
+        self._permit = threading.Condition(self._lock)
+        #: Jobs no thread took yet, in fetch order (queued, then held back behind a suspect).
+        self._order: deque[tuple[int, FetchedJob]] = deque()
+        self._held_back: deque[tuple[int, FetchedJob]] = deque()
+        self._queued = 0
+        self._dropped: set[int] = set()
+        self._next_seq = 0
+        self._inflight = 0
+        self._running = 0
+        self._solo: int | None = None
+        self._confirmed = NO_BOUNDARY
+        self._held: Counter[str] = Counter()
+        self._fetching_since: float | None = None
+        self._publish_lock = threading.Lock()
+        #: Monotonic time until which our liveness key is known to exist: past it, no job
+        #: starts until a heartbeat tells whether another process took our jobs meanwhile.
+        self._fresh_until = float("inf")
+        self._waiting: dict[int, str] = {}
+        self._revoked: set[int] = set()
+        #: Set (read without a lock) while a thread waits for a publication.
+        self.wanted = False
+        #: Set while jobs are short: publications then permit every job fetched.
+        self.eager = False
+        #: Called when a thread needs a publication (the finisher's wake-up).
+        self.on_wanted: Callable[[], None] = lambda: None
+
+    # -- the fetcher's side -----------------------------------------------------------------------
+    def room(self, quiet: threading.Event) -> int | None:
+        """The free slots once a refill is due; ``None`` if none after a short wait."""
+        with self._lock:
+            if self._inflight > self.limit - self.refill and not quiet.is_set():
+                self._room.wait(0.5)
+            if self._inflight > self.limit - self.refill:
+                return None
+            return self.limit - self._inflight
+
+    def hold(self, raws: Iterable[str]) -> None:
+        """Payloads this process now holds in its working list."""
+        with self._lock:
+            self._held.update(raws)
+
+    def release_held(self, raws: Iterable[str]) -> None:
+        """Payloads that left the working list (acknowledged, given back, handed off)."""
+        with self._lock:
+            self._release(raws)
+
+    def _release(self, raws: Iterable[str]) -> None:
+        held = self._held
+        for raw in raws:
+            left = held[raw] - 1
+            if left > 0:
+                held[raw] = left
+            else:
+                held.pop(raw, None)
+
+    @contextmanager
+    def fetching(self) -> Iterator[None]:
+        """Around a fetch call: until its reply is held, its jobs are not orphans."""
+        with self._lock:
+            self._fetching_since = self.clock.monotonic()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._fetching_since = None
+
+    def unheld(self, entries: Iterable[str]) -> tuple[Counter[str], float | None]:
+        """Entries of the working list this process does not hold, and since when a fetch
+        call (whose reply may still bring some of them) is under way."""
+        counts = Counter(entries)
+        with self._lock:
+            return counts - self._held, self._fetching_since
+
+    def add(self, units: list[FetchedJob | None]) -> None:
+        """Queue a fetched batch in fetch order; ``None`` stands for a job a middleware handed
+        off (it keeps its place in the numbering)."""
+        with self._lock:
+            for unit in units:
+                if unit is not None:
+                    item = (self._next_seq, unit)
+                    self._order.append(item)
+                    self._held_back.append(item)
+                    self._inflight += 1
+                self._next_seq += 1
+            self._hand_out()
+
+    def _hand_out(self) -> None:
+        """Move held-back jobs to the threads' queue: all of them, except that a suspect goes
+        only once nothing runs or waits, and nothing goes while a suspect runs."""
+        back = self._held_back
+        while back and self._solo is None:
+            seq, unit = back[0]
+            if is_suspect(unit):
+                if self._running or self._queued:
+                    return
+                self._solo = seq
+            back.popleft()
+            self._queued += 1
+            self._queue.put((seq, unit))
+
+    def drain(self) -> list[FetchedJob]:
+        """Take every job no thread has taken (they are then no longer counted)."""
+        with self._lock:
+            out = [u for _, u in self._order]
+            self._dropped.update(seq for seq, _ in self._order if seq not in self._held_seqs())
+            self._order.clear()
+            self._held_back.clear()
+            self._inflight -= len(out)
+            self._room.notify_all()
+        return out
+
+    def _held_seqs(self) -> set[int]:
+        return {seq for seq, _ in self._held_back}
+
+    def discard_missing(self, entries: Iterable[str]) -> list[FetchedJob]:
+        """Drop untaken jobs no longer in the working list (recovered by another process
+        while this one was taken for dead): running them again would duplicate them."""
+        present = Counter(entries)
+        dropped: list[FetchedJob] = []
+        with self._lock:
+            for seq, raw in sorted(self._waiting.items()):
+                if present[raw] > 0:
+                    present[raw] -= 1
+                else:
+                    self._revoked.add(seq)
+            kept: deque[tuple[int, FetchedJob]] = deque()
+            held_back = self._held_seqs()
+            for seq, unit in self._order:
+                if present[unit.raw] > 0:
+                    present[unit.raw] -= 1
+                    kept.append((seq, unit))
+                    continue
+                dropped.append(unit)
+                if seq not in held_back:
+                    self._dropped.add(seq)
+            gone = {id(u) for u in dropped}
+            self._order = kept
+            self._held_back = deque(x for x in self._held_back if id(x[1]) not in gone)
+            self._inflight -= len(dropped)
+            self._release(u.raw for u in dropped)
+            self._room.notify_all()
+            self._permit.notify_all()
+        return dropped
+
+    def idle(self) -> bool:
+        with self._lock:
+            return self._inflight == 0
+
+    def wake(self) -> None:
+        with self._lock:
+            self._room.notify_all()
+            self._permit.notify_all()
+
+    # -- the worker threads' side -----------------------------------------------------------------
+    def take(self) -> tuple[int, FetchedJob] | None:
+        """The next job for a thread, in fetch order (``None``: the thread should end)."""
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return None
+            seq = item[0]
+            with self._lock:
+                self._queued -= 1
+                if seq in self._dropped:  # given back or recovered elsewhere meanwhile
+                    self._dropped.discard(seq)
+                    if self._solo == seq:
+                        self._solo = None
+                        self._hand_out()
+                    continue
+                order = self._order
+                if order and order[0][0] == seq:
+                    order.popleft()
+                else:
+                    order.remove(item)
+                self._running += 1
+                return item
+
+    def may_start(self, seq: int, raw: str) -> bool:
+        """Wait until the published boundary is past job ``seq`` (almost always at once) and
+        the process is known to be alive; False if the job was recovered elsewhere meanwhile
+        (this process was taken for dead: it must not run it too)."""
+        # The common case, without the lock: permitted ahead, the process known alive. (The
+        # take() before acquired the lock after any capture that lowered the boundary.)
+        if seq < self._confirmed and self.clock.monotonic() < self._fresh_until:
+            return True
+        with self._lock:
+            self._waiting[seq] = raw
+            try:
+                while seq not in self._revoked:
+                    if seq >= self._confirmed:
+                        self.wanted = True
+                        self.on_wanted()
+                    elif self.clock.monotonic() < self._fresh_until:
+                        return True
+                    self._permit.wait(1.0)
+                self._revoked.discard(seq)
+                self._release([raw])
+                return False
+            finally:
+                self._waiting.pop(seq, None)
+
+    def alive_until(self, until: float) -> None:
+        """A heartbeat refreshed the liveness key: jobs may start until ``until``."""
+        with self._lock:
+            self._fresh_until = until
+            self._permit.notify_all()
+
+    def done(self, seq: int) -> None:
+        """Job ``seq`` a thread took finished (or was given back)."""
+        with self._lock:
+            self._running -= 1
+            self._inflight -= 1
+            if self._solo == seq:
+                self._solo = None
+            if self._held_back:
+                self._hand_out()
+            if self._inflight <= self.limit - self.refill:
+                self._room.notify()
+
+    def release(self, threads: int) -> None:
+        """Tell ``threads`` worker threads to end once the jobs before are taken."""
+        for _ in range(threads):
+            self._queue.put(None)
+
+    # -- publishing the start boundary ------------------------------------------------------------
+    @contextmanager
+    def publishing(self) -> Iterator[Publication]:
+        """Serialise publications; confirm the new boundary when the call succeeded, or allow
+        no start until the next one when it failed (Redis may or may not hold it)."""
+        with self._publish_lock:
+            publication = Publication(self)
+            try:
+                yield publication
+            except BaseException:
+                with self._lock:
+                    self._confirmed = -1
+                raise
+            with self._lock:
+                self._confirmed = publication.seq
+                self._permit.notify_all()
+
+    def request(self) -> None:
+        """Ask for a publication soon (a batch was fetched: its jobs should be known in Redis
+        as not started), unless jobs are short and every job is permitted anyway."""
+        if not self.eager:
+            self.wanted = True
+            self.on_wanted()
+
+    def _capture(self, slack: int) -> tuple[int, str]:
+        # Any job no thread took is a valid boundary: every job a thread took (and so every
+        # job that may have started) is older than all of them.
+        with self._lock:
+            self.wanted = False
+            if slack < len(self._order):
+                seq, unit = self._order[slack]
+                self._confirmed = min(self._confirmed, seq)
+                return seq, unit.raw
+            return NO_BOUNDARY, ""

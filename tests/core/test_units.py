@@ -1,0 +1,122 @@
+"""The fetched jobs of a process: fetch order, suspects alone, the start boundary's permits,
+liveness before a start, and jobs revoked after the process was taken for dead."""
+
+from __future__ import annotations
+
+import threading
+
+from conveyor.clock import FakeClock
+from conveyor.core.middleware import FetchedJob
+from conveyor.core.units import NO_BOUNDARY, Units
+
+
+def unit(raw: str, interrupted: int = 0) -> FetchedJob:
+    job = {"class": "A", "args": [], "interrupted_count": interrupted}
+    return FetchedJob("default", raw, job, None)
+
+
+def units(concurrency: int = 2) -> tuple[Units, FakeClock]:
+    clock = FakeClock()
+    u = Units(4, 2, concurrency=concurrency, clock=clock)
+    u.alive_until(clock.monotonic() + 15)
+    return u, clock
+
+
+def in_thread(target: object) -> tuple[threading.Thread, list[object]]:
+    out: list[object] = []
+    thread = threading.Thread(target=lambda: out.append(target()), daemon=True)  # type: ignore[operator]
+    thread.start()
+    return thread, out
+
+
+def test_a_job_past_the_published_boundary_waits_for_a_publication() -> None:
+    u, _ = units()
+    wanted: list[int] = []
+    u.on_wanted = lambda: wanted.append(1)
+    u.add([unit("a"), unit("b"), unit("c")])
+    u.request()  # what the fetcher does after a batch
+    assert wanted and u.wanted
+    first = u.take()
+    assert first is not None and u.may_start(first[0], "a")  # nothing published yet: all may
+    with u.publishing() as pub:  # the acknowledgement that follows
+        assert pub.for_finish(slack=0) == "b"  # the oldest job still waiting
+    second = u.take()
+    assert second is not None
+    thread, out = in_thread(lambda: u.may_start(second[0], "b"))
+    thread.join(0.3)
+    assert thread.is_alive(), "b was published as not started: it waits for a publication"
+    with u.publishing() as pub:
+        assert pub.for_finish(slack=0) == "c"
+    thread.join(5)
+    assert out == [True]
+
+
+def test_a_publication_under_way_already_holds_back_the_jobs_it_names() -> None:
+    u, _ = units()
+    u.add([unit("a"), unit("b")])
+    with u.publishing() as pub:
+        assert pub.for_finish(slack=1) == "b"
+        first = u.take()
+        assert first is not None and u.may_start(first[0], "a")
+        second = u.take()
+        assert second is not None
+        thread, out = in_thread(lambda: u.may_start(second[0], "b"))
+        thread.join(0.3)
+        assert thread.is_alive(), "Redis may already say b has not started"
+    u.request()
+    with u.publishing() as pub:
+        assert pub.for_finish(slack=0) == ""
+    thread.join(5)
+    assert out == [True] and u._confirmed == NO_BOUNDARY
+
+
+def test_no_job_starts_once_the_liveness_known_has_lapsed() -> None:
+    u, clock = units()
+    u.add([unit("a")])
+    taken = u.take()
+    assert taken is not None
+    clock.advance(16)  # no heartbeat for longer than the liveness TTL (SIGSTOP, a pause)
+    thread, out = in_thread(lambda: u.may_start(taken[0], "a"))
+    thread.join(0.3)
+    assert thread.is_alive(), "it must wait for a heartbeat"
+    u.discard_missing([])  # the heartbeat found "a" recovered elsewhere
+    u.alive_until(clock.monotonic() + 15)
+    thread.join(5)
+    assert out == [False], "a job recovered by another process is not run here too"
+
+
+def test_discard_missing_drops_waiting_jobs_recovered_elsewhere() -> None:
+    u, _ = units()
+    u.add([unit("a"), unit("b"), unit("c")])
+    dropped = u.discard_missing(["b"])
+    assert [d.raw for d in dropped] == ["a", "c"]
+    taken = u.take()
+    assert taken is not None and taken[1].raw == "b"
+
+
+def test_a_suspect_runs_alone() -> None:
+    u, _ = units(concurrency=3)
+    u.add([unit("x"), unit("poison", interrupted=1), unit("y")])
+    first = u.take()
+    assert first is not None and first[1].raw == "x"
+    thread, out = in_thread(u.take)
+    thread.join(0.3)
+    assert thread.is_alive(), "the suspect waits until nothing else runs"
+    u.done(first[0])
+    thread.join(5)
+    assert out and out[0][1].raw == "poison"  # type: ignore[index]
+    other, later = in_thread(u.take)
+    other.join(0.3)
+    assert other.is_alive(), "and nothing starts while it runs"
+    u.done(out[0][0])  # type: ignore[index]
+    other.join(5)
+    assert later and later[0][1].raw == "y"  # type: ignore[index]
+
+
+def test_held_entries_and_orphans() -> None:
+    u, _ = units()
+    u.hold(["a", "b"])
+    unheld, fetching = u.unheld(["a", "b", "lost", "lost"])
+    assert unheld == {"lost": 2} and fetching is None
+    u.release_held(["a"])
+    assert u.unheld(["a"])[0] == {"a": 1}
