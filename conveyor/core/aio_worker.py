@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import logging
 import queue as queue_mod
@@ -35,13 +34,17 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
+from conveyor.clock import SYSTEM_CLOCK
 from conveyor.core.execution import is_async
 from conveyor.core.fetch import BLOCK_MULTI, BLOCK_SINGLE, GATED_WAIT, MAX_BATCH, Fetch, Fetched
 from conveyor.core.finisher import Counters
-from conveyor.core.housekeeping import BusyMap, Heartbeat, Housekeeper, run_periodic
+from conveyor.core.health import Health, run_loop
+from conveyor.core.housekeeping import BusyMap, Heartbeat, Housekeeper, Periodic
 from conveyor.core.middleware import FetchedJob, JobContext
 from conveyor.core.processor import Processor, ProcessorHost, run_batch_hook, utc_day
-from conveyor.core.worker import Worker, make_identity
+from conveyor.core.recovery import log_trimmed
+from conveyor.core.units import Units
+from conveyor.core.worker import EXIT_UNHEALTHY, WEDGE_AFTER, Worker, make_identity
 from conveyor.errors import ConfigurationError, JobTimeoutError
 from conveyor.logs import job_context
 from conveyor.redis import Outcome
@@ -227,9 +230,25 @@ class AioWorker:
         self._heartbeat = Heartbeat(app, self.identity, started_at=self.started_at)
         # The process list shows how each process runs its jobs.
         self._heartbeat.info = json.dumps({**json.loads(self._heartbeat.info), "mode": "asyncio"})
-        self.housekeeper = Housekeeper(
-            app, self.identity, self.heartbeat, stopping=self._stop, rng=self._rng
+        #: Non-zero once the process must exit unhealthy (see :data:`EXIT_UNHEALTHY`).
+        self.exit_code = 0
+        # Loop health and the payloads this process holds (for reconciling its own working
+        # list after a lost fetch reply), measured in real time as in the threaded worker.
+        # No start boundary is published in this mode: after a crash every job it held counts
+        # as interrupted (docs/concurrency-model.md).
+        self.health = Health(SYSTEM_CLOCK)
+        self.held = Units(
+            self.limit, self.refill, concurrency=self.settings.concurrency, clock=SYSTEM_CLOCK
         )
+        self.housekeeper = Housekeeper(
+            app,
+            self.identity,
+            units=self.held,
+            health=self.health,
+            stopping=self._stop,
+            rng=self._rng,
+        )
+        self._beat_count = 0
 
     def _set_limit(self, prefetch: int) -> None:
         self.limit = self.settings.concurrency + prefetch
@@ -261,6 +280,8 @@ class AioWorker:
     def run(self, install_signals: bool = True) -> None:
         """Run until stopped (signal, Redis signal, :meth:`stop` or burst end); blocks."""
         asyncio.run(self.run_async(install_signals=install_signals))
+        if self.exit_code:
+            raise SystemExit(self.exit_code)
 
     def quiet(self) -> None:
         """Stop fetching new jobs; running jobs finish. Unstarted prefetched jobs go back."""
@@ -313,11 +334,16 @@ class AioWorker:
         # elsewhere could take our jobs for orphans.
         self.heartbeat()
         threads = [
-            self._spawn(lambda: self.housekeeper.run(self._threads_stop), "conveyor-housekeeper")
+            self._thread_loop("heartbeat", 0, self._beat_step, self._threads_stop),
+            self._thread_loop(
+                "housekeeping", WEDGE_AFTER * 5, self.housekeeper.step, self._threads_stop
+            ),
         ]
         if self.app.periodic_tasks:
-            periodic = functools.partial(run_periodic, self.app, self._stop, self._rng)
-            threads.append(self._spawn(periodic, "conveyor-periodic"))
+            periodic = Periodic(self.app, self._rng)
+            threads.append(
+                self._thread_loop("periodic", WEDGE_AFTER * 10, periodic.step, self._stop)
+            )
         slots = [
             asyncio.create_task(self._slot(f"aio{i}")) for i in range(self.settings.concurrency)
         ]
@@ -344,6 +370,37 @@ class AioWorker:
         thread = threading.Thread(target=target, name=name, daemon=True)
         thread.start()
         return thread
+
+    def _thread_loop(
+        self,
+        name: str,
+        bound: float,
+        step: Callable[[threading.Event], bool],
+        stop: threading.Event,
+    ) -> threading.Thread:
+        """A housekeeping loop in its own thread that survives what it meets (as the threaded
+        worker's, :func:`conveyor.core.health.run_loop`)."""
+        state = self.health.register(name, bound)
+        return self._spawn(
+            lambda: run_loop(self.health, state, lambda: step(stop), stop, self.fatal),
+            f"conveyor-{name}",
+        )
+
+    def fatal(self, reason: str) -> None:
+        """A loop cannot carry on: stop and exit non-zero (jobs left are recovered)."""
+        log.critical("worker %s is unhealthy (%s): stopping", self.identity, reason)
+        self.exit_code = EXIT_UNHEALTHY
+        self.stop()
+
+    def _beat_step(self, stop: threading.Event) -> bool:
+        wedged = self.health.wedged()
+        if wedged:
+            # Stop beating: the process is then recovered like a dead one.
+            self.fatal(f"no progress in the {', '.join(wedged)} loop(s)")
+            return False
+        self.heartbeat()
+        stop.wait(self.settings.heartbeat_interval)
+        return True
 
     async def _shutdown(
         self,
@@ -397,13 +454,16 @@ class AioWorker:
     def _requeue(self, jobs: list[Fetched]) -> int:
         # Off the hot path (quiet, shutdown): the synchronous store, as the threaded worker.
         moved = self.fetch.give_back(jobs)
+        self.held.release_held(raw for _, raw in jobs)
         self.counters.requeued += moved
         return moved
 
     # -- fetching -------------------------------------------------------------------------------
     async def _fetch_loop(self) -> None:
+        state = self.health.register("fetch", WEDGE_AFTER)
         failures = 0
         while not self._quiet.is_set():
+            self.health.progress(state)
             while self._inflight > self.limit - self.refill and not self._quiet.is_set():
                 self._freed.clear()
                 await self._freed.wait()
@@ -416,10 +476,10 @@ class AioWorker:
             try:
                 jobs = await self._fetch(order, min(self.limit - self._inflight, MAX_BATCH))
                 failures = 0
-            except redis.RedisError as exc:
+            except Exception as exc:  # never let the fetch loop die: back off and carry on
                 failures += 1
-                log.error("fetch failed (%s); retrying", exc)
-                await asyncio.sleep(min(5.0, 0.1 * 2**failures))
+                delay = self.health.failed(state, exc)
+                await asyncio.sleep(delay)
                 continue
             if jobs is None:
                 log.info("burst: queues empty, stopping")
@@ -434,7 +494,9 @@ class AioWorker:
 
     async def _fetch(self, order: list[str], count: int) -> list[tuple[str, str]] | None:
         """Jobs to dispatch (maybe none); ``None`` when a burst worker is done."""
-        jobs = await self.astore.fetch(self.identity, order, count)
+        with self.held.fetching():  # until its reply is held, its jobs are not orphans
+            jobs = await self.astore.fetch(self.identity, order, count)
+            self.held.hold(raw for _, raw in jobs)
         if jobs:
             return jobs
         if self.burst:
@@ -442,9 +504,15 @@ class AioWorker:
                 await asyncio.sleep(0.01)
                 return []
             # Nothing runs now, so what a job enqueued just before it finished is visible.
-            return await self.astore.fetch(self.identity, order, count) or None
+            with self.held.fetching():
+                jobs = await self.astore.fetch(self.identity, order, count)
+                self.held.hold(raw for _, raw in jobs)
+            return jobs or None
         block = BLOCK_SINGLE if len(order) == 1 else BLOCK_MULTI
-        raw = await self.astore.fetch_blocking(self.identity, order[0], block)
+        with self.held.fetching():
+            raw = await self.astore.fetch_blocking(self.identity, order[0], block)
+            if raw is not None:
+                self.held.hold([raw])
         return [(order[0], raw)] if raw is not None else []
 
     def _dispatch(self, units: list[FetchedJob]) -> None:
@@ -454,6 +522,8 @@ class AioWorker:
             if unit.handed_off is None:
                 self._inflight += 1
                 self._units.put_nowait(unit)
+            else:  # a middleware moved it out of the working list itself
+                self.held.release_held([unit.raw])
 
     def _return_unstarted(self) -> None:
         self._give_back(keep=0)
@@ -488,8 +558,10 @@ class AioWorker:
                 outcome = await self._execute(unit)
             except asyncio.CancelledError:  # the shutdown deadline: requeued by _shutdown
                 raise
-            except BaseException:  # a bug in Conveyor itself: leave the job to recovery
-                log.exception("processor crashed on a job from %s", unit.queue)
+            except BaseException as exc:  # a bug in Conveyor or a hook: file it, never strand it
+                log.exception("processor crashed on a job from %s; filing it as dead", unit.queue)
+                self._outcomes.append((self.processor.crashed(unit, exc), unit))
+                self._has_outcomes.set()
             else:
                 self._outcomes.append((outcome, unit))
                 self._has_outcomes.set()
@@ -517,12 +589,22 @@ class AioWorker:
     async def _finish_loop(self) -> None:
         # Whatever finished while the previous acknowledgement was in flight goes in the next
         # one, so under load one finish.lua call covers many jobs.
+        state = self.health.register("finish", WEDGE_AFTER)
         while True:
-            await self._has_outcomes.wait()
+            self.health.progress(state)
+            with contextlib.suppress(TimeoutError):  # idle: still alive, for wedge detection
+                await asyncio.wait_for(self._has_outcomes.wait(), 0.5)
+            if not self._has_outcomes.is_set():
+                continue
             if not self._finishing and len(self._outcomes) < self.refill:
                 await asyncio.sleep(ACK_WINDOW)
             self._has_outcomes.clear()
-            await self._flush(final=self._finishing)
+            try:
+                await self._flush(final=self._finishing)
+            except Exception as exc:  # never let the finisher die: the batch is kept, retried
+                self._has_outcomes.set()
+                await asyncio.sleep(self.health.failed(state, exc))
+                continue
             if self._finishing and not self._outcomes:
                 return
 
@@ -538,17 +620,22 @@ class AioWorker:
         for attempt in range(attempts):
             now = self.app.clock.time()
             try:
-                await self.astore.finish(
+                _, trimmed = await self.astore.finish(
                     self.identity,
                     outcomes,
                     utc_day(now),
                     settings.dead_max_jobs,
                     now - settings.dead_timeout,
                 )
+                self.held.release_held(o.raw for o in outcomes)
+                log_trimmed(trimmed)
                 break
             except redis.RedisError as exc:
                 log.error("acknowledging %d job(s) failed (%s); retrying", len(outcomes), exc)
                 await asyncio.sleep(min(5.0, 0.1 * 2**attempt))
+            except Exception:
+                self._outcomes[:0] = batch  # kept for the next attempt, never dropped
+                raise
         failed = sum(1 for o in outcomes if o.kind not in ("ok", "gone"))
         with self.counters.lock:
             self.counters.processed += sum(1 for o in outcomes if o.kind != "gone")
@@ -556,8 +643,16 @@ class AioWorker:
 
     # -- housekeeping (threads, synchronous store) ----------------------------------------------
     def heartbeat(self) -> None:
-        """Publish this process (busy slots, quiet state) and act on a Redis signal."""
-        sig = self._heartbeat.beat(self._busy, quiet=self._quiet.is_set())
+        """Publish this process (busy slots, quiet state, loop health) and act on a Redis
+        signal."""
+        sig, alive = self._heartbeat.beat(
+            self._busy, quiet=self._quiet.is_set(), health=self.health.report()
+        )
+        self._beat_count += 1
+        if not alive and self._beat_count > 1:
+            log.warning(
+                "worker %s was taken for dead (a pause?); its jobs may run twice", self.identity
+            )
         if sig == "TSTP":
             self.quiet()
         elif sig == "TERM":

@@ -19,7 +19,7 @@ from redis.exceptions import NoScriptError
 
 from conveyor.redis.keys import Keys
 from conveyor.redis.scripts import source
-from conveyor.redis.store import STATS_TTL, Outcome
+from conveyor.redis.store import Outcome, Trimmed, decode_raw, fetch_spec, fetched, finish_spec
 
 
 class AioStore:
@@ -40,7 +40,7 @@ class AioStore:
         self._shas: dict[str, str] = {}
         self._conns: dict[str, AbstractConnection] = {}
 
-    async def _call(self, lane: str, *command: Any) -> Any:
+    async def _call(self, lane: str, *command: Any, raw: bool = False) -> Any:
         """One command on ``lane``'s own connection, made on first use. On an error or a
         cancellation mid-call redis-py drops the connection (a reply left half-read is never
         taken for the next one) and the next call reconnects (tests/redis/test_aio_store.py)."""
@@ -49,34 +49,44 @@ class AioStore:
             pool = self.client.connection_pool
             conn = self._conns[lane] = await pool.get_connection()  # type: ignore[no-untyped-call]
         await conn.send_command(*command)
-        return await conn.read_response()
+        # Payloads are read as bytes and decoded by decode_raw, as the sync store does: a
+        # payload that is not UTF-8 must reach the quarantine, not break the fetch.
+        return await conn.read_response(disable_decoding=raw)
 
-    async def _run(self, lane: str, name: str, keys: list[str], args: list[Any]) -> Any:
+    async def _run(
+        self, lane: str, name: str, keys: list[str], args: list[Any], *, raw: bool = False
+    ) -> Any:
         sha = self._shas.get(name)
         if sha is None:  # one event loop: no lock needed
             sha = self._shas[name] = self.client.register_script(source(name)).sha
         try:
-            return await self._call(lane, "EVALSHA", sha, len(keys), *keys, *args)
+            return await self._call(lane, "EVALSHA", sha, len(keys), *keys, *args, raw=raw)
         except NoScriptError:  # a restarted or failed-over server: load it, once
             await self._call(lane, "SCRIPT", "LOAD", source(name))
-            return await self._call(lane, "EVALSHA", sha, len(keys), *keys, *args)
+            return await self._call(lane, "EVALSHA", sha, len(keys), *keys, *args, raw=raw)
 
     async def fetch(
         self, identity: str, queues: Sequence[str], count: int
     ) -> list[tuple[str, str]]:
-        """Move up to ``count`` jobs from ``queues`` (in order) into the working list."""
-        k = self.keys
-        keys = [k.working(identity), *(k.queue(q) for q in queues)]
-        flat = await self._run("fetch", "fetch", keys, [count])
-        return [(queues[int(flat[i]) - 1], flat[i + 1]) for i in range(0, len(flat), 2)]
+        """Move up to ``count`` jobs from ``queues`` (in order) into the working list, and
+        register the process (as :meth:`conveyor.redis.store.Store.fetch`)."""
+        keys, args = fetch_spec(self.keys, identity, queues, count)
+        return fetched(queues, await self._run("fetch", "fetch", keys, list(args), raw=True))
 
     async def fetch_blocking(self, identity: str, queue: str, timeout: float) -> str | None:
         """Block up to ``timeout`` seconds for one job from ``queue`` (atomic BLMOVE)."""
         k = self.keys
         result = await self._call(
-            "fetch", "BLMOVE", k.queue(queue), k.working(identity), "RIGHT", "LEFT", timeout
+            "fetch",
+            "BLMOVE",
+            k.queue(queue),
+            k.working(identity),
+            "RIGHT",
+            "LEFT",
+            timeout,
+            raw=True,
         )
-        return None if result is None else str(result)
+        return None if result is None else decode_raw(result)
 
     async def finish(
         self,
@@ -85,23 +95,22 @@ class AioStore:
         day: str,
         dead_max: int,
         dead_cutoff: float,
-    ) -> int:
-        """Acknowledge executed jobs and file retries/dead jobs atomically; count stats (the
-        KEYS/ARGV layout is finish.lua's header)."""
-        k = self.keys
-        args: list[str | int | float] = [STATS_TTL, dead_max, dead_cutoff]
-        for o in outcomes:
-            args += (o.kind, o.raw, o.score, o.payload)
-        keys = [
-            k.working(identity),
-            k.retry,
-            k.dead,
-            k.stat("processed"),
-            k.stat_daily("processed", day),
-            k.stat("failed"),
-            k.stat_daily("failed", day),
-        ]
-        return int(await self._run("finish", "finish", keys, args))
+        *,
+        boundary: str | None = None,
+    ) -> tuple[int, Trimmed | None]:
+        """Acknowledge executed jobs and file retries/dead jobs atomically; count stats (as
+        :meth:`conveyor.redis.store.Store.finish`)."""
+        keys, args = finish_spec(
+            self.keys,
+            identity,
+            outcomes,
+            day=day,
+            dead_max=dead_max,
+            dead_cutoff=dead_cutoff,
+            boundary=boundary,
+        )
+        reply = await self._run("finish", "finish", keys, list(args))
+        return int(reply[0]), Trimmed.from_reply("dead", reply, 1)
 
     async def close(self) -> None:
         """Close the client and every connection it made (the lanes' included)."""

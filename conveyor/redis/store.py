@@ -137,6 +137,53 @@ def durable_push_call(
     return Call.wait(replicas, max(1, round(timeout * 1000)), "push", names, args)
 
 
+def fetch_spec(
+    keys: Keys, identity: str, queues: Sequence[str], count: int
+) -> tuple[list[str], list[str | int]]:
+    """KEYS and ARGV of ``fetch.lua`` (the sync and the asyncio store run the same call).
+
+    >>> fetch_spec(Keys(), "w1", ["a"], 5)
+    (['conveyor:working:w1', 'conveyor:working-registry', 'queue:a'], [5, 'w1'])
+    """
+    names = [keys.working(identity), keys.working_registry, *(keys.queue(q) for q in queues)]
+    return names, [count, identity]
+
+
+def fetched(queues: Sequence[str], flat: Sequence[Any]) -> list[tuple[str, str]]:
+    """``fetch.lua``'s reply (read as bytes) as ``(queue, payload)`` pairs."""
+    return [(queues[int(flat[i]) - 1], decode_raw(flat[i + 1])) for i in range(0, len(flat), 2)]
+
+
+def finish_spec(
+    keys: Keys,
+    identity: str,
+    outcomes: Iterable[Outcome],
+    *,
+    day: str,
+    dead_max: int,
+    dead_cutoff: float,
+    boundary: str | None = None,
+) -> tuple[list[str], list[str | bytes | int | float]]:
+    """KEYS and ARGV of ``finish.lua``: acknowledge ``outcomes`` and publish the start
+    ``boundary`` (``None``: leave it; ``""``: nothing unstarted)."""
+    mark: str | bytes = "keep" if boundary is None else encode_raw(boundary)
+    args: list[str | bytes | int | float] = [STATS_TTL, dead_max, dead_cutoff, mark]
+    for o in outcomes:
+        args += (o.kind, encode_raw(o.raw), o.score, o.payload)
+    names = [
+        keys.working(identity),
+        keys.retry,
+        keys.dead,
+        keys.stat("processed"),
+        keys.stat_daily("processed", day),
+        keys.stat("failed"),
+        keys.stat_daily("failed", day),
+        keys.boundary(identity),
+        keys.trimmed("dead"),
+    ]
+    return names, args
+
+
 class Store:
     """Redis operations of the engine, bound to one client and key prefix."""
 
@@ -177,10 +224,8 @@ class Store:
     def fetch(self, identity: str, queues: Sequence[str], count: int) -> list[tuple[str, str]]:
         """Move up to ``count`` jobs from ``queues`` (in order) into the working list, and
         register the process (so a sweep always finds the list)."""
-        k = self.keys
-        keys = [k.working(identity), k.working_registry, *(k.queue(q) for q in queues)]
-        flat = self.scripts.run("fetch", keys, [count, identity], options=RAW)
-        return [(queues[int(flat[i]) - 1], decode_raw(flat[i + 1])) for i in range(0, len(flat), 2)]
+        keys, args = fetch_spec(self.keys, identity, queues, count)
+        return fetched(queues, self.scripts.run("fetch", keys, args, options=RAW))
 
     def fetch_blocking(
         self, identity: str, queue: str, timeout: float, client: redis.Redis | None = None
@@ -207,22 +252,15 @@ class Store:
         """Acknowledge executed jobs and file retries/dead jobs atomically; count stats; publish
         the start ``boundary`` (``None``: leave it; ``""``: nothing unstarted). Returns how many
         jobs were still in the working list, and what the dead set dropped."""
-        k = self.keys
-        mark: str | bytes = "keep" if boundary is None else encode_raw(boundary)
-        args: list[str | bytes | int | float] = [STATS_TTL, dead_max, dead_cutoff, mark]
-        for o in outcomes:
-            args += (o.kind, encode_raw(o.raw), o.score, o.payload)
-        keys = [
-            k.working(identity),
-            k.retry,
-            k.dead,
-            k.stat("processed"),
-            k.stat_daily("processed", day),
-            k.stat("failed"),
-            k.stat_daily("failed", day),
-            k.boundary(identity),
-            k.trimmed("dead"),
-        ]
+        keys, args = finish_spec(
+            self.keys,
+            identity,
+            outcomes,
+            day=day,
+            dead_max=dead_max,
+            dead_cutoff=dead_cutoff,
+            boundary=boundary,
+        )
         reply = self.scripts.run("finish", keys, args)
         return int(reply[0]), Trimmed.from_reply("dead", reply, 1)
 

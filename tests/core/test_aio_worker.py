@@ -322,3 +322,28 @@ def test_sigterm_finishes_short_jobs_and_requeues_long_ones(
     assert r.hgetall("completions") == {"0": "1", "1": "1"}
     assert sorted(json.loads(raw)["args"][0] for raw in r.lrange("queue:default", 0, -1)) == [2, 3]
     assert r.get("stat:processed") == "2" and r.scard("processes") == 0
+
+
+def test_poison_payloads_are_quarantined_and_the_loop_carries_on(app: App, r: redis.Redis) -> None:
+    """A payload that is not UTF-8, one that is not JSON and one nested too deep go to the dead
+    set with a reason; the asyncio worker keeps fetching and runs the good job after them."""
+    asyncio_app(app)
+    ran: list[int] = []
+
+    @app.job
+    async def good(n: int) -> None:
+        ran.append(n)
+
+    raw = redis.Redis.from_url(app.settings.redis_url or "")
+    raw.lpush("queue:default", b"\xff\xfenot utf-8", b"{not json", b"[" * 5000 + b"]" * 5000)
+    raw.close()
+    good.perform_async(7)
+    run_burst(app)
+    assert ran == [7]
+    assert r.zcard("dead") == 3
+    assert not [k for k in r.scan_iter("conveyor:working:*") if r.llen(k)], "nothing stranded"
+
+    reasons = " ".join(
+        json.loads(entry).get("error_message", "") for entry in r.zrange("dead", 0, -1)
+    )
+    assert "UTF-8" in reasons or "utf-8" in reasons

@@ -44,7 +44,7 @@ def test_fetch_and_finish_move_jobs_as_the_sync_store_does(
 
     async def body(store: AioStore) -> list[tuple[str, str]]:
         fetched = await store.fetch(ME, ["low", "default"], 3)
-        found = await store.finish(
+        found, trimmed = await store.finish(
             ME,
             [Outcome("ok", raw) for _, raw in fetched[:2]]
             + [Outcome("retry", fetched[2][1], 99.0, "retried")],
@@ -52,7 +52,8 @@ def test_fetch_and_finish_move_jobs_as_the_sync_store_does(
             10,
             0.0,
         )
-        assert found == 3
+        assert found == 3 and trimmed is None
+        assert r.sismember("conveyor:working-registry", ME), "fetch registers the process"
         return fetched
 
     fetched = run(settings, body)
