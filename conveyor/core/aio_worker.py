@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import queue as queue_mod
 import random
 import signal
 import threading
@@ -35,25 +34,24 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from conveyor.clock import SYSTEM_CLOCK
+from conveyor.core.aio_processor import AioProcessor, ThreadPool, ready
 from conveyor.core.execution import is_async
 from conveyor.core.fetch import BLOCK_MULTI, BLOCK_SINGLE, GATED_WAIT, MAX_BATCH, Fetch, Fetched
 from conveyor.core.finisher import Counters
 from conveyor.core.health import Health, run_loop
 from conveyor.core.housekeeping import BusyMap, Heartbeat, Housekeeper, Periodic
-from conveyor.core.middleware import FetchedJob, JobContext
-from conveyor.core.processor import Processor, ProcessorHost, run_batch_hook, utc_day
+from conveyor.core.middleware import FetchedJob
+from conveyor.core.processor import ProcessorHost, run_batch_hook, utc_day
 from conveyor.core.recovery import log_trimmed
 from conveyor.core.units import Units
 from conveyor.core.worker import EXIT_UNHEALTHY, WEDGE_AFTER, Worker, make_identity
-from conveyor.errors import ConfigurationError, JobTimeoutError
-from conveyor.logs import job_context
+from conveyor.errors import ConfigurationError
 from conveyor.redis import Outcome
 from conveyor.redis.aio_store import AioStore
 from conveyor.redis.connection import connect_async
 
 if TYPE_CHECKING:
     from conveyor.core.job import Job
-    from conveyor.core.payload import Payload
 
 log = logging.getLogger("conveyor.worker")
 
@@ -79,121 +77,6 @@ def create_worker(app: ProcessorHost, *, burst: bool = False) -> Worker | AioWor
     if mode == "threads":
         return Worker(app, burst=burst)
     raise ConfigurationError(f"worker_mode must be one of {', '.join(MODES)}, got {mode!r}")
-
-
-class AioProcessor(Processor):
-    """The :class:`Processor` with an awaitable run for ``async def`` jobs (server middleware
-    hooks, which are plain functions, run on the loop around the awaited ``perform``)."""
-
-    async def process_async(self, unit: FetchedJob) -> Outcome:
-        """Run one fetched ``async def`` job on the running loop and say how it ended."""
-        job, job_class = unit.job, unit.job_class
-        assert job is not None and job_class is not None  # callers route the others to process
-        instance: Job | None = None
-        with job_context(job, unit.queue):
-            try:
-                instance = job_class.instantiate()
-                instance.job = job
-                ctx = await self.run_async(job_class, instance, job, unit)
-                return Outcome("gone" if ctx is not None and ctx.handed_off else "ok", unit.raw)
-            except Exception as exc:
-                unit.failed = True
-                return self._failed(unit.raw, unit.queue, exc, instance)
-
-    async def run_async(
-        self, job_class: type[Job], instance: Job, job: Payload, unit: FetchedJob
-    ) -> JobContext | None:
-        """Server middleware around the awaited ``perform``; raises what ``perform`` raised."""
-        chain = self.chain_for(job_class)
-        if not chain:
-            await _perform(job_class, instance, job)
-            return None
-        ctx = JobContext(self.app, job_class, instance, job, unit.queue, unit.raw, self.identity)
-        ctx.state = unit.state
-        ran = 0
-        error: BaseException | None = None
-        try:
-            for middleware in chain:
-                ran += 1
-                middleware.before_perform(ctx)
-                if ctx.skipped is not None:
-                    break
-            if ctx.skipped is None:
-                await _perform(job_class, instance, job)
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            for middleware in reversed(chain[:ran]):
-                middleware.after_perform(ctx, error)
-        return ctx
-
-
-async def _perform(job_class: type[Job], instance: Job, job: Payload) -> None:
-    timeout = job_class.conveyor_options.get("timeout")
-    if timeout is None:
-        await instance.perform(*job["args"])
-        return
-    try:
-        async with asyncio.timeout(timeout) as scope:
-            await instance.perform(*job["args"])
-    except TimeoutError:
-        if scope.expired():  # not a TimeoutError the job raised itself
-            raise JobTimeoutError(f"job ran longer than its timeout of {timeout}s") from None
-        raise
-
-
-class _ThreadPool:
-    """Daemon threads running sync jobs for the loop (daemon, so a job still stuck past the
-    shutdown deadline, already requeued, cannot keep the process alive)."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, size: int) -> None:
-        self._loop = loop
-        self._size = size
-        self._idle = 0
-        self._threads: list[threading.Thread] = []
-        self._lock = threading.Lock()
-        self._tasks: queue_mod.SimpleQueue[Any] = queue_mod.SimpleQueue()
-
-    def run(self, func: Callable[[FetchedJob], Outcome], unit: FetchedJob) -> asyncio.Future[Any]:
-        future = self._loop.create_future()
-        with self._lock:
-            if self._idle == 0 and len(self._threads) < self._size:
-                thread = threading.Thread(target=self._work, name="conveyor-sync", daemon=True)
-                self._threads.append(thread)
-                thread.start()
-        self._tasks.put((future, func, unit))
-        return future
-
-    def _work(self) -> None:
-        while True:
-            with self._lock:
-                self._idle += 1
-            item = self._tasks.get()
-            with self._lock:
-                self._idle -= 1
-            if item is None:
-                return
-            future, func, unit = item
-            try:
-                result = func(unit)
-            except BaseException as exc:  # delivered to the awaiting slot
-                self._loop.call_soon_threadsafe(_settle, future, None, exc)
-            else:
-                self._loop.call_soon_threadsafe(_settle, future, result, None)
-
-    def close(self) -> None:
-        for _ in self._threads:
-            self._tasks.put(None)
-
-
-def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    if future.cancelled():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
 
 
 class AioWorker:
@@ -324,7 +207,7 @@ class AioWorker:
         self._has_outcomes = asyncio.Event()
         self._finishing = False
         self._units: asyncio.Queue[FetchedJob | None] = asyncio.Queue()
-        self._pool = _ThreadPool(loop, self.settings.concurrency)
+        self._pool = ThreadPool(loop, self.settings.concurrency)
         self.astore = AioStore(connect_async(self.settings), self.store.keys)
         if install_signals and threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGTERM, signal.SIGINT):
@@ -576,7 +459,7 @@ class AioWorker:
         """An awaitable outcome: on this loop for ``async def`` jobs, else in a thread."""
         job_class = unit.job_class
         if unit.job is None or job_class is None:  # filed as malformed or unknown, no I/O
-            return _ready(self.processor.process(unit))
+            return ready(self.processor.process(unit))
         asynchronous = self._async_cache.get(job_class)
         if asynchronous is None:
             asynchronous = self._async_cache[job_class] = is_async(job_class.perform)
@@ -657,10 +540,6 @@ class AioWorker:
             self.quiet()
         elif sig == "TERM":
             self.stop()
-
-
-async def _ready(outcome: Outcome) -> Outcome:
-    return outcome
 
 
 __all__ = ["AioProcessor", "AioWorker", "create_worker"]

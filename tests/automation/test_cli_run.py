@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import redis
 from click.testing import CliRunner
-from support import PYTHON, python_env
+from support import PYTHON, python_env, wait_for
 from support.automation import write_http_settings
 
 from conveyor.cli import main
@@ -136,8 +136,18 @@ def test_watch_a_batch_run_on_a_node_in_process_and_in_a_subprocess(
     assert run["state"] == "done" and run["total"] == 1 and run["succeeded"] == 1
     assert run["src_size_total"] == len("x/y=z")
 
-    nodes = json.loads(_cli(redis_url, "nodes", "--json").output)
+    # The node publishes its counters with its heartbeat: wait for the one after the run.
+    nodes = wait_for(
+        lambda: (
+            found
+            if (found := json.loads(_cli(redis_url, "nodes", "--json").output))
+            and found[0]["tasks_run"] == 4
+            else None
+        ),
+        15,
+        "the node's counters after the run",
+    )
     assert [n["pid"] for n in nodes] == [node.pid]
-    assert nodes[0]["tasks_run"] == 4
+
     table = _cli(redis_url, "nodes").output
     assert "accepting" in table and "batch" in table

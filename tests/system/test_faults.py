@@ -89,7 +89,7 @@ def test_lost_fetch_and_ack_replies_strand_nothing_while_the_worker_lives(
 
 
 @pytest.mark.timeout(120)
-def test_sigstop_30s_recovers_started_jobs_counted_and_prefetched_ones_not(
+def test_sigstop_past_the_liveness_ttl_recovers_started_jobs_counted_and_prefetched_ones_not(
     spawn: Spawn, r: redis.Redis, redis_url: str
 ) -> None:
     victim = spawn(CONVEYOR_CONCURRENCY="2", CONVEYOR_PREFETCH="2", **FAST)
@@ -105,7 +105,9 @@ def test_sigstop_30s_recovers_started_jobs_counted_and_prefetched_ones_not(
         assert runs == {i: (1 if i in started else 0) for i in range(4)}, (
             "only the jobs the stopped process had started count an interruption"
         )
-        time.sleep(max(0.0, 30 - 8))  # stopped 30 s in all
+        # Stopped 12 s in all: 6x the 2 s liveness TTL here (the 30 s is 2x the
+        # default 15 s), long enough for the survivor to take the stopped process's jobs.
+        time.sleep(max(0.0, 12 - 8))
     finally:
         victim.send_signal(signal.SIGCONT)
     # Resumed, it finishes the two it was running, but never runs its prefetched jobs again.
@@ -125,7 +127,7 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
 
 
 @pytest.mark.timeout(150)
-def test_a_20s_redis_outage_sweeps_no_live_process(
+def test_a_redis_outage_past_the_liveness_ttl_sweeps_no_live_process(
     spawn: Spawn, r: redis.Redis, own_redis: RedisServer
 ) -> None:
     workers = [spawn(own_redis.url, CONVEYOR_CONCURRENCY="2", **FAST) for _ in range(2)]
@@ -133,7 +135,9 @@ def test_a_20s_redis_outage_sweeps_no_live_process(
     enqueue(own_redis.url, [[i, 30.0] for i in range(6)])  # 4 run, 2 prefetched, through it
     wait_for(lambda: len(starts(r)) == 4, timeout=20)
     own_redis.stop()
-    time.sleep(20)
+    # 8 s: 4x the 2 s liveness TTL here (the 20 s is 1.3x the default 15 s): every
+    # liveness key has expired by the time the server is back.
+    time.sleep(8)
     own_redis.start()
     r.set("fast", 1)  # running jobs finish now
     wait_for(lambda: len(done(r)) == 6, timeout=60, interval=0.2)
