@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import threading
 
 import pytest
@@ -107,7 +108,9 @@ def test_until_executed_keeps_its_key_while_the_job_waits_for_its_retry(
     assert flaky.perform_async(1)
 
 
-def test_until_executed_key_goes_when_the_job_dies(app: App, r: redis.Redis) -> None:
+def test_until_executed_key_goes_when_the_job_dies(
+    app: App, r: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
     @app.job(idempotent=True, deduplicate="until_executed", retry=1)
     def doomed(x: int) -> None:
         raise RuntimeError("boom")
@@ -116,8 +119,10 @@ def test_until_executed_key_goes_when_the_job_dies(app: App, r: redis.Redis) -> 
     run_burst(app)
     assert r.keys("conveyor:dedup:*")  # waiting for its one retry
     retry_now(app, r)
-    run_burst(app)
+    with caplog.at_level(logging.ERROR, logger="conveyor.processor"):
+        run_burst(app)
     assert r.zcard("dead") == 1 and not r.keys("conveyor:dedup:*")
+    assert not [rec for rec in caplog.records if "death handler" in rec.getMessage()]
 
 
 def test_until_executed_can_release_on_failure_as_before(app: App, r: redis.Redis) -> None:
