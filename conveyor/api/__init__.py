@@ -310,6 +310,11 @@ class Api:
         """The ``interrupted`` set. Example: ``api.interrupted.size()``."""
         return InterruptedSet(self)
 
+    def trimmed(self) -> dict[str, int]:
+        """Entries the ``dead`` and ``interrupted`` sets dropped to stay within their size and
+        age limits (each also logged with its jid). Example: ``api.trimmed()["dead"]``."""
+        return self.admin.trimmed()
+
     @property
     def processes(self) -> ProcessSet:
         """Live processes. Example: ``api.processes.quiet_all()``."""

@@ -43,7 +43,24 @@ class ProcessInfo:
     @property
     def healthy(self) -> bool:
         """False when any loop reported a failure or no progress (see :attr:`health`)."""
-        return all(isinstance(v, dict) and v.get("ok", True) for v in self.health.values())
+        return not self.failing_loops
+
+    @property
+    def failing_loops(self) -> list[str]:
+        """The loops whose last report was a failure or no progress, e.g. ``["fetch"]``."""
+        return sorted(
+            name
+            for name, v in self.health.items()
+            if not isinstance(v, dict) or not v.get("ok", True)
+        )
+
+    def loop_errors(self) -> dict[str, int]:
+        """Errors each loop met since the process started (survived: it carried on)."""
+        out: dict[str, int] = {}
+        for name, v in self.health.items():
+            errors = v.get("errors") if isinstance(v, dict) else None
+            out[name] = errors if isinstance(errors, int) and not isinstance(errors, bool) else 0
+        return out
 
     @classmethod
     def from_state(cls, identity: str, state: Sequence[str | None]) -> ProcessInfo | None:

@@ -9,7 +9,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from conveyor.api import Overview, redis_url, stop_embedded
+from conveyor.api import Overview, ProcessInfo, redis_url, stop_embedded
 from conveyor.cli.common import (
     CliState,
     console,
@@ -112,7 +112,7 @@ def list_processes(state: CliState, /, as_json: bool = False) -> None:
     if as_json:
         echo_json([dataclasses.asdict(p) for p in found])
         return
-    table = Table("identity", "pid", "queues", "busy", "rss", "started", "beat", "state")
+    table = Table("identity", "pid", "queues", "busy", "rss", "started", "beat", "state", "health")
     for p in found:
         table.add_row(
             p.identity,
@@ -123,7 +123,9 @@ def list_processes(state: CliState, /, as_json: bool = False) -> None:
             when(p.started_at, now),
             duration(max(0.0, now - p.beat)) + " ago" if p.beat else "-",
             "quiet" if p.quiet else "running",
+            _health_text(p),
         )
+
     if not found:
         table.caption = "no live processes"
     console().print(table)
@@ -290,3 +292,20 @@ def demo(state: CliState, /, timeout: float) -> None:
     settings = state.settings()
     if not run_demo(settings.redis_url, settings.state_dir, console(), timeout=timeout):
         raise click.ClickException("the demo did not finish in time; see the table above")
+
+
+def _health_text(p: ProcessInfo) -> str:
+    """``ok``, ``-`` (no report: Sidekiq, an older Conveyor) or the failing loops, e.g.
+    ``fetch failing (3 errors)``; loops that met errors and carried on show their count."""
+    if not p.health:
+        return "-"
+    errors = p.loop_errors()
+    failing = p.failing_loops
+    if failing:
+        return ", ".join(f"{name} failing ({errors.get(name, 0)} errors)" for name in failing)
+    survived = {name: n for name, n in errors.items() if n}
+    if survived:
+        return (
+            "ok (" + ", ".join(f"{name}: {n} errors" for name, n in sorted(survived.items())) + ")"
+        )
+    return "ok"

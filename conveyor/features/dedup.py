@@ -348,7 +348,6 @@ def _keeps_key(app: AppLike, policy: Deduplicate, job: Payload | None, failed: b
 
 
 def _release_dead(app: AppLike, job: Payload, exc: BaseException | None = None) -> None:
-
     """Death handler: a deduplicated job that died gives its key back (a job discarded by its
     ``retry_in`` hook keeps it until the ttl)."""
     key = job.get("idempotency_key")

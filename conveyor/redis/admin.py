@@ -135,6 +135,12 @@ class Admin:
         """Entries in a sorted set."""
         return int(self.client.zcard(self.zset_key(zset)))
 
+    def trimmed(self) -> dict[str, int]:
+        """Entries the capped sets (``dead``, ``interrupted``) dropped, ever, by set."""
+        names = ("dead", "interrupted")
+        values = self.client.mget([self.keys.trimmed(name) for name in names])
+        return {name: int(value or 0) for name, value in zip(names, values, strict=True)}
+
     def zset_range(
         self, zset: ZSetName, start: int, stop: int, *, reverse: bool = False
     ) -> list[tuple[str, float]]:

@@ -149,11 +149,14 @@ def set_job(api: Api, kind: str, jid: str) -> dict[str, Any]:
 
 
 def processes(api: Api) -> list[dict[str, Any]]:
-    """Live processes (``/api/processes``); the raw ``info`` hash is left out."""
+    """Live processes (``/api/processes``) with their loops' health; the raw ``info`` hash
+    is left out."""
     out = []
     for process in api.processes.list():
         item = dataclasses.asdict(process)
         item.pop("info", None)
+        item["healthy"] = process.healthy
+        item["failing_loops"] = process.failing_loops
         out.append(item)
     return out
 

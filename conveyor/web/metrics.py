@@ -95,6 +95,33 @@ class ConveyorCollector:
         procs.add_metric(["quiet"], quiet)
         yield procs
         yield GaugeMetricFamily(
+            "conveyor_unhealthy_processes",
+            "Live processes with a loop failing or making no progress (see conveyor processes).",
+            value=sum(1 for p in processes if not p.healthy),
+        )
+        errors = GaugeMetricFamily(
+            "conveyor_loop_errors",
+            "Errors the loops of live processes met and survived since they started, by loop.",
+            labels=["loop"],
+        )
+        by_loop: dict[str, int] = {}
+        for p in processes:
+            for loop, count in p.loop_errors().items():
+                by_loop[loop] = by_loop.get(loop, 0) + count
+        for loop, count in sorted(by_loop.items()):
+            errors.add_metric([loop], count)
+        yield errors
+        trimmed = CounterMetricFamily(
+            "conveyor_trimmed",
+            "Entries the dead and interrupted sets dropped to stay within their limits (each "
+            "logged with its jid).",
+            labels=["set"],
+        )
+        for name, count in api.trimmed().items():
+            trimmed.add_metric([name], count)
+        yield trimmed
+
+        yield GaugeMetricFamily(
             "conveyor_busy_threads",
             "Threads running a job, over all processes.",
             value=stats.workers_size,

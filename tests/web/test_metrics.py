@@ -4,13 +4,18 @@ values must match what the jobs did."""
 from __future__ import annotations
 
 import redis
+from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 from support import run_burst
 from support.metrics import scenario
-from support.web import BEARER, LOCAL, TOKEN
+from support.web import BEARER, LOCAL, TOKEN, login
 
-from conveyor import Settings
+from conveyor import App, Settings
+from conveyor.cli import main
+from conveyor.clock import SYSTEM_CLOCK
+from conveyor.core.health import Health
+from conveyor.core.housekeeping import Heartbeat
 from conveyor.features import metrics
 from conveyor.features.cron import Cron, CronEntry
 from conveyor.web import WebSettings, create_app
@@ -85,4 +90,43 @@ def test_metrics_need_a_login_unless_public(settings: Settings, r: redis.Redis) 
     off = WebSettings(token=TOKEN, metrics=False)
     with TestClient(create_app(app, off), headers=BEARER, base_url=LOCAL) as client:
         assert client.get("/metrics").status_code == 404
+    app.close()
+
+
+def test_loop_health_and_trimmed_sets_reach_metrics_the_page_and_the_cli(
+    settings: Settings, r: redis.Redis
+) -> None:
+    """A process whose fetch loop keeps failing (as its heartbeat reports it) shows as
+    unhealthy in /metrics, on the Processes page and in ``conveyor processes``; entries the
+    dead set dropped are counted."""
+    app = App(settings.replace(dead_max_jobs=1))
+
+    @app.job(retry=0)
+    def doomed(n: int) -> None:
+        raise RuntimeError(f"doomed {n}")
+
+    doomed.perform_async(1)
+    doomed.perform_async(2)
+    run_burst(app)  # the second dead job trims the first
+    health = Health(SYSTEM_CLOCK)
+    fetch = health.register("fetch")
+    for _ in range(3):
+        health.failed(fetch, RuntimeError("boom"))
+    beat = Heartbeat(app, "host:1:sick", started_at=app.clock.time())
+    beat.beat({}, quiet=False, health=health.report())
+    with TestClient(
+        create_app(app, WebSettings(token=TOKEN)), headers=BEARER, base_url=LOCAL
+    ) as client:
+        samples = scrape(client)
+        login(client)
+        page = client.get("/processes").text
+    assert samples[("conveyor_unhealthy_processes", ())] == 1
+    assert samples[("conveyor_loop_errors", (("loop", "fetch"),))] == 3
+    assert samples[("conveyor_trimmed_total", (("set", "dead"),))] == 1
+    assert samples[("conveyor_trimmed_total", (("set", "interrupted"),))] == 0
+    assert 'data-field="health"' in page and "unhealthy: fetch" in page
+    wide = CliRunner(env={"COLUMNS": "250"})
+    listed = wide.invoke(main, ["--redis-url", settings.redis_url or "", "processes"])
+
+    assert listed.exit_code == 0 and "fetch failing (3 errors)" in listed.output
     app.close()
