@@ -38,7 +38,7 @@ from conveyor.core.aio_processor import AioProcessor, ThreadPool, ready
 from conveyor.core.execution import is_async
 from conveyor.core.fetch import BLOCK_MULTI, BLOCK_SINGLE, GATED_WAIT, MAX_BATCH, Fetch, Fetched
 from conveyor.core.finisher import Counters
-from conveyor.core.health import Health, run_loop
+from conveyor.core.health import MAX_BACKOFF, Health, run_loop
 from conveyor.core.housekeeping import BusyMap, Heartbeat, Housekeeper, Periodic
 from conveyor.core.middleware import FetchedJob
 from conveyor.core.processor import ProcessorHost, run_batch_hook, utc_day
@@ -217,7 +217,13 @@ class AioWorker:
         # elsewhere could take our jobs for orphans.
         self.heartbeat()
         threads = [
-            self._thread_loop("heartbeat", 0, self._beat_step, self._threads_stop),
+            self._thread_loop(
+                "heartbeat",
+                0,
+                self._beat_step,
+                self._threads_stop,
+                max_backoff=self.settings.heartbeat_interval / 2,
+            ),
             self._thread_loop(
                 "housekeeping", WEDGE_AFTER * 5, self.housekeeper.step, self._threads_stop
             ),
@@ -260,10 +266,12 @@ class AioWorker:
         bound: float,
         step: Callable[[threading.Event], bool],
         stop: threading.Event,
+        *,
+        max_backoff: float = MAX_BACKOFF,
     ) -> threading.Thread:
         """A housekeeping loop in its own thread that survives what it meets (as the threaded
         worker's, :func:`conveyor.core.health.run_loop`)."""
-        state = self.health.register(name, bound)
+        state = self.health.register(name, bound, max_backoff=max_backoff)
         return self._spawn(
             lambda: run_loop(self.health, state, lambda: step(stop), stop, self.fatal),
             f"conveyor-{name}",

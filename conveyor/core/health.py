@@ -41,6 +41,8 @@ class LoopState:
     consecutive: int = 0
     last_error: str = ""
     running: bool = True
+    #: Longest back-off between failed iterations of this loop.
+    max_backoff: float = MAX_BACKOFF
 
 
 class Health:
@@ -59,8 +61,13 @@ class Health:
         self.redis_error_at: float | None = None
         self._lock = threading.Lock()
 
-    def register(self, name: str, bound: float = 0.0) -> LoopState:
-        state = LoopState(name, bound, self.clock.monotonic())
+    def register(
+        self, name: str, bound: float = 0.0, *, max_backoff: float = MAX_BACKOFF
+    ) -> LoopState:
+        """A loop to watch; ``bound``: seconds without progress that make it wedged (0:
+        never); ``max_backoff``: its longest wait after a failure (the heartbeat must retry
+        within its interval, or a live process looks dead once Redis is back)."""
+        state = LoopState(name, bound, self.clock.monotonic(), max_backoff=max_backoff)
         with self._lock:
             self.loops[name] = state
         return state
@@ -79,7 +86,7 @@ class Health:
             log.error("%s loop: Redis failed (%s); retrying", state.name, exc)
         else:
             log.error("%s loop failed; carrying on", state.name, exc_info=exc)
-        return float(min(MAX_BACKOFF, 0.1 * 2 ** min(state.consecutive, 10)))
+        return float(min(state.max_backoff, 0.1 * 2 ** min(state.consecutive, 10)))
 
     def redis_quiet_for(self) -> float:
         """Seconds since any loop last saw a Redis error (a large number if never)."""

@@ -183,7 +183,9 @@ class Housekeeper:
         Redis has answered for a whole liveness TTL (after an outage or a restart, live
         processes need that long to refresh their liveness keys, or they would look dead)."""
         settings, store = self.app.settings, self.store
-        settle = settings.liveness_ttl + settings.heartbeat_interval
+        # A live process's heartbeat retries at least every half interval (its loop's
+        # back-off): two intervals past the TTL leave room for its reconnect.
+        settle = settings.liveness_ttl + 2 * settings.heartbeat_interval
         if self.health.redis_quiet_for() < settle or store.server_uptime() < settle:
             log.debug("sweep skipped: Redis came back less than %.0fs ago", settle)
             return

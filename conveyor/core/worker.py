@@ -27,7 +27,7 @@ import redis
 from conveyor.clock import SYSTEM_CLOCK
 from conveyor.core.fetch import BLOCK_SINGLE, MAX_BATCH, Fetch, Fetcher
 from conveyor.core.finisher import Counters, Finisher
-from conveyor.core.health import Health, LoopState, run_loop
+from conveyor.core.health import MAX_BACKOFF, Health, LoopState, run_loop
 from conveyor.core.housekeeping import BusyMap, Heartbeat, Housekeeper, Periodic
 from conveyor.core.middleware import FetchedJob
 from conveyor.core.processor import Processor, ProcessorHost
@@ -130,7 +130,13 @@ class Worker:
         # elsewhere could take our jobs for orphans.
         self.heartbeat()
         wedge = self.wedge_after
-        self._heartbeat_thread = self._loop("heartbeat", 0, self._beat_step, self._beats)
+        self._heartbeat_thread = self._loop(
+            "heartbeat",
+            0,
+            self._beat_step,
+            self._beats,
+            max_backoff=self.settings.heartbeat_interval / 2,
+        )
         self._housekeeping = self._loop(
             "housekeeping", wedge * 5, self.housekeeper.step, self._housekeeping_stop
         )
@@ -157,8 +163,10 @@ class Worker:
         step: Callable[[threading.Event], bool],
         stop: threading.Event,
         then: Callable[[], None] | None = None,
+        *,
+        max_backoff: float = MAX_BACKOFF,
     ) -> threading.Thread:
-        state: LoopState = self.health.register(name, bound)
+        state: LoopState = self.health.register(name, bound, max_backoff=max_backoff)
 
         def target() -> None:
             run_loop(self.health, state, lambda: step(stop), stop, self.fatal)

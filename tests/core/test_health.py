@@ -6,8 +6,11 @@ from __future__ import annotations
 import json
 import threading
 
+import pytest
 import redis
+from support import running_worker, wait_for
 
+from conveyor import App
 from conveyor.clock import FakeClock
 from conveyor.core.health import FATAL_AFTER, Health, run_loop
 
@@ -71,3 +74,22 @@ def test_no_progress_for_the_bound_is_wedged_and_reported() -> None:
     assert health.wedged() == ["fetch"]
     report = json.loads(health.report())
     assert report["fetch"]["ok"] is False and report["heartbeat"]["ok"] is True
+
+
+def test_a_loop_never_backs_off_longer_than_its_cap() -> None:
+    """However long Redis is down, the heartbeat retries within half its interval: a longer
+    back-off after the outage would leave a live process looking dead (and swept)."""
+    health = Health(FakeClock())
+    beat = health.register("heartbeat", max_backoff=0.25)
+    other = health.register("housekeeping")
+    delays = [health.failed(beat, redis.ConnectionError("down")) for _ in range(30)]
+    assert max(delays) == 0.25
+    assert max(health.failed(other, redis.ConnectionError("down")) for _ in range(30)) == 5.0
+
+
+@pytest.mark.parametrize("mode", ["threads", "asyncio"])
+def test_the_workers_heartbeat_retries_within_half_its_interval(app: App, mode: str) -> None:
+    app.configure(app.settings.replace(heartbeat_interval=0.4, worker_mode=mode))
+    with running_worker(app) as worker:
+        loops = wait_for(lambda: worker.health.loops.get("heartbeat"), 10, "the heartbeat loop")
+        assert loops.max_backoff == 0.2
