@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -24,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import psutil
 import yappi
 
 from benchmarks.harness import Children, pick_redis_server, redis_url, start_redis
@@ -80,8 +82,10 @@ def run(args: argparse.Namespace) -> None:
 
         app = conveyor_jobs.app
         asynchronous = args.mode == "asyncio" or args.async_jobs
-        job = app.registry["PeerIncrAsync" if asynchronous else "PeerIncr"]
-        job.bulk_perform_async([[args.jobs]] * args.jobs, batch_size=1000)
+        name = "PeerNoop" if args.noop else "PeerIncr"
+        job = app.registry[f"{name}Async" if asynchronous else name]
+        # PeerNoop's argument is an index: 1 (never 0 or -1) makes it a true no-op.
+        job.bulk_perform_async([[1 if args.noop else args.jobs]] * args.jobs, batch_size=1000)
         worker = create_worker(app, burst=True)
         fetches, finishes = Calls(), Calls()
         if args.mode == "asyncio":
@@ -92,14 +96,25 @@ def run(args: argparse.Namespace) -> None:
             store.finish = finishes.sync(store.finish, lambda a, r: len(list(a[1])))  # type: ignore[method-assign]
         yappi.set_clock_type("cpu")
         started, cpu0 = time.perf_counter(), time.process_time()
-        yappi.start(builtins=True)
+        me = psutil.Process()
+        times0, switches0 = me.cpu_times(), resource.getrusage(resource.RUSAGE_SELF)
+        if not args.no_profiler:
+            yappi.start(builtins=True)
         thread = threading.Thread(target=worker.run, kwargs={"install_signals": False})
         thread.start()
         thread.join()
         yappi.stop()
         elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu0
-        done = int(client.get("bench:done") or 0)
+        times1, switches1 = me.cpu_times(), resource.getrusage(resource.RUSAGE_SELF)
+        done = int(client.get("stat:processed") or 0)
+        jobs = args.jobs
         report(args, elapsed=elapsed, cpu=cpu, fetches=fetches, finishes=finishes, done=done)
+        print(
+            f"user {(times1.user - times0.user) * 1e6 / jobs:,.0f} µs/job, system "
+            f"{(times1.system - times0.system) * 1e6 / jobs:,.0f} µs/job; context switches per "
+            f"job: {(switches1.ru_nvcsw - switches0.ru_nvcsw) / jobs:.2f} voluntary, "
+            f"{(switches1.ru_nivcsw - switches0.ru_nivcsw) / jobs:.2f} involuntary"
+        )
         app.close()
     finally:
         children.close()
@@ -123,10 +138,14 @@ def report(
     done: int,
 ) -> None:
     jobs = args.jobs
-    print(f"mode {args.mode}, -c {args.concurrency}, {jobs:,} jobs ({done:,} ran)")
-    print(f"under yappi: {jobs / elapsed:,.0f} jobs/s, CPU {cpu * 1e6 / jobs:,.0f} µs/job")
+    kind = "no-op" if args.noop else "INCR"
+    print(f"mode {args.mode}, -c {args.concurrency}, {jobs:,} {kind} jobs ({done:,} acknowledged)")
+    how = "without a profiler" if args.no_profiler else "under yappi"
+    print(f"{how}: {jobs / elapsed:,.0f} jobs/s, CPU {cpu * 1e6 / jobs:,.0f} µs/job")
     print(f"fetch (non-blocking fetch.lua): {fetches.summary(jobs)}")
     print(f"finish (finish.lua): {finishes.summary(jobs)}")
+    if args.no_profiler:
+        return
     stats = yappi.get_func_stats()
     for sort, label in (("ttot", "inclusive"), ("tsub", "own")):
         stats.sort(sort, "desc")
@@ -196,7 +215,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("-c", "--concurrency", type=int, default=10)
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--async-jobs", action="store_true", help="async def jobs on threads")
+    parser.add_argument("--noop", action="store_true", help="no-op jobs instead of one INCR")
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument(
+        "--no-profiler", action="store_true", help="only the CPU per job and the round trips"
+    )
     parser.add_argument(
         "--baseline", action="store_true", help="only the job's own INCR, without a job system"
     )

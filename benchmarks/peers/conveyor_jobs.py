@@ -18,6 +18,12 @@ class PeerNoop(Job):
         peer_common.noop(index)
 
 
+@app.job(name="PeerNoopAsync")
+class PeerNoopAsync(Job):
+    async def perform(self, index: int) -> None:
+        await peer_common.anoop(index)
+
+
 @app.job(name="PeerSleep")
 class PeerSleep(Job):
     def perform(self, total: int) -> None:

@@ -36,14 +36,14 @@ import redis
 from conveyor.clock import SYSTEM_CLOCK
 from conveyor.core.aio_processor import AioProcessor, ThreadPool, ready
 from conveyor.core.execution import is_async
-from conveyor.core.fetch import BLOCK_MULTI, BLOCK_SINGLE, GATED_WAIT, MAX_BATCH, Fetch, Fetched
+from conveyor.core.fetch import BLOCK_MULTI, BLOCK_SINGLE, GATED_WAIT, Fetch, Fetched
 from conveyor.core.finisher import Counters
 from conveyor.core.health import MAX_BACKOFF, Health, run_loop
 from conveyor.core.housekeeping import BusyMap, Heartbeat, Housekeeper, Periodic
 from conveyor.core.middleware import FetchedJob
 from conveyor.core.processor import ProcessorHost, run_batch_hook, utc_day
 from conveyor.core.recovery import log_trimmed
-from conveyor.core.units import Units
+from conveyor.core.units import MAX_BATCH, Units, prefetch_for, refill_for
 from conveyor.core.worker import EXIT_UNHEALTHY, WEDGE_AFTER, Worker, make_identity
 from conveyor.errors import ConfigurationError
 from conveyor.redis import Outcome
@@ -56,11 +56,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("conveyor.worker")
 
 MODES = ("threads", "asyncio")
-#: With the default prefetch, fetch ahead about this many seconds of work (measured job run
-#: time), at most MAX_PREFETCH jobs: fast jobs then come in batches even at concurrency 1,
-#: while slow jobs are never held back from other processes.
-PREFETCH_WINDOW = 0.02
-MAX_PREFETCH = 100
 #: An acknowledgement waits this long for more finished jobs to share its round trip (unless
 #: half a fetch's worth are waiting already): a crash re-runs at most this much finished work.
 ACK_WINDOW = 0.002
@@ -136,7 +131,7 @@ class AioWorker:
     def _set_limit(self, prefetch: int) -> None:
         self.limit = self.settings.concurrency + prefetch
         # Fetch only once this many slots are free, so jobs come in batches (as in threads).
-        self.refill = max(1, min(self.limit // 2, MAX_BATCH))
+        self.refill = refill_for(self.limit)
 
     def _measured(self, seconds: float) -> None:
         """Fold one job's run time into the average and resize the prefetch to it: up at once,
@@ -149,8 +144,7 @@ class AioWorker:
         if not self._adaptive:
             return
         concurrency = self.settings.concurrency
-        ahead = int(concurrency * PREFETCH_WINDOW / max(self._avg_run, 1e-6))
-        prefetch = min(MAX_PREFETCH, max(self.settings.effective_prefetch, ahead))
+        prefetch = prefetch_for(self._avg_run, concurrency, self.settings.effective_prefetch)
         current = self.limit - concurrency
         if prefetch > current:
             self._set_limit(prefetch)

@@ -17,7 +17,7 @@ import redis
 
 from conveyor.core.middleware import FetchedJob
 from conveyor.core.processor import Processor, ProcessorHost, run_batch_hook
-from conveyor.core.units import Units
+from conveyor.core.units import MAX_BATCH, Units
 from conveyor.redis import Store
 
 log = logging.getLogger("conveyor.worker")
@@ -27,7 +27,6 @@ BLOCK_SINGLE = 1.0
 BLOCK_MULTI = 0.25
 #: How often a worker whose queues are all gated shut looks again.
 GATED_WAIT = 0.2
-MAX_BATCH = 100
 
 #: A fetched job as Redis gave it: (queue name, payload as fetched).
 Fetched = tuple[str, str]
@@ -150,6 +149,10 @@ class Fetcher:
         """One round: wait for room, fetch, dispatch. False once the fetcher should end."""
         if self.quiet.is_set():
             return False
+        surplus = self.units.surplus() if self.units.adaptive else []
+        if surplus:  # jobs turned slow: the prefetched ones beyond the new size go back
+            run_batch_hook(self.fetch.app, "abandon_batch", surplus)
+            self.give_back(surplus)
         free = self.units.room(self.quiet)
         if free is None or self.quiet.is_set():
             return not self.quiet.is_set()

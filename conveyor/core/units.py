@@ -28,6 +28,33 @@ from conveyor.core.middleware import FetchedJob
 
 #: ``confirmed`` when no boundary is published: every job may start (all count as started).
 NO_BOUNDARY = 1 << 62
+#: With the default prefetch, fetch ahead about this many seconds of work (at the measured job
+#: run time), at most MAX_PREFETCH jobs: fast jobs then come in batches even at concurrency 1,
+#: while slow jobs are never held back from other processes.
+PREFETCH_WINDOW = 0.02
+MAX_PREFETCH = 100
+MAX_BATCH = 100
+
+
+def prefetch_for(avg_run: float, concurrency: int, floor: int) -> int:
+    """How many jobs to fetch beyond the running ones, for jobs taking ``avg_run`` seconds:
+    about :data:`PREFETCH_WINDOW` of work, never fewer than ``floor`` nor more than
+    :data:`MAX_PREFETCH`.
+
+    >>> prefetch_for(0.0002, 1, 1), prefetch_for(0.5, 10, 10), prefetch_for(1e-6, 10, 10)
+    (100, 10, 100)
+    """
+    ahead = int(concurrency * PREFETCH_WINDOW / max(avg_run, 1e-6))
+    return min(MAX_PREFETCH, max(floor, ahead))
+
+
+def refill_for(limit: int) -> int:
+    """Free slots at which a refill is due: half the jobs held, so jobs come in batches.
+
+    >>> refill_for(2), refill_for(20), refill_for(110)
+    (1, 10, 55)
+    """
+    return max(1, min(limit // 2, MAX_BATCH))
 
 
 def is_suspect(unit: FetchedJob) -> bool:
@@ -62,16 +89,24 @@ class Units:
     ``limit`` is threads + prefetch; the fetcher refills only once ``refill`` slots are free,
     so a busy worker fetches (and prepares and acknowledges) in batches. Threads take jobs from
     a C ``SimpleQueue`` (the hot path); a suspect is held back until nothing runs, and nothing
-    is handed out while it runs.
+    is handed out while it runs. With ``adaptive``, the prefetch follows the measured run time
+    of the jobs (:func:`prefetch_for`, never below the one given), and :meth:`surplus` hands
+    back the jobs beyond it when jobs turn slow.
 
     >>> units = Units(20, 10, concurrency=10, clock=SYSTEM_CLOCK)   # doctest: +SKIP
     """
 
-    def __init__(self, limit: int, refill: int, *, concurrency: int, clock: Clock) -> None:
+    def __init__(
+        self, limit: int, refill: int, *, concurrency: int, clock: Clock, adaptive: bool = False
+    ) -> None:
         self.limit = limit
         self.refill = refill
         self.concurrency = concurrency
         self.clock = clock
+        self.adaptive = adaptive
+        self._floor = limit - concurrency
+        #: Seconds per job (a moving average); negative: none measured yet.
+        self.avg_run = -1.0
         self._queue: queue_mod.SimpleQueue[tuple[int, FetchedJob] | None] = queue_mod.SimpleQueue()
         # One lock; the fetcher waits for room, a thread for a permit, each on its condition.
         self._lock = threading.Lock()
@@ -283,9 +318,11 @@ class Units:
             self._fresh_until = until
             self._permit.notify_all()
 
-    def done(self, seq: int) -> None:
-        """Job ``seq`` a thread took finished (or was given back)."""
+    def done(self, seq: int, seconds: float | None = None) -> None:
+        """Job ``seq`` a thread took finished (or was given back) after running ``seconds``."""
         with self._lock:
+            if seconds is not None:
+                self._measured(seconds)
             self._running -= 1
             self._inflight -= 1
             if self._solo == seq:
@@ -294,6 +331,40 @@ class Units:
                 self._hand_out()
             if self._inflight <= self.limit - self.refill:
                 self._room.notify()
+
+    def _measured(self, seconds: float) -> None:
+        """Fold one run time into the average; resize the prefetch to it: up at once, down
+        only when jobs got several times slower (a pause of the machine must not make it hand
+        jobs back and forth)."""
+        avg = self.avg_run
+        self.avg_run = avg = seconds if avg < 0 else avg + (seconds - avg) * 0.01
+        if not self.adaptive:
+            return
+        prefetch = prefetch_for(avg, self.concurrency, self._floor)
+        current = self.limit - self.concurrency
+        if prefetch > current or prefetch * 3 < current:
+            self.limit = self.concurrency + prefetch
+            self.refill = refill_for(self.limit)
+
+    def surplus(self) -> list[FetchedJob]:
+        """Take the newest jobs no thread has taken beyond the prefetch (jobs turned slow: other
+        processes should have them); they are then no longer counted."""
+        with self._lock:
+            extra = len(self._order) - (self.limit - self.concurrency)
+            if extra <= 0 or self._running + len(self._order) <= self.limit:
+                return []
+            out: list[FetchedJob] = []
+            held_back = self._held_seqs()
+            for _ in range(extra):
+                seq, unit = self._order.pop()
+                out.append(unit)
+                if seq in held_back:
+                    self._held_back.remove((seq, unit))
+                else:
+                    self._dropped.add(seq)
+            out.reverse()
+            self._inflight -= len(out)
+            return out
 
     def release(self, threads: int) -> None:
         """Tell ``threads`` worker threads to end once the jobs before are taken."""

@@ -19,19 +19,20 @@ import secrets
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable
 from types import FrameType
 
 import redis
 
 from conveyor.clock import SYSTEM_CLOCK
-from conveyor.core.fetch import BLOCK_SINGLE, MAX_BATCH, Fetch, Fetcher
+from conveyor.core.fetch import BLOCK_SINGLE, Fetch, Fetcher
 from conveyor.core.finisher import Counters, Finisher
 from conveyor.core.health import MAX_BACKOFF, Health, LoopState, run_loop
 from conveyor.core.housekeeping import BusyMap, Heartbeat, Housekeeper, Periodic
 from conveyor.core.middleware import FetchedJob
 from conveyor.core.processor import Processor, ProcessorHost
-from conveyor.core.units import Units
+from conveyor.core.units import Units, refill_for
 from conveyor.redis import Outcome
 
 log = logging.getLogger("conveyor.worker")
@@ -76,8 +77,7 @@ class Worker:
         self.processor = Processor(app, identity=self.identity)
         self.counters = Counters()
         self.started_at = app.clock.time()
-        self.limit = self.settings.concurrency + self.settings.effective_prefetch
-        self.refill = max(1, min(self.limit // 2, MAX_BATCH))
+        limit = self.settings.concurrency + self.settings.effective_prefetch
         self._rng = random.Random()
         self._quiet = threading.Event()
         self._stop = threading.Event()
@@ -94,7 +94,11 @@ class Worker:
         self.health = Health(SYSTEM_CLOCK)
         self.wedge_after = wedge_after
         self.units = Units(
-            self.limit, self.refill, concurrency=self.settings.concurrency, clock=SYSTEM_CLOCK
+            limit,
+            refill_for(limit),
+            concurrency=self.settings.concurrency,
+            clock=SYSTEM_CLOCK,
+            adaptive=self.settings.prefetch is None,  # the prefetch follows the jobs' run time
         )
         self.fetch = Fetch(app, self.identity, rng=self._rng)
         self.fetcher = Fetcher(
@@ -231,6 +235,11 @@ class Worker:
     def busy(self) -> int:
         return len(self._busy)
 
+    @property
+    def limit(self) -> int:
+        """Jobs this process may hold now: threads + prefetch (which may follow the jobs)."""
+        return self.units.limit
+
     def heartbeat(self) -> None:
         """Publish one heartbeat and obey a signal sent through Redis."""
         sent = SYSTEM_CLOCK.monotonic()
@@ -347,16 +356,20 @@ class Worker:
 
     def _run_one(self, tid: str, seq: int, unit: FetchedJob) -> None:
         self._busy[tid] = (unit.queue, unit.raw, int(self.app.clock.time()))
+        seconds: float | None = None
         try:
             if not self.units.may_start(seq, unit.raw):
                 return  # recovered by another process while this one was taken for dead
-            started = self.app.clock.monotonic()
+            # Run time in real time, whatever the app's clock: it sizes the prefetch and the
+            # permits, which are about real threads and round trips.
+            started = time.perf_counter()
             outcome = self._outcome(unit)
+            seconds = time.perf_counter() - started
             if outcome is not None:
-                self.finisher.add(outcome, unit, self.app.clock.monotonic() - started)
+                self.finisher.add(outcome, unit, seconds)
         finally:
             self._busy.pop(tid, None)
-            self.units.done(seq)
+            self.units.done(seq, seconds)
 
     def _outcome(self, unit: FetchedJob) -> Outcome | None:
         try:

@@ -120,3 +120,49 @@ def test_held_entries_and_orphans() -> None:
     assert unheld == {"lost": 2} and fetching is None
     u.release_held(["a"])
     assert u.unheld(["a"])[0] == {"a": 1}
+
+
+def test_an_adaptive_prefetch_follows_the_run_time_of_the_jobs() -> None:
+    clock = FakeClock()
+    u = Units(2, 1, concurrency=1, clock=clock, adaptive=True)
+    fixed = Units(2, 1, concurrency=1, clock=clock)
+    for each in (u, fixed):
+        each.add([unit("a")])
+        taken = each.take()
+        assert taken is not None
+        each.done(taken[0], 0.0002)  # a 0.2 ms job: 20 ms of work is 100 jobs
+    assert (u.limit, u.refill) == (101, 50)
+    assert (fixed.limit, fixed.refill) == (2, 1), "a prefetch set by the user never moves"
+    for _ in range(50):  # jobs turned slow (0.2 s): the prefetch shrinks back near its floor
+        u.add([unit("s")])
+        taken = u.take()
+        assert taken is not None
+        u.done(taken[0], 0.2)
+    # (it shrinks only once jobs got 3x slower than it was sized for: no flapping)
+    assert 2 <= u.limit <= 3 and u.refill == 1
+
+
+def test_surplus_hands_back_the_newest_untaken_jobs_and_no_thread_runs_them() -> None:
+    clock = FakeClock()
+    u = Units(2, 1, concurrency=1, clock=clock, adaptive=True)
+    u.alive_until(clock.monotonic() + 15)
+    assert u.surplus() == [], "nothing beyond the prefetch"
+    u.add([unit("warm")])
+    warm = u.take()
+    assert warm is not None
+    u.done(warm[0], 0.0002)
+    assert u.limit == 101
+    u.add([unit(f"j{i}") for i in range(40)])
+    first = u.take()
+    assert first is not None and first[1].raw == "j0"
+    assert u.surplus() == [], "within the prefetch"
+    u.done(first[0], 0.5)  # one slow job: the average jumps, the prefetch shrinks
+    assert u.limit < 40
+    back = u.surplus()
+    kept = 39 - len(back)
+    assert kept == u.limit - u.concurrency
+    assert [b.raw for b in back] == [f"j{i}" for i in range(1 + kept, 40)], "newest, in order"
+    taken = [u.take() for _ in range(kept)]
+    assert [t[1].raw for t in taken if t is not None] == [f"j{i}" for i in range(1, 1 + kept)]
+    u.release(1)
+    assert u.take() is None, "the jobs handed back are never handed to a thread"

@@ -316,3 +316,32 @@ def test_a_worker_whose_queues_are_all_gated_waits_and_a_failing_gate_counts_as_
         app.gate_queue("tasks", broken)
         wait_for(lambda: r.get("ran") == "1")
     assert calls
+
+
+def test_prefetched_jobs_that_turn_slow_are_handed_back_to_other_processes(
+    app: App, r: redis.Redis
+) -> None:
+    """Fast jobs grow the default prefetch (to 100 at -c 1); when the jobs then turn slow, the
+    jobs beyond the new prefetch go back to the queue, where an idle process takes them,
+    instead of waiting behind this process's one thread."""
+    app.configure(app.settings.replace(concurrency=1))
+
+    @app.job()
+    def quick() -> None:
+        r.incr("quick")
+
+    @app.job()
+    def slow(i: int) -> None:
+        time.sleep(0.1)
+        r.rpush("slow", i)
+
+    quick.bulk_perform_async([[]] * 300)
+    with running_worker(app) as first:
+        wait_for(lambda: r.get("quick") == "300", 20, "the quick jobs")
+        slow.bulk_perform_async([[i] for i in range(30)])
+        wait_for(lambda: r.llen(app.store.keys.queue("default")) == 0, 10, "the first to fetch")
+        with running_worker(app) as second:
+            wait_for(lambda: r.llen("slow") == 30, 20, "the slow jobs")
+    assert sorted(int(i) for i in r.lrange("slow", 0, -1)) == list(range(30)), "each once"
+    assert first.counters.processed + second.counters.processed == 330
+    assert second.counters.processed >= 5, "the second process got a share of the slow jobs"
