@@ -207,6 +207,12 @@ class Units:
                 if self._running or self._queued:
                     return
                 self._solo = seq
+                # It may kill the process again: before it starts, a publication must name
+                # every job behind it as not started (permits ahead are withdrawn), or a
+                # crash counts them all as interrupted with it.
+                self._confirmed = min(self._confirmed, seq)
+                self.wanted = True
+                self.on_wanted()
             back.popleft()
             self._queued += 1
             self._queue.put((seq, unit))
@@ -391,7 +397,7 @@ class Units:
     def request(self) -> None:
         """Ask for a publication soon (a batch was fetched: its jobs should be known in Redis
         as not started), unless jobs are short and every job is permitted anyway."""
-        if not self.eager:
+        if not self.eager or self._solo is not None:
             self.wanted = True
             self.on_wanted()
 
@@ -400,6 +406,8 @@ class Units:
         # job that may have started) is older than all of them.
         with self._lock:
             self.wanted = False
+            if self._solo is not None:  # a suspect runs alone: only it is permitted
+                slack = min(slack, sum(1 for seq, _ in self._order if seq <= self._solo))
             if slack < len(self._order):
                 seq, unit = self._order[slack]
                 self._confirmed = min(self._confirmed, seq)

@@ -166,3 +166,21 @@ def test_surplus_hands_back_the_newest_untaken_jobs_and_no_thread_runs_them() ->
     assert [t[1].raw for t in taken if t is not None] == [f"j{i}" for i in range(1, 1 + kept)]
     u.release(1)
     assert u.take() is None, "the jobs handed back are never handed to a thread"
+
+
+def test_a_suspect_starts_only_once_the_jobs_behind_it_are_published_as_not_started() -> None:
+    u, _ = units(concurrency=2)
+    wanted: list[int] = []
+    u.on_wanted = lambda: wanted.append(1)
+    u.eager = True  # jobs are short: every waiting job would be permitted ahead
+    u.add([unit("poison", interrupted=1), unit("a"), unit("b")])
+    assert wanted and u.wanted, "a publication is asked for before the suspect runs"
+    taken = u.take()
+    assert taken is not None and taken[1].raw == "poison"
+    thread, out = in_thread(lambda: u.may_start(taken[0], "poison"))
+    thread.join(0.3)
+    assert thread.is_alive(), "it waits for the publication"
+    with u.publishing() as publication:
+        assert publication.for_finish(slack=u.limit) == "a", "the jobs behind it: not started"
+    thread.join(5)
+    assert out == [True]

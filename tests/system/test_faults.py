@@ -170,3 +170,27 @@ def test_a_poison_job_is_parked_alone(spawn: Spawn, r: redis.Redis, redis_url: s
     assert r.get("poison-runs") == "4", "parked after its 4th crash (limit 3)"
     assert set(done(r)) == set(range(18)), "every innocent job ran"
     assert all(r.llen(k) == 0 for k in r.keys("conveyor:working:*"))
+
+
+@pytest.mark.timeout(150)
+def test_a_poison_job_among_short_jobs_is_parked_alone_at_the_default_prefetch(
+    spawn: Spawn, r: redis.Redis, redis_url: str
+) -> None:
+    """Short jobs grow the default prefetch (up to 100 waiting jobs), and every waiting job is
+    permitted ahead while jobs are short: still, once the poison job is suspect, the jobs
+    waiting while it runs alone are published as not started, so only it is parked."""
+    enqueue(redis_url, [[i, 0.002] for i in range(40)])
+    enqueue(redis_url, [[]], name="Poison")
+    enqueue(redis_url, [[i, 0.002] for i in range(40, 240)])
+    env = {**FAST, "CONVEYOR_CONCURRENCY": "4"}
+    worker = spawn(**env)
+    deadline = time.monotonic() + 120
+    while r.zcard("interrupted") == 0 and time.monotonic() < deadline:
+        if worker.poll() is not None:  # what the supervisor does
+            worker = spawn(**env)
+        time.sleep(0.1)
+    wait_for(lambda: len(done(r)) == 240, timeout=60, interval=0.2)
+    parked = r.zrange("interrupted", 0, -1)
+    assert [p for p in parked if '"class":"Poison"' not in p] == [], "no innocent job parked"
+    assert len(parked) == 1 and r.get("poison-runs") == "4"
+    assert max(count for _, _, count in starts(r)) <= 1, "an innocent job counted once at most"
