@@ -61,5 +61,8 @@ class PeerLatency
   end
 end
 
-Sidekiq.configure_server { |_config| Sidekiq.logger.level = Logger::WARN }
+# Conveyor logs nothing per job; Sidekiq's two INFO lines per job would be extra work. Set here,
+# not in configure_server: sidekiq_main.rb requires this file before Sidekiq::CLI exists, when
+# configure_server blocks are skipped (so every job was logged until 2026-12-05).
+Sidekiq.logger.level = Logger::WARN
 
