@@ -43,7 +43,7 @@ from conveyor.core.housekeeping import BusyMap, Heartbeat, Housekeeper, Periodic
 from conveyor.core.middleware import FetchedJob
 from conveyor.core.processor import ProcessorHost, run_batch_hook, utc_day
 from conveyor.core.recovery import log_trimmed
-from conveyor.core.units import MAX_BATCH, Units, prefetch_for, refill_for
+from conveyor.core.units import HANDOFF_BACKOFF, MAX_BATCH, Units, prefetch_for, refill_for
 from conveyor.core.worker import EXIT_UNHEALTHY, WEDGE_AFTER, Worker, make_identity
 from conveyor.errors import ConfigurationError
 from conveyor.redis import Outcome
@@ -92,6 +92,7 @@ class AioWorker:
         self.counters = Counters()
         self.started_at = app.clock.time()
         self._adaptive = self.settings.prefetch is None
+        self._floor_until = 0.0
         self._avg_run = -1.0  # seconds per job (moving average); negative: none measured yet
         self._set_limit(self.settings.effective_prefetch)
         self._busy: BusyMap = {}
@@ -147,6 +148,8 @@ class AioWorker:
         prefetch = prefetch_for(self._avg_run, concurrency, self.settings.effective_prefetch)
         current = self.limit - concurrency
         if prefetch > current:
+            if time.monotonic() < self._floor_until:
+                return  # a middleware handed off jobs lately: holding more does not pay
             self._set_limit(prefetch)
         elif prefetch * 3 < current:
             self._set_limit(prefetch)
@@ -403,12 +406,22 @@ class AioWorker:
     def _dispatch(self, units: list[FetchedJob]) -> None:
         if self.app.server_middleware:
             run_batch_hook(self.app, "prepare_batch", units)
+        pinned = False  # a job took a shared slot ahead, or was handed off (deferred)
         for unit in units:
             if unit.handed_off is None:
                 self._inflight += 1
                 self._units.put_nowait(unit)
+                pinned = pinned or unit.holds_slot
             else:  # a middleware moved it out of the working list itself
                 self.held.release_held([unit.raw])
+                pinned = True
+        if pinned and self._adaptive:  # holding more takes what running jobs need
+            self._floor_until = time.monotonic() + HANDOFF_BACKOFF
+            floor = self.settings.effective_prefetch
+            if self.limit - self.settings.concurrency > floor:
+                self._set_limit(floor)
+                if self._units.qsize() > floor:
+                    self._give_back(keep=floor)
 
     def _return_unstarted(self) -> None:
         self._give_back(keep=0)

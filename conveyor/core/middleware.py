@@ -103,6 +103,10 @@ class FetchedJob:
     state: dict[str, Any] = field(default_factory=dict)
     #: Set by ``prepare_batch`` when it moved the job elsewhere itself: the job is not run.
     handed_off: str | None = None
+    #: Set by ``prepare_batch`` when it took a shared resource for the job before it runs (a
+    #: concurrency slot): the process then holds no more jobs ahead than its set prefetch, so
+    #: waiting jobs do not take what running ones elsewhere need.
+    holds_slot: bool = False
     #: Identity of the worker process that fetched it.
     identity: str | None = None
     #: Set after the run when it raised.

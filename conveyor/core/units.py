@@ -34,6 +34,10 @@ NO_BOUNDARY = 1 << 62
 PREFETCH_WINDOW = 0.02
 MAX_PREFETCH = 100
 MAX_BATCH = 100
+#: After a fetched job took a shared slot before running, or was handed off (a concurrency
+#: limit deferred it: jobs held ahead took slots that running ones need), the prefetch stays
+#: at its floor this long.
+HANDOFF_BACKOFF = 30.0
 
 
 def prefetch_for(avg_run: float, concurrency: int, floor: int) -> int:
@@ -107,6 +111,8 @@ class Units:
         self._floor = limit - concurrency
         #: Seconds per job (a moving average); negative: none measured yet.
         self.avg_run = -1.0
+        #: Until this monotonic time the prefetch does not grow (see :data:`HANDOFF_BACKOFF`).
+        self._floor_until = 0.0
         self._queue: queue_mod.SimpleQueue[tuple[int, FetchedJob] | None] = queue_mod.SimpleQueue()
         # One lock; the fetcher waits for room, a thread for a permit, each on its condition.
         self._lock = threading.Lock()
@@ -188,13 +194,21 @@ class Units:
         """Queue a fetched batch in fetch order; ``None`` stands for a job a middleware handed
         off (it keeps its place in the numbering)."""
         with self._lock:
+            pinned = False  # a job took a shared slot ahead, or was handed off (deferred)
             for unit in units:
                 if unit is not None:
                     item = (self._next_seq, unit)
                     self._order.append(item)
                     self._held_back.append(item)
                     self._inflight += 1
+                    pinned = pinned or unit.holds_slot
+                else:
+                    pinned = True
                 self._next_seq += 1
+            if pinned and self.adaptive:
+                self._floor_until = self.clock.monotonic() + HANDOFF_BACKOFF
+                self.limit = self.concurrency + self._floor
+                self.refill = refill_for(self.limit)
             self._hand_out()
 
     def _hand_out(self) -> None:
@@ -348,6 +362,8 @@ class Units:
             return
         prefetch = prefetch_for(avg, self.concurrency, self._floor)
         current = self.limit - self.concurrency
+        if prefetch > current and self.clock.monotonic() < self._floor_until:
+            return  # a middleware handed off jobs lately: holding more does not pay
         if prefetch > current or prefetch * 3 < current:
             self.limit = self.concurrency + prefetch
             self.refill = refill_for(self.limit)

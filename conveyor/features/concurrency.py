@@ -65,6 +65,7 @@ class ConcurrencyLimitMiddleware(ServerMiddleware):
             if ok:
                 unit.state["slot"] = (request.job_class, request.limit, request.member)
                 unit.state["slot_batched"] = True
+                unit.holds_slot = True
             else:
                 unit.handed_off = (
                     f"deferred: {request.job_class} is at its concurrency limit of {request.limit}"

@@ -7,7 +7,7 @@ import threading
 
 from conveyor.clock import FakeClock
 from conveyor.core.middleware import FetchedJob
-from conveyor.core.units import NO_BOUNDARY, Units
+from conveyor.core.units import HANDOFF_BACKOFF, NO_BOUNDARY, Units
 
 
 def unit(raw: str, interrupted: int = 0) -> FetchedJob:
@@ -184,3 +184,35 @@ def test_a_suspect_starts_only_once_the_jobs_behind_it_are_published_as_not_star
         assert publication.for_finish(slack=u.limit) == "a", "the jobs behind it: not started"
     thread.join(5)
     assert out == [True]
+
+
+def test_a_handed_off_job_keeps_the_prefetch_at_its_floor_for_a_while() -> None:
+    """A concurrency limit deferred a fetched job: the jobs held ahead took slots that running
+    jobs need, so the prefetch falls back to its floor and stays there for HANDOFF_BACKOFF."""
+    clock = FakeClock()
+    u = Units(20, 10, concurrency=10, clock=clock, adaptive=True)
+    u.alive_until(clock.monotonic() + 1000)
+
+    def run_one(raw: str) -> None:
+        u.add([unit(raw)])
+        taken = u.take()
+        assert taken is not None
+        u.done(taken[0], 0.0002)
+
+    run_one("fast")
+    assert u.limit == 110
+    u.add([unit("a"), None, unit("b")])  # None: a job a middleware handed off
+    assert (u.limit, u.refill) == (20, 10)
+    for _ in range(2):
+        taken = u.take()
+        assert taken is not None
+        u.done(taken[0], 0.0002)
+    run_one("still fast")
+    assert u.limit == 20, "no growth during the back-off"
+    clock.advance(HANDOFF_BACKOFF + 1)
+    run_one("later")
+    assert u.limit == 110
+    limited = unit("limited")
+    limited.holds_slot = True  # it took a concurrency slot at fetch: no holding ahead either
+    u.add([limited])
+    assert u.limit == 20

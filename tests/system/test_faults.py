@@ -97,6 +97,15 @@ def test_sigstop_past_the_liveness_ttl_recovers_started_jobs_counted_and_prefetc
     enqueue(redis_url, [[i, 4.0] for i in range(4)])
     wait_for(lambda: len(starts(r)) == 2, timeout=20)
     started = {i for i, _, _ in starts(r)}
+    # The jobs it only prefetched are known as not started once the boundary naming the oldest
+    # of them is published (a round trip after their fetch: the documented window, which a
+    # stop landing in it would make them count as started; this test is about after it).
+    waiting = min(set(range(4)) - started)
+    wait_for(
+        lambda: any(f'"args":[{waiting},' in (r.get(k) or "") for k in r.keys("*boundary*")),
+        timeout=10,
+        what="the start boundary",
+    )
     victim.send_signal(signal.SIGSTOP)
     try:
         survivor = spawn(CONVEYOR_CONCURRENCY="4", **FAST)
