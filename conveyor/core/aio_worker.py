@@ -43,7 +43,14 @@ from conveyor.core.housekeeping import BusyMap, Heartbeat, Housekeeper, Periodic
 from conveyor.core.middleware import FetchedJob
 from conveyor.core.processor import ProcessorHost, run_batch_hook, utc_day
 from conveyor.core.recovery import log_trimmed
-from conveyor.core.units import HANDOFF_BACKOFF, MAX_BATCH, Units, prefetch_for, refill_for
+from conveyor.core.units import (
+    HANDOFF_BACKOFF,
+    MAX_BATCH,
+    Units,
+    moving_average,
+    refill_for,
+    resized,
+)
 from conveyor.core.worker import EXIT_UNHEALTHY, WEDGE_AFTER, Worker, make_identity
 from conveyor.errors import ConfigurationError
 from conveyor.redis import Outcome
@@ -139,22 +146,24 @@ class AioWorker:
         down only when jobs got several times slower (a pause of the machine must not make
         it hand jobs back and forth), and then the prefetched jobs beyond the new size go
         back to their queue at once."""
-        if self._avg_run < 0:
-            self._avg_run = seconds
-        self._avg_run += (seconds - self._avg_run) * 0.01
+        self._avg_run = moving_average(self._avg_run, seconds)
         if not self._adaptive:
             return
         concurrency = self.settings.concurrency
-        prefetch = prefetch_for(self._avg_run, concurrency, self.settings.effective_prefetch)
         current = self.limit - concurrency
-        if prefetch > current:
-            if time.monotonic() < self._floor_until:
-                return  # a middleware handed off jobs lately: holding more does not pay
-            self._set_limit(prefetch)
-        elif prefetch * 3 < current:
-            self._set_limit(prefetch)
-            if self._units.qsize() > prefetch:
-                self._give_back(keep=prefetch)
+        prefetch = resized(
+            self._avg_run,
+            current,
+            concurrency=concurrency,
+            floor=self.settings.effective_prefetch,
+            floor_until=self._floor_until,
+            clock=SYSTEM_CLOCK,
+        )
+        if prefetch is None:
+            return
+        self._set_limit(prefetch)
+        if prefetch < current and self._units.qsize() > prefetch:
+            self._give_back(keep=prefetch)
 
     # -- lifecycle (any thread) -----------------------------------------------------------------
     def run(self, install_signals: bool = True) -> None:
@@ -416,7 +425,7 @@ class AioWorker:
                 self.held.release_held([unit.raw])
                 pinned = True
         if pinned and self._adaptive:  # holding more takes what running jobs need
-            self._floor_until = time.monotonic() + HANDOFF_BACKOFF
+            self._floor_until = SYSTEM_CLOCK.monotonic() + HANDOFF_BACKOFF
             floor = self.settings.effective_prefetch
             if self.limit - self.settings.concurrency > floor:
                 self._set_limit(floor)

@@ -52,6 +52,35 @@ def prefetch_for(avg_run: float, concurrency: int, floor: int) -> int:
     return min(MAX_PREFETCH, max(floor, ahead))
 
 
+def moving_average(avg: float, seconds: float) -> float:
+    """Fold one job's run time into the average (negative: none measured yet).
+
+    >>> moving_average(-1.0, 0.5), moving_average(1.0, 2.0)
+    (0.5, 1.01)
+    """
+    return seconds if avg < 0 else avg + (seconds - avg) * 0.01
+
+
+def resized(
+    avg_run: float, current: int, *, concurrency: int, floor: int, floor_until: float, clock: Clock
+) -> int | None:
+    """The prefetch to switch to for jobs taking ``avg_run`` seconds, ``None`` to keep
+    ``current``: up at once, unless a hand-off keeps it at its floor until ``floor_until``
+    (:data:`HANDOFF_BACKOFF`); down only once jobs got three times slower than it was sized
+    for (a pause of the machine must not make a process hand jobs back and forth).
+
+    >>> from conveyor.clock import FakeClock
+    >>> clock = FakeClock()
+    >>> sized = {"concurrency": 10, "floor": 10, "floor_until": 0.0, "clock": clock}
+    >>> resized(0.0002, 10, **sized), resized(0.002, 100, **sized)
+    (100, None)
+    """
+    prefetch = prefetch_for(avg_run, concurrency, floor)
+    if prefetch > current:
+        return None if clock.monotonic() < floor_until else prefetch
+    return prefetch if prefetch * 3 < current else None
+
+
 def refill_for(limit: int) -> int:
     """Free slots at which a refill is due: half the jobs held, so jobs come in batches.
 
@@ -356,16 +385,20 @@ class Units:
         """Fold one run time into the average; resize the prefetch to it: up at once, down
         only when jobs got several times slower (a pause of the machine must not make it hand
         jobs back and forth)."""
-        avg = self.avg_run
-        self.avg_run = avg = seconds if avg < 0 else avg + (seconds - avg) * 0.01
+        self.avg_run = moving_average(self.avg_run, seconds)
         if not self.adaptive:
             return
-        prefetch = prefetch_for(avg, self.concurrency, self._floor)
-        current = self.limit - self.concurrency
-        if prefetch > current and self.clock.monotonic() < self._floor_until:
-            return  # a middleware handed off jobs lately: holding more does not pay
-        if prefetch > current or prefetch * 3 < current:
-            self.limit = self.concurrency + prefetch
+        concurrency = self.concurrency
+        prefetch = resized(
+            self.avg_run,
+            self.limit - concurrency,
+            concurrency=concurrency,
+            floor=self._floor,
+            floor_until=self._floor_until,
+            clock=self.clock,
+        )
+        if prefetch is not None:
+            self.limit = concurrency + prefetch
             self.refill = refill_for(self.limit)
 
     def surplus(self) -> list[FetchedJob]:
