@@ -106,13 +106,15 @@ class Publication:
     def __init__(self, units: Units) -> None:
         self.units = units
         self.seq = NO_BOUNDARY
+        #: The suspect running alone when the boundary was captured, if any.
+        self.solo: int | None = None
 
     def for_finish(self, slack: int) -> str:
         """The boundary to publish with an acknowledgement: the job ``slack`` places after
         the oldest one waiting for a thread; ``""`` when none is that far. From now until the
         call returns, no job at or past it may start (it is about to be published as not
         started)."""
-        self.seq, raw = self.units._capture(slack)
+        self.seq, raw, self.solo = self.units._capture(slack)
         return raw
 
 
@@ -440,7 +442,12 @@ class Units:
                     self._confirmed = -1
                 raise
             with self._lock:
-                self._confirmed = publication.seq
+                confirmed = publication.seq
+                if self._solo is not None and self._solo != publication.solo:
+                    # A suspect came up after the capture: it still waits for a publication
+                    # that names the jobs behind it (one is wanted already).
+                    confirmed = min(confirmed, self._solo)
+                self._confirmed = confirmed
                 self._permit.notify_all()
 
     def request(self) -> None:
@@ -450,7 +457,7 @@ class Units:
             self.wanted = True
             self.on_wanted()
 
-    def _capture(self, slack: int) -> tuple[int, str]:
+    def _capture(self, slack: int) -> tuple[int, str, int | None]:
         # Any job no thread took is a valid boundary: every job a thread took (and so every
         # job that may have started) is older than all of them.
         with self._lock:
@@ -460,5 +467,5 @@ class Units:
             if slack < len(self._order):
                 seq, unit = self._order[slack]
                 self._confirmed = min(self._confirmed, seq)
-                return seq, unit.raw
-            return NO_BOUNDARY, ""
+                return seq, unit.raw, self._solo
+            return NO_BOUNDARY, "", self._solo

@@ -216,3 +216,25 @@ def test_a_handed_off_job_keeps_the_prefetch_at_its_floor_for_a_while() -> None:
     limited.holds_slot = True  # it took a concurrency slot at fetch: no holding ahead either
     u.add([limited])
     assert u.limit == 20
+
+
+def test_a_suspect_that_comes_up_during_a_publication_waits_for_the_next_one() -> None:
+    u, _ = units(concurrency=2)
+    u.eager = True
+    u.add([unit("a")])
+    first = u.take()
+    assert first is not None and u.may_start(first[0], "a")
+    with u.publishing() as publication:
+        assert publication.for_finish(slack=u.limit) == "", "captured before any suspect"
+        u.add([unit("poison", interrupted=1), unit("b")])
+        u.done(first[0])  # nothing runs now: the suspect comes up mid-publication
+    taken = u.take()
+    assert taken is not None and taken[1].raw == "poison"
+    thread, out = in_thread(lambda: u.may_start(taken[0], "poison"))
+    thread.join(0.3)
+    assert thread.is_alive(), "that publication did not name the jobs behind it"
+    assert u.wanted
+    with u.publishing() as publication:
+        assert publication.for_finish(slack=u.limit) == "b"
+    thread.join(5)
+    assert out == [True]
