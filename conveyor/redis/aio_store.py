@@ -44,14 +44,18 @@ class AioStore:
         """One command on ``lane``'s own connection, made on first use. On an error or a
         cancellation mid-call redis-py drops the connection (a reply left half-read is never
         taken for the next one) and the next call reconnects (tests/redis/test_aio_store.py)."""
-        conn = self._conns.get(lane)
-        if conn is None:
-            pool = self.client.connection_pool
-            conn = self._conns[lane] = await pool.get_connection()  # type: ignore[no-untyped-call]
+        conn = await self._conn(lane)
         await conn.send_command(*command)
         # Payloads are read as bytes and decoded by decode_raw, as the sync store does: a
         # payload that is not UTF-8 must reach the quarantine, not break the fetch.
         return await conn.read_response(disable_decoding=raw)
+
+    async def _conn(self, lane: str) -> AbstractConnection:
+        conn = self._conns.get(lane)
+        if conn is None:
+            pool = self.client.connection_pool
+            conn = self._conns[lane] = await pool.get_connection()  # type: ignore[no-untyped-call]
+        return conn
 
     async def _run(
         self, lane: str, name: str, keys: list[str], args: list[Any], *, raw: bool = False
@@ -74,18 +78,16 @@ class AioStore:
         return fetched(queues, await self._run("fetch", "fetch", keys, list(args), raw=True))
 
     async def fetch_blocking(self, identity: str, queue: str, timeout: float) -> str | None:
-        """Block up to ``timeout`` seconds for one job from ``queue`` (atomic BLMOVE)."""
+        """Block up to ``timeout`` seconds for one job from ``queue`` (atomic BLMOVE), and
+        register the process, both sent at once (as :meth:`conveyor.redis.store.Store.
+        fetch_blocking`)."""
         k = self.keys
-        result = await self._call(
-            "fetch",
-            "BLMOVE",
-            k.queue(queue),
-            k.working(identity),
-            "RIGHT",
-            "LEFT",
-            timeout,
-            raw=True,
-        )
+        conn = await self._conn("fetch")
+        blmove = ("BLMOVE", k.queue(queue), k.working(identity), "RIGHT", "LEFT", timeout)
+        register = ("SADD", k.working_registry, identity)
+        await conn.send_packed_command(conn.pack_commands([blmove, register]))
+        result = await conn.read_response(disable_decoding=True)
+        await conn.read_response()
         return None if result is None else decode_raw(result)
 
     async def finish(

@@ -230,12 +230,16 @@ class Store:
     def fetch_blocking(
         self, identity: str, queue: str, timeout: float, client: redis.Redis | None = None
     ) -> str | None:
-        """Block up to ``timeout`` seconds for one job from ``queue`` (atomic BLMOVE)."""
+        """Block up to ``timeout`` seconds for one job from ``queue`` (atomic BLMOVE), and
+        register the process as ``fetch.lua`` does. Both go in one pipeline: Redis runs the
+        ``SADD`` the moment ``BLMOVE`` returns, even if this process dies before it reads the
+        reply, so a sweep that took the process for dead meanwhile still finds the list."""
         conn = client or self.client
         k = self.keys
-        result = raw_command(
-            conn, "BLMOVE", k.queue(queue), k.working(identity), "RIGHT", "LEFT", timeout
-        )
+        pipe = conn.pipeline(transaction=False)
+        raw_command(pipe, "BLMOVE", k.queue(queue), k.working(identity), "RIGHT", "LEFT", timeout)
+        pipe.sadd(k.working_registry, identity)
+        result = pipe.execute()[0]
         return None if result is None else decode_raw(result)
 
     # -- finish ---------------------------------------------------------------------------------

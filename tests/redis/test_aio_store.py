@@ -73,11 +73,13 @@ def test_blocking_fetch_moves_one_job_into_the_working_list(
     async def body(store: AioStore) -> tuple[str | None, str | None]:
         empty = await store.fetch_blocking(ME, "default", 0.05)
         r.lpush("queue:default", job(7))
+        r.srem("conveyor:working-registry", ME)  # as a sweep that took the process for dead
         return empty, await store.fetch_blocking(ME, "default", 1.0)
 
     empty, got = run(settings, body)
     assert empty is None and got == job(7)
     assert r.lrange(f"conveyor:working:{ME}", 0, -1) == [job(7)]
+    assert r.smembers("conveyor:working-registry") == {ME}  # registered again with the move
 
 
 def test_a_flushed_script_cache_is_loaded_again(settings: Settings, r: redis.Redis) -> None:

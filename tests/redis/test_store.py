@@ -35,6 +35,20 @@ def test_fetch_moves_oldest_first_into_the_working_list(redis_url: str, r: redis
     assert store.working_jobs("w1") and r.llen("queue:low") == 1
 
 
+def test_both_fetches_register_the_process_so_a_sweep_finds_its_list(
+    redis_url: str, r: redis.Redis
+) -> None:
+    # A sweep that took the process for dead removed it from the registry; whichever fetch
+    # moves its next job must put it back, or a crash then strands that job.
+    store = _store(redis_url)
+    store.push({"default": [_job("a"), _job("b")]})
+    assert store.fetch("w1", ["default"], 1)
+    r.srem("conveyor:working-registry", "w1")
+    assert store.fetch_blocking("w1", "default", 1.0) is not None
+    assert r.smembers("conveyor:working-registry") == {"w1"}
+    assert r.llen("conveyor:working:w1") == 2
+
+
 def test_finish_acknowledges_and_files_retries_and_dead_jobs(
     redis_url: str, r: redis.Redis
 ) -> None:

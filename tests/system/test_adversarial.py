@@ -226,7 +226,7 @@ def test_fetch_registers_the_process_so_a_sweep_always_finds_its_list(
         r.srem(registry, worker.identity)  # as recover.lua did when it took us for dead
         Hold.perform_async()
         assert started.wait(10)
-        assert r.sismember(registry, worker.identity)  # fetch.lua added it back
+        assert r.sismember(registry, worker.identity)  # the fetch that moved it added it back
         release.set()
         record.perform_async(1)
         wait_for(lambda: r.sismember("ran", "1"), timeout=5)
