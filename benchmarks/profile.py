@@ -84,6 +84,11 @@ def run(args: argparse.Namespace) -> None:
         asynchronous = args.mode == "asyncio" or args.async_jobs
         name = "PeerNoop" if args.noop else "PeerIncr"
         job = app.registry[f"{name}Async" if asynchronous else name]
+        if args.limit:  # the same job under a concurrency limit (SPEC LIMIT-1)
+            job = app.register(
+                type(f"{name}Limited", (job,), {"__module__": job.__module__}),
+                concurrency_limit=args.limit,
+            )
         # PeerNoop's argument is an index: 1 (never 0 or -1) makes it a true no-op.
         job.bulk_perform_async([[1 if args.noop else args.jobs]] * args.jobs, batch_size=1000)
         worker = create_worker(app, burst=True)
@@ -217,6 +222,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--async-jobs", action="store_true", help="async def jobs on threads")
     parser.add_argument("--noop", action="store_true", help="no-op jobs instead of one INCR")
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--limit", type=int, default=0, help="concurrency_limit of the job")
     parser.add_argument(
         "--no-profiler", action="store_true", help="only the CPU per job and the round trips"
     )

@@ -25,7 +25,7 @@ SHORT_JOB = 0.05
 #: An acknowledgement waits up to this long for more finished jobs to share its round trip
 #: (unless a refill's worth are waiting, or a thread waits for a permit): a crash re-runs at
 #: most this much finished work, within at-least-once delivery.
-ACK_WINDOW = 0.002
+ACK_WINDOW = 0.005
 
 
 @dataclass

@@ -306,6 +306,10 @@ class Units:
             self._permit.notify_all()
         return dropped
 
+    def waiting(self) -> int:
+        """Jobs handed out to the threads that no thread took yet (read without the lock)."""
+        return self._queued
+
     def idle(self) -> bool:
         with self._lock:
             return self._inflight == 0

@@ -31,6 +31,7 @@ from conveyor.core.finisher import Counters, Finisher
 from conveyor.core.health import MAX_BACKOFF, Health, LoopState, run_loop
 from conveyor.core.housekeeping import BusyMap, Heartbeat, Housekeeper, Periodic
 from conveyor.core.middleware import FetchedJob
+from conveyor.core.pace import Pace
 from conveyor.core.processor import Processor, ProcessorHost
 from conveyor.core.units import Units, refill_for
 from conveyor.redis import Outcome
@@ -100,6 +101,8 @@ class Worker:
             clock=SYSTEM_CLOCK,
             adaptive=self.settings.prefetch is None,  # the prefetch follows the jobs' run time
         )
+        #: Threads beyond what keeps the process busy park between jobs (core/pace.py).
+        self.pace = Pace(self.settings.concurrency, waiting=self.units.waiting)
         self.fetch = Fetch(app, self.identity, rng=self._rng)
         self.fetcher = Fetcher(
             self.fetch,
@@ -288,6 +291,7 @@ class Worker:
         if self.exit_code:  # unhealthy: leave at once, jobs are recovered as a dead one's
             self._housekeeping_stop.set()
             self._finisher_stop.set()
+            self.pace.stop()
             self.units.release(len(self._workers))
             self._unregister()
             self._done.set()
@@ -295,6 +299,7 @@ class Worker:
         if self._fetcher_thread is not None:
             self._fetcher_thread.join(timeout=BLOCK_SINGLE + 5)
         self._fetch_done()
+        self.pace.stop()
         self.units.release(len(self._workers))
         for thread in self._workers:
             thread.join(timeout=max(0.0, deadline - clock.monotonic()))
@@ -347,6 +352,7 @@ class Worker:
         tid = format(threading.get_ident(), "x")
         while True:
             try:
+                self.pace.between_jobs()
                 taken = self.units.take()
                 if taken is None:
                     return

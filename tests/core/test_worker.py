@@ -345,3 +345,36 @@ def test_prefetched_jobs_that_turn_slow_are_handed_back_to_other_processes(
     assert sorted(int(i) for i in r.lrange("slow", 0, -1)) == list(range(30)), "each once"
     assert first.counters.processed + second.counters.processed == 330
     assert second.counters.processed >= 5, "the second process got a share of the slow jobs"
+
+
+def test_threads_parked_after_short_jobs_all_run_jobs_that_block(app: App, r: redis.Redis) -> None:
+    # After short jobs kept the process busy, threads beyond the cap park (core/pace.py);
+    # jobs that then wait on I/O must get every thread back, not queue behind two of them.
+    lock = threading.Lock()
+    running, most = [0], [0]
+
+    @app.job(name="Quick")
+    class Quick(Job):
+        def perform(self, i: int) -> None:
+            r.incr("quick")
+
+    @app.job(name="Blocks")
+    class Blocks(Job):
+        def perform(self, i: int) -> None:
+            with lock:
+                running[0] += 1
+                most[0] = max(most[0], running[0])
+            time.sleep(0.3)
+            with lock:
+                running[0] -= 1
+
+    with running_worker(app) as worker:
+        pace = worker.pace  # type: ignore[union-attr]
+        concurrency = app.settings.concurrency
+        assert pace.enabled and concurrency >= 4
+        pace.cap = 2  # as after a busy spell of short jobs
+        Quick.bulk_perform_async([[i] for i in range(200)])
+        wait_for(lambda: r.get("quick") == "200", 10, "the quick jobs")
+        wait_for(lambda: pace.active == 2, 5, "the threads beyond the cap to park")
+        Blocks.bulk_perform_async([[i] for i in range(concurrency * 2)])
+        wait_for(lambda: most[0] == concurrency, 5, "every thread running a blocked job")

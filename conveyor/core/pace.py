@@ -1,0 +1,132 @@
+"""How many of a worker's threads run jobs at once: enough to keep the process busy, no more.
+
+Under CPython's GIL, threads beyond what keeps one core busy add no throughput on short jobs,
+and every job then pays for the GIL hand-offs between them: a job making one Redis call costs
+about 107 µs of CPU with one thread and 161 µs with ten, for no more jobs per second
+(docs/concurrency-model.md). So the threads beyond a *cap* park between two jobs, and the cap
+follows the process's CPU share, measured over windows of :data:`WINDOW` seconds:
+
+- above :data:`HIGH` (the process keeps a core busy), the cap drops by one, never below
+  :data:`MIN_ACTIVE`;
+- below :data:`LOW` while jobs wait for a thread (threads are blocked in I/O, sleeps or
+  locks), it rises at once to what the idle share suggests, up to every thread: jobs that wait
+  on the network get all the threads within a window or two.
+
+A parked thread takes no job, so nothing fetched waits on it: the jobs stay in the process's
+queue, taken in order by the running threads. One parked thread at a time (the *watcher*)
+wakes every window to measure, so a cap is raised even while every running thread is blocked
+in a long job.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+
+#: Seconds over which the CPU share is measured.
+WINDOW = 0.1
+#: CPU share (of one core) below which jobs that wait for a thread get more threads.
+LOW = 0.75
+#: CPU share above which one thread fewer runs jobs.
+HIGH = 0.92
+#: Threads that always run jobs (a second one overlaps the first one's round trips).
+MIN_ACTIVE = 2
+
+
+def raised(cap: int, share: float, concurrency: int) -> int:
+    """The cap for jobs waiting while the process used ``share`` of a core with ``cap``
+    threads: enough threads to reach :data:`HIGH`, at least one more.
+
+    >>> raised(2, 0.5, 10), raised(2, 0.0, 10), raised(9, 0.7, 10)
+    (4, 10, 10)
+    """
+    wanted = math.ceil(cap * HIGH / max(share, 0.05))
+    return min(concurrency, max(cap + 1, wanted))
+
+
+class Pace:
+    """The cap on threads running jobs; worker threads call :meth:`between_jobs` before they
+    take a job. ``waiting`` counts the jobs that wait for a thread.
+
+    >>> pace = Pace(10, waiting=lambda: 0)
+    >>> pace.between_jobs()   # returns at once while no more than ``cap`` threads run
+    """
+
+    def __init__(
+        self,
+        concurrency: int,
+        *,
+        waiting: Callable[[], int],
+        cpu: Callable[[], float] = time.process_time,
+        now: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.concurrency = concurrency
+        self.cap = concurrency
+        #: Threads not parked.
+        self.active = concurrency
+        self.enabled = concurrency > MIN_ACTIVE
+        self._waiting = waiting
+        self._cpu = cpu
+        self._now = now
+        self._cond = threading.Condition()
+        self._watcher = False
+        self._stopped = False
+        self._mark = (now(), cpu())
+
+    def between_jobs(self) -> None:
+        """Park the calling thread while more threads run than the cap allows."""
+        if not self.enabled:
+            return
+        if self._now() - self._mark[0] >= WINDOW:
+            with self._cond:
+                self._tick()
+        if self.active > self.cap:
+            self._park()
+
+    def stop(self) -> None:
+        """Every parked thread carries on (to take the end-of-work marker)."""
+        with self._cond:
+            self._stopped = True
+            self.cap = self.concurrency
+            self._cond.notify_all()
+
+    def _tick(self) -> None:
+        """Measure the window that ended and move the cap (lock held)."""
+        t = self._now()
+        t0, c0 = self._mark
+        if t - t0 < WINDOW or self._stopped:
+            return  # another thread measured it
+        c = self._cpu()
+        self._mark = (t, c)
+        share = (c - c0) / (t - t0)
+        cap = self.cap
+        if share < LOW and cap < self.concurrency and self._waiting() > 0:
+            cap = raised(cap, share, self.concurrency)
+        elif share > HIGH and cap > MIN_ACTIVE:
+            cap -= 1
+        if cap > self.cap:
+            self._cond.notify(cap - self.active)
+        self.cap = cap
+
+    def _park(self) -> None:
+        with self._cond:
+            if self.active <= self.cap:
+                return
+            self.active -= 1
+            try:
+                while self.active >= self.cap and not self._stopped:
+                    if self._watcher:
+                        self._cond.wait()
+                        continue
+                    self._watcher = True
+                    try:
+                        self._cond.wait(WINDOW)
+                    finally:
+                        self._watcher = False
+                    self._tick()
+            finally:
+                self.active += 1
+            # Another parked thread becomes the watcher, or takes a slot still free.
+            self._cond.notify()
