@@ -503,7 +503,12 @@ class AioWorker:
                 await asyncio.wait_for(self._has_outcomes.wait(), 0.5)
             if not self._has_outcomes.is_set():
                 continue
-            if not self._finishing and len(self._outcomes) < self.refill:
+            outcomes = self._outcomes
+            if (
+                not self._finishing
+                and len(outcomes) < self.refill
+                and not any(u.holds_slot for _, u in outcomes)
+            ):
                 await asyncio.sleep(ACK_WINDOW)
             self._has_outcomes.clear()
             try:

@@ -62,6 +62,8 @@ class Finisher:
         self.store = store or app.store
         self._outcomes: list[tuple[Outcome, FetchedJob]] = []
         self._short = False
+        #: An outcome waiting frees a shared resource (FetchedJob.holds_slot): no window.
+        self._soon = False
         self._cond = threading.Condition()
         #: Outcomes waiting at which :meth:`add` wakes the finisher (1 while it idles, a
         #: refill's worth during the acknowledgement window, never while it acknowledges):
@@ -76,6 +78,9 @@ class Finisher:
             outcomes.append((outcome, unit))
             if seconds < SHORT_JOB:
                 self._short = True
+            if unit.holds_slot and not self._soon:
+                self._soon = True
+                self._wake_at = 1
             if len(outcomes) >= self._wake_at:
                 self._wake_at = 1 << 62
                 self._cond.notify()
@@ -92,7 +97,7 @@ class Finisher:
             if not self._outcomes and not units.wanted and not stop.is_set():
                 self._wake_at = 1
                 self._cond.wait(0.5)
-            if self._outcomes and not units.wanted and not stop.is_set():
+            if self._outcomes and not units.wanted and not stop.is_set() and not self._soon:
                 enough = units.refill
                 if len(self._outcomes) < enough:
                     self._wake_at = enough
@@ -107,6 +112,7 @@ class Finisher:
         with self._cond:
             batch, self._outcomes = self._outcomes, []
             short, self._short = self._short, False
+            self._soon = False
         if not batch and not self.units.wanted:
             return
         if batch:

@@ -103,9 +103,12 @@ class FetchedJob:
     state: dict[str, Any] = field(default_factory=dict)
     #: Set by ``prepare_batch`` when it moved the job elsewhere itself: the job is not run.
     handed_off: str | None = None
-    #: Set by ``prepare_batch`` when it took a shared resource for the job before it runs (a
-    #: concurrency slot): the process then holds no more jobs ahead than its set prefetch, so
-    #: waiting jobs do not take what running ones elsewhere need.
+    #: Set by ``prepare_batch`` when it took a shared resource for the job before it runs and
+    #: that resource is scarce (a concurrency slot of a class near its limit): the
+    #: process then holds no more jobs ahead than its set prefetch, so waiting jobs do not
+    #: take what running ones elsewhere need; and the job's acknowledgement, which frees the
+    #: resource, goes at once instead of waiting for more finished jobs to share its round
+    #: trip (the slot would sit idle meanwhile).
     holds_slot: bool = False
     #: Identity of the worker process that fetched it.
     identity: str | None = None

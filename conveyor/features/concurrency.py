@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from conveyor.core.middleware import FetchedJob, JobContext, ServerMiddleware
 from conveyor.errors import ConfigurationError
-from conveyor.redis.limits import Acquire, LimitStore
+from conveyor.redis.limits import DEFERRED, TAKEN_SCARCE, Acquire, LimitStore
 
 if TYPE_CHECKING:
     from conveyor.core.app import App
@@ -61,11 +61,14 @@ class ConcurrencyLimitMiddleware(ServerMiddleware):
             return
         app = self.app
         granted = LimitStore(app.store).acquire_many([a for _, a in wanted], app.clock.time())
-        for (unit, request), ok in zip(wanted, granted, strict=True):
-            if ok:
+        for (unit, request), got in zip(wanted, granted, strict=True):
+            if got != DEFERRED:
                 unit.state["slot"] = (request.job_class, request.limit, request.member)
                 unit.state["slot_batched"] = True
-                unit.holds_slot = True
+                # Slots are scarce (jobs wait for them): jobs held ahead would crowd out
+                # others (the prefetch stays at its floor), and a finished job's slot must
+                # not sit idle for an acknowledgement window.
+                unit.holds_slot = got == TAKEN_SCARCE
             else:
                 unit.handed_off = (
                     f"deferred: {request.job_class} is at its concurrency limit of {request.limit}"

@@ -21,6 +21,10 @@ class Acquire:
         return f"{self.identity}|{self.jid}"
 
 
+#: What :meth:`LimitStore.acquire_many` says per job.
+DEFERRED, TAKEN, TAKEN_SCARCE = 0, 1, 2
+
+
 class LimitStore:
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -29,10 +33,12 @@ class LimitStore:
         self, job_class: str, limit: int, *, identity: str, jid: str, raw: str, now: float
     ) -> bool:
         """Take a slot, or move the job from the working list to the deferred list."""
-        return self.acquire_many([Acquire(job_class, limit, identity, jid, raw)], now)[0]
+        return self.acquire_many([Acquire(job_class, limit, identity, jid, raw)], now)[0] > 0
 
-    def acquire_many(self, requests: Sequence[Acquire], now: float) -> list[bool]:
-        """:meth:`acquire` for a batch, in order, in one script call."""
+    def acquire_many(self, requests: Sequence[Acquire], now: float) -> list[int]:
+        """:meth:`acquire` for a batch, in order, in one script call: per job
+        :data:`DEFERRED`, :data:`TAKEN`, or :data:`TAKEN_SCARCE` (taken, and jobs wait for
+        slots: the class uses 90 % of its limit or more, or the job was resumed)."""
         if not requests:
             return []
         k = self.store.keys
@@ -45,7 +51,7 @@ class LimitStore:
                 k.working(q.identity),
             )
             args += (q.limit, q.member, q.jid, q.raw)
-        return [bool(r) for r in self.store.scripts.run("limit", keys, args)]
+        return [int(r) for r in self.store.scripts.run("limit", keys, args)]
 
     def release(
         self, job_class: str, limit: int, now: float, reservation_ttl: float, member: str = ""

@@ -8,10 +8,10 @@ import pytest
 import redis
 from support import running_worker, wait_for
 
-from conveyor import App, ConfigurationError
+from conveyor import App, ConfigurationError, Job
 from conveyor.clock import FakeClock
 from conveyor.features.concurrency import resume_deferred, spread
-from conveyor.redis.limits import LimitStore
+from conveyor.redis.limits import TAKEN, TAKEN_SCARCE, Acquire, LimitStore
 from conveyor.settings import Settings
 
 
@@ -165,3 +165,37 @@ def test_a_full_set_of_slots_held_by_dead_processes_is_pruned_on_acquire(
     r.lpush(keys.working(me), "raw-3")
     assert store.acquire("c", 2, identity=me, jid="j3", raw="raw-3", now=time.time())
     assert r.zrange(keys.limit_running("c"), 0, -1) == [f"{me}|j3"]
+
+
+def test_the_prefetch_grows_while_a_limit_is_lightly_used_and_stays_at_its_floor_when_it_is_not(
+    app: App, r: redis.Redis
+) -> None:
+    # Slots taken at fetch for jobs held ahead crowd out other processes only once slots are
+    # scarce: acquire says so, and only then is the prefetch kept at its floor.
+    store = LimitStore(app.store)
+    me = "host:1:me"
+    r.set(app.store.keys.liveness(me), "1", px=10_000)
+    got = store.acquire_many(
+        [Acquire("c", 10, me, f"j{i}", f"raw-{i}") for i in range(10)], time.time()
+    )
+    assert got == [TAKEN] * 8 + [TAKEN_SCARCE] * 2
+
+    @app.job(name="Roomy", concurrency_limit=1000)
+    class Roomy(Job):
+        def perform(self, i: int) -> None:
+            r.incr("roomy")
+
+    @app.job(name="Tight", concurrency_limit=2)
+    class Tight(Job):
+        def perform(self, i: int) -> None:
+            r.incr("tight")
+
+    with running_worker(app) as worker:
+        floor = app.settings.concurrency + app.settings.effective_prefetch
+        Roomy.bulk_perform_async([[i] for i in range(2000)])
+        wait_for(lambda: r.get("roomy") == "2000", 20, "the roomy jobs")
+        assert worker.limit > floor  # fast jobs, slots plentiful: it fetched ahead
+        grown = worker.limit
+        Tight.bulk_perform_async([[i] for i in range(50)])
+        wait_for(lambda: r.get("tight") == "50", 20, "the tight jobs")
+        assert worker.limit == floor < grown

@@ -9,8 +9,10 @@
 --
 -- acquire: KEYS per item i: running slots (zset), deferred jobs (list), working list of the
 --          calling process. ARGV[4..] per item: limit, 'identity|jid', jid, payload as fetched.
---          Returns per item 1 (slot taken) or 0 (deferred: moved from the working list to the
---          deferred list in this same step).
+--          Returns per item 1 (slot taken), 2 (slot taken, and slots are scarce: the class
+--          now uses 90 % of its limit or more, or the slot was reserved for a resumed job, so
+--          jobs wait for slots) or 0 (deferred: moved from the working list to the deferred
+--          list in this same step).
 -- release: KEYS per item i: running slots (zset), deferred jobs (list), queues (set).
 --          ARGV[4] reservation expiry   ARGV[5] queue key prefix (+ queue name = queue list)
 --          ARGV[6..] per item: limit, member to free ('' for none).
@@ -33,16 +35,21 @@ local function has_room(running, deferred, limit)
   return redis.call('ZCARD', running) < limit and redis.call('LLEN', deferred) == 0
 end
 
+local function taken(running, limit, member)
+  redis.call('ZADD', running, now, member)
+  if redis.call('ZCARD', running) * 10 >= limit * 9 then return 2 end
+  return 1
+end
+
 local function acquire(running, deferred, working, limit, member, jid, raw)
   if redis.call('ZREM', running, '~|' .. jid) == 1 then
     redis.call('ZADD', running, now, member)
-    return 1
+    return 2
   end
   -- Dead holders only matter when the slots look full: prune then, not on every call.
   if not has_room(running, deferred, limit) then prune(running) end
   if has_room(running, deferred, limit) then
-    redis.call('ZADD', running, now, member)
-    return 1
+    return taken(running, limit, member)
   end
   if redis.call('LREM', working, -1, raw) > 0 then
     redis.call('LPUSH', deferred, raw)
