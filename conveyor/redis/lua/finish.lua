@@ -11,14 +11,20 @@
 -- ARGV[1]  TTL of the daily stat keys (seconds)
 -- ARGV[2]  dead set maximum size    ARGV[3]  dead set cutoff score (older entries are dropped)
 -- ARGV[4]  boundary: 'keep' (leave it), '' (no job unstarted) or the oldest unstarted payload
--- ARGV[5..] groups of 4: kind, payload as fetched, score, new payload
---           kind: 'ok' (succeeded), 'fail' (failed, not kept), 'retry', 'dead',
+-- ARGV[5]  n, the number of jobs that succeeded; ARGV[6..5+n] their payloads as fetched
+-- ARGV[6+n..] groups of 4 for the others: kind, payload as fetched, score, new payload
+--           kind: 'fail' (failed, not kept), 'retry', 'dead',
 --           'gone' (a middleware already moved it elsewhere: not counted)
 --
 -- Returns {jobs still in the working list, entries trimmed from dead, jid of each trimmed
 -- entry (at most 100)...}.
 local processed, failed, found, to_dead = 0, 0, 0, false
-for i = 5, #ARGV, 4 do
+local succeeded = tonumber(ARGV[5])
+for i = 6, 5 + succeeded do
+  processed = processed + 1
+  found = found + redis.call('LREM', KEYS[1], -1, ARGV[i])
+end
+for i = 6 + succeeded, #ARGV, 4 do
   local kind = ARGV[i]
   if kind ~= 'gone' then processed = processed + 1 end
   if kind ~= 'ok' and kind ~= 'gone' then failed = failed + 1 end
