@@ -79,6 +79,9 @@ class Settings:
     #: ``threads`` (a thread per concurrent job) or ``asyncio`` (``async def`` jobs on one event
     #: loop, docs/concurrency-model.md).
     worker_mode: str = "threads"
+    #: The event loop of asyncio mode and of ``async def`` jobs in threads mode: ``auto``
+    #: (uvloop when installed, as uvicorn's ``--loop auto``), ``uvloop`` or ``asyncio``.
+    event_loop: str = "auto"
     #: Queues with weights, e.g. ``(("critical", 3), ("default", 1))``.
     queues: tuple[tuple[str, int], ...] = (("default", 1),)
     #: Strict order: always drain earlier queues first instead of weighted random choice.
@@ -145,6 +148,10 @@ class Settings:
         if self.worker_mode not in ("threads", "asyncio"):
             raise ConfigurationError(
                 f"worker_mode must be threads or asyncio, got {self.worker_mode!r}"
+            )
+        if self.event_loop not in ("auto", "asyncio", "uvloop"):
+            raise ConfigurationError(
+                f"event_loop must be auto, asyncio or uvloop, got {self.event_loop!r}"
             )
         if self.liveness_ttl <= self.heartbeat_interval:
             raise ConfigurationError(

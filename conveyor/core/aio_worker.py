@@ -35,7 +35,7 @@ import redis
 
 from conveyor.clock import SYSTEM_CLOCK
 from conveyor.core.aio_processor import AioProcessor, ThreadPool, ready
-from conveyor.core.execution import is_async
+from conveyor.core.execution import is_async, loop_factory
 from conveyor.core.fetch import BLOCK_MULTI, BLOCK_SINGLE, GATED_WAIT, Fetch, Fetched
 from conveyor.core.finisher import Counters
 from conveyor.core.health import MAX_BACKOFF, Health, run_loop
@@ -168,7 +168,9 @@ class AioWorker:
     # -- lifecycle (any thread) -----------------------------------------------------------------
     def run(self, install_signals: bool = True) -> None:
         """Run until stopped (signal, Redis signal, :meth:`stop` or burst end); blocks."""
-        asyncio.run(self.run_async(install_signals=install_signals))
+        factory = loop_factory(self.settings.event_loop)
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(self.run_async(install_signals=install_signals))
         if self.exit_code:
             raise SystemExit(self.exit_code)
 

@@ -81,7 +81,7 @@ class Processor:
     ) -> None:
         self.app = app
         self.identity = identity
-        self.runner = runner or AsyncRunner()
+        self.runner = runner or AsyncRunner(app.settings.event_loop)
         self._async_cache: dict[type[Job], bool] = {}
         self._chains: dict[type[Job], list[ServerMiddleware]] = {}
         self._chain_version = -1
