@@ -49,6 +49,7 @@ from conveyor.core.units import (
     Units,
     moving_average,
     refill_for,
+    resize_due,
     resized,
 )
 from conveyor.core.worker import EXIT_UNHEALTHY, WEDGE_AFTER, Worker, make_identity
@@ -100,6 +101,7 @@ class AioWorker:
         self.started_at = app.clock.time()
         self._adaptive = self.settings.prefetch is None
         self._floor_until = 0.0
+        self._measures = 0
         self._avg_run = -1.0  # seconds per job (moving average); negative: none measured yet
         self._set_limit(self.settings.effective_prefetch)
         self._busy: BusyMap = {}
@@ -148,6 +150,9 @@ class AioWorker:
         back to their queue at once."""
         self._avg_run = moving_average(self._avg_run, seconds)
         if not self._adaptive:
+            return
+        self._measures += 1
+        if not resize_due(self._measures, self._avg_run):
             return
         concurrency = self.settings.concurrency
         current = self.limit - concurrency

@@ -61,6 +61,17 @@ def moving_average(avg: float, seconds: float) -> float:
     return seconds if avg < 0 else avg + (seconds - avg) * 0.01
 
 
+def resize_due(measures: int, avg_run: float) -> bool:
+    """Whether the prefetch is worth sizing again after the ``measures``-th job: after each
+    job of a millisecond or more; after the first and then every 16th of shorter ones (whose
+    sizing would cost a share of each job's CPU).
+
+    >>> resize_due(1, 0.0002), resize_due(3, 0.0002), resize_due(17, 0.0002), resize_due(3, 0.01)
+    (True, False, True, True)
+    """
+    return avg_run >= 0.001 or measures % 16 == 1
+
+
 def resized(
     avg_run: float, current: int, *, concurrency: int, floor: int, floor_until: float, clock: Clock
 ) -> int | None:
@@ -142,6 +153,7 @@ class Units:
         self._floor = limit - concurrency
         #: Seconds per job (a moving average); negative: none measured yet.
         self.avg_run = -1.0
+        self._measures = 0
         #: Until this monotonic time the prefetch does not grow (see :data:`HANDOFF_BACKOFF`).
         self._floor_until = 0.0
         self._queue: queue_mod.SimpleQueue[tuple[int, FetchedJob] | None] = queue_mod.SimpleQueue()
@@ -392,7 +404,8 @@ class Units:
         only when jobs got several times slower (a pause of the machine must not make it hand
         jobs back and forth)."""
         self.avg_run = moving_average(self.avg_run, seconds)
-        if not self.adaptive:
+        self._measures += 1
+        if not self.adaptive or not resize_due(self._measures, self.avg_run):
             return
         concurrency = self.concurrency
         prefetch = resized(

@@ -210,10 +210,11 @@ def test_a_handed_off_job_keeps_the_prefetch_at_its_floor_for_a_while() -> None:
     run_one("still fast")
     assert u.limit == 20, "no growth during the back-off"
     clock.advance(HANDOFF_BACKOFF + 1)
-    run_one("later")
+    for _ in range(16):  # short jobs are sized again every 16th job (resize_due)
+        run_one("later")
     assert u.limit == 110
     limited = unit("limited")
-    limited.holds_slot = True  # it took a concurrency slot at fetch: no holding ahead either
+    limited.holds_slot = True  # it took a scarce concurrency slot: no holding ahead either
     u.add([limited])
     assert u.limit == 20
 
