@@ -34,11 +34,12 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from conveyor.clock import SYSTEM_CLOCK
+from conveyor.core.aio_gate import StartGate
 from conveyor.core.aio_processor import AioProcessor, ThreadPool, ready
 from conveyor.core.execution import is_async, loop_factory
 from conveyor.core.fetch import BLOCK_MULTI, BLOCK_SINGLE, GATED_WAIT, Fetch, Fetched
 from conveyor.core.finisher import Counters
-from conveyor.core.health import MAX_BACKOFF, Health, run_loop
+from conveyor.core.health import MAX_BACKOFF, Health, Unhealthy, run_loop
 from conveyor.core.housekeeping import BusyMap, Heartbeat, Housekeeper, Periodic
 from conveyor.core.middleware import FetchedJob
 from conveyor.core.processor import ProcessorHost, run_batch_hook, utc_day
@@ -52,7 +53,7 @@ from conveyor.core.units import (
     resize_due,
     resized,
 )
-from conveyor.core.worker import EXIT_UNHEALTHY, WEDGE_AFTER, Worker, make_identity
+from conveyor.core.worker import WEDGE_AFTER, Worker, make_identity
 from conveyor.errors import ConfigurationError
 from conveyor.redis import Outcome
 from conveyor.redis.aio_store import AioStore
@@ -82,7 +83,7 @@ def create_worker(app: ProcessorHost, *, burst: bool = False) -> Worker | AioWor
     raise ConfigurationError(f"worker_mode must be one of {', '.join(MODES)}, got {mode!r}")
 
 
-class AioWorker:
+class AioWorker(Unhealthy):
     """Runs jobs from the app's queues on one event loop until stopped.
 
     >>> AioWorker(app).run()      # doctest: +SKIP  (blocks; TERM/INT stop it, TSTP quiets it)
@@ -122,8 +123,9 @@ class AioWorker:
         self.exit_code = 0
         # Loop health and the payloads this process holds (for reconciling its own working
         # list after a lost fetch reply), measured in real time as in the threaded worker.
-        # No start boundary is published in this mode: after a crash every job it held counts
-        # as interrupted (docs/concurrency-model.md).
+        # The start boundary is published only around a suspect (a job interrupted before):
+        # it runs alone, after a publication naming every job behind it as not started, so a
+        # job that kills the process is blamed alone (docs/concurrency-model.md).
         self.health = Health(SYSTEM_CLOCK)
         self.held = Units(
             self.limit, self.refill, concurrency=self.settings.concurrency, clock=SYSTEM_CLOCK
@@ -210,6 +212,8 @@ class AioWorker:
     def _wake(self) -> None:
         self._changed.set()
         self._freed.set()
+        if self._stop.is_set():
+            self._gate.stop()
 
     # -- the loop -------------------------------------------------------------------------------
     async def run_async(self, *, install_signals: bool = False) -> None:
@@ -218,6 +222,8 @@ class AioWorker:
         self._changed = asyncio.Event()
         self._freed = asyncio.Event()
         self._has_outcomes = asyncio.Event()
+        self._gate = StartGate(self._publish)
+        self._finish_lock = asyncio.Lock()
         self._finishing = False
         self._units: asyncio.Queue[FetchedJob | None] = asyncio.Queue()
         self._pool = ThreadPool(loop, self.settings.concurrency)
@@ -289,22 +295,6 @@ class AioWorker:
             lambda: run_loop(self.health, state, lambda: step(stop), stop, self.fatal),
             f"conveyor-{name}",
         )
-
-    def fatal(self, reason: str) -> None:
-        """A loop cannot carry on: stop and exit non-zero (jobs left are recovered)."""
-        log.critical("worker %s is unhealthy (%s): stopping", self.identity, reason)
-        self.exit_code = EXIT_UNHEALTHY
-        self.stop()
-
-    def _beat_step(self, stop: threading.Event) -> bool:
-        wedged = self.health.wedged()
-        if wedged:
-            # Stop beating: the process is then recovered like a dead one.
-            self.fatal(f"no progress in the {', '.join(wedged)} loop(s)")
-            return False
-        self.heartbeat()
-        stop.wait(self.settings.heartbeat_interval)
-        return True
 
     async def _shutdown(
         self,
@@ -426,10 +416,12 @@ class AioWorker:
         for unit in units:
             if unit.handed_off is None:
                 self._inflight += 1
+                self._gate.added(unit)
                 self._units.put_nowait(unit)
                 pinned = pinned or unit.holds_slot
             else:  # a middleware moved it out of the working list itself
                 self.held.release_held([unit.raw])
+                self._gate.added(None)
                 pinned = True
         if pinned and self._adaptive:  # holding more takes what running jobs need
             self._floor_until = SYSTEM_CLOCK.monotonic() + HANDOFF_BACKOFF
@@ -455,6 +447,8 @@ class AioWorker:
         for kept in [*waiting[:keep], *[None] * stops]:
             self._units.put_nowait(kept)
         back = waiting[keep:]
+        for unit in back:
+            self._gate.dropped(unit)
         if back:
             run_batch_hook(self.app, "abandon_batch", back)
             self._requeue([(u.queue, u.raw) for u in back])
@@ -466,6 +460,13 @@ class AioWorker:
             unit = await self._units.get()
             if unit is None:
                 return
+            gate = self._gate
+            seq = gate.seq(unit)
+            if gate.slow(unit) and not await gate.admit(seq, unit):
+                self._inflight -= 1  # the worker is stopping: it goes back unstarted
+                self._requeue([(unit.queue, unit.raw)])
+                continue
+            gate.started(unit)
             started = time.perf_counter()
             self._busy[tid] = (unit.queue, unit.raw, int(self.app.clock.time()))
             try:
@@ -485,6 +486,18 @@ class AioWorker:
                 self._inflight -= 1
                 if self._inflight <= self.limit - self.refill:  # only then can the fetch go on
                     self._freed.set()
+            await gate.finished(seq)
+
+    async def _publish(self, boundary: str) -> None:
+        """Acknowledge what finished and publish the start ``boundary`` (``""``: none), until
+        Redis took it: a suspect never starts before the jobs behind it are named."""
+        for attempt in range(1_000_000):
+            try:
+                await self._flush(final=False, boundary=boundary)
+                return
+            except Exception:  # the outcomes are kept by _flush; try again
+                log.exception("publishing the start boundary failed; retrying")
+                await asyncio.sleep(min(5.0, 0.1 * 2**attempt))
 
     def _execute(self, unit: FetchedJob) -> Any:
         """An awaitable outcome: on this loop for ``async def`` jobs, else in a thread."""
@@ -527,9 +540,13 @@ class AioWorker:
             if self._finishing and not self._outcomes:
                 return
 
-    async def _flush(self, final: bool) -> None:
+    async def _flush(self, final: bool, boundary: str | None = None) -> None:
+        async with self._finish_lock:  # one finish call at a time on the finish connection
+            await self._flush_locked(final, boundary)
+
+    async def _flush_locked(self, final: bool, boundary: str | None) -> None:
         batch, self._outcomes = self._outcomes, []
-        if not batch:
+        if not batch and boundary is None:
             return
         settings = self.settings
         attempts = 10 if final else 1_000_000
@@ -545,6 +562,7 @@ class AioWorker:
                     utc_day(now),
                     settings.dead_max_jobs,
                     now - settings.dead_timeout,
+                    boundary=boundary,
                 )
                 self.held.release_held(o.raw for o in outcomes)
                 log_trimmed(trimmed)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import redis
 
 from conveyor.clock import Clock
+from conveyor.settings import Settings
 
 log = logging.getLogger("conveyor.worker")
 
@@ -27,6 +28,8 @@ log = logging.getLogger("conveyor.worker")
 FATAL_AFTER = 20
 #: Longest back-off between failed iterations.
 MAX_BACKOFF = 5.0
+#: Exit status of a process whose loop could not carry on or was wedged (EX_SOFTWARE).
+EXIT_UNHEALTHY = 70
 
 
 @dataclass
@@ -147,3 +150,38 @@ def run_loop(
                 stop.wait(delay)
     finally:
         state.running = False
+
+
+class Unhealthy:
+    """What a worker process (threads or asyncio) does when one of its loops cannot carry on,
+    or one is wedged: it stops, and exits :data:`EXIT_UNHEALTHY` (mixin; the class gives
+    ``identity``, ``health``, ``settings``, :meth:`stop` and :meth:`heartbeat`)."""
+
+    identity: str
+    health: Health
+    exit_code: int
+    settings: Settings
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def heartbeat(self) -> None:
+        raise NotImplementedError
+
+    def fatal(self, reason: str) -> None:
+        """A loop cannot carry on: stop and make the process exit non-zero (so a supervisor,
+        systemd or Kubernetes restarts it); jobs left behind are recovered as a dead one's."""
+        log.critical("worker %s is unhealthy (%s): stopping", self.identity, reason)
+        self.exit_code = EXIT_UNHEALTHY
+        self.stop()
+
+    def _beat_step(self, stop: threading.Event) -> bool:
+        """One heartbeat, unless a loop is wedged: then none ever again, so the process is
+        recovered like a dead one."""
+        wedged = self.health.wedged()
+        if wedged:
+            self.fatal(f"no progress in the {', '.join(wedged)} loop(s)")
+            return False
+        self.heartbeat()
+        stop.wait(self.settings.heartbeat_interval)
+        return True

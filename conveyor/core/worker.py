@@ -28,7 +28,7 @@ import redis
 from conveyor.clock import SYSTEM_CLOCK
 from conveyor.core.fetch import BLOCK_SINGLE, Fetch, Fetcher
 from conveyor.core.finisher import Counters, Finisher
-from conveyor.core.health import MAX_BACKOFF, Health, LoopState, run_loop
+from conveyor.core.health import EXIT_UNHEALTHY, MAX_BACKOFF, Health, LoopState, Unhealthy, run_loop
 from conveyor.core.housekeeping import BusyMap, Heartbeat, Housekeeper, Periodic
 from conveyor.core.middleware import FetchedJob
 from conveyor.core.pace import Pace
@@ -40,8 +40,6 @@ log = logging.getLogger("conveyor.worker")
 
 __all__ = ["EXIT_UNHEALTHY", "Counters", "Worker", "make_identity"]
 
-#: Exit status of a process whose loop could not carry on or was wedged (EX_SOFTWARE).
-EXIT_UNHEALTHY = 70
 #: Seconds without progress after which the fetch or finish loop counts as wedged.
 WEDGE_AFTER = 60.0
 
@@ -55,7 +53,7 @@ def make_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(6)}"
 
 
-class Worker:
+class Worker(Unhealthy):
     """Runs jobs from the app's queues until stopped.
 
     >>> worker = Worker(app)            # doctest: +SKIP
@@ -189,23 +187,6 @@ class Worker:
         except Exception:
             log.exception("giving back unstarted jobs failed; they will be recovered")
         log.debug("fetcher stopped")
-
-    def fatal(self, reason: str) -> None:
-        """A loop cannot carry on: stop and make the process exit non-zero (so a supervisor,
-        systemd or Kubernetes restarts it); jobs left behind are recovered as a dead one's."""
-        log.critical("worker %s is unhealthy (%s): stopping", self.identity, reason)
-        self.exit_code = EXIT_UNHEALTHY
-        self.stop()
-
-    def _beat_step(self, stop: threading.Event) -> bool:
-        wedged = self.health.wedged()
-        if wedged:
-            # Stop beating: the process is then recovered like a dead one.
-            self.fatal(f"no progress in the {', '.join(wedged)} loop(s)")
-            return False
-        self.heartbeat()
-        stop.wait(self.settings.heartbeat_interval)
-        return True
 
     def run(self, install_signals: bool = True) -> None:
         """Start, then block until stopped (signal, Redis signal, :meth:`stop` or burst end)."""

@@ -347,3 +347,81 @@ def test_poison_payloads_are_quarantined_and_the_loop_carries_on(app: App, r: re
         json.loads(entry).get("error_message", "") for entry in r.zrange("dead", 0, -1)
     )
     assert "UTF-8" in reasons or "utf-8" in reasons
+
+
+def test_a_suspect_runs_alone_after_a_publication_names_the_jobs_behind_it(
+    app: App, r: redis.Redis
+) -> None:
+    # A job interrupted before may be what kills the process: it starts once nothing else
+    # runs, with Redis told which jobs behind it had not started, and nothing starts beside it.
+    asyncio_app(app, concurrency=4)
+    events: list[tuple[str, str]] = []
+    seen: dict[str, str | None] = {}
+
+    @app.job(name="Rec")
+    async def rec(name: str) -> None:
+        events.append(("start", name))
+        if name == "S":
+            seen["boundary"] = r.get(app.store.keys.boundary(worker.identity))
+            await asyncio.sleep(0.3)
+        else:
+            await asyncio.sleep(0.01)
+        events.append(("end", name))
+
+    def payload(name: str, interrupted: int = 0) -> str:
+        job = {"class": "Rec", "args": [name], "jid": f"jid{name}", "queue": "default"}
+        job.update({"retry": True, "created_at": time.time(), "enqueued_at": time.time()})
+        if interrupted:
+            job["interrupted_count"] = interrupted
+        return json.dumps(job)
+
+    names = [f"n{i}" for i in range(6)] + ["S"] + [f"m{i}" for i in range(6)]
+    r.rpush("queue:default", *[payload(n, 1 if n == "S" else 0) for n in reversed(names)])
+    r.sadd("queues", "default")
+    with running_worker(app) as worker:
+        wait_for(lambda: len(events) == 2 * len(names), 10, "every job")
+    i, j = events.index(("start", "S")), events.index(("end", "S"))
+    assert events[i + 1] == ("end", "S"), "nothing started beside the suspect"
+    assert all(events.count(("end", n)) == 1 for n in names[:6])
+    assert all(events.index(("end", n)) < i for n in names[:6]), "it started once all else ended"
+    assert all(events.index(("start", n)) > j for n in names[7:]), "the jobs behind it waited"
+    assert seen["boundary"] is not None and json.loads(seen["boundary"])["jid"] == "jidm0"
+    assert r.get(app.store.keys.boundary(worker.identity)) is None, "withdrawn after it"
+
+
+def test_stopping_while_a_suspect_runs_gives_back_the_jobs_waiting_behind_it(
+    app: App, r: redis.Redis
+) -> None:
+    asyncio_app(app, concurrency=3, shutdown_timeout=1.0)
+    ran: list[str] = []
+    started = threading.Event()
+
+    @app.job(name="Rec")
+    async def rec(name: str) -> None:
+        if name == "S":
+            started.set()
+            await asyncio.sleep(30)  # past the deadline: requeued
+        ran.append(name)
+
+    jobs = [
+        json.dumps(
+            {
+                "class": "Rec",
+                "args": [n],
+                "jid": f"jid{n}",
+                "queue": "default",
+                "retry": True,
+                "interrupted_count": 1 if n == "S" else 0,
+            }
+        )
+        for n in ["S", "a", "b", "c", "d"]
+    ]
+    r.rpush("queue:default", *reversed(jobs))
+    r.sadd("queues", "default")
+    with running_worker(app):
+        assert started.wait(10)
+        time.sleep(0.2)
+    assert ran == [], "nothing started beside the suspect"
+    back = sorted(json.loads(p)["args"][0] for p in r.lrange("queue:default", 0, -1))
+    assert back == ["S", "a", "b", "c", "d"], "every job is back in its queue"
+    assert all(r.llen(k) == 0 for k in r.keys("conveyor:working:*"))
