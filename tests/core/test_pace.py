@@ -91,7 +91,7 @@ def test_idle_threads_do_not_grow_the_cap_when_no_job_waits() -> None:
 def test_a_cap_is_raised_while_every_running_thread_is_blocked() -> None:
     # The parked watcher measures on its own: no running thread reaches between_jobs.
     meter = Meter(1.0)
-    pace = Pace(4, waiting=lambda: 1, cpu=meter)
+    pace = Pace(MIN_ACTIVE + 2, waiting=lambda: 1, cpu=meter)
     blocking, release = threading.Event(), threading.Event()
     blocked: list[int] = []
 
@@ -104,20 +104,20 @@ def test_a_cap_is_raised_while_every_running_thread_is_blocked() -> None:
             else:
                 time.sleep(0.001)
 
-    workers = [threading.Thread(target=loop, daemon=True) for _ in range(4)]
+    workers = [threading.Thread(target=loop, daemon=True) for _ in range(MIN_ACTIVE + 2)]
     for t in workers:
         t.start()
     wait_for(lambda: pace.cap == MIN_ACTIVE and pace.active == MIN_ACTIVE, 10, "the cap")
     meter.share = 0.0
     blocking.set()
-    wait_for(lambda: len(blocked) == 4, 5, "the parked threads to take jobs")
+    wait_for(lambda: len(blocked) == MIN_ACTIVE + 2, 5, "the parked threads to take jobs")
     release.set()
     pace.stop()
     for t in workers:
         t.join(5)
 
 
-def test_two_threads_or_fewer_are_never_paced() -> None:
+def test_a_few_threads_are_never_paced() -> None:
     pace = Pace(MIN_ACTIVE, waiting=lambda: 0, cpu=Meter(1.0))
     assert not pace.enabled
     with threads(pace, MIN_ACTIVE) as seen:

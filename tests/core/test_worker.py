@@ -10,6 +10,7 @@ from support import run_burst, running_worker, wait_for
 
 from conveyor import App, Job
 from conveyor.core.middleware import JobContext, ServerMiddleware
+from conveyor.core.pace import MIN_ACTIVE
 from conveyor.core.retry import decompress_backtrace
 
 
@@ -368,13 +369,14 @@ def test_threads_parked_after_short_jobs_all_run_jobs_that_block(app: App, r: re
             with lock:
                 running[0] -= 1
 
+    app.configure(app.settings.replace(concurrency=8))
     with running_worker(app) as worker:
         pace = worker.pace  # type: ignore[union-attr]
         concurrency = app.settings.concurrency
-        assert pace.enabled and concurrency >= 4
-        pace.cap = 2  # as after a busy spell of short jobs
+        assert pace.enabled and concurrency > MIN_ACTIVE
+        pace.cap = MIN_ACTIVE  # as after a busy spell of short jobs
         Quick.bulk_perform_async([[i] for i in range(200)])
         wait_for(lambda: r.get("quick") == "200", 10, "the quick jobs")
-        wait_for(lambda: pace.active == 2, 5, "the threads beyond the cap to park")
+        wait_for(lambda: pace.active == MIN_ACTIVE, 5, "the threads beyond the cap to park")
         Blocks.bulk_perform_async([[i] for i in range(concurrency * 2)])
         wait_for(lambda: most[0] == concurrency, 5, "every thread running a blocked job")
