@@ -33,7 +33,8 @@ LOW = 0.75
 HIGH = 0.92
 #: Threads that always run jobs. Two would do for one process alone on a machine (the second
 #: overlaps the first one's round trips), but with a process per core the cores are shared
-#: with Redis and each other, and two per process lost 15 % of the drain (`-p 2`, measured).
+#: with Redis and each other: with two per process, `-p 2` A/B runs drained 10-20 % less than
+#: without pacing; with four, as much (docs/concurrency-model.md).
 MIN_ACTIVE = 4
 
 
