@@ -26,8 +26,10 @@ for i = 6, 5 + succeeded do
 end
 for i = 6 + succeeded, #ARGV, 4 do
   local kind = ARGV[i]
-  if kind ~= 'gone' then processed = processed + 1 end
-  if kind ~= 'ok' and kind ~= 'gone' then failed = failed + 1 end
+  if kind ~= 'gone' then  -- every job here ran and did not succeed
+    processed = processed + 1
+    failed = failed + 1
+  end
   if redis.call('LREM', KEYS[1], -1, ARGV[i + 1]) > 0 then
     found = found + 1
     if kind == 'retry' then
