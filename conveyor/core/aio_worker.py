@@ -48,6 +48,7 @@ from conveyor.core.units import (
     HANDOFF_BACKOFF,
     MAX_BATCH,
     Units,
+    backed_off,
     moving_average,
     refill_for,
     resize_due,
@@ -412,7 +413,7 @@ class AioWorker(Unhealthy):
     def _dispatch(self, units: list[FetchedJob]) -> None:
         if self.app.server_middleware:
             run_batch_hook(self.app, "prepare_batch", units)
-        pinned = False  # a job took a shared slot ahead, or was handed off (deferred)
+        pinned = False  # a job took a scarce shared slot ahead, or was handed off (deferred)
         for unit in units:
             if unit.handed_off is None:
                 self._inflight += 1
@@ -425,11 +426,12 @@ class AioWorker(Unhealthy):
                 pinned = True
         if pinned and self._adaptive:  # holding more takes what running jobs need
             self._floor_until = SYSTEM_CLOCK.monotonic() + HANDOFF_BACKOFF
-            floor = self.settings.effective_prefetch
-            if self.limit - self.settings.concurrency > floor:
-                self._set_limit(floor)
-                if self._units.qsize() > floor:
-                    self._give_back(keep=floor)
+            current = self.limit - self.settings.concurrency
+            prefetch = backed_off(current, self.settings.effective_prefetch)
+            if prefetch < current:
+                self._set_limit(prefetch)
+                if self._units.qsize() > prefetch:
+                    self._give_back(keep=prefetch)
 
     def _return_unstarted(self) -> None:
         self._give_back(keep=0)

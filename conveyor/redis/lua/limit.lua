@@ -1,22 +1,23 @@
--- Per-class concurrency limit, for a batch of jobs. Slots are members of a sorted set:
--- 'identity|jid' for a running job (freed when the process's liveness key expires, so a killed
--- process gives its slots back within the recovery bound) and '~|jid' for a slot reserved for a
--- resumed job (freed when its score, an expiry time, passes). Jobs over the limit wait in a
--- list, oldest at the right. Items are handled in order.
+-- Per-class concurrency limit, for a batch of jobs grouped by class. Slots are members of a
+-- sorted set: 'identity|jid' for a running job (freed when the process's liveness key expires,
+-- so a killed process gives its slots back within the recovery bound) and '~|jid' for a slot
+-- reserved for a resumed job (freed when its score, an expiry time, passes). Jobs over the
+-- limit wait in a list, oldest at the right. The jobs of a group are handled in order.
 --
--- ARGV[1]  mode: 'acquire' or 'release' (a release with member '' only resumes)
+-- ARGV[1]  mode: 'acquire' or 'release' (a release of no member only resumes)
 -- ARGV[2]  now (epoch seconds)       ARGV[3]  liveness key prefix (+ identity = liveness key)
 --
--- acquire: KEYS per item i: running slots (zset), deferred jobs (list), working list of the
---          calling process. ARGV[4..] per item: limit, 'identity|jid', jid, payload as fetched.
---          Returns per item 1 (slot taken), 2 (slot taken, and slots are scarce: the class
---          now uses 90 % of its limit or more, or the slot was reserved for a resumed job, so
---          jobs wait for slots) or 0 (deferred: moved from the working list to the deferred
---          list in this same step).
--- release: KEYS per item i: running slots (zset), deferred jobs (list), queues (set).
+-- acquire: KEYS per group g: running slots (zset), deferred jobs (list), working list of the
+--          calling process. ARGV[4..] per group: limit, identity, n, then n jids, then the n
+--          payloads as fetched.
+--          Returns per job, groups in order, 1 (slot taken), 2 (slot taken, and slots are
+--          scarce: the class now uses 90 % of its limit or more, or the slot was reserved for
+--          a resumed job, so jobs wait for slots) or 0 (deferred: moved from the working list
+--          to the deferred list in this same step).
+-- release: KEYS[1] queues (set); per group g: running slots (zset), deferred jobs (list).
 --          ARGV[4] reservation expiry   ARGV[5] queue key prefix (+ queue name = queue list)
---          ARGV[6..] per item: limit, member to free ('' for none).
---          Returns per item the number of deferred jobs put back on their queues.
+--          ARGV[6..] per group: limit, n, then n members to free.
+--          Returns the number of deferred jobs put back on their queues.
 local now = tonumber(ARGV[2])
 
 local function prune(running)
@@ -57,8 +58,7 @@ local function acquire(running, deferred, working, limit, member, jid, raw)
   return 0
 end
 
-local function release(running, deferred, queues, limit, member)
-  if member ~= '' then redis.call('ZREM', running, member) end
+local function resume(running, deferred, queues, limit)
   if redis.call('LLEN', deferred) == 0 then return 0 end
   prune(running)
   local free = limit - redis.call('ZCARD', running)
@@ -84,18 +84,30 @@ local function release(running, deferred, queues, limit, member)
   return #resumed
 end
 
-local out = {}
 if ARGV[1] == 'acquire' then
-  for k = 0, #KEYS / 3 - 1 do
-    local a = 4 + 4 * k
-    out[k + 1] = acquire(KEYS[3 * k + 1], KEYS[3 * k + 2], KEYS[3 * k + 3],
-      tonumber(ARGV[a]), ARGV[a + 1], ARGV[a + 2], ARGV[a + 3])
+  local out = {}
+  local a = 4
+  for g = 0, #KEYS / 3 - 1 do
+    local running, deferred, working = KEYS[3 * g + 1], KEYS[3 * g + 2], KEYS[3 * g + 3]
+    local limit, identity, n = tonumber(ARGV[a]), ARGV[a + 1], tonumber(ARGV[a + 2])
+    for i = 1, n do
+      local jid = ARGV[a + 2 + i]
+      out[#out + 1] = acquire(running, deferred, working, limit, identity .. '|' .. jid, jid,
+        ARGV[a + 2 + n + i])
+    end
+    a = a + 3 + 2 * n
   end
-else
-  for k = 0, #KEYS / 3 - 1 do
-    local a = 6 + 2 * k
-    out[k + 1] = release(KEYS[3 * k + 1], KEYS[3 * k + 2], KEYS[3 * k + 3],
-      tonumber(ARGV[a]), ARGV[a + 1])
-  end
+  return out
 end
-return out
+local resumed = 0
+local a = 6
+for g = 0, (#KEYS - 1) / 2 - 1 do
+  local running, deferred = KEYS[2 * g + 2], KEYS[2 * g + 3]
+  local limit, n = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+  for i = 0, n - 1, 1000 do  -- unpack's stack holds a few thousand values: in chunks
+    redis.call('ZREM', running, unpack(ARGV, a + 2 + i, a + 1 + math.min(n, i + 1000)))
+  end
+  resumed = resumed + resume(running, deferred, KEYS[1], limit)
+  a = a + 2 + n
+end
+return resumed
