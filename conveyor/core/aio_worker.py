@@ -45,10 +45,9 @@ from conveyor.core.middleware import FetchedJob
 from conveyor.core.processor import ProcessorHost, run_batch_hook, utc_day
 from conveyor.core.recovery import log_trimmed
 from conveyor.core.units import (
-    HANDOFF_BACKOFF,
     MAX_BATCH,
+    LimitBackoff,
     Units,
-    backed_off,
     moving_average,
     refill_for,
     resize_due,
@@ -102,7 +101,8 @@ class AioWorker(Unhealthy):
         self.counters = Counters()
         self.started_at = app.clock.time()
         self._adaptive = self.settings.prefetch is None
-        self._floor_until = 0.0
+        self._backoff = LimitBackoff(SYSTEM_CLOCK)
+        self._fetched = 0  # jobs fetched so far (LimitBackoff counts in them)
         self._measures = 0
         self._avg_run = -1.0  # seconds per job (moving average); negative: none measured yet
         self._set_limit(self.settings.effective_prefetch)
@@ -164,7 +164,7 @@ class AioWorker(Unhealthy):
             current,
             concurrency=concurrency,
             floor=self.settings.effective_prefetch,
-            floor_until=self._floor_until,
+            floor_until=self._backoff.until,
             clock=SYSTEM_CLOCK,
         )
         if prefetch is None:
@@ -413,6 +413,7 @@ class AioWorker(Unhealthy):
     def _dispatch(self, units: list[FetchedJob]) -> None:
         if self.app.server_middleware:
             run_batch_hook(self.app, "prepare_batch", units)
+        self._fetched += len(units)
         pinned = False  # a job took a scarce shared slot ahead, or was handed off (deferred)
         for unit in units:
             if unit.handed_off is None:
@@ -425,9 +426,10 @@ class AioWorker(Unhealthy):
                 self._gate.added(None)
                 pinned = True
         if pinned and self._adaptive:  # holding more takes what running jobs need
-            self._floor_until = SYSTEM_CLOCK.monotonic() + HANDOFF_BACKOFF
             current = self.limit - self.settings.concurrency
-            prefetch = backed_off(current, self.settings.effective_prefetch)
+            prefetch = self._backoff.met(
+                current, floor=self.settings.effective_prefetch, fetched=self._fetched
+            )
             if prefetch < current:
                 self._set_limit(prefetch)
                 if self._units.qsize() > prefetch:

@@ -92,19 +92,39 @@ def resized(
     return prefetch if prefetch * 3 < current else None
 
 
-def backed_off(prefetch: int, floor: int) -> int:
-    """The prefetch after a fetched batch met a shared limit (a job took a scarce slot, or a
-    concurrency limit deferred one: jobs held ahead take slots that running jobs need): half
-    of it, never below ``floor``. Slots that stay scarce bring it to the floor in a few
-    batches, while a process whose own prefetch filled a roomy limit (one process, limit 100,
-    a prefetch of 100) settles at the size the limit allows instead of fetching in batches
-    of its floor. Measured (``python -m benchmarks.profile -c 10 --limit 100``): 5,800 jobs/s
-    against 5,100 when any such batch dropped it to the floor.
+class LimitBackoff:
+    """The prefetch's answer to a fetched batch that met a shared limit: a job took a scarce
+    slot, or a concurrency limit deferred one (jobs held ahead take slots that running jobs
+    need). The prefetch halves, never below its floor, and does not grow again for
+    :data:`HANDOFF_BACKOFF`. It halves again only once as many jobs as it then allows have been
+    fetched since: the batches already fetched under the old size still meet the limit, and
+    counting them too would drop a process whose own prefetch filled a roomy limit (one
+    process, limit 100, a prefetch of 100) to its floor instead of the size the limit allows.
+    Slots that stay scarce bring it to the floor within a few hundred jobs.
 
-    >>> backed_off(100, 10), backed_off(12, 10)
-    (50, 10)
+    >>> from conveyor.clock import FakeClock
+    >>> b = LimitBackoff(FakeClock())
+    >>> b.met(100, floor=10, fetched=100), b.met(50, floor=10, fetched=120)
+    (50, 50)
+    >>> b.met(50, floor=10, fetched=150), b.met(25, floor=10, fetched=200)
+    (25, 12)
     """
-    return max(floor, prefetch // 2)
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        #: Until this monotonic time the prefetch does not grow.
+        self.until = 0.0
+        self._next = 0
+
+    def met(self, prefetch: int, *, floor: int, fetched: int) -> int:
+        """The prefetch after a batch that met a limit, ``fetched`` jobs into the process's
+        life (a running count)."""
+        self.until = self.clock.monotonic() + HANDOFF_BACKOFF
+        if fetched < self._next:
+            return prefetch
+        smaller = max(floor, prefetch // 2)
+        self._next = fetched + smaller
+        return smaller
 
 
 def refill_for(limit: int) -> int:
@@ -169,8 +189,7 @@ class Units:
         #: Seconds per job (a moving average); negative: none measured yet.
         self.avg_run = -1.0
         self._measures = 0
-        #: Until this monotonic time the prefetch does not grow (see :data:`HANDOFF_BACKOFF`).
-        self._floor_until = 0.0
+        self._backoff = LimitBackoff(clock)
         self._queue: queue_mod.SimpleQueue[tuple[int, FetchedJob] | None] = queue_mod.SimpleQueue()
         # One lock; the fetcher waits for room, a thread for a permit, each on its condition.
         self._lock = threading.Lock()
@@ -264,8 +283,9 @@ class Units:
                     pinned = True
                 self._next_seq += 1
             if pinned and self.adaptive:
-                self._floor_until = self.clock.monotonic() + HANDOFF_BACKOFF
-                prefetch = backed_off(self.limit - self.concurrency, self._floor)
+                prefetch = self._backoff.met(
+                    self.limit - self.concurrency, floor=self._floor, fetched=self._next_seq
+                )
                 self.limit = self.concurrency + prefetch
                 self.refill = refill_for(self.limit)
             self._hand_out()
@@ -429,7 +449,7 @@ class Units:
             self.limit - concurrency,
             concurrency=concurrency,
             floor=self._floor,
-            floor_until=self._floor_until,
+            floor_until=self._backoff.until,
             clock=self.clock,
         )
         if prefetch is not None:

@@ -188,8 +188,8 @@ def test_a_suspect_starts_only_once_the_jobs_behind_it_are_published_as_not_star
 
 def test_a_hand_off_halves_the_prefetch_and_keeps_it_from_growing_for_a_while() -> None:
     """A concurrency limit deferred a fetched job, or a job took a scarce slot: the jobs held
-    ahead take slots that running jobs need, so each such batch halves the prefetch (down to
-    its floor) and it does not grow again for HANDOFF_BACKOFF."""
+    ahead take slots that running jobs need, so the prefetch halves (down to its floor, once
+    per prefetch's worth of jobs fetched) and does not grow again for HANDOFF_BACKOFF."""
     clock = FakeClock()
     u = Units(20, 10, concurrency=10, clock=clock, adaptive=True)
     u.alive_until(clock.monotonic() + 1000)
@@ -210,10 +210,12 @@ def test_a_hand_off_halves_the_prefetch_and_keeps_it_from_growing_for_a_while() 
         u.done(taken[0], 0.0002)
     run_one("still fast")
     assert u.limit == 60, "no growth during the back-off"
-    u.add([None])
-    u.add([None])
-    u.add([None])
-    assert (u.limit, u.refill) == (20, 10), "50 -> 25 -> 12 -> its floor of 10"
+    u.add([None])  # fetched under the old size: it does not halve the prefetch again
+    assert u.limit == 60
+    for size, limit in ((50, 35), (25, 22), (12, 20)):  # once that many more were fetched
+        u.add([None] * size)
+        assert u.limit == limit
+    assert u.refill == 10, "50 -> 25 -> 12 -> its floor of 10"
     clock.advance(HANDOFF_BACKOFF + 1)
     for _ in range(16):  # short jobs are sized again every 16th job (resize_due)
         run_one("later")

@@ -196,6 +196,8 @@ def test_the_prefetch_grows_while_a_limit_is_lightly_used_and_stays_at_its_floor
         wait_for(lambda: r.get("roomy") == "2000", 20, "the roomy jobs")
         assert worker.limit > floor  # fast jobs, slots plentiful: it fetched ahead
         grown = worker.limit
-        Tight.bulk_perform_async([[i] for i in range(50)])
-        wait_for(lambda: r.get("tight") == "50", 20, "the tight jobs")
+        # Scarce slots halve the prefetch once per prefetch's worth of jobs fetched (a few
+        # hundred jobs from 100 to the floor), and it does not grow back meanwhile.
+        Tight.bulk_perform_async([[i] for i in range(300)])
+        wait_for(lambda: r.get("tight") == "300", 30, "the tight jobs")
         assert worker.limit == floor < grown
