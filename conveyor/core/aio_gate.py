@@ -26,6 +26,7 @@ class StartGate:
     >>> gate = StartGate(publish)                          # doctest: +SKIP
     >>> gate.added(unit); seq = gate.seq(unit)             # doctest: +SKIP
     >>> if gate.slow(unit): await gate.admit(seq, unit)    # doctest: +SKIP
+    >>> if gate.finished(seq): await gate.withdraw()       # doctest: +SKIP
     """
 
     def __init__(self, publish: Callable[[str], Awaitable[None]]) -> None:
@@ -60,16 +61,22 @@ class StartGate:
         del self._unstarted[id(unit)]
         self._running += 1
 
-    async def finished(self, seq: int) -> None:
-        """Job ``seq`` ended; after a suspect, its acknowledgement withdraws the boundary
-        before anything else starts."""
+    def finished(self, seq: int) -> bool:
+        """Job ``seq`` ended. True when it was the suspect running alone: the caller then
+        awaits :meth:`withdraw` (a plain call, not a coroutine, for every other job)."""
         self._running -= 1
         if self._solo == seq:
-            await self._publish("")
-            self._solo = None
+            return True
+        if self._suspects:
             self.wake()
-        elif self._suspects:
-            self.wake()
+        return False
+
+    async def withdraw(self) -> None:
+        """After the suspect running alone: its acknowledgement withdraws the boundary before
+        anything else starts."""
+        await self._publish("")
+        self._solo = None
+        self.wake()
 
     def stop(self) -> None:
         """The worker stops: jobs waiting to start give up (and go back to their queue)."""

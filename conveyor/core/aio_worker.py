@@ -460,8 +460,10 @@ class AioWorker(Unhealthy):
 
     # -- running --------------------------------------------------------------------------------
     async def _slot(self, tid: str) -> None:
+        units = self._units
         while True:
-            unit = await self._units.get()
+            # A job already waiting is taken without a coroutine (the hot path under load).
+            unit = units.get_nowait() if units.qsize() else await units.get()
             if unit is None:
                 return
             gate = self._gate
@@ -490,7 +492,8 @@ class AioWorker(Unhealthy):
                 self._inflight -= 1
                 if self._inflight <= self.limit - self.refill:  # only then can the fetch go on
                     self._freed.set()
-            await gate.finished(seq)
+            if gate.finished(seq):
+                await gate.withdraw()
 
     async def _publish(self, boundary: str) -> None:
         """Acknowledge what finished and publish the start ``boundary`` (``""``: none), until
