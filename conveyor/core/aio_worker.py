@@ -42,7 +42,7 @@ from conveyor.core.finisher import Counters
 from conveyor.core.health import MAX_BACKOFF, Health, Unhealthy, run_loop
 from conveyor.core.housekeeping import BusyMap, Heartbeat, Housekeeper, Periodic
 from conveyor.core.middleware import FetchedJob
-from conveyor.core.processor import ProcessorHost, run_batch_hook, utc_day
+from conveyor.core.processor import ProcessorHost, run_batch_hook, settle_calls, utc_day
 from conveyor.core.recovery import log_trimmed
 from conveyor.core.units import (
     MAX_BATCH,
@@ -557,8 +557,11 @@ class AioWorker(Unhealthy):
             return
         settings = self.settings
         attempts = 10 if final else 1_000_000
-        if self.app.server_middleware:
-            run_batch_hook(self.app, "settle_batch", [u for _, u in batch], attempts=attempts)
+        riders = []
+        if batch and self.app.server_middleware:
+            units = [u for _, u in batch]
+            run_batch_hook(self.app, "settle_batch", units, attempts=attempts)
+            riders = settle_calls(self.app, units)
         outcomes = [outcome for outcome, _ in batch]
         for attempt in range(attempts):
             now = self.app.clock.time()
@@ -570,6 +573,7 @@ class AioWorker(Unhealthy):
                     settings.dead_max_jobs,
                     now - settings.dead_timeout,
                     boundary=boundary,
+                    riders=riders,
                 )
                 self.held.release_held(o.raw for o in outcomes)
                 log_trimmed(trimmed)

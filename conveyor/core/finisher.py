@@ -9,10 +9,11 @@ import threading
 from dataclasses import dataclass, field
 
 from conveyor.core.middleware import FetchedJob
-from conveyor.core.processor import ProcessorHost, run_batch_hook, utc_day
+from conveyor.core.processor import ProcessorHost, run_batch_hook, settle_calls, utc_day
 from conveyor.core.recovery import log_trimmed
 from conveyor.core.units import Units
 from conveyor.redis import Outcome, Store
+from conveyor.redis.scripts import ScriptCall
 
 log = logging.getLogger("conveyor.worker")
 
@@ -115,14 +116,15 @@ class Finisher:
             self._soon = False
         if not batch and not self.units.wanted:
             return
-        if batch:
-            run_batch_hook(
-                self.app, "settle_batch", [u for _, u in batch], attempts=3 if final else 1
-            )
+        riders: list[ScriptCall] = []
+        if batch and self.app.server_middleware:
+            units = [u for _, u in batch]
+            run_batch_hook(self.app, "settle_batch", units, attempts=3 if final else 1)
+            riders = settle_calls(self.app, units)
         outcomes = [outcome for outcome, _ in batch]
         for attempt in range(FINAL_ATTEMPTS if final else 1):
             try:
-                self._acknowledge(outcomes, short)
+                self._acknowledge(outcomes, short, riders)
                 break
             except Exception as exc:
                 if not final:
@@ -138,7 +140,7 @@ class Finisher:
             self.counters.processed += processed
             self.counters.failed += failed
 
-    def _acknowledge(self, outcomes: list[Outcome], short: bool) -> None:
+    def _acknowledge(self, outcomes: list[Outcome], short: bool, riders: list[ScriptCall]) -> None:
         app, settings = self.app, self.app.settings
         now = app.clock.time()
         with self.units.publishing() as publication:
@@ -155,6 +157,7 @@ class Finisher:
                 settings.dead_max_jobs,
                 now - settings.dead_timeout,
                 boundary=boundary,
+                riders=riders,
             )
         self.units.release_held(o.raw for o in outcomes)
         log_trimmed(trimmed)

@@ -18,6 +18,7 @@ from conveyor.core.payload import Payload
 from conveyor.errors import ConfigurationError
 from conveyor.redis import Store
 from conveyor.redis.calls import Plan
+from conveyor.redis.scripts import ScriptCall
 from conveyor.routing import DEFAULT_STORE
 
 
@@ -161,6 +162,13 @@ class ServerMiddleware(Middleware):
     def settle_batch(self, jobs: list[FetchedJob]) -> None:
         """Called for each batch of finished jobs, before they are acknowledged. Raising a Redis
         error makes the worker retry the batch; do nothing here that must not run twice."""
+
+    def settle_calls(self, jobs: list[FetchedJob]) -> list[ScriptCall]:
+        """Script calls to make for a batch of finished jobs in the round trip of their
+        acknowledgement, just before it (after :meth:`settle_batch`): no round trip of their
+        own. They must be safe to run twice (a failed acknowledgement is retried with them);
+        their failure is logged and does not hold back the acknowledgement."""
+        return []
 
     def abandon_batch(self, jobs: list[FetchedJob]) -> None:
         """Called for prepared jobs given back unstarted (quiet, shutdown)."""

@@ -19,6 +19,7 @@ from conveyor.core.retry import decide
 from conveyor.errors import PayloadError, UnknownJobClassError
 from conveyor.logs import job_context
 from conveyor.redis import Outcome
+from conveyor.redis.scripts import ScriptCall
 
 log = logging.getLogger("conveyor.processor")
 
@@ -71,6 +72,22 @@ def run_batch_hook(
             except Exception:
                 log.exception("%s.%s failed", type(middleware).__name__, hook)
                 break
+
+
+def settle_calls(app: ProcessorHost, units: Sequence[FetchedJob]) -> list[ScriptCall]:
+    """What the server middleware want to run with the acknowledgement of ``units``
+    (:meth:`ServerMiddleware.settle_calls`); a middleware that fails here is logged and
+    skipped."""
+    jobs = [u for u in units if u.job is not None and u.handed_off is None]
+    calls: list[ScriptCall] = []
+    if not jobs:
+        return calls
+    for middleware in app.server_middleware:
+        try:
+            calls += middleware.settle_calls(jobs)
+        except Exception:
+            log.exception("%s.settle_calls failed", type(middleware).__name__)
+    return calls
 
 
 class Processor:

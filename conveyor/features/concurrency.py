@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from conveyor.core.middleware import FetchedJob, JobContext, ServerMiddleware
 from conveyor.errors import ConfigurationError
 from conveyor.redis.limits import DEFERRED, TAKEN_SCARCE, Acquire, LimitStore
+from conveyor.redis.scripts import ScriptCall
 
 if TYPE_CHECKING:
     from conveyor.core.app import App
@@ -41,7 +42,7 @@ def limit_of(job_class: type[Job]) -> int | None:
 
 class ConcurrencyLimitMiddleware(ServerMiddleware):
     """Takes slots for a whole fetched batch in one round trip (a job over the limit is
-    deferred before it takes a worker thread) and frees them with the batch's
+    deferred before it takes a worker thread) and frees them in the round trip of the batch's
     acknowledgement; the per-job hooks do the same one job at a time where no batch runs."""
 
     options = frozenset({"concurrency_limit"})
@@ -74,8 +75,13 @@ class ConcurrencyLimitMiddleware(ServerMiddleware):
                     f"deferred: {request.job_class} is at its concurrency limit of {request.limit}"
                 )
 
-    def settle_batch(self, jobs: list[FetchedJob]) -> None:
-        self._release([u for u in jobs if u.state.get("slot_batched")])
+    def settle_calls(self, jobs: list[FetchedJob]) -> list[ScriptCall]:
+        # The slots are freed in the acknowledgement's round trip, just before it.
+        slots = [u.state["slot"] for u in jobs if u.state.get("slot_batched")]
+        if not slots:
+            return []
+        app = self.app
+        return [LimitStore(app.store).release_call(slots, app.clock.time(), RESERVATION_TTL)]
 
     def abandon_batch(self, jobs: list[FetchedJob]) -> None:
         self._release([u for u in jobs if u.state.get("slot_batched")])

@@ -18,7 +18,7 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import NoScriptError
 
 from conveyor.redis.keys import Keys
-from conveyor.redis.scripts import source
+from conveyor.redis.scripts import ScriptCall, rider_failed, source
 from conveyor.redis.store import Outcome, Trimmed, decode_raw, fetch_spec, fetched, finish_spec
 
 
@@ -57,12 +57,16 @@ class AioStore:
             conn = self._conns[lane] = await pool.get_connection()  # type: ignore[no-untyped-call]
         return conn
 
-    async def _run(
-        self, lane: str, name: str, keys: list[str], args: list[Any], *, raw: bool = False
-    ) -> Any:
+    def _sha(self, name: str) -> str:
         sha = self._shas.get(name)
         if sha is None:  # one event loop: no lock needed
             sha = self._shas[name] = self.client.register_script(source(name)).sha
+        return sha
+
+    async def _run(
+        self, lane: str, name: str, keys: list[str], args: list[Any], *, raw: bool = False
+    ) -> Any:
+        sha = self._sha(name)
         try:
             return await self._call(lane, "EVALSHA", sha, len(keys), *keys, *args, raw=raw)
         except NoScriptError:  # a restarted or failed-over server: load it, once
@@ -99,8 +103,10 @@ class AioStore:
         dead_cutoff: float,
         *,
         boundary: str | None = None,
+        riders: Sequence[ScriptCall] = (),
     ) -> tuple[int, Trimmed | None]:
-        """Acknowledge executed jobs and file retries/dead jobs atomically; count stats (as
+        """Acknowledge executed jobs and file retries/dead jobs atomically; count stats, with
+        ``riders`` just before in the same round trip (as
         :meth:`conveyor.redis.store.Store.finish`)."""
         keys, args = finish_spec(
             self.keys,
@@ -111,8 +117,36 @@ class AioStore:
             dead_cutoff=dead_cutoff,
             boundary=boundary,
         )
-        reply = await self._run("finish", "finish", keys, list(args))
-        return int(reply[0]), Trimmed.from_reply("dead", reply, 1)
+        if not riders:
+            reply = await self._run("finish", "finish", keys, list(args))
+            return int(reply[0]), Trimmed.from_reply("dead", reply, 1)
+        main = ScriptCall("finish", keys, list(args))
+        calls = [*riders, main]
+        conn = await self._conn("finish")
+        await conn.send_packed_command(
+            conn.pack_commands([c.command(self._sha(c.name)) for c in calls])
+        )
+        replies: list[Any] = []
+        for _ in calls:  # every reply is read, so the connection stays in step
+            try:
+                replies.append(await conn.read_response())
+            except aioredis.ResponseError as exc:
+                replies.append(exc)
+        result: Any = None
+        for call, reply in zip(calls, replies, strict=True):
+            got = reply
+            if isinstance(reply, NoScriptError):  # it did not run: load it, run it alone
+                try:
+                    got = await self._run("finish", call.name, call.keys, call.args)
+                except aioredis.RedisError as exc:
+                    got = exc
+            if call is main:
+                if isinstance(got, Exception):
+                    raise got
+                result = got
+            elif isinstance(got, Exception):
+                rider_failed(call, got)
+        return int(result[0]), Trimmed.from_reply("dead", result, 1)
 
     async def close(self) -> None:
         """Close the client and every connection it made (the lanes' included)."""

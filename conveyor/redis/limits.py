@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from conveyor.redis.scripts import ScriptCall
 from conveyor.redis.store import Store
 
 
@@ -74,6 +75,14 @@ class LimitStore:
         deferred jobs, in one script call."""
         if not slots:
             return 0
+        call = self.release_call(slots, now, reservation_ttl)
+        return int(self.store.scripts.run(call.name, call.keys, call.args))
+
+    def release_call(
+        self, slots: Sequence[tuple[str, int, str]], now: float, reservation_ttl: float
+    ) -> ScriptCall:
+        """:meth:`release_many` as a call to make in another call's round trip (it is safe
+        to run twice: freeing a freed slot does nothing, and resuming fills free slots only)."""
         groups: dict[tuple[str, int], list[str]] = {}
         for job_class, limit, member in slots:
             members = groups.setdefault((job_class, limit), [])
@@ -91,7 +100,7 @@ class LimitStore:
         for (job_class, limit), members in groups.items():
             keys += (k.limit_running(job_class), k.limit_deferred(job_class))
             args += (limit, len(members), *members)
-        return int(self.store.scripts.run("limit", keys, args))
+        return ScriptCall("limit", keys, list(args))
 
     def running(self, job_class: str) -> int:
         return int(self.store.client.zcard(self.store.keys.limit_running(job_class)))

@@ -3,7 +3,9 @@ when the server has not seen them, e.g. after a restart)."""
 
 from __future__ import annotations
 
+import logging
 import threading
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -11,6 +13,31 @@ from typing import Any
 import redis
 from redis.commands.core import Script as _RedisScript
 from redis.exceptions import NoScriptError
+
+log = logging.getLogger("conveyor.redis")
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptCall:
+    """A script call that rides in another call's round trip (e.g. a concurrency limit's
+    slot release with a batch's acknowledgement, :meth:`conveyor.redis.Store.finish`). A
+    rider must be safe to run twice, and its failure never holds back the call it rides
+    with: it is logged.
+
+    >>> ScriptCall("limit", ["k"], ["release", 0]).command("abc")[:3]
+    ('EVALSHA', 'abc', 1)
+    """
+
+    name: str
+    keys: list[str]
+    args: list[Any]
+
+    def command(self, sha: str) -> tuple[Any, ...]:
+        return ("EVALSHA", sha, len(self.keys), *self.keys, *self.args)
+
+
+def rider_failed(call: ScriptCall, exc: BaseException) -> None:
+    log.error("script %s riding with an acknowledgement failed (%s)", call.name, exc)
 
 
 @cache
@@ -29,6 +56,9 @@ class Scripts:
         self._client = client
         self._scripts: dict[str, _RedisScript] = {}
         self._lock = threading.Lock()
+
+    def sha(self, name: str) -> str:
+        return self._script(name).sha
 
     def _script(self, name: str) -> _RedisScript:
         script = self._scripts.get(name)

@@ -13,7 +13,7 @@ from redis.client import NEVER_DECODE
 
 from conveyor.redis.calls import Call, Command
 from conveyor.redis.keys import Keys
-from conveyor.redis.scripts import Scripts
+from conveyor.redis.scripts import ScriptCall, Scripts, rider_failed
 
 #: Read a reply as bytes: payloads are decoded by :func:`decode_raw`, never by redis-py, whose
 #: strict decoding raises on one bad byte after a script already moved a whole batch.
@@ -259,10 +259,12 @@ class Store:
         dead_cutoff: float,
         *,
         boundary: str | None = None,
+        riders: Sequence[ScriptCall] = (),
     ) -> tuple[int, Trimmed | None]:
         """Acknowledge executed jobs and file retries/dead jobs atomically; count stats; publish
-        the start ``boundary`` (``None``: leave it; ``""``: nothing unstarted). Returns how many
-        jobs were still in the working list, and what the dead set dropped."""
+        the start ``boundary`` (``None``: leave it; ``""``: nothing unstarted). ``riders`` run
+        just before, in the same round trip (see :class:`ScriptCall`). Returns how many jobs
+        were still in the working list, and what the dead set dropped."""
         keys, args = finish_spec(
             self.keys,
             identity,
@@ -272,8 +274,35 @@ class Store:
             dead_cutoff=dead_cutoff,
             boundary=boundary,
         )
-        reply = self.scripts.run("finish", keys, args)
+        if riders:
+            reply = self._run_with_riders(riders, ScriptCall("finish", keys, args))
+        else:
+            reply = self.scripts.run("finish", keys, args)
         return int(reply[0]), Trimmed.from_reply("dead", reply, 1)
+
+    def _run_with_riders(self, riders: Sequence[ScriptCall], main: ScriptCall) -> Any:
+        """``riders`` then ``main`` in one pipeline (no transaction); a call that met NOSCRIPT
+        did not run, so it is loaded and run again alone."""
+        calls = [*riders, main]
+        pipe = self.client.pipeline(transaction=False)
+        for call in calls:
+            pipe.evalsha(self.scripts.sha(call.name), len(call.keys), *call.keys, *call.args)
+        replies = pipe.execute(raise_on_error=False)
+        result: Any = None
+        for call, reply in zip(calls, replies, strict=True):
+            got = reply
+            if isinstance(reply, redis.exceptions.NoScriptError):
+                try:
+                    got = self.scripts.run(call.name, call.keys, call.args)
+                except redis.RedisError as exc:
+                    got = exc
+            if call is main:
+                if isinstance(got, Exception):
+                    raise got
+                result = got
+            elif isinstance(got, Exception):
+                rider_failed(call, got)
+        return result
 
     def requeue(self, identity: str, jobs: Sequence[tuple[str, str]]) -> int:
         """Put ``(queue, raw)`` jobs (oldest first) from the working list back on their queues,

@@ -17,6 +17,8 @@ from conveyor import Settings
 from conveyor.redis import Keys, Outcome, Store
 from conveyor.redis.aio_store import AioStore
 from conveyor.redis.connection import connect_async
+from conveyor.redis.limits import LimitStore
+from conveyor.redis.scripts import ScriptCall
 
 ME = "host:1:aio"
 
@@ -126,3 +128,34 @@ def test_a_cancelled_blocking_fetch_leaves_no_reply_behind(
 
     assert run(settings, body) == [("default", job(3)), ("default", job(4))]
     assert r.lrange(f"conveyor:working:{ME}", 0, -1) == [job(4), job(3)]
+
+
+def test_calls_riding_with_an_acknowledgement_run_just_before_it(
+    settings: Settings, r: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    r.lpush("queue:default", job(1), job(2))
+    r.zadd("conveyor:limit:J:running", {f"{ME}|j1": 1.0, f"{ME}|j2": 1.0})
+    sync = Store(r)
+    broken = ScriptCall("limit", ["k1", "k2", "k3"], ["acquire", 0, "p", 5, ME, "not-a-count"])
+
+    async def body(store: AioStore) -> None:
+        fetched = [raw for _, raw in await store.fetch(ME, ["default"], 2)]
+        release = LimitStore(sync).release_call([("J", 5, f"{ME}|j1")], 0.0, 300)
+        found, _ = await store.finish(
+            ME, [Outcome("ok", fetched[0])], "2026-12-05", 10, 0.0, riders=[release, broken]
+        )
+        assert found == 1
+        assert r.zrange("conveyor:limit:J:running", 0, -1) == [f"{ME}|j2"]
+        r.script_flush()  # NOSCRIPT for both: each is loaded and run again
+        release = LimitStore(sync).release_call([("J", 5, f"{ME}|j2")], 0.0, 300)
+        found, _ = await store.finish(
+            ME, [Outcome("ok", fetched[1])], "2026-12-05", 10, 0.0, riders=[release]
+        )
+        assert found == 1
+        # The connection stayed in step: the next call reads its own reply.
+        assert await store.fetch(ME, ["default"], 1) == []
+
+    run(settings, body)
+    assert r.zcard("conveyor:limit:J:running") == 0
+    assert r.llen(f"conveyor:working:{ME}") == 0 and r.get("stat:processed") == "2"
+    assert "script limit riding with an acknowledgement failed" in caplog.text

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import redis
 
 from conveyor.redis import Keys, Outcome, Store
+from conveyor.redis.limits import LimitStore
+from conveyor.redis.scripts import ScriptCall
 
 
 def _store(redis_url: str) -> Store:
@@ -81,3 +84,43 @@ def test_requeue_puts_jobs_back_in_front_in_order(redis_url: str, r: redis.Redis
     assert r.llen("conveyor:working:w1") == 0
     again = store.fetch("w1", ["default"], 3)
     assert [json.loads(raw)["jid"] for _, raw in again] == ["1", "2", "3"]
+
+
+def _slot_release(store: Store, member: str) -> ScriptCall:
+    return LimitStore(store).release_call([("Work", 5, member)], 0.0, 300)
+
+
+def test_calls_riding_with_an_acknowledgement_run_just_before_it(
+    redis_url: str, r: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = _store(redis_url)
+    store.push({"default": [_job("a"), _job("b")]})
+    fetched = [raw for _, raw in store.fetch("w1", ["default"], 2)]
+    r.zadd("conveyor:limit:Work:running", {"w1|a": 1.0, "w1|b": 1.0})
+    # A rider whose script fails (a Lua error) is logged; the acknowledgement still happens.
+    broken = ScriptCall("limit", ["k1", "k2", "k3"], ["acquire", 0, "p", 5, "w1", "not-a-count"])
+    store.finish(
+        "w1",
+        [Outcome("ok", fetched[0])],
+        "2026-12-05",
+        dead_max=10,
+        dead_cutoff=0,
+        riders=[_slot_release(store, "w1|a"), broken],
+    )
+    assert r.zrange("conveyor:limit:Work:running", 0, -1) == ["w1|b"]
+    assert r.lrange("conveyor:working:w1", 0, -1) == [fetched[1]]
+    assert r.get("stat:processed") == "1"
+    assert "script limit riding with an acknowledgement failed" in caplog.text
+    # After a restart or a failover the server knows no script: each call that met NOSCRIPT
+    # did not run, and runs again once loaded.
+    r.script_flush()
+    store.finish(
+        "w1",
+        [Outcome("ok", fetched[1])],
+        "2026-12-05",
+        dead_max=10,
+        dead_cutoff=0,
+        riders=[_slot_release(store, "w1|b")],
+    )
+    assert r.zcard("conveyor:limit:Work:running") == 0
+    assert r.llen("conveyor:working:w1") == 0 and r.get("stat:processed") == "2"
