@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from conveyor.clock import SYSTEM_CLOCK
+from conveyor.core.aio_finisher import AioFinisher
 from conveyor.core.aio_gate import StartGate
 from conveyor.core.aio_processor import AioProcessor, ThreadPool, ready
 from conveyor.core.execution import is_async, loop_factory
@@ -42,8 +43,7 @@ from conveyor.core.finisher import Counters
 from conveyor.core.health import MAX_BACKOFF, Health, Unhealthy, run_loop
 from conveyor.core.housekeeping import BusyMap, Heartbeat, Housekeeper, Periodic
 from conveyor.core.middleware import FetchedJob
-from conveyor.core.processor import ProcessorHost, run_batch_hook, settle_calls, utc_day
-from conveyor.core.recovery import log_trimmed
+from conveyor.core.processor import ProcessorHost, run_batch_hook
 from conveyor.core.units import (
     MAX_BATCH,
     LimitBackoff,
@@ -55,7 +55,6 @@ from conveyor.core.units import (
 )
 from conveyor.core.worker import WEDGE_AFTER, Worker, make_identity
 from conveyor.errors import ConfigurationError
-from conveyor.redis import Outcome
 from conveyor.redis.aio_store import AioStore
 from conveyor.redis.connection import connect_async
 
@@ -65,9 +64,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("conveyor.worker")
 
 MODES = ("threads", "asyncio")
-#: An acknowledgement waits this long for more finished jobs to share its round trip (unless
-#: half a fetch's worth are waiting already): a crash re-runs at most this much finished work.
-ACK_WINDOW = 0.002
 
 
 def create_worker(app: ProcessorHost, *, burst: bool = False) -> Worker | AioWorker:
@@ -108,7 +104,6 @@ class AioWorker(Unhealthy):
         self._set_limit(self.settings.effective_prefetch)
         self._busy: BusyMap = {}
         self._inflight = 0
-        self._outcomes: list[tuple[Outcome, FetchedJob]] = []
         self._quiet = threading.Event()
         self._stop = threading.Event()
         self._done = threading.Event()
@@ -222,13 +217,20 @@ class AioWorker(Unhealthy):
         loop = self._loop = asyncio.get_running_loop()
         self._changed = asyncio.Event()
         self._freed = asyncio.Event()
-        self._has_outcomes = asyncio.Event()
-        self._gate = StartGate(self._publish)
-        self._finish_lock = asyncio.Lock()
-        self._finishing = False
         self._units: asyncio.Queue[FetchedJob | None] = asyncio.Queue()
         self._pool = ThreadPool(loop, self.settings.concurrency)
         self.astore = AioStore(connect_async(self.settings), self.store.keys)
+        self.finisher = AioFinisher(
+            self.app,
+            self.identity,
+            self.astore,
+            held=self.held,
+            counters=self.counters,
+            health=self.health,
+            refill=lambda: self.refill,
+            wedge_after=WEDGE_AFTER,
+        )
+        self._gate = StartGate(self.finisher.publish)
         if install_signals and threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signum, self.stop)
@@ -256,7 +258,7 @@ class AioWorker(Unhealthy):
         slots = [
             asyncio.create_task(self._slot(f"aio{i}")) for i in range(self.settings.concurrency)
         ]
-        finisher = asyncio.create_task(self._finish_loop())
+        finisher = asyncio.create_task(self.finisher.run())
         fetcher = asyncio.create_task(self._fetch_loop())
         log.info(
             "worker %s started (asyncio): %d slots, queues %s",
@@ -316,8 +318,7 @@ class AioWorker(Unhealthy):
         await asyncio.gather(*pending, return_exceptions=True)
         # Acknowledge what finished before giving back what did not, so a finished job is
         # never requeued.
-        self._finishing = True
-        self._has_outcomes.set()
+        self.finisher.finish()
         await finisher
         if left:
             moved = self._requeue([(q, raw) for q, raw, _ in left])
@@ -395,7 +396,7 @@ class AioWorker(Unhealthy):
         if jobs:
             return jobs
         if self.burst:
-            if self._inflight or self._outcomes:
+            if self._inflight or self.finisher.outcomes:
                 await asyncio.sleep(0.01)
                 return []
             # Nothing runs now, so what a job enqueued just before it finished is visible.
@@ -481,11 +482,9 @@ class AioWorker(Unhealthy):
                 raise
             except BaseException as exc:  # a bug in Conveyor or a hook: file it, never strand it
                 log.exception("processor crashed on a job from %s; filing it as dead", unit.queue)
-                self._outcomes.append((self.processor.crashed(unit, exc), unit))
-                self._has_outcomes.set()
+                self.finisher.add(self.processor.crashed(unit, exc), unit)
             else:
-                self._outcomes.append((outcome, unit))
-                self._has_outcomes.set()
+                self.finisher.add(outcome, unit)
             finally:
                 self._busy.pop(tid, None)
                 self._measured(time.perf_counter() - started)
@@ -494,17 +493,6 @@ class AioWorker(Unhealthy):
                     self._freed.set()
             if gate.finished(seq):
                 await gate.withdraw()
-
-    async def _publish(self, boundary: str) -> None:
-        """Acknowledge what finished and publish the start ``boundary`` (``""``: none), until
-        Redis took it: a suspect never starts before the jobs behind it are named."""
-        for attempt in range(1_000_000):
-            try:
-                await self._flush(final=False, boundary=boundary)
-                return
-            except Exception:  # the outcomes are kept by _flush; try again
-                log.exception("publishing the start boundary failed; retrying")
-                await asyncio.sleep(min(5.0, 0.1 * 2**attempt))
 
     def _execute(self, unit: FetchedJob) -> Any:
         """An awaitable outcome: on this loop for ``async def`` jobs, else in a thread."""
@@ -519,75 +507,6 @@ class AioWorker(Unhealthy):
         if asynchronous:
             return self.processor.process_async(unit)
         return self._pool.run(self.processor.process, unit)
-
-    async def _finish_loop(self) -> None:
-        # Whatever finished while the previous acknowledgement was in flight goes in the next
-        # one, so under load one finish.lua call covers many jobs.
-        state = self.health.register("finish", WEDGE_AFTER)
-        while True:
-            self.health.progress(state)
-            with contextlib.suppress(TimeoutError):  # idle: still alive, for wedge detection
-                await asyncio.wait_for(self._has_outcomes.wait(), 0.5)
-            if not self._has_outcomes.is_set():
-                continue
-            outcomes = self._outcomes
-            if (
-                not self._finishing
-                and len(outcomes) < self.refill
-                and not any(u.holds_slot for _, u in outcomes)
-            ):
-                await asyncio.sleep(ACK_WINDOW)
-            self._has_outcomes.clear()
-            try:
-                await self._flush(final=self._finishing)
-            except Exception as exc:  # never let the finisher die: the batch is kept, retried
-                self._has_outcomes.set()
-                await asyncio.sleep(self.health.failed(state, exc))
-                continue
-            if self._finishing and not self._outcomes:
-                return
-
-    async def _flush(self, final: bool, boundary: str | None = None) -> None:
-        async with self._finish_lock:  # one finish call at a time on the finish connection
-            await self._flush_locked(final, boundary)
-
-    async def _flush_locked(self, final: bool, boundary: str | None) -> None:
-        batch, self._outcomes = self._outcomes, []
-        if not batch and boundary is None:
-            return
-        settings = self.settings
-        attempts = 10 if final else 1_000_000
-        riders = []
-        if batch and self.app.server_middleware:
-            units = [u for _, u in batch]
-            run_batch_hook(self.app, "settle_batch", units, attempts=attempts)
-            riders = settle_calls(self.app, units)
-        outcomes = [outcome for outcome, _ in batch]
-        for attempt in range(attempts):
-            now = self.app.clock.time()
-            try:
-                _, trimmed = await self.astore.finish(
-                    self.identity,
-                    outcomes,
-                    utc_day(now),
-                    settings.dead_max_jobs,
-                    now - settings.dead_timeout,
-                    boundary=boundary,
-                    riders=riders,
-                )
-                self.held.release_held(o.raw for o in outcomes)
-                log_trimmed(trimmed)
-                break
-            except redis.RedisError as exc:
-                log.error("acknowledging %d job(s) failed (%s); retrying", len(outcomes), exc)
-                await asyncio.sleep(min(5.0, 0.1 * 2**attempt))
-            except Exception:
-                self._outcomes[:0] = batch  # kept for the next attempt, never dropped
-                raise
-        failed = sum(1 for o in outcomes if o.kind not in ("ok", "gone"))
-        with self.counters.lock:
-            self.counters.processed += sum(1 for o in outcomes if o.kind != "gone")
-            self.counters.failed += failed
 
     # -- housekeeping (threads, synchronous store) ----------------------------------------------
     def heartbeat(self) -> None:

@@ -1,0 +1,155 @@
+"""Acknowledgements of an asyncio worker (:mod:`conveyor.core.aio_worker`): the finish task
+acknowledges whatever finished since its last round trip in one ``finish.lua`` call, and a
+start boundary goes with an acknowledgement when the start gate asks for one. The asyncio
+counterpart of :mod:`conveyor.core.finisher`, on the same script and outcomes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+import redis
+
+from conveyor.core.finisher import Counters
+from conveyor.core.health import Health
+from conveyor.core.middleware import FetchedJob
+from conveyor.core.processor import ProcessorHost, run_batch_hook, settle_calls, utc_day
+from conveyor.core.recovery import log_trimmed
+from conveyor.core.units import Units
+from conveyor.redis import Outcome
+from conveyor.redis.aio_store import AioStore
+from conveyor.redis.scripts import ScriptCall
+
+log = logging.getLogger("conveyor.worker")
+
+#: An acknowledgement waits this long for more finished jobs to share its round trip (unless
+#: half a fetch's worth are waiting already): a crash re-runs at most this much finished work.
+ACK_WINDOW = 0.002
+
+
+class AioFinisher:
+    """Collects the outcomes of an asyncio worker's jobs and acknowledges them in batches.
+    Made on the worker's event loop; ``refill`` says how many outcomes make a batch worth
+    sending at once (the worker's prefetch changes it).
+
+    >>> finisher = AioFinisher(app, identity, astore, held=held, counters=counters,
+    ...     health=health, refill=lambda: 10, wedge_after=60.0)  # doctest: +SKIP
+    >>> finisher.add(outcome, unit); await finisher.run()         # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        app: ProcessorHost,
+        identity: str,
+        astore: AioStore,
+        *,
+        held: Units,
+        counters: Counters,
+        health: Health,
+        refill: Callable[[], int],
+        wedge_after: float,
+    ) -> None:
+        self.app = app
+        self.identity = identity
+        self.astore = astore
+        self.held = held
+        self.counters = counters
+        self.health = health
+        self.refill = refill
+        self.wedge_after = wedge_after
+        self.outcomes: list[tuple[Outcome, FetchedJob]] = []
+        self.finishing = False
+        self._has_outcomes = asyncio.Event()
+        self._lock = asyncio.Lock()  # one finish call at a time on the finish connection
+
+    def add(self, outcome: Outcome, unit: FetchedJob) -> None:
+        self.outcomes.append((outcome, unit))
+        self._has_outcomes.set()
+
+    def finish(self) -> None:
+        """Acknowledge what is left, then let :meth:`run` return (shutdown)."""
+        self.finishing = True
+        self._has_outcomes.set()
+
+    async def publish(self, boundary: str) -> None:
+        """Acknowledge what finished and publish the start ``boundary`` (``""``: none), until
+        Redis took it: a suspect never starts before the jobs behind it are named."""
+        for attempt in range(1_000_000):
+            try:
+                await self.flush(final=False, boundary=boundary)
+                return
+            except Exception:  # the outcomes are kept by flush; try again
+                log.exception("publishing the start boundary failed; retrying")
+                await asyncio.sleep(min(5.0, 0.1 * 2**attempt))
+
+    async def run(self) -> None:
+        # Whatever finished while the previous acknowledgement was in flight goes in the next
+        # one, so under load one finish.lua call covers many jobs.
+        state = self.health.register("finish", self.wedge_after)
+        while True:
+            self.health.progress(state)
+            with contextlib.suppress(TimeoutError):  # idle: still alive, for wedge detection
+                await asyncio.wait_for(self._has_outcomes.wait(), 0.5)
+            if not self._has_outcomes.is_set():
+                continue
+            outcomes = self.outcomes
+            if (
+                not self.finishing
+                and len(outcomes) < self.refill()
+                and not any(u.holds_slot for _, u in outcomes)
+            ):
+                await asyncio.sleep(ACK_WINDOW)
+            self._has_outcomes.clear()
+            try:
+                await self.flush(final=self.finishing)
+            except Exception as exc:  # never let the finisher die: the batch is kept, retried
+                self._has_outcomes.set()
+                await asyncio.sleep(self.health.failed(state, exc))
+                continue
+            if self.finishing and not self.outcomes:
+                return
+
+    async def flush(self, final: bool, boundary: str | None = None) -> None:
+        async with self._lock:
+            await self._flush_locked(final, boundary)
+
+    async def _flush_locked(self, final: bool, boundary: str | None) -> None:
+        batch, self.outcomes = self.outcomes, []
+        if not batch and boundary is None:
+            return
+        app, settings = self.app, self.app.settings
+        attempts = 10 if final else 1_000_000
+        riders: list[ScriptCall] = []
+        if batch and app.server_middleware:
+            units = [u for _, u in batch]
+            run_batch_hook(app, "settle_batch", units, attempts=attempts)
+            riders = settle_calls(app, units)
+        outcomes = [outcome for outcome, _ in batch]
+        for attempt in range(attempts):
+            now = app.clock.time()
+            try:
+                _, trimmed = await self.astore.finish(
+                    self.identity,
+                    outcomes,
+                    utc_day(now),
+                    settings.dead_max_jobs,
+                    now - settings.dead_timeout,
+                    boundary=boundary,
+                    riders=riders,
+                )
+                self.held.release_held(o.raw for o in outcomes)
+                log_trimmed(trimmed)
+                break
+            except redis.RedisError as exc:
+                log.error("acknowledging %d job(s) failed (%s); retrying", len(outcomes), exc)
+                await asyncio.sleep(min(5.0, 0.1 * 2**attempt))
+            except Exception:
+                self.outcomes[:0] = batch  # kept for the next attempt, never dropped
+                raise
+        failed = sum(1 for o in outcomes if o.kind not in ("ok", "gone"))
+        with self.counters.lock:
+            self.counters.processed += sum(1 for o in outcomes if o.kind != "gone")
+            self.counters.failed += failed
