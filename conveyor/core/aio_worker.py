@@ -385,7 +385,7 @@ class AioWorker(Unhealthy):
                 self._requeue(jobs)
                 break
             if jobs:
-                self._dispatch([self.processor.fetched(q, raw) for q, raw in jobs])
+                await self._dispatch([self.processor.fetched(q, raw) for q, raw in jobs])
         self._return_unstarted()
 
     async def _fetch(self, order: list[str], count: int) -> list[tuple[str, str]] | None:
@@ -411,9 +411,12 @@ class AioWorker(Unhealthy):
                 self.held.hold([raw])
         return [(order[0], raw)] if raw is not None else []
 
-    def _dispatch(self, units: list[FetchedJob]) -> None:
-        if self.app.server_middleware:
-            run_batch_hook(self.app, "prepare_batch", units)
+    async def _dispatch(self, units: list[FetchedJob]) -> None:
+        processor = self.processor
+        if any(u.job_class is not None and processor.chain_for(u.job_class) for u in units):
+            # Middleware prepare the batch on the synchronous store (dedup cookies, concurrency
+            # slots: a round trip), in a thread, so the loop runs jobs meanwhile.
+            await asyncio.to_thread(run_batch_hook, self.app, "prepare_batch", units)
         self._fetched += len(units)
         pinned = False  # a job took a scarce shared slot ahead, or was handed off (deferred)
         for unit in units:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -201,3 +202,27 @@ def test_the_prefetch_grows_while_a_limit_is_lightly_used_and_stays_at_its_floor
         Tight.bulk_perform_async([[i] for i in range(300)])
         wait_for(lambda: r.get("tight") == "300", 30, "the tight jobs")
         assert worker.limit == floor < grown
+
+
+def test_the_limit_holds_in_asyncio_mode_and_nothing_is_lost(app: App, r: redis.Redis) -> None:
+    # Asyncio mode takes the slots for a fetched batch in a thread (the loop runs jobs
+    # meanwhile) and frees them in the acknowledgement's round trip.
+    app.configure(app.settings.replace(worker_mode="asyncio", concurrency=8))
+    state = {"now": 0, "peak": 0}
+
+    @app.job(concurrency_limit=2)
+    async def limited_async(i: int) -> None:
+        state["now"] += 1  # one event loop: no lock
+        state["peak"] = max(state["peak"], state["now"])
+        r.rpush("order", i)
+        await asyncio.sleep(0.02)
+        state["now"] -= 1
+
+    limited_async.bulk_perform_async([[i] for i in range(30)])
+    with running_worker(app):
+        wait_for(lambda: r.llen("order") == 30, timeout=30)
+        wait_for(lambda: r.get("stat:processed") == "30", timeout=10)
+    assert state["peak"] == 2
+    assert sorted(int(x) for x in r.lrange("order", 0, -1)) == list(range(30))
+    store = LimitStore(app.store)
+    assert store.running("limited_async") == 0 and store.deferred("limited_async") == 0
