@@ -16,12 +16,11 @@ import redis
 from conveyor.core.finisher import Counters
 from conveyor.core.health import Health
 from conveyor.core.middleware import FetchedJob
-from conveyor.core.processor import ProcessorHost, run_batch_hook, settle_calls, utc_day
+from conveyor.core.processor import ProcessorHost, settle, utc_day
 from conveyor.core.recovery import log_trimmed
 from conveyor.core.units import Units
 from conveyor.redis import Outcome
 from conveyor.redis.aio_store import AioStore
-from conveyor.redis.scripts import ScriptCall
 
 log = logging.getLogger("conveyor.worker")
 
@@ -122,11 +121,7 @@ class AioFinisher:
             return
         app, settings = self.app, self.app.settings
         attempts = 10 if final else 1_000_000
-        riders: list[ScriptCall] = []
-        if batch and app.server_middleware:
-            units = [u for _, u in batch]
-            run_batch_hook(app, "settle_batch", units, attempts=attempts)
-            riders = settle_calls(app, units)
+        riders = settle(app, [u for _, u in batch], attempts=attempts)
         outcomes = [outcome for outcome, _ in batch]
         for attempt in range(attempts):
             now = app.clock.time()
@@ -149,7 +144,4 @@ class AioFinisher:
             except Exception:
                 self.outcomes[:0] = batch  # kept for the next attempt, never dropped
                 raise
-        failed = sum(1 for o in outcomes if o.kind not in ("ok", "gone"))
-        with self.counters.lock:
-            self.counters.processed += sum(1 for o in outcomes if o.kind != "gone")
-            self.counters.failed += failed
+        self.counters.count(outcomes)

@@ -9,7 +9,7 @@ import threading
 from dataclasses import dataclass, field
 
 from conveyor.core.middleware import FetchedJob
-from conveyor.core.processor import ProcessorHost, run_batch_hook, settle_calls, utc_day
+from conveyor.core.processor import ProcessorHost, settle, utc_day
 from conveyor.core.recovery import log_trimmed
 from conveyor.core.units import Units
 from conveyor.redis import Outcome, Store
@@ -37,6 +37,15 @@ class Counters:
     failed: int = 0
     requeued: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def count(self, outcomes: list[Outcome]) -> None:
+        """Count acknowledged outcomes: every one but a hand-off is processed; every one but
+        a success or a hand-off failed."""
+        failed = sum(1 for o in outcomes if o.kind not in ("ok", "gone"))
+        processed = sum(1 for o in outcomes if o.kind != "gone")
+        with self.lock:
+            self.processed += processed
+            self.failed += failed
 
 
 class Finisher:
@@ -116,11 +125,7 @@ class Finisher:
             self._soon = False
         if not batch and not self.units.wanted:
             return
-        riders: list[ScriptCall] = []
-        if batch and self.app.server_middleware:
-            units = [u for _, u in batch]
-            run_batch_hook(self.app, "settle_batch", units, attempts=3 if final else 1)
-            riders = settle_calls(self.app, units)
+        riders = settle(self.app, [u for _, u in batch], attempts=3 if final else 1)
         outcomes = [outcome for outcome, _ in batch]
         for attempt in range(FINAL_ATTEMPTS if final else 1):
             try:
@@ -134,11 +139,7 @@ class Finisher:
                     raise
                 log.error("acknowledging %d job(s) failed (%s); retrying", len(outcomes), exc)
                 self.app.clock.sleep(min(5.0, 0.1 * 2**attempt))
-        failed = sum(1 for o in outcomes if o.kind not in ("ok", "gone"))
-        processed = sum(1 for o in outcomes if o.kind != "gone")
-        with self.counters.lock:
-            self.counters.processed += processed
-            self.counters.failed += failed
+        self.counters.count(outcomes)
 
     def _acknowledge(self, outcomes: list[Outcome], short: bool, riders: list[ScriptCall]) -> None:
         app, settings = self.app, self.app.settings

@@ -58,7 +58,7 @@ def run_batch_hook(
 
     >>> run_batch_hook(app, "prepare_batch", units)          # doctest: +SKIP
     """
-    jobs = [u for u in units if u.job is not None and u.handed_off is None]
+    jobs = _hookable(units)
     if not jobs:
         return
     for middleware in app.server_middleware:
@@ -74,12 +74,21 @@ def run_batch_hook(
                 break
 
 
-def settle_calls(app: ProcessorHost, units: Sequence[FetchedJob]) -> list[ScriptCall]:
-    """What the server middleware want to run with the acknowledgement of ``units``
-    (:meth:`ServerMiddleware.settle_calls`); a middleware that fails here is logged and
-    skipped."""
-    jobs = [u for u in units if u.job is not None and u.handed_off is None]
+def _hookable(units: Sequence[FetchedJob]) -> list[FetchedJob]:
+    """The jobs of a batch the batch hooks see: decoded, and not handed off."""
+    return [u for u in units if u.job is not None and u.handed_off is None]
+
+
+def settle(app: ProcessorHost, units: Sequence[FetchedJob], *, attempts: int) -> list[ScriptCall]:
+    """Before finished ``units`` are acknowledged: run the ``settle_batch`` hooks (see
+    :func:`run_batch_hook`), and return what the server middleware want to run in the
+    acknowledgement's round trip (:meth:`ServerMiddleware.settle_calls`; a middleware that
+    fails there is logged and skipped)."""
     calls: list[ScriptCall] = []
+    if not units or not app.server_middleware:
+        return calls
+    run_batch_hook(app, "settle_batch", units, attempts=attempts)
+    jobs = _hookable(units)
     if not jobs:
         return calls
     for middleware in app.server_middleware:

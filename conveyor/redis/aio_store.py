@@ -18,7 +18,7 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import NoScriptError
 
 from conveyor.redis.keys import Keys
-from conveyor.redis.scripts import ScriptCall, rider_failed, source
+from conveyor.redis.scripts import ScriptCall, main_reply, source
 from conveyor.redis.store import Outcome, Trimmed, decode_raw, fetch_spec, fetched, finish_spec
 
 
@@ -132,20 +132,13 @@ class AioStore:
                 replies.append(await conn.read_response())
             except aioredis.ResponseError as exc:
                 replies.append(exc)
-        result: Any = None
-        for call, reply in zip(calls, replies, strict=True):
-            got = reply
-            if isinstance(reply, NoScriptError):  # it did not run: load it, run it alone
+        for i, call in enumerate(calls):
+            if isinstance(replies[i], NoScriptError):  # it did not run: load it, run it alone
                 try:
-                    got = await self._run("finish", call.name, call.keys, call.args)
+                    replies[i] = await self._run("finish", call.name, call.keys, call.args)
                 except aioredis.RedisError as exc:
-                    got = exc
-            if call is main:
-                if isinstance(got, Exception):
-                    raise got
-                result = got
-            elif isinstance(got, Exception):
-                rider_failed(call, got)
+                    replies[i] = exc
+        result = main_reply(calls, replies)
         return int(result[0]), Trimmed.from_reply("dead", result, 1)
 
     async def close(self) -> None:

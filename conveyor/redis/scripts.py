@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -36,8 +37,20 @@ class ScriptCall:
         return ("EVALSHA", sha, len(self.keys), *self.keys, *self.args)
 
 
-def rider_failed(call: ScriptCall, exc: BaseException) -> None:
-    log.error("script %s riding with an acknowledgement failed (%s)", call.name, exc)
+def main_reply(calls: Sequence[ScriptCall], replies: Sequence[Any]) -> Any:
+    """The reply of the last of ``calls`` (the one the others ride with), raised if it is an
+    error; a rider's error is logged. ``replies`` are in order, after any call that met
+    NOSCRIPT was run again alone.
+
+    >>> main_reply([ScriptCall("a", [], []), ScriptCall("b", [], [])], [ValueError("x"), 7])
+    7
+    """
+    for call, reply in zip(calls[:-1], replies[:-1], strict=True):
+        if isinstance(reply, Exception):
+            log.error("script %s riding with an acknowledgement failed (%s)", call.name, reply)
+    if isinstance(replies[-1], Exception):
+        raise replies[-1]
+    return replies[-1]
 
 
 @cache

@@ -13,7 +13,7 @@ from redis.client import NEVER_DECODE
 
 from conveyor.redis.calls import Call, Command
 from conveyor.redis.keys import Keys
-from conveyor.redis.scripts import ScriptCall, Scripts, rider_failed
+from conveyor.redis.scripts import ScriptCall, Scripts, main_reply
 
 #: Read a reply as bytes: payloads are decoded by :func:`decode_raw`, never by redis-py, whose
 #: strict decoding raises on one bad byte after a script already moved a whole batch.
@@ -288,21 +288,13 @@ class Store:
         for call in calls:
             pipe.evalsha(self.scripts.sha(call.name), len(call.keys), *call.keys, *call.args)
         replies = pipe.execute(raise_on_error=False)
-        result: Any = None
-        for call, reply in zip(calls, replies, strict=True):
-            got = reply
-            if isinstance(reply, redis.exceptions.NoScriptError):
-                try:
-                    got = self.scripts.run(call.name, call.keys, call.args)
+        for i, call in enumerate(calls):
+            if isinstance(replies[i], redis.exceptions.NoScriptError):
+                try:  # it did not run: load it, run it alone
+                    replies[i] = self.scripts.run(call.name, call.keys, call.args)
                 except redis.RedisError as exc:
-                    got = exc
-            if call is main:
-                if isinstance(got, Exception):
-                    raise got
-                result = got
-            elif isinstance(got, Exception):
-                rider_failed(call, got)
-        return result
+                    replies[i] = exc
+        return main_reply(calls, replies)
 
     def requeue(self, identity: str, jobs: Sequence[tuple[str, str]]) -> int:
         """Put ``(queue, raw)`` jobs (oldest first) from the working list back on their queues,
