@@ -1,6 +1,7 @@
 """Acknowledgements of an asyncio worker (:mod:`conveyor.core.aio_worker`): the finish task
-acknowledges whatever finished since its last round trip in one ``finish.lua`` call, and a
-start boundary goes with an acknowledgement when the start gate asks for one. The asyncio
+acknowledges whatever finished since its last round trip in one ``finish.lua`` call, and each
+acknowledgement publishes the start boundary the start gate captures
+(:mod:`conveyor.core.aio_gate`). The asyncio
 counterpart of :mod:`conveyor.core.finisher`, on the same script and outcomes.
 """
 
@@ -13,6 +14,7 @@ from collections.abc import Callable
 
 import redis
 
+from conveyor.core.aio_gate import EVERY_JOB, StartGate
 from conveyor.core.finisher import Counters
 from conveyor.core.health import Health
 from conveyor.core.middleware import FetchedJob
@@ -60,6 +62,9 @@ class AioFinisher:
         self.refill = refill
         self.wedge_after = wedge_after
         self.outcomes: list[tuple[Outcome, FetchedJob]] = []
+        #: Captures the start boundary each acknowledgement publishes.
+        self.gate = StartGate(self.publish)
+        self.gate.on_wanted = self._wanted
         self.finishing = False
         self._has_outcomes = asyncio.Event()
         self._lock = asyncio.Lock()  # one finish call at a time on the finish connection
@@ -73,12 +78,15 @@ class AioFinisher:
         self.finishing = True
         self._has_outcomes.set()
 
-    async def publish(self, boundary: str) -> None:
-        """Acknowledge what finished and publish the start ``boundary`` (``""``: none), until
-        Redis took it: a suspect never starts before the jobs behind it are named."""
+    def _wanted(self) -> None:
+        self._has_outcomes.set()
+
+    async def publish(self) -> None:
+        """Acknowledge what finished and publish the start boundary, until Redis took it: a
+        suspect never starts before the jobs behind it are named."""
         for attempt in range(1_000_000):
             try:
-                await self.flush(final=False, boundary=boundary)
+                await self.flush(final=False, publish=True)
                 return
             except Exception:  # the outcomes are kept by flush; try again
                 log.exception("publishing the start boundary failed; retrying")
@@ -97,6 +105,7 @@ class AioFinisher:
             outcomes = self.outcomes
             if (
                 not self.finishing
+                and not self.gate.wanted
                 and len(outcomes) < self.refill()
                 and not any(u.holds_slot for _, u in outcomes)
             ):
@@ -111,20 +120,27 @@ class AioFinisher:
             if self.finishing and not self.outcomes:
                 return
 
-    async def flush(self, final: bool, boundary: str | None = None) -> None:
+    async def flush(self, final: bool, publish: bool = False) -> None:
         async with self._lock:
-            await self._flush_locked(final, boundary)
+            await self._flush_locked(final, publish)
 
-    async def _flush_locked(self, final: bool, boundary: str | None) -> None:
+    async def _flush_locked(self, final: bool, publish: bool) -> None:
         batch, self.outcomes = self.outcomes, []
-        if not batch and boundary is None:
+        gate = self.gate
+        if not batch and not publish and not gate.wanted:
             return
+        if batch:
+            gate.eager, gate.short = gate.short, False
+        # Permits ahead for twice as many jobs as just finished (their slots take the next
+        # jobs now), or for every waiting job while jobs are short.
+        slack = EVERY_JOB if gate.eager else 2 * len(batch)
         app, settings = self.app, self.app.settings
         attempts = 10 if final else 1_000_000
         riders = settle(app, [u for _, u in batch], attempts=attempts)
         outcomes = [outcome for outcome, _ in batch]
         for attempt in range(attempts):
             now = app.clock.time()
+            seq, boundary = gate.capture(slack)
             try:
                 _, trimmed = await self.astore.finish(
                     self.identity,
@@ -135,13 +151,16 @@ class AioFinisher:
                     boundary=boundary,
                     riders=riders,
                 )
+                gate.confirm(seq)
                 self.held.release_held(o.raw for o in outcomes)
                 log_trimmed(trimmed)
                 break
             except redis.RedisError as exc:
+                gate.failed()
                 log.error("acknowledging %d job(s) failed (%s); retrying", len(outcomes), exc)
                 await asyncio.sleep(min(5.0, 0.1 * 2**attempt))
             except Exception:
+                gate.failed()
                 self.outcomes[:0] = batch  # kept for the next attempt, never dropped
                 raise
         self.counters.count(outcomes)

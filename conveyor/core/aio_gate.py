@@ -1,42 +1,72 @@
-"""When a job of an asyncio worker may start: at once, except around a suspect.
+"""When a job of an asyncio worker may start, and the start boundary that tells recovery which
+of its jobs had started (docs/reliability.md, "Interrupted means interrupted").
 
-An asyncio worker publishes no start boundary while it runs ordinary jobs (a crash counts one
-interruption for every job it held). A *suspect*, a job interrupted before, may be what kills
-the process: it starts once it is the oldest job not started and nothing else runs, after an
-acknowledgement that names every job behind it as not started (the start boundary,
-docs/reliability.md); nothing starts beside it, and its own acknowledgement withdraws the
-boundary before the jobs behind it start. So a poison job is blamed alone, as in threads mode
-(:mod:`conveyor.core.units`). One event loop: no locks.
+The same rules as the threaded worker's (:mod:`conveyor.core.units`), on one event loop, so
+without locks. Redis holds the oldest job of the process's working list it has not started; a
+crash counts an interruption only for the jobs older than it. The boundary rides on the
+acknowledgements (:mod:`conveyor.core.aio_finisher`): each one captures it (:meth:`capture`)
+and confirms it once Redis took it. A job starts at once while the confirmed boundary is past
+it; from a capture that names it until the reply, it waits. Each acknowledgement permits twice
+as many jobs ahead as it acknowledged, or every job waiting while jobs are short (faster than
+:data:`SHORT_JOB`, where waiting for a round trip would cost more than the job), and a fetched
+batch asks for a publication at once unless jobs are short.
+
+A *suspect*, a job interrupted before, may be what kills the process: it starts once it is the
+oldest job not started and nothing else runs, after a publication that names every job behind
+it as not started; nothing starts beside it. So a poison job is blamed alone.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from itertools import islice
 
 from conveyor.core.middleware import FetchedJob
-from conveyor.core.units import is_suspect
+from conveyor.core.units import NO_BOUNDARY, is_suspect
+
+#: A job shorter than this (about an acknowledgement round trip) makes the next publications
+#: permit every job waiting (the threaded worker's rule, :mod:`conveyor.core.finisher`).
+SHORT_JOB = 0.05
+#: The slack that permits every job waiting.
+EVERY_JOB = 1 << 30
 
 
 class StartGate:
     """The fetched jobs of an asyncio worker no slot has started, in fetch order (the working
-    list's order), and what may start. ``publish(boundary)`` acknowledges what finished with
-    the start ``boundary`` (``""``: none) and returns once Redis took it.
+    list's order), what may start, and the start boundary to publish. ``publish()`` asks the
+    finisher for a publication and returns once Redis took one.
 
-    >>> gate = StartGate(publish)                          # doctest: +SKIP
-    >>> gate.added(unit); seq = gate.seq(unit)             # doctest: +SKIP
-    >>> if gate.slow(unit): await gate.admit(seq, unit)    # doctest: +SKIP
-    >>> if gate.finished(seq): await gate.withdraw()       # doctest: +SKIP
+    >>> gate = StartGate(publish)                                   # doctest: +SKIP
+    >>> gate.added(unit); seq = gate.seq(unit)                      # doctest: +SKIP
+    >>> if gate.slow(seq, unit): await gate.admit(seq, unit)        # doctest: +SKIP
+    >>> gate.started(unit); ...; gate.finished(seq)                 # doctest: +SKIP
+    >>> seq, raw = gate.capture(slack); ...; gate.confirm(seq)      # doctest: +SKIP
     """
 
-    def __init__(self, publish: Callable[[str], Awaitable[None]]) -> None:
+    def __init__(self, publish: Callable[[], Awaitable[None]]) -> None:
         self._publish = publish
         self._next_seq = 0
+        #: Fetched jobs not started, in fetch order: first those a slot took and that wait in
+        #: :meth:`admit` (slots take jobs in order), then those no slot took yet.
         self._unstarted: dict[int, tuple[int, FetchedJob]] = {}
+        self._admitting = 0  # jobs a slot took that wait in admit (the oldest unstarted)
         self._running = 0
         self._solo: int | None = None
         self._suspects: set[int] = set()
         self._stopping = False
+        #: Jobs before this sequence number may start: the published boundary (or the one a
+        #: publication in flight names). No boundary published: every job (all count as
+        #: started); after a failed publication: none, until the next one.
+        self.confirmed = NO_BOUNDARY
+        #: Whether a publication is wanted soon (a batch was fetched, a job waits to start).
+        self.wanted = False
+        #: Whether a job shorter than :data:`SHORT_JOB` finished since the last publication.
+        self.short = False
+        #: Whether the jobs are short: publications then permit every job waiting.
+        self.eager = False
+        #: Called when a publication is wanted (wakes the finisher).
+        self.on_wanted: Callable[[], None] = lambda: None
         #: Set (and replaced) whenever a job waiting to start may look again.
         self._event = asyncio.Event()
 
@@ -53,30 +83,65 @@ class StartGate:
     def seq(self, unit: FetchedJob) -> int:
         return self._unstarted[id(unit)][0]
 
-    def slow(self, unit: FetchedJob) -> bool:
-        """Whether job ``unit`` must go through :meth:`admit` (else it starts at once)."""
-        return self._solo is not None or bool(self._suspects) or is_suspect(unit)
+    def slow(self, seq: int, unit: FetchedJob) -> bool:
+        """Whether job ``seq`` must go through :meth:`admit` (else it starts at once)."""
+        return (
+            seq >= self.confirmed
+            or self._solo is not None
+            or bool(self._suspects)
+            or is_suspect(unit)
+        )
 
     def started(self, unit: FetchedJob) -> None:
         del self._unstarted[id(unit)]
         self._running += 1
 
-    def finished(self, seq: int) -> bool:
-        """Job ``seq`` ended. True when it was the suspect running alone: the caller then
-        awaits :meth:`withdraw` (a plain call, not a coroutine, for every other job)."""
+    def finished(self, seq: int, seconds: float) -> None:
+        """Job ``seq`` ended after running ``seconds``. After the suspect running alone, the
+        jobs behind it start once a publication permits them."""
         self._running -= 1
+        if seconds < SHORT_JOB:
+            self.short = True
         if self._solo == seq:
-            return True
+            self._solo = None
+            self.request(always=True)
         if self._suspects:
             self.wake()
-        return False
 
-    async def withdraw(self) -> None:
-        """After the suspect running alone: its acknowledgement withdraws the boundary before
-        anything else starts."""
-        await self._publish("")
-        self._solo = None
+    def request(self, always: bool = False) -> None:
+        """Ask for a publication soon (a batch was fetched: its jobs should be known in Redis
+        as not started), unless jobs are short and every job is permitted anyway."""
+        if always or not self.eager or self._solo is not None:
+            self.wanted = True
+            self.on_wanted()
+
+    # -- publications (the finisher's side) -------------------------------------------------------
+    def capture(self, slack: int) -> tuple[int, str]:
+        """The boundary to publish with an acknowledgement (its sequence number and payload,
+        ``""`` for none): the job ``slack`` places after the oldest one no slot took, or, while
+        a suspect runs alone, the oldest job behind it. Until :meth:`confirm` no job at or past
+        it may start."""
+        self.wanted = False
+        solo = self._solo
+        if solo is not None:
+            entry = next((e for e in self._unstarted.values() if e[0] != solo), None)
+        else:
+            entry = next(islice(self._unstarted.values(), self._admitting + slack, None), None)
+        if entry is None:
+            return NO_BOUNDARY, ""
+        self.confirmed = min(self.confirmed, entry[0])
+        return entry[0], entry[1].raw
+
+    def confirm(self, seq: int) -> None:
+        """Redis took the boundary captured as ``seq``: the jobs before it may start."""
+        self.confirmed = seq
         self.wake()
+
+    def failed(self) -> None:
+        """A publication failed (Redis may or may not hold it): no job starts until the next
+        one succeeds."""
+        self.confirmed = -1
+        self.wanted = True
 
     def stop(self) -> None:
         """The worker stops: jobs waiting to start give up (and go back to their queue)."""
@@ -88,11 +153,13 @@ class StartGate:
         self._event.set()
         self._event = asyncio.Event()
 
+    # -- the slots' side --------------------------------------------------------------------------
     async def admit(self, seq: int, unit: FetchedJob) -> bool:
         """Wait until job ``seq`` may start: a suspect once it is the oldest job not started
         and nothing runs (then a publication names every job behind it as not started); any
-        other job while no suspect runs or waits before it. False if the worker stopped
-        meanwhile: the caller gives the job back (it is no longer counted here)."""
+        other job once the boundary is past it and no suspect runs or waits before it. False
+        if the worker stopped meanwhile: the caller gives the job back (it is no longer
+        counted here)."""
         suspect = is_suspect(unit)
         if suspect:
             self._suspects.add(seq)
@@ -103,12 +170,21 @@ class StartGate:
             if self._solo is not None:
                 return False
             if not suspect:
-                return not self._suspects or min(self._suspects) > seq
+                if self._suspects and min(self._suspects) < seq:
+                    return False
+                if seq >= self.confirmed:
+                    self.request(always=True)
+                    return False
+                return True
             oldest = next(iter(self._unstarted.values()))[0]
             return oldest == seq and self._running == 0
 
-        while not ready():
-            await self._event.wait()
+        self._admitting += 1
+        try:
+            while not ready():
+                await self._event.wait()
+        finally:
+            self._admitting -= 1
         self._suspects.discard(seq)
         if self._stopping:
             del self._unstarted[id(unit)]
@@ -116,6 +192,5 @@ class StartGate:
             return False
         if suspect:
             self._solo = seq
-            behind = [u for n, u in self._unstarted.values() if n != seq]
-            await self._publish(behind[0].raw if behind else "")
+            await self._publish()
         return True

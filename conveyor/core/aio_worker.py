@@ -35,7 +35,6 @@ import redis
 
 from conveyor.clock import SYSTEM_CLOCK
 from conveyor.core.aio_finisher import AioFinisher
-from conveyor.core.aio_gate import StartGate
 from conveyor.core.aio_processor import AioProcessor, ThreadPool, ready
 from conveyor.core.execution import is_async, loop_factory
 from conveyor.core.fetch import BLOCK_MULTI, BLOCK_SINGLE, GATED_WAIT, Fetch, Fetched
@@ -119,9 +118,9 @@ class AioWorker(Unhealthy):
         self.exit_code = 0
         # Loop health and the payloads this process holds (for reconciling its own working
         # list after a lost fetch reply), measured in real time as in the threaded worker.
-        # The start boundary is published only around a suspect (a job interrupted before):
-        # it runs alone, after a publication naming every job behind it as not started, so a
-        # job that kills the process is blamed alone (docs/concurrency-model.md).
+        # The start boundary rides on the acknowledgements (conveyor.core.aio_gate): a crash
+        # counts an interruption only for the jobs that had started, and a suspect (a job
+        # interrupted before) runs alone (docs/reliability.md).
         self.health = Health(SYSTEM_CLOCK)
         self.held = Units(
             self.limit, self.refill, concurrency=self.settings.concurrency, clock=SYSTEM_CLOCK
@@ -230,7 +229,7 @@ class AioWorker(Unhealthy):
             refill=lambda: self.refill,
             wedge_after=WEDGE_AFTER,
         )
-        self._gate = StartGate(self.finisher.publish)
+        self._gate = self.finisher.gate
         if install_signals and threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signum, self.stop)
@@ -386,6 +385,7 @@ class AioWorker(Unhealthy):
                 break
             if jobs:
                 await self._dispatch([self.processor.fetched(q, raw) for q, raw in jobs])
+                self._gate.request()  # Redis should know its jobs as not started
         self._return_unstarted()
 
     async def _fetch(self, order: list[str], count: int) -> list[tuple[str, str]] | None:
@@ -472,7 +472,7 @@ class AioWorker(Unhealthy):
                 return
             gate = self._gate
             seq = gate.seq(unit)
-            if gate.slow(unit) and not await gate.admit(seq, unit):
+            if gate.slow(seq, unit) and not await gate.admit(seq, unit):
                 self._inflight -= 1  # the worker is stopping: it goes back unstarted
                 self._requeue([(unit.queue, unit.raw)])
                 continue
@@ -490,12 +490,12 @@ class AioWorker(Unhealthy):
                 self.finisher.add(outcome, unit)
             finally:
                 self._busy.pop(tid, None)
-                self._measured(time.perf_counter() - started)
+                seconds = time.perf_counter() - started
+                self._measured(seconds)
                 self._inflight -= 1
                 if self._inflight <= self.limit - self.refill:  # only then can the fetch go on
                     self._freed.set()
-            if gate.finished(seq):
-                await gate.withdraw()
+            gate.finished(seq, seconds)
 
     def _execute(self, unit: FetchedJob) -> Any:
         """An awaitable outcome: on this loop for ``async def`` jobs, else in a thread."""

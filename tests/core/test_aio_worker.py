@@ -17,6 +17,7 @@ from support import APPS, StartProcess, run_burst, running_worker, wait_for
 from conveyor import App, ConfigurationError, Job, Settings, Worker
 from conveyor.core.aio_worker import AioWorker, create_worker
 from conveyor.core.middleware import JobContext, ServerMiddleware
+from conveyor.core.recovery import sweep
 
 APP = str(APPS / "aio_crash_app.py")
 
@@ -425,3 +426,33 @@ def test_stopping_while_a_suspect_runs_gives_back_the_jobs_waiting_behind_it(
     back = sorted(json.loads(p)["args"][0] for p in r.lrange("queue:default", 0, -1))
     assert back == ["S", "a", "b", "c", "d"], "every job is back in its queue"
     assert all(r.llen(k) == 0 for k in r.keys("conveyor:working:*"))
+
+
+@pytest.mark.timeout(60)
+def test_a_crash_counts_an_interruption_only_for_the_jobs_that_had_started(
+    r: redis.Redis, redis_url: str, processes: StartProcess
+) -> None:
+    # Two slots run two long jobs; the two prefetched behind them are named in Redis as not
+    # started (the start boundary), so recovery sends them back without an interruption.
+    app = App(Settings(redis_url=redis_url))
+    for i in range(4):
+        app.enqueue("Sleepy", i, 60.0)
+    victim = processes(APP, **crash_env(redis_url, CONVEYOR_CONCURRENCY="2"))
+    wait_for(lambda: len(starts(r)) == 2, timeout=20)
+    started = {i for i, _ in starts(r)}
+    first_waiting = min(set(range(4)) - started)
+    wait_for(
+        lambda: any(f'"args":[{first_waiting},' in (r.get(k) or "") for k in r.keys("*boundary*")),
+        timeout=10,
+        what="the start boundary",
+    )
+    victim.send_signal(signal.SIGKILL)
+    assert victim.wait(5) == -signal.SIGKILL
+    wait_for(lambda: not r.keys("conveyor:alive:*"), timeout=10, what="the liveness TTL")
+    report = sweep(app)
+    app.close()
+    back = {json.loads(p)["args"][0]: json.loads(p) for p in r.lrange("queue:default", 0, -1)}
+    assert sorted(back) == [0, 1, 2, 3] and report.unstarted == 2
+    assert {i: job.get("interrupted_count", 0) for i, job in back.items()} == {
+        i: (1 if i in started else 0) for i in range(4)
+    }
