@@ -14,13 +14,20 @@ batch asks for a publication at once unless jobs are short.
 A *suspect*, a job interrupted before, may be what kills the process: it starts once it is the
 oldest job not started and nothing else runs, after a publication that names every job behind
 it as not started; nothing starts beside it. So a poison job is blamed alone.
+
+And no job starts while the process's liveness key may have expired (a pause, SIGSTOP): the
+next heartbeat tells whether another process took its jobs, and those no longer in its working
+list are dropped, not run a second time (:meth:`revoke`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable
 from itertools import islice
+from typing import Literal
 
 from conveyor.core.middleware import FetchedJob
 from conveyor.core.units import NO_BOUNDARY, is_suspect
@@ -55,6 +62,9 @@ class StartGate:
         self._solo: int | None = None
         self._suspects: set[int] = set()
         self._stopping = False
+        self._revoked: set[int] = set()
+        #: Monotonic time until which the liveness key is known to exist (a heartbeat's).
+        self.fresh_until = float("inf")
         #: Jobs before this sequence number may start: the published boundary (or the one a
         #: publication in flight names). No boundary published: every job (all count as
         #: started); after a failed publication: none, until the next one.
@@ -77,8 +87,10 @@ class StartGate:
         self._next_seq += 1
 
     def dropped(self, unit: FetchedJob) -> None:
-        """A fetched job given back before any slot took it."""
-        self._unstarted.pop(id(unit), None)
+        """A fetched job given back (or recovered elsewhere) before any slot took it."""
+        entry = self._unstarted.pop(id(unit), None)
+        if entry is not None:
+            self._revoked.discard(entry[0])
 
     def seq(self, unit: FetchedJob) -> int:
         return self._unstarted[id(unit)][0]
@@ -87,6 +99,7 @@ class StartGate:
         """Whether job ``seq`` must go through :meth:`admit` (else it starts at once)."""
         return (
             seq >= self.confirmed
+            or time.monotonic() >= self.fresh_until
             or self._solo is not None
             or bool(self._suspects)
             or is_suspect(unit)
@@ -143,6 +156,26 @@ class StartGate:
         self.confirmed = -1
         self.wanted = True
 
+    def alive_until(self, until: float) -> None:
+        """A heartbeat refreshed the liveness key: jobs may start until ``until``."""
+        self.fresh_until = until
+        self.wake()
+
+    def revoke(self, entries: Iterable[str]) -> list[FetchedJob]:
+        """The process was taken for dead: of the jobs not started, those no longer in its
+        working list (``entries``) were recovered elsewhere. Returns them (the caller removes
+        the ones no slot took); a slot that took one is told to drop it."""
+        present = Counter(entries)
+        gone: list[FetchedJob] = []
+        for seq, unit in list(self._unstarted.values()):
+            if present[unit.raw] > 0:
+                present[unit.raw] -= 1
+            else:
+                gone.append(unit)
+                self._revoked.add(seq)
+        self.wake()
+        return gone
+
     def stop(self) -> None:
         """The worker stops: jobs waiting to start give up (and go back to their queue)."""
         self._stopping = True
@@ -154,20 +187,21 @@ class StartGate:
         self._event = asyncio.Event()
 
     # -- the slots' side --------------------------------------------------------------------------
-    async def admit(self, seq: int, unit: FetchedJob) -> bool:
+    async def admit(self, seq: int, unit: FetchedJob) -> Literal["start", "back", "drop"]:
         """Wait until job ``seq`` may start: a suspect once it is the oldest job not started
         and nothing runs (then a publication names every job behind it as not started); any
-        other job once the boundary is past it and no suspect runs or waits before it. False
-        if the worker stopped meanwhile: the caller gives the job back (it is no longer
-        counted here)."""
+        other job once the boundary is past it and no suspect runs or waits before it; none
+        while the liveness key may have expired. ``"back"`` if the worker stopped meanwhile
+        (the caller gives the job back), ``"drop"`` if the job was recovered elsewhere (the
+        caller forgets it); either way it is no longer counted here."""
         suspect = is_suspect(unit)
         if suspect:
             self._suspects.add(seq)
 
         def ready() -> bool:
-            if self._stopping:
+            if self._stopping or seq in self._revoked:
                 return True
-            if self._solo is not None:
+            if self._solo is not None or time.monotonic() >= self.fresh_until:
                 return False
             if not suspect:
                 if self._suspects and min(self._suspects) < seq:
@@ -186,11 +220,13 @@ class StartGate:
         finally:
             self._admitting -= 1
         self._suspects.discard(seq)
-        if self._stopping:
+        if self._stopping or seq in self._revoked:
+            revoked = seq in self._revoked
+            self._revoked.discard(seq)
             del self._unstarted[id(unit)]
             self.wake()
-            return False
+            return "drop" if revoked else "back"
         if suspect:
             self._solo = seq
             await self._publish()
-        return True
+        return "start"

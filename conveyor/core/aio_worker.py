@@ -472,10 +472,16 @@ class AioWorker(Unhealthy):
                 return
             gate = self._gate
             seq = gate.seq(unit)
-            if gate.slow(seq, unit) and not await gate.admit(seq, unit):
-                self._inflight -= 1  # the worker is stopping: it goes back unstarted
-                self._requeue([(unit.queue, unit.raw)])
-                continue
+            if gate.slow(seq, unit):
+                verdict = await gate.admit(seq, unit)
+                if verdict != "start":
+                    self._inflight -= 1
+                    if verdict == "back":  # the worker is stopping: it goes back unstarted
+                        self._requeue([(unit.queue, unit.raw)])
+                    else:  # recovered elsewhere while this process was taken for dead
+                        self.held.release_held([unit.raw])
+                    self._freed.set()
+                    continue
             gate.started(unit)
             started = time.perf_counter()
             self._busy[tid] = (unit.queue, unit.raw, int(self.app.clock.time()))
@@ -511,18 +517,51 @@ class AioWorker(Unhealthy):
             return self.processor.process_async(unit)
         return self._pool.run(self.processor.process, unit)
 
+    def _after_beat(self, entries: list[str] | None, until: float) -> None:
+        """On the loop, after a heartbeat: drop the jobs recovered elsewhere (``entries``: the
+        working list, when the liveness key had expired), then let jobs start until ``until``."""
+        if entries is not None:
+            gone = self._gate.revoke(entries)
+            ids = {id(u) for u in gone}
+            waiting: list[FetchedJob | None] = []
+            while not self._units.empty():
+                waiting.append(self._units.get_nowait())
+            for unit in waiting:
+                if unit is not None and id(unit) in ids:
+                    self._gate.dropped(unit)
+                    self.held.release_held([unit.raw])
+                    self._inflight -= 1
+                else:
+                    self._units.put_nowait(unit)
+            self._freed.set()
+            log.warning(
+                "worker %s was taken for dead; %d fetched job(s) recovered elsewhere dropped",
+                self.identity,
+                len(gone),
+            )
+        self._gate.alive_until(until)
+
     # -- housekeeping (threads, synchronous store) ----------------------------------------------
     def heartbeat(self) -> None:
         """Publish this process (busy slots, quiet state, loop health) and act on a Redis
-        signal."""
+        signal. Past the liveness TTL without a heartbeat no job starts; a heartbeat that finds
+        the liveness key gone drops the jobs recovered elsewhere meanwhile."""
+        sent = SYSTEM_CLOCK.monotonic()
         sig, alive = self._heartbeat.beat(
             self._busy, quiet=self._quiet.is_set(), health=self.health.report()
         )
         self._beat_count += 1
+        entries = None
         if not alive and self._beat_count > 1:
-            log.warning(
-                "worker %s was taken for dead (a pause?); its jobs may run twice", self.identity
-            )
+            # Our liveness key had expired (SIGSTOP, a long pause): another process may have
+            # recovered our jobs. Those not started here must not run a second time.
+            entries = self.store.working_jobs(self.identity)
+        # The key lives liveness_ttl from when Redis ran the script, which is after ``sent``.
+        until = sent + self.settings.liveness_ttl
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(self._after_beat, entries, until)
         if sig == "TSTP":
             self.quiet()
         elif sig == "TERM":

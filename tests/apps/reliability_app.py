@@ -13,7 +13,8 @@ import time
 
 import redis
 
-from conveyor import App, Job, Settings, Worker
+from conveyor import App, Job, Settings
+from conveyor.core.aio_worker import create_worker
 
 app = App(Settings.load())
 side = redis.Redis.from_url(
@@ -52,7 +53,7 @@ class Poison(Job):
 
 
 if __name__ == "__main__":
-    worker = Worker(app)
+    worker = create_worker(app)  # CONVEYOR_WORKER_MODE picks threads or asyncio
     side.rpush("identities", f"{os.getpid()}:{worker.identity}")
     try:
         worker.run()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 from conveyor.core.aio_gate import EVERY_JOB, StartGate
 from conveyor.core.middleware import FetchedJob
@@ -47,7 +48,7 @@ def test_jobs_start_at_once_until_a_boundary_names_them_then_wait_for_the_next()
         seq, raw = gate.capture(slack=2)
         assert json.loads(raw)["args"] == [4]
         gate.confirm(seq)
-        assert await asyncio.wait_for(admitted, 1) is True
+        assert await asyncio.wait_for(admitted, 1) == "start"
         gate.started(units[1])
         assert not gate.slow(3, units[3]) and gate.slow(4, units[4])
 
@@ -106,7 +107,7 @@ def test_a_suspect_starts_alone_after_a_publication_naming_the_jobs_behind_it() 
         await asyncio.sleep(0)
         assert not admitted.done(), "it waits until nothing else runs"
         gate.finished(0, 0.01)
-        assert await asyncio.wait_for(admitted, 1) is True
+        assert await asyncio.wait_for(admitted, 1) == "start"
         assert published == ["j2"], "the job behind it is named as not started"
         gate.started(suspect)
         assert gate.slow(2, behind), "nothing starts beside it"
@@ -116,6 +117,28 @@ def test_a_suspect_starts_alone_after_a_publication_naming_the_jobs_behind_it() 
         gate.finished(1, 0.5)
         assert gate.wanted, "its end asks for a publication that permits the jobs behind it"
         await publish()
-        assert await asyncio.wait_for(waiting, 1) is True
+        assert await asyncio.wait_for(waiting, 1) == "start"
+
+    asyncio.run(main())
+
+
+def test_past_the_liveness_ttl_nothing_starts_and_jobs_recovered_elsewhere_are_dropped() -> None:
+    async def main() -> None:
+        gate = StartGate(nothing)
+        units = [unit(i) for i in range(3)]
+        for u in units:
+            gate.added(u)
+        gate.alive_until(time.monotonic() - 1)  # the last heartbeat is older than the TTL
+        assert gate.slow(0, units[0])
+        taken = asyncio.ensure_future(gate.admit(0, units[0]))
+        await asyncio.sleep(0)
+        assert not taken.done(), "no job starts before a heartbeat"
+        # The heartbeat found the liveness key gone: jobs 0 and 2 were recovered elsewhere.
+        gone = gate.revoke([units[1].raw])
+        assert gone == [units[0], units[2]]
+        gate.dropped(units[2])  # the worker takes it out of its queue
+        gate.alive_until(time.monotonic() + 60)
+        assert await asyncio.wait_for(taken, 1) == "drop", "the slot forgets it, no requeue"
+        assert not gate.slow(1, units[1]), "the job still ours starts"
 
     asyncio.run(main())

@@ -89,10 +89,13 @@ def test_lost_fetch_and_ack_replies_strand_nothing_while_the_worker_lives(
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.parametrize("mode", ["threads", "asyncio"])
 def test_sigstop_past_the_liveness_ttl_recovers_started_jobs_counted_and_prefetched_ones_not(
-    spawn: Spawn, r: redis.Redis, redis_url: str
+    spawn: Spawn, r: redis.Redis, redis_url: str, mode: str
 ) -> None:
-    victim = spawn(CONVEYOR_CONCURRENCY="2", CONVEYOR_PREFETCH="2", **FAST)
+    victim = spawn(
+        CONVEYOR_CONCURRENCY="2", CONVEYOR_PREFETCH="2", CONVEYOR_WORKER_MODE=mode, **FAST
+    )
     wait_for(lambda: r.llen("identities") == 1, timeout=20)
     enqueue(redis_url, [[i, 4.0] for i in range(4)])
     wait_for(lambda: len(starts(r)) == 2, timeout=20)
@@ -123,6 +126,8 @@ def test_sigstop_past_the_liveness_ttl_recovers_started_jobs_counted_and_prefetc
     wait_for(lambda: sum(done(r).values()) == 6, timeout=20)
     time.sleep(2)
     assert done(r) == {i: (2 if i in started else 1) for i in range(4)}
+    by_victim = sorted(i for i, pid, _ in starts(r) if pid == victim.pid)
+    assert by_victim == sorted(started), "it started none of its prefetched jobs after SIGCONT"
     assert victim.poll() is None and survivor.poll() is None
 
 
