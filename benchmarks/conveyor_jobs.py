@@ -7,6 +7,7 @@ asyncio worker mode).
 
 from __future__ import annotations
 
+import os
 import time
 
 import redis.asyncio
@@ -15,8 +16,13 @@ from conveyor import App, Job, Settings
 from conveyor.core.aio_worker import create_worker
 
 
-def create_app(settings: Settings) -> App:
+def create_app(settings: Settings, *, only_async: bool = False) -> App:
+    """The benchmark's jobs; ``only_async``: only the ``async def`` twins (an app that the
+    default ``worker_mode=auto`` runs in asyncio mode)."""
     app = App(settings)
+    if only_async:
+        add_async_twins(app)
+        return app
 
     @app.job(name="BenchNoop")
     class BenchNoop(Job):
@@ -76,8 +82,10 @@ def add_async_twins(app: App) -> None:
 
 
 def main() -> None:
-    # CONVEYOR_WORKER_MODE picks the threaded or the asyncio worker.
-    create_worker(create_app(Settings.load())).run(install_signals=True)
+    # CONVEYOR_WORKER_MODE picks the worker (auto by default); BENCH_ONLY_ASYNC=1 registers only
+    # the async def twins.
+    only_async = os.environ.get("BENCH_ONLY_ASYNC") == "1"
+    create_worker(create_app(Settings.load(), only_async=only_async)).run(install_signals=True)
 
 
 if __name__ == "__main__":

@@ -116,7 +116,8 @@ class Engine:
 class ConveyorEngine(Engine):
     name = "Conveyor"
     log_name = "conveyor-worker"
-    mode = "threads"
+    mode = "auto"  # the default: threads, as the app registers plain job classes
+    extra_env: ClassVar[dict[str, str]] = {}
 
     def bulk(self, jobs: int, job_class: str = "BenchNoop") -> float:
         app = create_app(Settings(redis_url=self.url))
@@ -138,6 +139,7 @@ class ConveyorEngine(Engine):
         env["CONVEYOR_REDIS_URL"] = self.url
         env["CONVEYOR_CONCURRENCY"] = str(CONCURRENCY)
         env["CONVEYOR_WORKER_MODE"] = self.mode
+        env.update(self.extra_env)
         return self.children.start(
             self.log_name, [sys.executable, "-m", "benchmarks.conveyor_jobs"], env
         )
@@ -148,12 +150,14 @@ class ConveyorEngine(Engine):
 
 
 class ConveyorAsyncioEngine(ConveyorEngine):
-    """``worker_mode="asyncio"`` with the ``async def`` twins of the jobs (redis.asyncio)."""
+    """The ``async def`` twins of the jobs (redis.asyncio) in an app of only those, under the
+    default settings: ``worker_mode=auto`` runs them in asyncio mode."""
 
     name = "Conveyor asyncio"
     log_name = "conveyor-asyncio-worker"
-    mode = "asyncio"
+    mode = "auto"
     jobs: ClassVar[dict[str, str]] = {k: f"{v}Async" for k, v in Engine.jobs.items()}
+    extra_env: ClassVar[dict[str, str]] = {"BENCH_ONLY_ASYNC": "1"}
 
 
 class SidekiqEngine(Engine):
@@ -385,8 +389,9 @@ How it was measured:
   target rate; each job RPUSHes `now - sent`. Percentiles over all jobs.
 - Latency beside two CPU-burning processes: the same, while two `python -c "while True:
   pass"` processes (one per core on a 2-core machine) compete for the CPU.
-- Conveyor asyncio: `worker_mode="asyncio"` with the `async def` twins of the jobs
-  (`BenchNoopAsync`, ... on redis.asyncio), 10 slots.
+- Conveyor asyncio: the `async def` twins of the jobs (`BenchNoopAsync`, ... on
+  redis.asyncio) in an app of only those, under the default `worker_mode=auto`, which runs them
+  in asyncio mode; 10 slots.
 - Sidekiq's per-job INFO log lines are switched off (log level WARN) because Conveyor logs
   nothing per job.
 """

@@ -1,6 +1,6 @@
 """The I/O workload, reported by ``benchmarks.core`` beside the no-op one: every job makes one
 Redis call of its own (``INCR`` on the job's own client, the shape of a real job), drained by
-Conveyor (threads, ``async def`` on threads, asyncio mode), Ruby Sidekiq and the Python peers,
+Conveyor (threads, ``async def`` on threads, ``async def`` under the default auto mode), Ruby Sidekiq and the Python peers,
 at ``-c 1``, ``-c 10`` and two processes (one per core), with the workers' CPU per job.
 
 The job bodies are the peers' (``benchmarks/peers/*_jobs.py``, ``peer_common.incr``/``aincr``),
@@ -42,9 +42,14 @@ class Variant:
         return f"io-{self.engine}-{self.kind}-c{self.concurrency}-p{self.processes}"
 
 
-def _conveyor(mode: str, concurrency: int, processes: int) -> Callable[[], Command]:
-    argv = [sys.executable, "-m", "conveyor.cli", "worker", "-r", "conveyor_jobs:app"]
-    argv += ["-c", str(concurrency), "-p", str(processes), "--mode", mode, "--log-level", "WARNING"]
+def _conveyor(mode: str | None, concurrency: int, processes: int) -> Callable[[], Command]:
+    """``mode`` None: the default (``auto``) on the app of only ``async def`` jobs, which it
+    runs in asyncio mode."""
+    target = "conveyor_jobs:async_app" if mode is None else "conveyor_jobs:app"
+    argv = [sys.executable, "-m", "conveyor.cli", "worker", "-r", target]
+    argv += ["-c", str(concurrency), "-p", str(processes), "--log-level", "WARNING"]
+    if mode is not None:
+        argv += ["--mode", mode]
     return lambda: [(argv, {})]
 
 
@@ -76,7 +81,8 @@ def variants(cores: int) -> list[Variant]:
                 _conveyor("threads", c, 1),
             ),
             Variant(
-                "conveyor", f"`--mode asyncio -c {c}`", "aincr", c, 1, _conveyor("asyncio", c, 1)
+                "conveyor", f"async def only, default (auto: asyncio), `-c {c}`", "aincr", c, 1,
+                _conveyor(None, c, 1),
             ),
             Variant("dramatiq", f"`-p 1 -t {c}`", "incr", c, 1, _dramatiq(c, 1, False)),
             Variant(
@@ -90,8 +96,8 @@ def variants(cores: int) -> list[Variant]:
         Variant("sidekiq", f"{p} x `sidekiq -c 10`", "incr", 10, p, _sidekiq(10, p)),
         Variant("conveyor", f"threads, `-p {p} -c 10`", "incr", 10, p, _conveyor("threads", 10, p)),
         Variant(
-            "conveyor", f"`--mode asyncio -p {p} -c 10`", "aincr", 10, p,
-            _conveyor("asyncio", 10, p),
+            "conveyor", f"async def only, default (auto: asyncio), `-p {p} -c 10`", "aincr", 10, p,
+            _conveyor(None, 10, p),
         ),
         Variant("dramatiq", f"`-p {p} -t 10`", "incr", 10, p, _dramatiq(10, p, False)),
     ]  # fmt: skip

@@ -76,9 +76,10 @@ class Settings:
     concurrency: int = 10
     #: Worker processes started by ``conveyor worker``.
     processes: int = 1
-    #: ``threads`` (a thread per concurrent job) or ``asyncio`` (``async def`` jobs on one event
-    #: loop, docs/concurrency-model.md).
-    worker_mode: str = "threads"
+    #: ``threads`` (a thread per concurrent job), ``asyncio`` (``async def`` jobs on one event
+    #: loop) or ``auto``: asyncio when every job class the app registered is ``async def``,
+    #: else threads (docs/concurrency-model.md).
+    worker_mode: str = "auto"
     #: The event loop of asyncio mode and of ``async def`` jobs in threads mode: ``auto``
     #: (uvloop when installed, as uvicorn's ``--loop auto``), ``uvloop`` or ``asyncio``.
     event_loop: str = "auto"
@@ -145,9 +146,9 @@ class Settings:
             if getattr(self, name) <= 0:
                 raise ConfigurationError(f"{name} must be > 0, got {getattr(self, name)!r}")
         _check_logging(self)
-        if self.worker_mode not in ("threads", "asyncio"):
+        if self.worker_mode not in ("auto", "threads", "asyncio"):
             raise ConfigurationError(
-                f"worker_mode must be threads or asyncio, got {self.worker_mode!r}"
+                f"worker_mode must be auto, threads or asyncio, got {self.worker_mode!r}"
             )
         if self.event_loop not in ("auto", "asyncio", "uvloop"):
             raise ConfigurationError(

@@ -99,9 +99,12 @@ def r(redis_url: str) -> Iterator[redis.Redis]:
 
 @pytest.fixture
 def settings(redis_url: str, r: redis.Redis) -> Settings:
-    """Settings with short intervals, so crash recovery and polling happen within a test."""
+    """Settings with short intervals, so crash recovery and polling happen within a test. The
+    worker mode is pinned to threads, the mode most tests were written for (an app of only
+    ``async def`` jobs would otherwise get asyncio mode); asyncio and auto have their own tests."""
     return Settings(
         redis_url=redis_url,
+        worker_mode="threads",
         concurrency=4,
         heartbeat_interval=0.5,
         liveness_ttl=2.0,

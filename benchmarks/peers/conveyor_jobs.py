@@ -1,6 +1,7 @@
 """Conveyor: the peer workloads as Conveyor jobs; bulk enqueue with ``bulk_perform_async``.
 Settings come from ``CONVEYOR_*`` (e.g. ``CONVEYOR_CONCURRENCY``, ``CONVEYOR_WORKER_MODE``), and
-``conveyor worker -r conveyor_jobs:app`` runs this app as a user would."""
+``conveyor worker -r conveyor_jobs:app`` runs this app as a user would. ``async_app`` holds only
+the ``async def`` jobs: the default ``worker_mode=auto`` runs it in asyncio mode."""
 
 from __future__ import annotations
 
@@ -40,6 +41,11 @@ class PeerIncr(Job):
 class PeerIncrAsync(Job):
     async def perform(self, total: int) -> None:
         await peer_common.aincr(total)
+
+
+async_app = App(Settings.load(redis_url=peer_common.url()))
+async_app.job(name="PeerNoopAsync")(PeerNoopAsync)
+async_app.job(name="PeerIncrAsync")(PeerIncrAsync)
 
 
 @app.job(name="PeerLatency")

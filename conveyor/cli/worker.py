@@ -186,8 +186,9 @@ def watch_parent(worker: Worker | AioWorker, parent_pid: int) -> None:
 )
 @click.option(
     "--mode",
-    type=click.Choice(["threads", "asyncio"]),
-    help="threads (default), or asyncio: async def jobs on one event loop (see the docs).",
+    type=click.Choice(["auto", "threads", "asyncio"]),
+    help="auto (default: asyncio when every job class is async def, else threads), threads, "
+    "or asyncio: async def jobs on one event loop (see the docs).",
 )
 @click.option("--strict", is_flag=True, help="Strict queue order instead of weighted.")
 @click.option("--burst", is_flag=True, help="Exit once the queues are empty.")

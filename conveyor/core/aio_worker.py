@@ -62,15 +62,41 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("conveyor.worker")
 
-MODES = ("threads", "asyncio")
+MODES = ("auto", "threads", "asyncio")
+
+
+def resolved_mode(app: ProcessorHost) -> str:
+    """The worker mode ``app.settings.worker_mode`` means for this app: ``auto`` is asyncio when
+    the app registered job classes and every one is ``async def`` (they then run on the loop
+    with no thread hop), else threads.
+
+    >>> resolved_mode(app)                         # doctest: +SKIP
+    'asyncio'
+    """
+    mode = app.settings.worker_mode
+    if mode != "auto":
+        return mode
+    classes = list(app.registry.values())
+    if classes and all(is_async(c.perform) for c in classes):
+        return "asyncio"
+    return "threads"
 
 
 def create_worker(app: ProcessorHost, *, burst: bool = False) -> Worker | AioWorker:
-    """The worker for ``app.settings.worker_mode``: threads (:class:`Worker`) or asyncio.
+    """The worker for ``app.settings.worker_mode``: threads (:class:`Worker`), asyncio, or
+    for ``auto`` whichever :func:`resolved_mode` picks (logged).
 
     >>> create_worker(app).run()                  # doctest: +SKIP
     """
-    mode = app.settings.worker_mode
+    mode = resolved_mode(app)
+    if app.settings.worker_mode == "auto":
+        log.info(
+            "worker mode auto: %s (%s)",
+            mode,
+            "every job class is async def"
+            if mode == "asyncio"
+            else "not every job class is async def",
+        )
     if mode == "asyncio":
         return AioWorker(app, burst=burst)
     if mode == "threads":

@@ -35,10 +35,36 @@ def test_mode_setting_picks_the_worker_and_a_bad_mode_is_named(
     assert isinstance(create_worker(threaded), Worker)
     threaded.close()
     with pytest.raises(
-        ConfigurationError, match="worker_mode must be threads or asyncio, got 'gevent'"
+        ConfigurationError, match="worker_mode must be auto, threads or asyncio, got 'gevent'"
     ):
         Settings(worker_mode="gevent")
     assert Settings.load(env={"CONVEYOR_WORKER_MODE": "asyncio"}).worker_mode == "asyncio"
+
+
+def test_auto_mode_picks_asyncio_only_when_every_job_class_is_async_def(settings: Settings) -> None:
+    assert Settings().worker_mode == "auto"
+    app = App(settings.replace(worker_mode="auto"))
+    try:
+        assert isinstance(create_worker(app), Worker), "no job class yet: threads"
+
+        @app.job
+        async def fetch_page(url: str) -> None:
+            pass
+
+        @app.job(name="Notify")
+        class Notify(Job):
+            async def perform(self, user: int) -> None:
+                pass
+
+        assert isinstance(create_worker(app), AioWorker)
+
+        @app.job
+        def resize(path: str) -> None:
+            pass
+
+        assert isinstance(create_worker(app), Worker), "a plain job class: threads"
+    finally:
+        app.close()
 
 
 def test_async_jobs_run_on_the_loop_and_are_acknowledged(
