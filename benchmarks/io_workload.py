@@ -1,7 +1,8 @@
 """The I/O workload, reported by ``benchmarks.core`` beside the no-op one: every job makes one
 Redis call of its own (``INCR`` on the job's own client, the shape of a real job), drained by
-Conveyor (threads, ``async def`` on threads, ``async def`` under the default auto mode), Ruby Sidekiq and the Python peers,
-at ``-c 1``, ``-c 10`` and two processes (one per core), with the workers' CPU per job.
+Conveyor (threads, ``async def`` on threads, ``async def`` under the default auto mode), Ruby
+Sidekiq and the Python peers, at ``-c 1``, ``-c 10`` and two processes (one per core), with the
+workers' CPU per job.
 
 The job bodies are the peers' (``benchmarks/peers/*_jobs.py``, ``peer_common.incr``/``aincr``),
 enqueued through :class:`benchmarks.peers.Runner`, so the comparison uses the same jobs as
