@@ -43,15 +43,19 @@ class Variant:
         return f"io-{self.engine}-{self.kind}-c{self.concurrency}-p{self.processes}"
 
 
-def _conveyor(mode: str | None, concurrency: int, processes: int) -> Callable[[], Command]:
+def _conveyor(
+    mode: str | None, concurrency: int, processes: int, *, pooled: bool = False
+) -> Callable[[], Command]:
     """``mode`` None: the default (``auto``) on the app of only ``async def`` jobs, which it
-    runs in asyncio mode."""
+    runs in asyncio mode. ``pooled``: the job's client is one pooled client shared by the
+    threads instead of one per thread (peer_common)."""
     target = "conveyor_jobs:async_app" if mode is None else "conveyor_jobs:app"
     argv = [sys.executable, "-m", "conveyor.cli", "worker", "-r", target]
     argv += ["-c", str(concurrency), "-p", str(processes), "--log-level", "WARNING"]
     if mode is not None:
         argv += ["--mode", mode]
-    return lambda: [(argv, {})]
+    env = {"BENCH_JOB_CLIENT": "pooled"} if pooled else {}
+    return lambda: [(argv, env)]
 
 
 def _sidekiq(concurrency: int, processes: int) -> Callable[[], Command]:
@@ -80,6 +84,10 @@ def variants(cores: int) -> list[Variant]:
             Variant(
                 "conveyor", f"threads, async def, `-c {c}`", "aincr", c, 1,
                 _conveyor("threads", c, 1),
+            ),
+            Variant(
+                "conveyor", f"threads, `-c {c}`, job client pooled", "incr", c, 1,
+                _conveyor("threads", c, 1, pooled=True),
             ),
             Variant(
                 "conveyor", f"async def only, default (auto: asyncio), `-c {c}`", "aincr", c, 1,
@@ -197,13 +205,16 @@ def table(results: list[IoResult]) -> list[str]:
 
 NOTES = """\
 The I/O workload: each job makes one Redis call of its own, `INCR bench:done` on the job's own
-client (redis-py's pooled `Redis`, `redis.asyncio` for `async def` jobs, a Redis connection per
-thread in Sidekiq), never the engine's connections. The jobs are pre-filled (the engine's bulk
-API where it has one, else a loop), then the worker process(es) start; the harness polls the
-counter every 2 ms and times the drain from the moment 10% of the jobs have run (boot and
-warm-up excluded) to the last one, and reads the CPU time (user + system) of every worker
-process and its children at both moments. With `--io-rounds N` every variant runs N times
-(every other round in reverse order) and the table gives the medians, and each round's drain.
+client, never the engine's connections: one client per worker thread on a connection of its own in
+every engine (redis-py `Redis(single_connection_client=True)` in the Python engines, as the Sidekiq
+job's `Thread.current[:bench_redis] ||= Redis.new`), `redis.asyncio` for `async def` jobs. "job
+client pooled" rows share one pooled redis-py client between the threads instead (a pool checkout
+and return around each call: the workload's definition before 2026-12-05). The jobs are pre-filled
+(the engine's bulk API where it has one, else a loop), then the worker process(es) start; the
+harness polls the counter every 2 ms and times the drain from the moment 10% of the jobs have run
+(boot and warm-up excluded) to the last one, and reads the CPU time (user + system) of every worker
+process and its children at both moments. With `--io-rounds N` every variant runs N times (every
+other round in reverse order) and the table gives the medians, and each round's drain.
 "÷ Sidekiq" compares with Ruby Sidekiq at the same
 concurrency and number of processes (for CPU per job, lower is better). Multi-process rows run
 one process per core, each at concurrency 10 (Conveyor `-p N`, N Sidekiq processes, Dramatiq

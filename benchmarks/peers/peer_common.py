@@ -11,8 +11,11 @@ The jobs time themselves, as in benchmarks/core.py's no-op drain:
   concurrent jobs finishing out of order do not matter; the harness counts the jobs after the
   first wave of 10);
 - ``incr(total)`` is the I/O workload, the shape of a real job: one ``INCR bench:done`` on the
-  job's own client (a connection pool, as a job's own Redis or database client would be); the
-  harness reads the counter (``aincr``: the same on ``redis.asyncio``);
+  job's own client, one per worker thread on a connection of its own, as the Ruby Sidekiq job
+  does (``Thread.current[:bench_redis] ||= Redis.new``, sidekiq_jobs.rb); with
+  ``BENCH_JOB_CLIENT=pooled``, one redis-py client shared by the threads (its connection pool:
+  a pool checkout and return around each call, the figures before 2026-12-05). The harness
+  reads the counter (``aincr``: the same on ``redis.asyncio``);
 - ``latency(sent)`` pushes ``now - sent`` (seconds) onto ``bench:latency``; the producer sends
   one job at a time, paced at ``BENCH_RATE`` jobs/s.
 """
@@ -25,6 +28,7 @@ import importlib
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -34,6 +38,8 @@ import redis.asyncio
 
 SLEEP_S = 0.010
 BATCH = 1000
+#: The I/O workload's job client: one per thread (the default), or one shared, pooled client.
+POOLED = os.environ.get("BENCH_JOB_CLIENT") == "pooled"
 
 
 def url() -> str:
@@ -63,8 +69,19 @@ def sleep(total: int) -> None:
         client().set("bench:first" if done == 1 else "bench:last", time.time())
 
 
+_thread = threading.local()
+
+
+def thread_client() -> redis.Redis:
+    """This thread's own client on one connection of its own (made on first use)."""
+    own: redis.Redis | None = getattr(_thread, "client", None)
+    if own is None:
+        own = _thread.client = redis.Redis.from_url(url(), single_connection_client=True)
+    return own
+
+
 def incr(total: int) -> None:
-    client().incr("bench:done")
+    (client() if POOLED else thread_client()).incr("bench:done")
 
 
 async def aincr(total: int) -> None:
