@@ -4,7 +4,8 @@ Under CPython's GIL, threads beyond what keeps one core busy add no throughput o
 and every job then pays for the GIL hand-offs between them: a job making one Redis call costs
 about 107 µs of CPU with one thread and 161 µs with ten, for no more jobs per second
 (docs/concurrency-model.md). So the threads beyond a *cap* park between two jobs, and the cap
-follows the process's CPU share, measured over windows of :data:`WINDOW` seconds:
+follows the process's CPU share, measured over windows of :data:`WINDOW` seconds, from
+:data:`MIN_ACTIVE` at the start:
 
 - above :data:`HIGH` (the process keeps a core busy), the cap drops by one, never below
   :data:`MIN_ACTIVE`;
@@ -66,7 +67,9 @@ class Pace:
         now: Callable[[], float] = time.monotonic,
     ) -> None:
         self.concurrency = concurrency
-        self.cap = concurrency
+        # Start on few threads: raising the cap takes one window, lowering it one window per
+        # thread (short jobs would pay for a ramp down from every thread).
+        self.cap = min(concurrency, MIN_ACTIVE)
         #: Threads not parked.
         self.active = concurrency
         self.enabled = concurrency > MIN_ACTIVE

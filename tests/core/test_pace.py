@@ -123,3 +123,15 @@ def test_a_few_threads_are_never_paced() -> None:
     with threads(pace, MIN_ACTIVE) as seen:
         time.sleep(0.3)
     assert max(seen) == MIN_ACTIVE
+
+
+def test_a_new_worker_starts_on_few_threads_and_blocked_jobs_get_every_thread_at_once() -> None:
+    # Short jobs never pay for a ramp down from every thread (it took six windows, 0.6 s, a
+    # third of a 20,000-job drain); jobs that block get every thread after one window.
+    meter = Meter(0.1)  # the threads wait on I/O
+    pace = Pace(10, waiting=lambda: 5, cpu=meter)
+    assert pace.cap == MIN_ACTIVE
+    started = time.monotonic()
+    with threads(pace, 10):
+        wait_for(lambda: pace.cap == 10 and pace.active == 10, 5, "every thread")
+    assert time.monotonic() - started < 1.0
