@@ -89,19 +89,19 @@ def create_worker(app: ProcessorHost, *, burst: bool = False) -> Worker | AioWor
     >>> create_worker(app).run()                  # doctest: +SKIP
     """
     mode = resolved_mode(app)
-    if app.settings.worker_mode == "auto":
-        log.info(
-            "worker mode auto: %s (%s)",
-            mode,
-            "every job class is async def"
-            if mode == "asyncio"
-            else "not every job class is async def",
-        )
+    worker: Worker | AioWorker
     if mode == "asyncio":
-        return AioWorker(app, burst=burst)
-    if mode == "threads":
-        return Worker(app, burst=burst)
-    raise ConfigurationError(f"worker_mode must be one of {', '.join(MODES)}, got {mode!r}")
+        worker = AioWorker(app, burst=burst)
+    elif mode == "threads":
+        worker = Worker(app, burst=burst)
+    else:
+        raise ConfigurationError(f"worker_mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if app.settings.worker_mode == "auto":  # said in the worker's start line
+        why = (
+            "every job class is async def" if mode == "asyncio" else "a job class is not async def"
+        )
+        worker.mode_note = f" (worker mode auto: {why})"
+    return worker
 
 
 class AioWorker(Unhealthy):
@@ -142,6 +142,8 @@ class AioWorker(Unhealthy):
         self._heartbeat.info = json.dumps({**json.loads(self._heartbeat.info), "mode": "asyncio"})
         #: Non-zero once the process must exit unhealthy (see :data:`EXIT_UNHEALTHY`).
         self.exit_code = 0
+        #: Why this mode, for the start line (``worker_mode=auto``).
+        self.mode_note = ""
         # Loop health and the payloads this process holds (for reconciling its own working
         # list after a lost fetch reply), measured in real time as in the threaded worker.
         # The start boundary rides on the acknowledgements (conveyor.core.aio_gate): a crash
@@ -286,10 +288,11 @@ class AioWorker(Unhealthy):
         finisher = asyncio.create_task(self.finisher.run())
         fetcher = asyncio.create_task(self._fetch_loop())
         log.info(
-            "worker %s started (asyncio): %d slots, queues %s",
+            "worker %s started (asyncio): %d slots, queues %s%s",
             self.identity,
             self.settings.concurrency,
             ",".join(self.settings.queue_names),
+            self.mode_note,
         )
         try:
             while not self._stop.is_set():

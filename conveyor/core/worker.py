@@ -87,6 +87,8 @@ class Worker(Unhealthy):
         self._beats = threading.Event()  # set: stop heartbeating
         #: Non-zero once the process must exit unhealthy (see :data:`EXIT_UNHEALTHY`).
         self.exit_code = 0
+        #: Why this mode, for the start line (``worker_mode=auto``, set by ``create_worker``).
+        self.mode_note = ""
         # Wedged loops and the liveness known from the last heartbeat are measured in real
         # time, whatever clock the app has: threads and Redis TTLs run in real time (a test's
         # fake clock, advanced by its jobs, would fire them falsely).
@@ -155,10 +157,11 @@ class Worker(Unhealthy):
             "fetch", wedge, lambda _: self.fetcher.step(), self._quiet, then=self._fetch_done
         )
         log.info(
-            "worker %s started: %d threads, queues %s",
+            "worker %s started: %d threads, queues %s%s",
             self.identity,
             self.settings.concurrency,
             ",".join(self.settings.queue_names),
+            self.mode_note,
         )
 
     def _loop(
