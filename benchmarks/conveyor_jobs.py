@@ -29,7 +29,7 @@ def create_app(settings: Settings, *, only_async: bool = False) -> App:
         """A no-op job whose only effect is one INCR, by which the harness counts completions."""
 
         def perform(self, index: int) -> None:
-            type(self).app.store.client.incr("bench:done")
+            type(self).app.redis().incr("bench:done")
 
     @app.job(name="BenchSilent")
     class BenchSilent(Job):
@@ -39,14 +39,14 @@ def create_app(settings: Settings, *, only_async: bool = False) -> App:
         def perform(self, index: int) -> None:
             if index in (0, -1):
                 key = "bench:silent:first" if index == 0 else "bench:silent:last"
-                type(self).app.store.client.set(key, time.time())
+                type(self).app.redis().set(key, time.time())
 
     @app.job(name="BenchLatency")
     class BenchLatency(Job):
         """Records how long ago the producer sent it (seconds)."""
 
         def perform(self, sent: float) -> None:
-            type(self).app.store.client.rpush("bench:latency", time.time() - sent)
+            type(self).app.redis().rpush("bench:latency", time.time() - sent)
 
     add_async_twins(app)
     return app

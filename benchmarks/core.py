@@ -376,7 +376,9 @@ How it was measured:
   `Sidekiq::Client.push_bulk`), timed inside the pushing process after it connected.
 - Drain: the bulk-enqueued jobs, one worker process with 10 threads started on them
   (`python -m benchmarks.conveyor_jobs` / `sidekiq -c 10` via benchmarks/sidekiq/server.rb).
-  Completions are counted by the job's own `INCR bench:done` (identical in both engines), never
+  Completions are counted by the job's own `INCR bench:done` (identical in both engines) on
+  the engine's connection (`Sidekiq.redis { |conn| ... }`, a checkout from Sidekiq's pool;
+  `app.redis()`, the worker thread's own connection from Conveyor's pool), never
   by `stat:processed`; for Conveyor the drain also waits until `stat:processed` shows every
   job acknowledged (it moves with the ack, in one script). "Worker start" is the moment the
   harness spawns the process, so the first figure includes interpreter boot; the steady-state

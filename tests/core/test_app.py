@@ -4,9 +4,11 @@ gates, typed extensions, and an engine that never loads the testing modes by its
 from __future__ import annotations
 
 import subprocess
+import threading
 
 import pytest
-from support import PYTHON, python_env
+import redis
+from support import PYTHON, python_env, run_burst
 
 from conveyor import App, ConfigurationError, FunctionJob, Job, Settings
 from conveyor.core.app import app_of
@@ -92,3 +94,21 @@ def test_the_engine_never_imports_the_testing_modes() -> None:
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_jobs_reach_redis_through_their_threads_own_connection(app: App, r: redis.Redis) -> None:
+    # app.redis() in a job: the worker thread's own connection on the app's store, kept
+    # across its jobs (the same client id for every job a thread runs).
+    seen: dict[int, set[int]] = {}
+
+    @app.job
+    def count_visit(page: str) -> None:
+        client = app.redis()
+        client.incr(f"visits:{page}")
+        seen.setdefault(threading.get_ident(), set()).add(client.client_id())
+
+    count_visit.bulk_perform_async([["home"]] * 40)
+    run_burst(app)
+    assert r.get("visits:home") == "40"
+    assert seen and all(len(ids) == 1 for ids in seen.values()), "one connection per thread"
+    assert len({i for ids in seen.values() for i in ids}) == len(seen)

@@ -4,6 +4,7 @@ is atomic and leaves Sidekiq's keys as Sidekiq would."""
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 import redis
@@ -124,3 +125,26 @@ def test_calls_riding_with_an_acknowledgement_run_just_before_it(
     )
     assert r.zcard("conveyor:limit:Work:running") == 0
     assert r.llen("conveyor:working:w1") == 0 and r.get("stat:processed") == "2"
+
+
+def test_a_thread_client_is_the_calling_threads_own_connection_for_its_life(
+    redis_url: str, r: redis.Redis
+) -> None:
+    # What app.redis() hands a job: one connection per thread (no pool checkout around each
+    # call), the same client every time in one thread, another in another thread.
+    store = _store(redis_url)
+    mine = store.thread_client()
+    assert store.thread_client() is mine and mine.incr("visits") == 1
+    ids: list[int] = []
+
+    def other() -> None:
+        client = store.thread_client()
+        client.incr("visits")
+        ids.append(client.client_id())
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    thread.join(10)
+    assert r.get("visits") == "2"
+    assert len(ids) == 1 and ids[0] != mine.client_id() and mine.client_id() == mine.client_id()
+    store.client.close()
