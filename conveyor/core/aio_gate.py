@@ -30,11 +30,8 @@ from itertools import islice
 from typing import Literal
 
 from conveyor.core.middleware import FetchedJob
-from conveyor.core.units import NO_BOUNDARY, is_suspect
+from conveyor.core.units import NO_BOUNDARY, SHORT_JOB, is_suspect
 
-#: A job shorter than this (about an acknowledgement round trip) makes the next publications
-#: permit every job waiting (the threaded worker's rule, :mod:`conveyor.core.finisher`).
-SHORT_JOB = 0.05
 #: The slack that permits every job waiting.
 EVERY_JOB = 1 << 30
 

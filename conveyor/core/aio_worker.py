@@ -471,19 +471,21 @@ class AioWorker(Unhealthy):
     def _return_unstarted(self) -> None:
         self._give_back(keep=0)
 
+    def _take_waiting(self, keep: Callable[[int, FetchedJob], bool]) -> list[FetchedJob]:
+        """Take out of their queue the jobs waiting for a slot that ``keep(index, job)`` does
+        not keep (in order)."""
+        queued = [self._units.get_nowait() for _ in range(self._units.qsize())]
+        jobs = [u for u in queued if u is not None]
+        back = [u for i, u in enumerate(jobs) if not keep(i, u)]
+        gone = {id(u) for u in back}
+        stops = [None] * (len(queued) - len(jobs))  # end-of-work markers stay, after the jobs
+        for unit in [*(u for u in jobs if id(u) not in gone), *stops]:
+            self._units.put_nowait(unit)
+        return back
+
     def _give_back(self, keep: int) -> None:
         """Requeue the fetched jobs no slot has started, but for the ``keep`` oldest."""
-        waiting: list[FetchedJob] = []
-        stops = 0  # the shutdown's end-of-work markers stay, after the kept jobs
-        while not self._units.empty():
-            unit = self._units.get_nowait()
-            if unit is None:
-                stops += 1
-            else:
-                waiting.append(unit)
-        for kept in [*waiting[:keep], *[None] * stops]:
-            self._units.put_nowait(kept)
-        back = waiting[keep:]
+        back = self._take_waiting(lambda i, _: i < keep)
         for unit in back:
             self._gate.dropped(unit)
         if back:
@@ -552,16 +554,11 @@ class AioWorker(Unhealthy):
         if entries is not None:
             gone = self._gate.revoke(entries)
             ids = {id(u) for u in gone}
-            waiting: list[FetchedJob | None] = []
-            while not self._units.empty():
-                waiting.append(self._units.get_nowait())
-            for unit in waiting:
-                if unit is not None and id(unit) in ids:
-                    self._gate.dropped(unit)
-                    self.held.release_held([unit.raw])
-                    self._inflight -= 1
-                else:
-                    self._units.put_nowait(unit)
+            # Slots that took one of them drop it themselves (StartGate.admit says "drop").
+            for unit in self._take_waiting(lambda _, u: id(u) not in ids):
+                self._gate.dropped(unit)
+                self.held.release_held([unit.raw])
+                self._inflight -= 1
             self._freed.set()
             log.warning(
                 "worker %s was taken for dead; %d fetched job(s) recovered elsewhere dropped",

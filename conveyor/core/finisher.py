@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from conveyor.core.middleware import FetchedJob
 from conveyor.core.processor import ProcessorHost, settle, utc_day
 from conveyor.core.recovery import log_trimmed
-from conveyor.core.units import Units
+from conveyor.core.units import SHORT_JOB, Units
 from conveyor.redis import Outcome, Store
 from conveyor.redis.scripts import ScriptCall
 
@@ -19,10 +19,6 @@ log = logging.getLogger("conveyor.worker")
 
 #: Attempts to acknowledge the last batch at shutdown before leaving it to recovery.
 FINAL_ATTEMPTS = 10
-#: Jobs shorter than this finish faster than an acknowledgement round trip: when a batch holds
-#: one, every job waiting gets its permit at once (a thread would otherwise wait for a round
-#: trip per job; such jobs start within milliseconds anyway). Longer jobs get exact permits.
-SHORT_JOB = 0.05
 #: An acknowledgement waits up to this long for more finished jobs to share its round trip
 #: (unless a refill's worth are waiting, or a thread waits for a permit): a crash re-runs at
 #: most this much finished work, within at-least-once delivery.

@@ -28,6 +28,11 @@ from conveyor.core.middleware import FetchedJob
 
 #: ``confirmed`` when no boundary is published: every job may start (all count as started).
 NO_BOUNDARY = 1 << 62
+#: Jobs shorter than this finish faster than an acknowledgement round trip: when a batch holds
+#: one, every job waiting gets its permit at once (a job would otherwise wait for a round trip;
+#: such jobs start within milliseconds anyway). Longer jobs get exact permits. Both worker
+#: modes (:mod:`conveyor.core.finisher`, :mod:`conveyor.core.aio_gate`).
+SHORT_JOB = 0.05
 #: With the default prefetch, fetch ahead about this many seconds of work (at the measured job
 #: run time), at most MAX_PREFETCH jobs: fast jobs then come in batches even at concurrency 1,
 #: while slow jobs are never held back from other processes.
