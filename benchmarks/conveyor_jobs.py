@@ -13,7 +13,7 @@ import time
 import redis.asyncio
 
 from conveyor import App, Job, Settings
-from conveyor.core.aio_worker import create_worker
+from conveyor.core.modes import create_worker
 
 
 def create_app(settings: Settings, *, only_async: bool = False) -> App:

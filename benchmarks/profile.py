@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> None:
         os.environ["CONVEYOR_WORKER_MODE"] = args.mode
         import conveyor_jobs  # the peers' job module, configured by the variables above
 
-        from conveyor.core.aio_worker import create_worker
+        from conveyor.core.modes import create_worker
 
         app = conveyor_jobs.app
         asynchronous = args.mode == "asyncio" or args.async_jobs

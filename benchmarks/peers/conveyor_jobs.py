@@ -8,7 +8,7 @@ from __future__ import annotations
 import peer_common
 
 from conveyor import App, Job, Settings
-from conveyor.core.aio_worker import create_worker
+from conveyor.core.modes import create_worker
 
 app = App(Settings.load(redis_url=peer_common.url()))
 

@@ -15,8 +15,9 @@ import click
 
 from conveyor import logs
 from conveyor.cli.common import CliState, pass_state
-from conveyor.core.aio_worker import AioWorker, create_worker
+from conveyor.core.aio_worker import AioWorker
 from conveyor.core.app import App
+from conveyor.core.modes import create_worker
 from conveyor.core.supervisor import Supervisor
 from conveyor.core.worker import Worker
 from conveyor.errors import ConfigurationError

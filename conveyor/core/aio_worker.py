@@ -52,8 +52,7 @@ from conveyor.core.units import (
     resize_due,
     resized,
 )
-from conveyor.core.worker import WEDGE_AFTER, Worker, make_identity
-from conveyor.errors import ConfigurationError
+from conveyor.core.worker import WEDGE_AFTER, make_identity
 from conveyor.redis.aio_store import AioStore
 from conveyor.redis.connection import connect_async
 
@@ -61,47 +60,6 @@ if TYPE_CHECKING:
     from conveyor.core.job import Job
 
 log = logging.getLogger("conveyor.worker")
-
-MODES = ("auto", "threads", "asyncio")
-
-
-def resolved_mode(app: ProcessorHost) -> str:
-    """The worker mode ``app.settings.worker_mode`` means for this app: ``auto`` is asyncio when
-    the app registered job classes and every one is ``async def`` (they then run on the loop
-    with no thread hop), else threads.
-
-    >>> resolved_mode(app)                         # doctest: +SKIP
-    'asyncio'
-    """
-    mode = app.settings.worker_mode
-    if mode != "auto":
-        return mode
-    classes = list(app.registry.values())
-    if classes and all(is_async(c.perform) for c in classes):
-        return "asyncio"
-    return "threads"
-
-
-def create_worker(app: ProcessorHost, *, burst: bool = False) -> Worker | AioWorker:
-    """The worker for ``app.settings.worker_mode``: threads (:class:`Worker`), asyncio, or
-    for ``auto`` whichever :func:`resolved_mode` picks (logged).
-
-    >>> create_worker(app).run()                  # doctest: +SKIP
-    """
-    mode = resolved_mode(app)
-    worker: Worker | AioWorker
-    if mode == "asyncio":
-        worker = AioWorker(app, burst=burst)
-    elif mode == "threads":
-        worker = Worker(app, burst=burst)
-    else:
-        raise ConfigurationError(f"worker_mode must be one of {', '.join(MODES)}, got {mode!r}")
-    if app.settings.worker_mode == "auto":  # said in the worker's start line
-        why = (
-            "every job class is async def" if mode == "asyncio" else "a job class is not async def"
-        )
-        worker.mode_note = f" (worker mode auto: {why})"
-    return worker
 
 
 class AioWorker(Unhealthy):
@@ -246,7 +204,9 @@ class AioWorker(Unhealthy):
         self._freed = asyncio.Event()
         self._units: asyncio.Queue[FetchedJob | None] = asyncio.Queue()
         self._pool = ThreadPool(loop, self.settings.concurrency)
-        self.astore = AioStore(connect_async(self.settings), self.store.keys)
+        # The store this process serves (Settings.store), as app.store is.
+        url = self.app.stores.url(self.settings.store)
+        self.astore = AioStore(connect_async(self.settings, url=url), self.store.keys)
         self.finisher = AioFinisher(
             self.app,
             self.identity,
@@ -594,4 +554,4 @@ class AioWorker(Unhealthy):
             self.stop()
 
 
-__all__ = ["AioProcessor", "AioWorker", "create_worker"]
+__all__ = ["AioProcessor", "AioWorker"]

@@ -64,7 +64,7 @@ class Stores:
         with self._lock:
             store = self._open.get(name)
             if store is None:
-                client = connect(self.settings, url=self._url(name))
+                client = connect(self.settings, url=self.url(name))
                 store = self._open[name] = Store(client, Keys(self.settings.key_prefix))
         return store
 
@@ -74,7 +74,7 @@ class Stores:
         Example: ``await stores.get_async("b").client.ping()``."""
         stores = self._async.get(name)
         if stores is None:
-            url = self._url(self.check(name))
+            url = self.url(self.check(name))
             with self._lock:
                 stores = self._async.get(name)
                 if stores is None:
@@ -85,8 +85,9 @@ class Stores:
         client = connect_async(self.settings, url=url)
         return AsyncStore(client, Keys(self.settings.key_prefix))
 
-    def _url(self, name: str) -> str | None:
-        """The store's configured URL; ``None`` for the default (the settings decide)."""
+    def url(self, name: str) -> str | None:
+        """The store's configured URL, for a connection of one's own (``connect(settings,
+        url=...)``); ``None`` for the default (the settings decide)."""
         return None if name == DEFAULT_STORE else self.settings.stores[name]
 
     @property

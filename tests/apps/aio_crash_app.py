@@ -11,7 +11,7 @@ import time
 import redis.asyncio
 
 from conveyor import App, Job, Settings
-from conveyor.core.aio_worker import create_worker
+from conveyor.core.modes import create_worker
 
 app = App(Settings.load(worker_mode="asyncio"))
 _side: list[redis.asyncio.Redis] = []

@@ -14,7 +14,7 @@ import time
 import redis
 
 from conveyor import App, Job, Settings
-from conveyor.core.aio_worker import create_worker
+from conveyor.core.modes import create_worker
 
 app = App(Settings.load())
 side = redis.Redis.from_url(

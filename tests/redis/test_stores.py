@@ -175,13 +175,15 @@ def test_the_dedup_cookie_lives_in_the_jobs_store(two: Settings, rb: redis.Redis
 # -- serving a store --------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("mode", ["threads", "asyncio"])
 def test_a_process_of_store_b_drains_b_and_leaves_default_alone(
-    two: Settings, r: redis.Redis, rb: redis.Redis
+    two: Settings, r: redis.Redis, rb: redis.Redis, mode: str
 ) -> None:
     producer = make_app(two)
     producer.registry["Heavy"].bulk_perform_async([[i] for i in range(20)])
     producer.registry["light"].perform_async(0)
-    worker_b = make_app(two, store="b")
+    # The asyncio worker fetches on a connection of its own: it must be store b's too.
+    worker_b = make_app(two, store="b", worker_mode=mode)
     run_burst(worker_b)
     assert sorted(map(int, rb.lrange("ran:heavy", 0, -1))) == list(range(20))
     assert r.llen("queue:default") == 1 and not r.exists("ran:light")

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from conveyor import App, Worker
-from conveyor.core.aio_worker import AioWorker, create_worker
+from conveyor.core.aio_worker import AioWorker
+from conveyor.core.modes import create_worker
 
 T = TypeVar("T")
 
