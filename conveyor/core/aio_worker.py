@@ -53,7 +53,7 @@ from conveyor.core.units import (
     resized,
 )
 from conveyor.core.worker import WEDGE_AFTER, make_identity
-from conveyor.redis.aio_store import AioStore
+from conveyor.redis.aio_store import AioStore, holding_own_client
 from conveyor.redis.connection import connect_async
 
 if TYPE_CHECKING:
@@ -242,8 +242,10 @@ class AioWorker(Unhealthy):
             threads.append(
                 self._thread_loop("periodic", WEDGE_AFTER * 10, periodic.step, self._stop)
             )
+        pool = self.astore.client.connection_pool  # each slot's own client (app.aredis())
         slots = [
-            asyncio.create_task(self._slot(f"aio{i}")) for i in range(self.settings.concurrency)
+            asyncio.create_task(holding_own_client(pool, self._slot(f"aio{i}")))
+            for i in range(self.settings.concurrency)
         ]
         finisher = asyncio.create_task(self.finisher.run())
         fetcher = asyncio.create_task(self._fetch_loop())
@@ -328,6 +330,7 @@ class AioWorker(Unhealthy):
             log.error("could not unregister %s: %s", self.identity, exc)
         self._pool.close()
         await self.astore.close()
+        await self.app.stores.aclose()  # clients jobs made on this loop (app.async_store())
         log.info(
             "worker %s stopped: %d processed, %d failed",
             self.identity,

@@ -6,11 +6,14 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import inspect
+import logging
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 from conveyor.errors import ConfigurationError, JobTimeoutError
+
+log = logging.getLogger("conveyor.worker")
 
 _set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
 _set_async_exc.argtypes = (ctypes.c_ulong, ctypes.py_object)
@@ -79,8 +82,16 @@ def run_sync(func: Callable[..., Any], args: list[Any], timeout: float | None) -
 class AsyncRunner:
     """One event loop thread per process for ``async def perform`` jobs."""
 
-    def __init__(self, event_loop: str = "auto") -> None:
+    def __init__(
+        self,
+        event_loop: str = "auto",
+        *,
+        on_close: Callable[[], Coroutine[Any, Any, None]] | None = None,
+    ) -> None:
         self._new_loop = loop_factory(event_loop)
+        #: Run on the loop before it closes: the app's clients made on it (app.aredis(),
+        #: app.async_store()) close their connections, which a loop must not outlive.
+        self._on_close = on_close
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -115,6 +126,11 @@ class AsyncRunner:
             loop, thread = self._loop, self._thread
             self._loop = self._thread = None
         if loop is not None and thread is not None:
+            if self._on_close is not None:
+                try:
+                    asyncio.run_coroutine_threadsafe(self._on_close(), loop).result(timeout=5)
+                except Exception as exc:  # the loop still stops; its connections drop with it
+                    log.warning("closing the job loop's Redis clients failed: %s", exc)
             loop.call_soon_threadsafe(loop.stop)
             thread.join(timeout=5)
             if not thread.is_alive():

@@ -107,7 +107,7 @@ class Processor:
     ) -> None:
         self.app = app
         self.identity = identity
-        self.runner = runner or AsyncRunner(app.settings.event_loop)
+        self.runner = runner or AsyncRunner(app.settings.event_loop, on_close=app.stores.aclose)
         self._async_cache: dict[type[Job], bool] = {}
         self._chains: dict[type[Job], list[ServerMiddleware]] = {}
         self._chain_version = -1

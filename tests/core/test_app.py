@@ -3,6 +3,7 @@ gates, typed extensions, and an engine that never loads the testing modes by its
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import threading
 
@@ -112,3 +113,48 @@ def test_jobs_reach_redis_through_their_threads_own_connection(app: App, r: redi
     assert r.get("visits:home") == "40"
     assert seen and all(len(ids) == 1 for ids in seen.values()), "one connection per thread"
     assert len({i for ids in seen.values() for i in ids}) == len(seen)
+
+
+def test_async_jobs_reach_redis_through_their_slots_own_connection(
+    app: App, r: redis.Redis
+) -> None:
+    # app.aredis() in an asyncio worker: its slot's own connection (a job runs in its slot's
+    # task), kept across the slot's jobs; outside a worker, the loop's client of the store.
+    app.configure(app.settings.replace(worker_mode="asyncio"))
+    seen: dict[int, set[int]] = {}
+
+    @app.job
+    async def count_visit(page: str) -> None:
+        client = app.aredis()
+        await client.incr(f"visits:{page}")
+        slot = id(asyncio.current_task())
+        seen.setdefault(slot, set()).add(await client.client_id())
+
+    count_visit.bulk_perform_async([["home"]] * 40)
+    run_burst(app)
+    assert r.get("visits:home") == "40"
+    assert seen and all(len(ids) == 1 for ids in seen.values()), "one connection per slot"
+    assert len({i for ids in seen.values() for i in ids}) == len(seen)
+
+    async def outside() -> int:
+        try:
+            return int(await app.aredis().get("visits:home"))
+        finally:
+            await app.aclose()
+
+    assert asyncio.run(outside()) == 40
+
+
+def test_async_jobs_of_a_threads_worker_reach_redis_and_their_loop_closes_cleanly(
+    app: App, r: redis.Redis
+) -> None:
+    # In threads mode async def jobs share one event loop thread: app.aredis() is that loop's
+    # client of the store, closed before the loop at shutdown (a connection outliving its
+    # uvloop loop made the close fail with EBUSY, an error the test run reports).
+    @app.job
+    async def count_visit(page: str) -> None:
+        await app.aredis().incr(f"visits:{page}")
+
+    count_visit.bulk_perform_async([["home"]] * 40)
+    run_burst(app)
+    assert r.get("visits:home") == "40"

@@ -15,7 +15,7 @@ from support import wait_for
 
 from conveyor import Settings
 from conveyor.redis import Keys, Outcome, Store
-from conveyor.redis.aio_store import AioStore
+from conveyor.redis.aio_store import AioStore, holding_own_client, own_client
 from conveyor.redis.connection import connect_async
 from conveyor.redis.limits import LimitStore
 from conveyor.redis.scripts import ScriptCall
@@ -159,3 +159,27 @@ def test_calls_riding_with_an_acknowledgement_run_just_before_it(
     assert r.zcard("conveyor:limit:J:running") == 0
     assert r.llen(f"conveyor:working:{ME}") == 0 and r.get("stat:processed") == "2"
     assert "script limit riding with an acknowledgement failed" in caplog.text
+
+
+def test_a_task_holding_its_own_client_keeps_one_connection_and_gives_it_back(
+    settings: Settings,
+) -> None:
+    async def body(store: AioStore) -> None:
+        pool = store.client.connection_pool
+        ids: dict[str, set[int]] = {"a": set(), "b": set()}
+
+        async def task(name: str) -> None:
+            for _ in range(5):
+                client = own_client()
+                assert client is not None
+                await client.incr("own:calls")
+                ids[name].add(await client.client_id())
+
+        assert own_client() is None, "no task holds one here"
+        await asyncio.gather(*(holding_own_client(pool, task(n)) for n in ids))
+        assert all(len(seen) == 1 for seen in ids.values()), "one connection per task"
+        assert ids["a"] != ids["b"]
+        assert not pool._in_use_connections, "their connections went back to the pool"  # type: ignore[attr-defined]
+        assert int(await store.client.get("own:calls")) == 10
+
+    run(settings, body)
