@@ -54,14 +54,11 @@ def create_app(settings: Settings, *, only_async: bool = False) -> App:
 
 def add_async_twins(app: App) -> None:
     """``BenchNoopAsync``, ``BenchSilentAsync`` and ``BenchLatencyAsync``: the same jobs as
-    ``async def`` on redis.asyncio, for the asyncio worker mode. The async client is made on
-    first use, on the worker's event loop."""
-    clients: list[redis.asyncio.Redis] = []
+    ``async def`` on ``app.aredis()`` (redis.asyncio; in asyncio mode the slot's own
+    connection), for the asyncio worker mode, as the sync jobs use ``app.redis()``."""
 
     def aclient() -> redis.asyncio.Redis:
-        if not clients:
-            clients.append(redis.asyncio.Redis.from_url(str(app.settings.redis_url)))
-        return clients[0]
+        return app.aredis()
 
     @app.job(name="BenchNoopAsync")
     class BenchNoopAsync(Job):

@@ -44,17 +44,19 @@ class Variant:
 
 
 def _conveyor(
-    mode: str | None, concurrency: int, processes: int, *, pooled: bool = False
+    mode: str | None, concurrency: int, processes: int, *, pooled: bool = False, own: bool = False
 ) -> Callable[[], Command]:
     """``mode`` None: the default (``auto``) on the app of only ``async def`` jobs, which it
     runs in asyncio mode. ``pooled``: the job's client is one pooled client shared by the
-    threads instead of one per thread (peer_common)."""
+    threads instead of one per thread (peer_common). ``own``: an ``async def`` job calls
+    through ``app.aredis()`` (its slot's own connection) instead of a pooled redis.asyncio
+    client."""
     target = "conveyor_jobs:async_app" if mode is None else "conveyor_jobs:app"
     argv = [sys.executable, "-m", "conveyor.cli", "worker", "-r", target]
     argv += ["-c", str(concurrency), "-p", str(processes), "--log-level", "WARNING"]
     if mode is not None:
         argv += ["--mode", mode]
-    env = {"BENCH_JOB_CLIENT": "pooled"} if pooled else {}
+    env = {"BENCH_JOB_CLIENT": "pooled"} if pooled else {"BENCH_JOB_CLIENT": "own"} if own else {}
     return lambda: [(argv, env)]
 
 
@@ -92,6 +94,10 @@ def variants(cores: int) -> list[Variant]:
             Variant(
                 "conveyor", f"async def only, default (auto: asyncio), `-c {c}`", "aincr", c, 1,
                 _conveyor(None, c, 1),
+            ),
+            Variant(
+                "conveyor", f"async def only, default (auto: asyncio), `-c {c}`, job client "
+                "app.aredis()", "aincr", c, 1, _conveyor(None, c, 1, own=True),
             ),
             Variant("dramatiq", f"`-p 1 -t {c}`", "incr", c, 1, _dramatiq(c, 1, False)),
             Variant(
@@ -209,7 +215,10 @@ client, never the engine's connections: one client per worker thread on a connec
 every engine (redis-py `Redis(single_connection_client=True)` in the Python engines, as the Sidekiq
 job's `Thread.current[:bench_redis] ||= Redis.new`), `redis.asyncio` for `async def` jobs. "job
 client pooled" rows share one pooled redis-py client between the threads instead (a pool checkout
-and return around each call: the workload's definition before 2026-12-05). The jobs are pre-filled
+and return around each call: the workload's definition before 2026-12-05). "job client
+app.aredis()" rows make the `async def` job's call on Conveyor's `app.aredis()`, its asyncio slot's
+own connection (the async counterpart of one client per thread; a plain `redis.asyncio` client
+checks a connection out of its pool around each call). The jobs are pre-filled
 (the engine's bulk API where it has one, else a loop), then the worker process(es) start; the
 harness polls the counter every 2 ms and times the drain from the moment 10% of the jobs have run
 (boot and warm-up excluded) to the last one, and reads the CPU time (user + system) of every worker

@@ -5,12 +5,16 @@ the ``async def`` jobs: the default ``worker_mode=auto`` runs it in asyncio mode
 
 from __future__ import annotations
 
+import os
+
 import peer_common
 
 from conveyor import App, Job, Settings
 from conveyor.core.modes import create_worker
 
 app = App(Settings.load(redis_url=peer_common.url()))
+#: ``BENCH_JOB_CLIENT=own``: the ``async def`` INCR job calls through ``app.aredis()``.
+OWN_CLIENT = os.environ.get("BENCH_JOB_CLIENT") == "own"
 
 
 @app.job(name="PeerNoop")
@@ -40,7 +44,10 @@ class PeerIncr(Job):
 @app.job(name="PeerIncrAsync")
 class PeerIncrAsync(Job):
     async def perform(self, total: int) -> None:
-        await peer_common.aincr(total)
+        if OWN_CLIENT:  # the asyncio slot's own connection
+            await type(self).app.aredis().incr("bench:done")
+        else:
+            await peer_common.aincr(total)
 
 
 async_app = App(Settings.load(redis_url=peer_common.url()))
