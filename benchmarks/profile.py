@@ -91,6 +91,7 @@ def run(args: argparse.Namespace) -> None:
             )
         # PeerNoop's argument is an index: 1 (never 0 or -1) makes it a true no-op.
         job.bulk_perform_async([[1 if args.noop else args.jobs]] * args.jobs, batch_size=1000)
+        thread_cpu = _record_thread_cpu()
         worker = create_worker(app, burst=True)
         fetches, finishes = Calls(), Calls()
         if args.mode == "asyncio":
@@ -120,9 +121,32 @@ def run(args: argparse.Namespace) -> None:
             f"job: {(switches1.ru_nvcsw - switches0.ru_nvcsw) / jobs:.2f} voluntary, "
             f"{(switches1.ru_nivcsw - switches0.ru_nivcsw) / jobs:.2f} involuntary"
         )
+        roles: dict[str, float] = {}
+        for name, seconds in thread_cpu.items():
+            role = "worker threads" if name.startswith("conveyor-worker-") else name
+            roles[role] = roles.get(role, 0.0) + seconds
+        print(
+            "CPU by thread, µs per job: "
+            + ", ".join(f"{n} {s * 1e6 / jobs:,.1f}" for n, s in sorted(roles.items()))
+        )
         app.close()
     finally:
         children.close()
+
+
+def _record_thread_cpu() -> dict[str, float]:
+    """CPU time of every thread started from now on, by thread name, read as each ends."""
+    seconds: dict[str, float] = {}
+    run = threading.Thread.run
+
+    def timed(self: threading.Thread) -> None:
+        try:
+            run(self)
+        finally:
+            seconds[self.name] = seconds.get(self.name, 0.0) + time.thread_time()
+
+    threading.Thread.run = timed  # type: ignore[method-assign]
+    return seconds
 
 
 def _wrap_aio(worker: Any, fetches: Calls, finishes: Calls) -> None:

@@ -124,7 +124,7 @@ class AioWorker(Unhealthy):
     def _set_limit(self, prefetch: int) -> None:
         self.limit = self.settings.concurrency + prefetch
         # Fetch only once this many slots are free, so jobs come in batches (as in threads).
-        self.refill = refill_for(self.limit)
+        self.refill = refill_for(self.limit, self.settings.concurrency)
 
     def _measured(self, seconds: float) -> None:
         """Fold one job's run time into the average and resize the prefetch to it: up at once,

@@ -96,7 +96,7 @@ class Worker(Unhealthy):
         self.wedge_after = wedge_after
         self.units = Units(
             limit,
-            refill_for(limit),
+            refill_for(limit, self.settings.concurrency),
             concurrency=self.settings.concurrency,
             clock=SYSTEM_CLOCK,
             adaptive=self.settings.prefetch is None,  # the prefetch follows the jobs' run time

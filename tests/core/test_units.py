@@ -7,7 +7,7 @@ import threading
 
 from conveyor.clock import FakeClock
 from conveyor.core.middleware import FetchedJob
-from conveyor.core.units import HANDOFF_BACKOFF, NO_BOUNDARY, Units
+from conveyor.core.units import HANDOFF_BACKOFF, NO_BOUNDARY, Units, refill_for
 
 
 def unit(raw: str, interrupted: int = 0) -> FetchedJob:
@@ -131,7 +131,7 @@ def test_an_adaptive_prefetch_follows_the_run_time_of_the_jobs() -> None:
         taken = each.take()
         assert taken is not None
         each.done(taken[0], 0.0002)  # a 0.2 ms job: 20 ms of work is 100 jobs
-    assert (u.limit, u.refill) == (101, 50)
+    assert (u.limit, u.refill) == (101, 75)
     assert (fixed.limit, fixed.refill) == (2, 1), "a prefetch set by the user never moves"
     for _ in range(50):  # jobs turned slow (0.2 s): the prefetch shrinks back near its floor
         u.add([unit("s")])
@@ -139,7 +139,7 @@ def test_an_adaptive_prefetch_follows_the_run_time_of_the_jobs() -> None:
         assert taken is not None
         u.done(taken[0], 0.2)
     # (it shrinks only once jobs got 3x slower than it was sized for: no flapping)
-    assert 2 <= u.limit <= 3 and u.refill == 1
+    assert 2 <= u.limit <= 3 and u.refill == refill_for(u.limit, 1)
 
 
 def test_surplus_hands_back_the_newest_untaken_jobs_and_no_thread_runs_them() -> None:
@@ -203,7 +203,7 @@ def test_a_hand_off_halves_the_prefetch_and_keeps_it_from_growing_for_a_while() 
     run_one("fast")
     assert u.limit == 110
     u.add([unit("a"), None, unit("b")])  # None: a job a middleware handed off
-    assert (u.limit, u.refill) == (60, 30), "prefetch 100 -> 50"
+    assert (u.limit, u.refill) == (60, 45), "prefetch 100 -> 50"
     for _ in range(2):
         taken = u.take()
         assert taken is not None
