@@ -80,6 +80,12 @@ class Settings:
     #: loop) or ``auto``: asyncio when every job class the app registered is ``async def``,
     #: else threads (docs/concurrency-model.md).
     worker_mode: str = "auto"
+    #: ``one``: ``conveyor worker`` pins each of its processes to one CPU core (the n-th
+    #: process of ``-p N`` to the n-th core it may use; a lone process to the core it started
+    #: on), so its threads never hand the GIL across cores; ``none`` (default): the OS places
+    #: them. Opt in where jobs' CPU work holds the GIL and nothing else pins the cores
+    #: (docs/concurrency-model.md, "Pinning a process to a core").
+    cpu_affinity: str = "none"
     #: The event loop of asyncio mode and of ``async def`` jobs in threads mode: ``auto``
     #: (uvloop when installed, as uvicorn's ``--loop auto``), ``uvloop`` or ``asyncio``.
     event_loop: str = "auto"
@@ -150,6 +156,8 @@ class Settings:
             raise ConfigurationError(
                 f"worker_mode must be auto, threads or asyncio, got {self.worker_mode!r}"
             )
+        if self.cpu_affinity not in ("none", "one"):
+            raise ConfigurationError(f"cpu_affinity must be none or one, got {self.cpu_affinity!r}")
         if self.event_loop not in ("auto", "asyncio", "uvloop"):
             raise ConfigurationError(
                 f"event_loop must be auto, asyncio or uvloop, got {self.event_loop!r}"

@@ -15,6 +15,7 @@ import click
 
 from conveyor import logs
 from conveyor.cli.common import CliState, pass_state
+from conveyor.core.affinity import pin_to_one_core, slot_from_env
 from conveyor.core.aio_worker import AioWorker
 from conveyor.core.app import App
 from conveyor.core.modes import create_worker
@@ -85,6 +86,7 @@ def _overrides(state: CliState, params: dict[str, Any], queues: tuple[str, ...])
         ("tag", "tag"),
         ("mode", "worker_mode"),
         ("store", "store"),
+        ("cpu_affinity", "cpu_affinity"),
     ):
         if params.get(option) is not None:
             changes[setting] = params[option]
@@ -109,7 +111,16 @@ def child_argv(state: CliState, params: dict[str, Any], queues: tuple[str, ...])
     argv += ["-r", params["require"]]
     for queue in queues:
         argv += ["-q", queue]
-    for option in ("concurrency", "timeout", "tag", "mode", "prefix", "log_level", "store"):
+    for option in (
+        "concurrency",
+        "timeout",
+        "tag",
+        "mode",
+        "prefix",
+        "log_level",
+        "store",
+        "cpu_affinity",
+    ):
         if params.get(option) is not None:
             argv += [f"--{option.replace('_', '-')}", str(params[option])]
     for flag in ("strict", "burst", "metrics"):
@@ -191,6 +202,12 @@ def watch_parent(worker: Worker | AioWorker, parent_pid: int) -> None:
     help="auto (default: asyncio when every job class is async def, else threads), threads, "
     "or asyncio: async def jobs on one event loop (see the docs).",
 )
+@click.option(
+    "--cpu-affinity",
+    type=click.Choice(["none", "one"]),
+    help="one: pin each worker process to one CPU core (its threads then never hand the GIL "
+    "across cores; see the docs); none (default): the OS places them.",
+)
 @click.option("--strict", is_flag=True, help="Strict queue order instead of weighted.")
 @click.option("--burst", is_flag=True, help="Exit once the queues are empty.")
 @click.option(
@@ -235,8 +252,11 @@ def worker(state: CliState, /, queues: tuple[str, ...], **params: Any) -> None:
         sys.exit(supervisor.run())
     if params["metrics"] and "metrics" not in app.extensions:  # installed once, not twice
         metrics.install(app)
+    core = pin_to_one_core(slot_from_env()) if app.settings.cpu_affinity == "one" else None
     runner = create_worker(app, burst=params["burst"])
     logs.bind_process(worker=runner.identity)
+    if core is not None:
+        log.info("worker %s pinned to CPU core %d (cpu_affinity=one)", runner.identity, core)
     if params["parent_pid"] is not None:
         watch_parent(runner, params["parent_pid"])
     try:

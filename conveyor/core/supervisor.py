@@ -16,6 +16,7 @@ refused.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 import time
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
+from conveyor.core.affinity import SLOT_ENV
 from conveyor.errors import ConfigurationError
 from conveyor.redis_url import has_credentials, mask_url
 
@@ -184,7 +186,9 @@ class Supervisor:
         # milliseconds is lost; preexec_fn would avoid that but is unsafe with threads.)
         previous = signal.signal(signal.SIGTSTP, signal.SIG_IGN)
         try:
-            child.proc = subprocess.Popen(self.argv, env=self.env)
+            env = dict(os.environ if self.env is None else self.env)
+            env[SLOT_ENV] = str(child.slot)  # cpu_affinity=one spreads the slots over cores
+            child.proc = subprocess.Popen(self.argv, env=env)
         finally:
             signal.signal(signal.SIGTSTP, previous)
         child.started = self.monotonic()
