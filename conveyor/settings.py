@@ -81,8 +81,8 @@ class Settings:
     #: else threads (docs/concurrency-model.md).
     worker_mode: str = "auto"
     #: ``one``: ``conveyor worker`` pins each of its processes to one CPU core (the n-th
-    #: process of ``-p N`` to the n-th core it may use; a lone process to the core it started
-    #: on), so its threads never hand the GIL across cores; ``none`` (default): the OS places
+    #: process of ``-p N`` to the n-th core it may use, a lone process to the core it started
+    #: on, or the next core no other pinned worker holds), so its threads never hand the GIL across cores; ``none`` (default): the OS places
     #: them. Opt in where jobs' CPU work holds the GIL and nothing else pins the cores
     #: (docs/concurrency-model.md, "Pinning a process to a core").
     cpu_affinity: str = "none"

@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 import click
@@ -252,7 +253,9 @@ def worker(state: CliState, /, queues: tuple[str, ...], **params: Any) -> None:
         sys.exit(supervisor.run())
     if params["metrics"] and "metrics" not in app.extensions:  # installed once, not twice
         metrics.install(app)
-    core = pin_to_one_core(slot_from_env()) if app.settings.cpu_affinity == "one" else None
+    core = None
+    if app.settings.cpu_affinity == "one":  # core claims live beside the embedded server's data
+        core = pin_to_one_core(Path(app.settings.state_dir).expanduser() / "cpu", slot_from_env())
     runner = create_worker(app, burst=params["burst"])
     logs.bind_process(worker=runner.identity)
     if core is not None:

@@ -13,8 +13,11 @@ one ``INCR``): 13,300 jobs/s at 77 µs of CPU per job, pinned 16,400 at 55 µs
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
+from pathlib import Path
+from typing import IO
 
 log = logging.getLogger("conveyor.worker")
 
@@ -22,19 +25,21 @@ log = logging.getLogger("conveyor.worker")
 SLOT_ENV = "CONVEYOR_WORKER_SLOT"
 
 
-def core_for(allowed: list[int], slot: int | None, current: int | None) -> int:
-    """The core a process pins itself to: the ``slot``-th of the ``allowed`` ones (the n-th
-    process of a supervisor, spread over the cores), else the one it runs on (a lone process
-    stays where the OS put it), else the first.
+def preference(allowed: list[int], slot: int | None, current: int | None) -> list[int]:
+    """The ``allowed`` cores in the order a process tries them: the ``slot``-th first (the
+    n-th process of a supervisor, spread over the cores), else the one it runs on (a lone
+    process stays where the OS put it), then the ones after it, wrapping around.
 
-    >>> core_for([0, 1], 3, None), core_for([2, 5], None, 5), core_for([0, 1], None, None)
-    (1, 5, 0)
+    >>> preference([0, 1, 2], 4, None), preference([2, 5], None, 5), preference([0, 1], None, 7)
+    ([1, 2, 0], [5, 2], [0, 1])
     """
     if slot is not None:
-        return allowed[slot % len(allowed)]
-    if current in allowed:
-        return current
-    return allowed[0]
+        start = slot % len(allowed)
+    elif current in allowed:
+        start = allowed.index(current)
+    else:
+        start = 0
+    return allowed[start:] + allowed[:start]
 
 
 def running_core() -> int | None:
@@ -47,14 +52,45 @@ def running_core() -> int | None:
         return None
 
 
-def pin_to_one_core(slot: int | None = None) -> int | None:
-    """Pin this process (and every thread it starts afterwards) to one core; the core, or
-    ``None`` where the OS cannot (not Linux). Call it before any thread starts."""
+#: The lock files of the cores this process claimed, open for its life (closing one, or the
+#: process's death, releases the claim).
+_claims: list[IO[str]] = []
+
+
+def claim(cores: list[int], lock_dir: Path) -> int | None:
+    """The first of ``cores`` no other pinned worker on this host holds: each core has a lock
+    file in ``lock_dir``, locked (``flock``) by the process pinned to it for its life, so
+    workers started separately (several commands, a restarted child) take free cores before
+    they share one. ``None`` when every core is held or the locks cannot be taken."""
+    try:
+        lock_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        log.warning("cpu_affinity=one: cannot use %s for core claims (%s)", lock_dir, exc)
+        return None
+    for core in cores:
+        handle = open(lock_dir / f"cpu-{core}.lock", "a+", encoding="ascii")  # noqa: SIM115
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            continue
+        _claims.append(handle)
+        return core
+    return None
+
+
+def pin_to_one_core(lock_dir: Path, slot: int | None = None) -> int | None:
+    """Pin this process (and every thread it starts afterwards) to one core: a free one in
+    the order of :func:`preference`, else (every core held) its first choice; the core, or
+    ``None`` where the OS cannot pin (not Linux). Call it before any thread starts."""
     if not hasattr(os, "sched_setaffinity"):
         log.warning("cpu_affinity=one: this OS cannot pin a process to a core; not pinned")
         return None
-    allowed = sorted(os.sched_getaffinity(0))
-    core = core_for(allowed, slot, running_core())
+    cores = preference(sorted(os.sched_getaffinity(0)), slot, running_core())
+    core = claim(cores, lock_dir)
+    if core is None:
+        core = cores[0]
+        log.warning("cpu_affinity=one: every core is held by a pinned worker; sharing %d", core)
     os.sched_setaffinity(0, {core})
     return core
 
