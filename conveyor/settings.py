@@ -82,9 +82,10 @@ class Settings:
     worker_mode: str = "auto"
     #: ``one``: ``conveyor worker`` pins each of its processes to one CPU core (the n-th
     #: process of ``-p N`` to the n-th core it may use, a lone process to the core it started
-    #: on, or the next core no other pinned worker holds), so its threads never hand the GIL across cores; ``none`` (default): the OS places
-    #: them. Opt in where jobs' CPU work holds the GIL and nothing else pins the cores
-    #: (docs/concurrency-model.md, "Pinning a process to a core").
+    #: on, or the next core no other pinned worker holds), so its threads never hand the GIL
+    #: across cores; ``none`` (default): the OS places them. Opt in where jobs' CPU work holds
+    #: the GIL and nothing else pins the cores (docs/concurrency-model.md, "Pinning a process
+    #: to a core").
     cpu_affinity: str = "none"
     #: The event loop of asyncio mode and of ``async def`` jobs in threads mode: ``auto``
     #: (uvloop when installed, as uvicorn's ``--loop auto``), ``uvloop`` or ``asyncio``.
