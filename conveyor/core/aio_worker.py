@@ -54,7 +54,6 @@ from conveyor.core.units import (
 )
 from conveyor.core.worker import WEDGE_AFTER, make_identity
 from conveyor.redis.aio_store import AioStore, holding_own_client
-from conveyor.redis.connection import connect_async
 
 if TYPE_CHECKING:
     from conveyor.core.job import Job
@@ -205,8 +204,8 @@ class AioWorker(Unhealthy):
         self._units: asyncio.Queue[FetchedJob | None] = asyncio.Queue()
         self._pool = ThreadPool(loop, self.settings.concurrency)
         # The store this process serves (Settings.store), as app.store is.
-        url = self.app.stores.url(self.settings.store)
-        self.astore = AioStore(connect_async(self.settings, url=url), self.store.keys)
+        client = self.app.stores.connect_async(self.settings.store)
+        self.astore = AioStore(client, self.store.keys)
         self.finisher = AioFinisher(
             self.app,
             self.identity,

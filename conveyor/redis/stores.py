@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import threading
 
+import redis.asyncio as aioredis
+
 from conveyor.errors import ConfigurationError
 from conveyor.redis.aio import AsyncStore, LoopStores
 from conveyor.redis.connection import connect, connect_async, resolve_url
@@ -64,7 +66,7 @@ class Stores:
         with self._lock:
             store = self._open.get(name)
             if store is None:
-                client = connect(self.settings, url=self.url(name))
+                client = connect(self.settings, url=self._url(name))
                 store = self._open[name] = Store(client, Keys(self.settings.key_prefix))
         return store
 
@@ -74,20 +76,24 @@ class Stores:
         Example: ``await stores.get_async("b").client.ping()``."""
         stores = self._async.get(name)
         if stores is None:
-            url = self.url(self.check(name))
+            self.check(name)
             with self._lock:
                 stores = self._async.get(name)
                 if stores is None:
-                    stores = self._async[name] = LoopStores(lambda: self._new_async(url))
+                    stores = self._async[name] = LoopStores(lambda: self._new_async(name))
         return stores.current()
 
-    def _new_async(self, url: str | None) -> AsyncStore:
-        client = connect_async(self.settings, url=url)
-        return AsyncStore(client, Keys(self.settings.key_prefix))
+    def _new_async(self, name: str) -> AsyncStore:
+        return AsyncStore(self.connect_async(name), Keys(self.settings.key_prefix))
 
-    def url(self, name: str) -> str | None:
-        """The store's configured URL, for a connection of one's own (``connect(settings,
-        url=...)``); ``None`` for the default (the settings decide)."""
+    def connect_async(self, name: str) -> aioredis.Redis:
+        """A new ``redis.asyncio`` client of the store called ``name``, with a pool of its own
+        (the asyncio worker's fetch and finish lanes; :meth:`get_async` for shared use).
+        Example: ``stores.connect_async(settings.store)``."""
+        return connect_async(self.settings, url=self._url(self.check(name)))
+
+    def _url(self, name: str) -> str | None:
+        """The store's configured URL; ``None`` for the default (the settings decide)."""
         return None if name == DEFAULT_STORE else self.settings.stores[name]
 
     @property
