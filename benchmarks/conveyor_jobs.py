@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 import time
 
-import redis.asyncio
-
 from conveyor import App, Job, Settings
 from conveyor.core.modes import create_worker
 
@@ -57,25 +55,22 @@ def add_async_twins(app: App) -> None:
     ``async def`` on ``app.aredis()`` (redis.asyncio; in asyncio mode the slot's own
     connection), for the asyncio worker mode, as the sync jobs use ``app.redis()``."""
 
-    def aclient() -> redis.asyncio.Redis:
-        return app.aredis()
-
     @app.job(name="BenchNoopAsync")
     class BenchNoopAsync(Job):
         async def perform(self, index: int) -> None:
-            await aclient().incr("bench:done")
+            await app.aredis().incr("bench:done")
 
     @app.job(name="BenchSilentAsync")
     class BenchSilentAsync(Job):
         async def perform(self, index: int) -> None:
             if index in (0, -1):
                 key = "bench:silent:first" if index == 0 else "bench:silent:last"
-                await aclient().set(key, time.time())
+                await app.aredis().set(key, time.time())
 
     @app.job(name="BenchLatencyAsync")
     class BenchLatencyAsync(Job):
         async def perform(self, sent: float) -> None:
-            await aclient().rpush("bench:latency", time.time() - sent)
+            await app.aredis().rpush("bench:latency", time.time() - sent)
 
 
 def main() -> None:

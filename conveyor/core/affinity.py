@@ -16,6 +16,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
 
@@ -95,7 +96,7 @@ def pin_to_one_core(lock_dir: Path, slot: int | None = None) -> int | None:
     return core
 
 
-def slot_from_env(env: dict[str, str] | os._Environ[str] = os.environ) -> int | None:
+def slot_from_env(env: Mapping[str, str] = os.environ) -> int | None:
     """The slot the supervisor gave this process, if any."""
     raw = env.get(SLOT_ENV)
     return int(raw) if raw is not None and raw.isdigit() else None

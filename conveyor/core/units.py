@@ -141,7 +141,8 @@ def refill_for(limit: int, concurrency: int) -> int:
     >>> refill_for(2, 1), refill_for(20, 10), refill_for(110, 10), refill_for(10, 10)
     (1, 10, 82, 5)
     """
-    return max(1, min(max(limit // 2, min(limit * 3 // 4, limit - concurrency)), MAX_BATCH))
+    three_quarters = min(limit * 3 // 4, limit - concurrency)  # every thread keeps a job
+    return max(1, min(max(limit // 2, three_quarters), MAX_BATCH))
 
 
 def is_suspect(unit: FetchedJob) -> bool:

@@ -4,9 +4,7 @@ children get the URL through their environment, readable by the same user only, 
 
 from __future__ import annotations
 
-import os
 import secrets
-import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 import redis
-from support import PYTHON, ROOT, protected_redis, python_env, wait_for
+from support import PYTHON, ROOT, protected_redis, python_env, stop_session, wait_for
 
 from conveyor import App, Settings
 from conveyor.api import Api
@@ -42,16 +40,6 @@ def _start(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
 
 
 def _children(proc: subprocess.Popen[bytes]) -> list[psutil.Process]:
@@ -103,6 +91,6 @@ def test_the_password_is_on_no_child_command_line_and_the_workers_run(
         else:
             assert [int(line.split()[0]) for line in shown] == [proc.pid], "only what was typed"
     finally:
-        _stop(proc)
+        stop_session(proc)
     # Nothing left behind: every child ended with the supervisor.
     assert not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children)

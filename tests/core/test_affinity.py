@@ -5,7 +5,6 @@ free cores before sharing one, and jobs run; real processes and a real Redis."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from support import PYTHON, ROOT, python_env, wait_for
+from support import PYTHON, ROOT, python_env, stop_session, wait_for
 
 from conveyor import App, Settings
 from conveyor.api import Api
@@ -43,12 +42,7 @@ def worker(
     try:
         yield proc
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+        stop_session(proc)
 
 
 def affinities(settings: Settings, pids: list[int]) -> list[list[int]]:

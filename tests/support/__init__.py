@@ -6,6 +6,7 @@ automation helpers in the submodules of this package."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -45,6 +46,18 @@ def python_env(**extra: str) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(TESTS), env.get("PYTHONPATH", "")])
     env.update(extra)
     return env
+
+
+def stop_session(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a command started with ``start_new_session=True`` as an operator would (SIGTERM),
+    then kill its whole process group if it is still running 20 s later."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
 
 
 def wait_for(
