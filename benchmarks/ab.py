@@ -24,10 +24,12 @@ from benchmarks.io_workload import Variant, _peer
 from benchmarks.peers import JOBS_DIR, SIDEKIQ_MAIN, Command, Runner
 
 
-def _conveyor(tree: Path | None, mode: str, c: int, env: dict[str, str]) -> Command:
+def _conveyor(
+    tree: Path | None, mode: str, c: int, env: dict[str, str], processes: int = 1
+) -> Command:
     # -P: the working directory (this tree) must not shadow the tree measured.
     argv = [sys.executable, "-P", "-m", "conveyor.cli", "worker", "-r", "conveyor_jobs:app"]
-    argv += ["-c", str(c), "--mode", mode, "--log-level", "WARNING"]
+    argv += ["-c", str(c), "-p", str(processes), "--mode", mode, "--log-level", "WARNING"]
     extra = dict(env)
     if tree is not None:
         extra["PYTHONPATH"] = f"{JOBS_DIR}:{tree}"
@@ -44,14 +46,17 @@ def variants(args: argparse.Namespace) -> list[tuple[str, Variant]]:
         )
     kind = "aincr" if args.mode == "asyncio" or args.async_jobs else "incr"
     out: list[tuple[str, Variant]] = []
+    p = args.processes
+    shape = "-c {}" if p == 1 else f"-p {p} -c {{}}"
     for c in args.concurrency:
         if not args.no_sidekiq:
             one = (["ruby", SIDEKIQ_MAIN, "worker"], {"BENCH_CONCURRENCY": str(c)})
-            out.append(("sidekiq", Variant("sidekiq", f"-c {c}", "incr", c, 1, lambda o=one: [o])))
+            sidekiq = Variant("sidekiq", shape.format(c), "incr", c, p, lambda o=one: [o] * p)
+            out.append(("sidekiq", sidekiq))
         for label, tree, env in sides:
-            commands = _conveyor(tree, args.mode, c, env)
+            commands = _conveyor(tree, args.mode, c, env, p)
             out.append(
-                (label, Variant("conveyor", f"-c {c}", kind, c, 1, lambda cmd=commands: cmd))
+                (label, Variant("conveyor", shape.format(c), kind, c, p, lambda cmd=commands: cmd))
             )
     return out
 
@@ -60,6 +65,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.ab", description=__doc__)
     parser.add_argument("--against", type=Path, help="another checkout of the repository")
     parser.add_argument("-c", "--concurrency", type=int, action="append")
+    parser.add_argument(
+        "-p", "--processes", type=int, default=1, help="worker processes (Sidekiq: as many)"
+    )
     parser.add_argument("--mode", choices=("threads", "asyncio"), default="threads")
     parser.add_argument("--async-jobs", action="store_true", help="async def jobs on threads")
     parser.add_argument("--rounds", type=int, default=3)

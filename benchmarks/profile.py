@@ -121,29 +121,37 @@ def run(args: argparse.Namespace) -> None:
             f"job: {(switches1.ru_nvcsw - switches0.ru_nvcsw) / jobs:.2f} voluntary, "
             f"{(switches1.ru_nivcsw - switches0.ru_nivcsw) / jobs:.2f} involuntary"
         )
-        roles: dict[str, float] = {}
-        for name, seconds in thread_cpu.items():
-            role = "worker threads" if name.startswith("conveyor-worker-") else name
-            roles[role] = roles.get(role, 0.0) + seconds
-        print(
-            "CPU by thread, µs per job: "
-            + ", ".join(f"{n} {s * 1e6 / jobs:,.1f}" for n, s in sorted(roles.items()))
-        )
+        print(by_role(thread_cpu, jobs))
         app.close()
     finally:
         children.close()
 
 
-def _record_thread_cpu() -> dict[str, float]:
-    """CPU time of every thread started from now on, by thread name, read as each ends."""
-    seconds: dict[str, float] = {}
+def by_role(thread_cpu: dict[str, tuple[float, int]], jobs: int) -> str:
+    """The threads' CPU and voluntary context switches per job, the worker threads summed."""
+    roles: dict[str, tuple[float, int]] = {}
+    for name, (seconds, switches) in thread_cpu.items():
+        role = "worker threads" if name.startswith("conveyor-worker-") else name
+        was = roles.get(role, (0.0, 0))
+        roles[role] = (was[0] + seconds, was[1] + switches)
+    return "CPU by thread, µs per job (voluntary switches per job): " + ", ".join(
+        f"{n} {s * 1e6 / jobs:,.1f} ({v / jobs:.2f})" for n, (s, v) in sorted(roles.items())
+    )
+
+
+def _record_thread_cpu() -> dict[str, tuple[float, int]]:
+    """CPU time and voluntary context switches of every thread started from now on, by thread
+    name, read as each ends."""
+    seconds: dict[str, tuple[float, int]] = {}
     run = threading.Thread.run
 
     def timed(self: threading.Thread) -> None:
         try:
             run(self)
         finally:
-            seconds[self.name] = seconds.get(self.name, 0.0) + time.thread_time()
+            cpu, switches = seconds.get(self.name, (0.0, 0))
+            usage = resource.getrusage(resource.RUSAGE_THREAD)
+            seconds[self.name] = (cpu + time.thread_time(), switches + usage.ru_nvcsw)
 
     threading.Thread.run = timed  # type: ignore[method-assign]
     return seconds

@@ -1,8 +1,8 @@
 """How many of a worker's threads run jobs at once: enough to keep the process busy, no more.
 
 Under CPython's GIL, threads beyond what keeps one core busy add no throughput on short jobs,
-and every job then pays for the GIL hand-offs between them: a job making one Redis call costs
-about 107 µs of CPU with one thread and 161 µs with ten, for no more jobs per second
+and every job then pays for the GIL hand-offs between them: on jobs making one Redis call,
+redis-py alone costs about 14 µs of CPU per call on one thread, 34 on four and 48 on ten
 (docs/concurrency-model.md). So the threads beyond a *cap* park between two jobs, and the cap
 follows the process's CPU share, measured over windows of :data:`WINDOW` seconds, from
 :data:`MIN_ACTIVE` at the start:
@@ -11,7 +11,13 @@ follows the process's CPU share, measured over windows of :data:`WINDOW` seconds
   :data:`MIN_ACTIVE`;
 - below :data:`LOW` while jobs wait for a thread (threads are blocked in I/O, sleeps or
   locks), it rises at once to what the idle share suggests, up to every thread: jobs that wait
-  on the network get all the threads within a window or two.
+  on the network get all the threads within a window or two;
+- above :data:`PARALLEL` (threads run on several cores at once: C code that releases the GIL,
+  such as hashing, compression or numpy), it holds. A process that keeps one core busy on few
+  threads tries :data:`PROBE_CAP` threads for one window every :data:`PROBE_EVERY` seconds,
+  and keeps them if the share then passes :data:`PARALLEL`;
+- a thread whose job has run for more than a second (:data:`LONG_JOB`) does not count
+  against the cap, so a long job never holds the short ones back.
 
 A parked thread takes no job, so nothing fetched waits on it: the jobs stay in the process's
 queue, taken in order by the running threads. One parked thread at a time (the *watcher*)
@@ -24,7 +30,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 #: Seconds over which the CPU share is measured.
 WINDOW = 0.1
@@ -32,11 +38,28 @@ WINDOW = 0.1
 LOW = 0.75
 #: CPU share above which one thread fewer runs jobs.
 HIGH = 0.92
-#: Threads that always run jobs. Two would do for one process alone on a machine (the second
-#: overlaps the first one's round trips), but with a process per core the cores are shared
-#: with Redis and each other: with two per process, `-p 2` A/B runs drained 10-20 % less than
-#: without pacing; with four, as much (docs/concurrency-model.md).
-MIN_ACTIVE = 4
+#: Threads that always run jobs (and the cap at the start). One is enough while its jobs keep
+#: it busy: a job that waits lets the share fall, which brings more threads at once.
+MIN_ACTIVE = 1
+#: CPU share (of one core) above which threads run outside the GIL on several cores at once.
+PARALLEL = 1.2
+#: Threads tried, every :data:`PROBE_EVERY` seconds, by a process that keeps a core busy on
+#: fewer: whether its jobs run in parallel (GIL-free C code) shows only with several threads.
+PROBE_CAP = 4
+PROBE_EVERY = 5.0
+#: Seconds (by the start time the worker records, whole seconds) after which a running job
+#: no longer counts against the cap.
+LONG_JOB = 2
+
+
+def long_running(busy: Iterable[tuple[str, str, int]], now: float) -> int:
+    """How many of the running jobs (queue, payload, start in whole seconds, as the worker
+    records them for its heartbeat) have run for longer than :data:`LONG_JOB` seconds.
+
+    >>> long_running([("q", "{}", 100), ("q", "{}", 97)], now=100.5)
+    1
+    """
+    return sum(1 for _, _, started in list(busy) if now - started > LONG_JOB)
 
 
 def raised(cap: int, share: float, concurrency: int) -> int:
@@ -52,10 +75,14 @@ def raised(cap: int, share: float, concurrency: int) -> int:
 
 class Pace:
     """The cap on threads running jobs; worker threads call :meth:`between_jobs` before they
-    take a job. ``waiting`` counts the jobs that wait for a thread.
+    take a job (it returns at once while no more than ``cap`` threads run). ``waiting``
+    counts the jobs that wait for a thread, ``long_jobs`` the running jobs that have run for
+    long (:func:`long_running`).
 
     >>> pace = Pace(10, waiting=lambda: 0)
-    >>> pace.between_jobs()   # returns at once while no more than ``cap`` threads run
+    >>> pace.cap
+    1
+    >>> pace.between_jobs()   # doctest: +SKIP
     """
 
     def __init__(
@@ -63,6 +90,7 @@ class Pace:
         concurrency: int,
         *,
         waiting: Callable[[], int],
+        long_jobs: Callable[[], int] = lambda: 0,
         cpu: Callable[[], float] = time.process_time,
         now: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -72,14 +100,22 @@ class Pace:
         self.cap = min(concurrency, MIN_ACTIVE)
         #: Threads not parked.
         self.active = concurrency
+        #: Threads in a job that has run for long (:data:`LONG_JOB`): not counted by the cap.
+        self.long = 0
         self.enabled = concurrency > MIN_ACTIVE
         self._waiting = waiting
+        self._long_jobs = long_jobs
         self._cpu = cpu
         self._now = now
         self._cond = threading.Condition()
         self._watcher = False
         self._stopped = False
         self._mark = (now(), cpu())
+        #: Probes of :data:`PROBE_CAP` threads so far.
+        self.probes = 0
+        #: The cap before a probe of :data:`PROBE_CAP` threads (None: not probing).
+        self._probed_from: int | None = None
+        self._next_probe = self._mark[0]
 
     def between_jobs(self) -> None:
         """Park the calling thread while more threads run than the cap allows."""
@@ -88,7 +124,7 @@ class Pace:
         if self._now() - self._mark[0] >= WINDOW:
             with self._cond:
                 self._tick()
-        if self.active > self.cap:
+        if self.active > self.cap + self.long:
             self._park()
 
     def stop(self) -> None:
@@ -107,22 +143,37 @@ class Pace:
         c = self._cpu()
         self._mark = (t, c)
         share = (c - c0) / (t - t0)
-        cap = self.cap
+        was = self.cap + self.long
+        self.long = self._long_jobs() if self._waiting() > 0 else 0
+        self.cap = self._moved(self.cap, share, t)
+        if self.cap + self.long > was:
+            self._cond.notify(self.cap + self.long - self.active)
+
+    def _moved(self, cap: int, share: float, t: float) -> int:
+        """The cap after a window at ``cap`` threads in which the process used ``share``."""
+        probed_from, self._probed_from = self._probed_from, None
+        if probed_from is not None and share < PARALLEL:
+            return probed_from  # more threads did not run in parallel: back to the cap before
         if share < LOW and cap < self.concurrency and self._waiting() > 0:
-            cap = raised(cap, share, self.concurrency)
-        elif share > HIGH and cap > MIN_ACTIVE:
-            cap -= 1
-        if cap > self.cap:
-            self._cond.notify(cap - self.active)
-        self.cap = cap
+            return raised(cap, share, self.concurrency)
+        if share <= HIGH or share >= PARALLEL:
+            return cap
+        if cap > MIN_ACTIVE:
+            return cap - 1
+        if cap < PROBE_CAP <= self.concurrency and t >= self._next_probe and self._waiting() > 0:
+            self._next_probe = t + PROBE_EVERY
+            self._probed_from = cap
+            self.probes += 1
+            return PROBE_CAP
+        return cap
 
     def _park(self) -> None:
         with self._cond:
-            if self.active <= self.cap:
+            if self.active <= self.cap + self.long:
                 return
             self.active -= 1
             try:
-                while self.active >= self.cap and not self._stopped:
+                while self.active >= self.cap + self.long and not self._stopped:
                     if self._watcher:
                         self._cond.wait()
                         continue

@@ -31,7 +31,7 @@ from conveyor.core.finisher import Counters, Finisher
 from conveyor.core.health import EXIT_UNHEALTHY, MAX_BACKOFF, Health, LoopState, Unhealthy, run_loop
 from conveyor.core.housekeeping import BusyMap, Heartbeat, Housekeeper, Periodic
 from conveyor.core.middleware import FetchedJob
-from conveyor.core.pace import Pace
+from conveyor.core.pace import Pace, long_running
 from conveyor.core.processor import Processor, ProcessorHost
 from conveyor.core.units import Units, refill_for
 from conveyor.redis import Outcome
@@ -102,7 +102,11 @@ class Worker(Unhealthy):
             adaptive=self.settings.prefetch is None,  # the prefetch follows the jobs' run time
         )
         #: Threads beyond what keeps the process busy park between jobs (core/pace.py).
-        self.pace = Pace(self.settings.concurrency, waiting=self.units.waiting)
+        self.pace = Pace(
+            self.settings.concurrency,
+            waiting=self.units.waiting,
+            long_jobs=lambda: long_running(self._busy.values(), self.app.clock.time()),
+        )
         self.fetch = Fetch(app, self.identity, rng=self._rng)
         self.fetcher = Fetcher(
             self.fetch,
