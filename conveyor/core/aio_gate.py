@@ -30,7 +30,7 @@ from itertools import islice
 from typing import Literal
 
 from conveyor.core.middleware import FetchedJob
-from conveyor.core.units import NO_BOUNDARY, SHORT_JOB, is_suspect
+from conveyor.core.units import NO_BOUNDARY, SHORT_JOB, STARTED_UP_TO, is_suspect
 
 #: The slack that permits every job waiting.
 EVERY_JOB = 1 << 30
@@ -51,6 +51,7 @@ class StartGate:
     def __init__(self, publish: Callable[[], Awaitable[None]]) -> None:
         self._publish = publish
         self._next_seq = 0
+        self._solo_raw = ""
         #: Fetched jobs not started, in fetch order: first those a slot took and that wait in
         #: :meth:`admit` (slots take jobs in order), then those no slot took yet.
         self._unstarted: dict[int, tuple[int, FetchedJob]] = {}
@@ -137,6 +138,12 @@ class StartGate:
             entry = next((e for e in self._unstarted.values() if e[0] != solo), None)
         else:
             entry = next(islice(self._unstarted.values(), self._admitting + slack, None), None)
+        if entry is None and solo is not None:
+            # Nothing fetched behind the suspect yet: name it as the newest job that may have
+            # started (see units.STARTED_UP_TO), so jobs fetched while it runs count as not
+            # started, and none of them starts without a publication.
+            self.confirmed = min(self.confirmed, self._next_seq)
+            return self._next_seq, STARTED_UP_TO + self._solo_raw
         if entry is None:
             return NO_BOUNDARY, ""
         self.confirmed = min(self.confirmed, entry[0])
@@ -224,6 +231,6 @@ class StartGate:
             self.wake()
             return "drop" if revoked else "back"
         if suspect:
-            self._solo = seq
+            self._solo, self._solo_raw = seq, unit.raw
             await self._publish()
         return "start"

@@ -121,11 +121,11 @@ class Finisher:
             self._soon = False
         if not batch and not self.units.wanted:
             return
-        riders = settle(self.app, [u for _, u in batch], attempts=3 if final else 1)
-        outcomes = [outcome for outcome, _ in batch]
+        attempts = 3 if final else 1
+        riders = settle(self.app, [u for _, u in batch], attempts=attempts)
         for attempt in range(FINAL_ATTEMPTS if final else 1):
             try:
-                self._acknowledge(outcomes, short, riders)
+                self._acknowledge(batch, short, riders, attempts)
                 break
             except Exception as exc:
                 if not final:
@@ -133,20 +133,37 @@ class Finisher:
                         self._outcomes[:0] = batch
                         self._short = self._short or short
                     raise
-                log.error("acknowledging %d job(s) failed (%s); retrying", len(outcomes), exc)
+                log.error("acknowledging %d job(s) failed (%s); retrying", len(batch), exc)
                 self.app.clock.sleep(min(5.0, 0.1 * 2**attempt))
-        self.counters.count(outcomes)
+        self.counters.count([outcome for outcome, _ in batch])
 
-    def _acknowledge(self, outcomes: list[Outcome], short: bool, riders: list[ScriptCall]) -> None:
+    def _acknowledge(
+        self,
+        batch: list[tuple[Outcome, FetchedJob]],
+        short: bool,
+        riders: list[ScriptCall],
+        attempts: int,
+    ) -> None:
+        """One acknowledgement call for ``batch`` (extended in place by the jobs that finished
+        after it was taken, with their ``riders``), publishing the start boundary."""
         app, settings = self.app, self.app.settings
         now = app.clock.time()
         with self.units.publishing() as publication:
             # Permits ahead for twice as many jobs as just finished (their threads take the
             # next jobs now), or for every waiting job when jobs are short (see SHORT_JOB).
-            if outcomes:
+            if batch:
                 self.units.eager = short
-            slack = self.units.limit if short else 2 * len(outcomes)
+            slack = self.units.limit if short else 2 * len(batch)
             boundary = publication.for_finish(slack=slack)
+            # Jobs that finished since the batch was taken ride along. A suspect handed out
+            # once they finished may be permitted by this boundary, and must not start while
+            # they are unacknowledged: its crash would count them as interrupted again.
+            with self._cond:
+                late, self._outcomes = self._outcomes, []
+            if late:
+                riders += settle(app, [u for _, u in late], attempts=attempts)
+                batch += late
+            outcomes = [outcome for outcome, _ in batch]
             _, trimmed = self.store.finish(
                 self.identity,
                 outcomes,

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from conveyor.core._protocols import AppLike
 from conveyor.core.payload import Payload, dumps, parse, quarantine, queue_of
+from conveyor.core.units import STARTED_UP_TO
 from conveyor.errors import PayloadError
 from conveyor.redis import Recovery, Store, Trimmed
 
@@ -60,19 +61,22 @@ def prepare(
 
 def started_flags(jobs: list[str], boundary: str | None) -> list[bool]:
     """For a working list read newest first, whether each job may have started: every job
-    older than the boundary (the oldest job its process had not started). No boundary, or one
-    no longer in the list: every job counts as started (the safe side for a poison job).
+    older than the boundary (the oldest job its process had not started), or, for a boundary
+    marked :data:`~conveyor.core.units.STARTED_UP_TO`, that job and every older one. No
+    boundary, or one no longer in the list: every job counts as started (the safe side for a
+    poison job).
 
-    >>> started_flags(["c", "b", "a"], "b")
-    [False, False, True]
+    >>> started_flags(["c", "b", "a"], "b"), started_flags(["c", "b", "a"], ">b")
+    ([False, False, True], [False, True, True])
     """
     if not boundary:
         return [True] * len(jobs)
-    try:
-        cut = jobs.index(boundary)  # the newest copy if the same payload is there twice
+    up_to = boundary.startswith(STARTED_UP_TO)
+    try:  # the newest copy if the same payload is there twice
+        cut = jobs.index(boundary[len(STARTED_UP_TO) :] if up_to else boundary)
     except ValueError:
         return [True] * len(jobs)
-    return [i > cut for i in range(len(jobs))]
+    return [i > cut or (up_to and i == cut) for i in range(len(jobs))]
 
 
 def log_trimmed(trimmed: Trimmed | None) -> None:

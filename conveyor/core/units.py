@@ -28,6 +28,10 @@ from conveyor.core.middleware import FetchedJob
 
 #: ``confirmed`` when no boundary is published: every job may start (all count as started).
 NO_BOUNDARY = 1 << 62
+#: Marks a published boundary that names the newest job that may have started instead of the
+#: oldest that has not (payloads are JSON objects, so none starts with it): a suspect running
+#: alone with no job fetched behind it yet. Jobs fetched later are newer, so not started.
+STARTED_UP_TO = ">"
 #: Jobs shorter than this finish faster than an acknowledgement round trip: when a batch holds
 #: one, every job waiting gets its permit at once (a job would otherwise wait for a round trip;
 #: such jobs start within milliseconds anyway). Longer jobs get exact permits. Both worker
@@ -213,6 +217,7 @@ class Units:
         self._inflight = 0
         self._running = 0
         self._solo: int | None = None
+        self._solo_raw = ""
         self._confirmed = NO_BOUNDARY
         self._held: Counter[str] = Counter()
         self._fetching_since: float | None = None
@@ -308,7 +313,7 @@ class Units:
             if is_suspect(unit):
                 if self._running or self._queued:
                     return
-                self._solo = seq
+                self._solo, self._solo_raw = seq, unit.raw
                 # It may kill the process again: before it starts, a publication must name
                 # every job behind it as not started (permits ahead are withdrawn), or a
                 # crash counts them all as interrupted with it.
@@ -530,4 +535,11 @@ class Units:
                 seq, unit = self._order[slack]
                 self._confirmed = min(self._confirmed, seq)
                 return seq, unit.raw, self._solo
+            if self._solo is not None:
+                # Nothing fetched behind the suspect yet. "No boundary" would count every job
+                # as started, the ones fetched while it runs too: name it as the newest that
+                # may have started, and let no job fetched later start without a publication.
+                seq = self._next_seq
+                self._confirmed = min(self._confirmed, seq)
+                return seq, STARTED_UP_TO + self._solo_raw, self._solo
             return NO_BOUNDARY, "", self._solo

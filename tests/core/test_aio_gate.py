@@ -10,7 +10,8 @@ import time
 
 from conveyor.core.aio_gate import EVERY_JOB, StartGate
 from conveyor.core.middleware import FetchedJob
-from conveyor.core.units import NO_BOUNDARY
+from conveyor.core.recovery import started_flags
+from conveyor.core.units import NO_BOUNDARY, STARTED_UP_TO
 
 
 def unit(i: int, interrupted: int = 0) -> FetchedJob:
@@ -118,6 +119,34 @@ def test_a_suspect_starts_alone_after_a_publication_naming_the_jobs_behind_it() 
         assert gate.wanted, "its end asks for a publication that permits the jobs behind it"
         await publish()
         assert await asyncio.wait_for(waiting, 1) == "start"
+
+    asyncio.run(main())
+
+
+def test_a_suspect_with_nothing_behind_it_leaves_jobs_fetched_later_unstarted() -> None:
+    # See tests/core/test_units.py's twin: "no boundary" would count jobs fetched while the
+    # suspect runs as started.
+    async def main() -> None:
+        published: list[str] = []
+        gate = StartGate(nothing)
+
+        async def publish() -> None:
+            seq, raw = gate.capture(slack=EVERY_JOB)
+            published.append(raw)
+            gate.confirm(seq)
+
+        gate._publish = publish
+        suspect = unit(0, interrupted=1)
+        gate.added(suspect)
+        assert await asyncio.wait_for(gate.admit(0, suspect), 1) == "start"
+        assert published == [STARTED_UP_TO + suspect.raw]
+        gate.started(suspect)
+        later = unit(1)
+        gate.added(later)  # fetched while the suspect runs
+        flags = started_flags([later.raw, suspect.raw], published[0])
+        assert flags == [False, True], "only the suspect may have started"
+        gate.finished(0, 0.01)
+        assert gate.slow(1, later), "a job fetched later waits for a publication naming it"
 
     asyncio.run(main())
 

@@ -9,6 +9,7 @@ import pytest
 import redis
 
 from conveyor import App, Settings
+from conveyor.core import processor as settle_module
 from conveyor.core.finisher import Counters, Finisher
 from conveyor.core.payload import dumps
 from conveyor.core.processor import Processor
@@ -62,3 +63,42 @@ def test_the_start_boundary_rides_on_the_acknowledgement(app: App, r: redis.Redi
     finisher.flush()
     # One job acknowledged: two permits ahead, so the boundary is the third waiting job.
     assert r.get(app.store.keys.boundary("host:1:abc")) == raws[3]
+
+
+def test_a_suspect_is_permitted_only_with_the_jobs_before_it_acknowledged(
+    app: App, r: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The last job ahead of a suspect finishes while an acknowledgement is under way (after
+    # its batch was taken): the suspect is handed out then, and the boundary published by
+    # that call may permit it. That call must carry the late job's acknowledgement too, or
+    # the suspect's crash finds the finished job in the working list and counts it as
+    # interrupted (a second time, after the crash that made the suspect).
+    finisher, processor, raws = setup(app, r, 2)
+    suspect = dumps({"class": "A", "args": [], "jid": "s", "interrupted_count": 1})
+    after = dumps({"class": "A", "args": [], "jid": "t"})
+    for raw in (suspect, after):
+        r.lpush(app.store.keys.working("host:1:abc"), raw)
+    units = finisher.units
+    units.hold([suspect, after])
+    units.add([processor.fetched("default", raw) for raw in (*raws, suspect, after)])
+    (seq_a, a), (seq_c, c) = units.take(), units.take()  # type: ignore[misc]
+    finisher.add(Outcome("ok", a.raw), a, 0.001)
+    units.done(seq_a, 0.001)
+    real_settle = settle_module.settle
+
+    def c_finishes_meanwhile(*args: object, **kwargs: object) -> object:
+        if not finished_c:
+            finished_c.append(1)
+            finisher.add(Outcome("ok", c.raw), c, 0.001)
+            units.done(seq_c, 0.001)  # hands the suspect out
+        return real_settle(*args, **kwargs)  # type: ignore[arg-type]
+
+    finished_c: list[int] = []
+    monkeypatch.setattr("conveyor.core.finisher.settle", c_finishes_meanwhile)
+    finisher.flush()
+    seq_s, unit = units.take()  # type: ignore[misc]
+    assert unit.raw == suspect
+    assert units.may_start(seq_s, suspect), "the publication permits the suspect"
+    assert c.raw not in r.lrange(app.store.keys.working("host:1:abc"), 0, -1), (
+        "the job that finished before the suspect was handed out is acknowledged"
+    )

@@ -7,7 +7,8 @@ import threading
 
 from conveyor.clock import FakeClock
 from conveyor.core.middleware import FetchedJob
-from conveyor.core.units import HANDOFF_BACKOFF, NO_BOUNDARY, Units, refill_for
+from conveyor.core.recovery import started_flags
+from conveyor.core.units import HANDOFF_BACKOFF, NO_BOUNDARY, STARTED_UP_TO, Units, refill_for
 
 
 def unit(raw: str, interrupted: int = 0) -> FetchedJob:
@@ -182,6 +183,32 @@ def test_a_suspect_starts_only_once_the_jobs_behind_it_are_published_as_not_star
     assert thread.is_alive(), "it waits for the publication"
     with u.publishing() as publication:
         assert publication.for_finish(slack=u.limit) == "a", "the jobs behind it: not started"
+    thread.join(5)
+    assert out == [True]
+
+
+def test_a_suspect_with_nothing_behind_it_leaves_jobs_fetched_later_unstarted() -> None:
+    # "No boundary" would count every job of the working list as started, so jobs fetched
+    # while the suspect runs would be counted as interrupted by its crash, never having run.
+    u, _ = units(concurrency=2)
+    u.eager = True
+    u.add([unit("poison", interrupted=1)])
+    taken = u.take()
+    assert taken is not None
+    with u.publishing() as publication:
+        boundary = publication.for_finish(slack=u.limit)
+    assert boundary == STARTED_UP_TO + "poison"
+    assert u.may_start(taken[0], "poison")
+    u.add([unit("later")])  # fetched while the suspect runs
+    assert started_flags(["later", "poison", "older"], boundary) == [False, True, True]
+    u.done(taken[0], 0.01)
+    later = u.take()
+    assert later is not None
+    thread, out = in_thread(lambda: u.may_start(later[0], "later"))
+    thread.join(0.3)
+    assert thread.is_alive(), "a job fetched later waits for a publication naming it"
+    with u.publishing() as publication:
+        publication.for_finish(slack=u.limit)
     thread.join(5)
     assert out == [True]
 
