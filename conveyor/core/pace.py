@@ -1,8 +1,8 @@
 """How many of a worker's threads run jobs at once: enough to keep the process busy, no more.
 
 Under CPython's GIL, threads beyond what keeps one core busy add no throughput on short jobs,
-and every job then pays for the GIL hand-offs between them: on jobs making one Redis call,
-redis-py alone costs about 14 µs of CPU per call on one thread, 34 on four and 48 on ten
+and every job then pays for the GIL hand-offs between them: a job making one Redis call costs
+about 107 µs of CPU with one thread and 161 µs with ten, for no more jobs per second
 (docs/concurrency-model.md). So the threads beyond a *cap* park between two jobs, and the cap
 follows the process's CPU share, measured over windows of :data:`WINDOW` seconds, from
 :data:`MIN_ACTIVE` at the start:
@@ -12,12 +12,8 @@ follows the process's CPU share, measured over windows of :data:`WINDOW` seconds
 - below :data:`LOW` while jobs wait for a thread (threads are blocked in I/O, sleeps or
   locks), it rises at once to what the idle share suggests, up to every thread: jobs that wait
   on the network get all the threads within a window or two;
-- above :data:`PARALLEL` (threads run on several cores at once: C code that releases the GIL,
-  such as hashing, compression or numpy), it holds. A process that keeps one core busy on few
-  threads tries :data:`PROBE_CAP` threads for one window every :data:`PROBE_EVERY` seconds,
-  and keeps them if the share then passes :data:`PARALLEL`;
 - a thread whose job has run for more than a second (:data:`LONG_JOB`) does not count
-  against the cap, so a long job never holds the short ones back.
+  against the cap while jobs wait, so long jobs never hold the short ones back.
 
 A parked thread takes no job, so nothing fetched waits on it: the jobs stay in the process's
 queue, taken in order by the running threads. One parked thread at a time (the *watcher*)
@@ -38,15 +34,11 @@ WINDOW = 0.1
 LOW = 0.75
 #: CPU share above which one thread fewer runs jobs.
 HIGH = 0.92
-#: Threads that always run jobs (and the cap at the start). One is enough while its jobs keep
-#: it busy: a job that waits lets the share fall, which brings more threads at once.
-MIN_ACTIVE = 1
-#: CPU share (of one core) above which threads run outside the GIL on several cores at once.
-PARALLEL = 1.2
-#: Threads tried, every :data:`PROBE_EVERY` seconds, by a process that keeps a core busy on
-#: fewer: whether its jobs run in parallel (GIL-free C code) shows only with several threads.
-PROBE_CAP = 4
-PROBE_EVERY = 5.0
+#: Threads that always run jobs. Two would do for one process alone on a machine (the second
+#: overlaps the first one's round trips), but with a process per core the cores are shared
+#: with Redis and each other: with two per process, `-p 2` A/B runs drained 10-20 % less than
+#: without pacing; with four, as much (docs/concurrency-model.md).
+MIN_ACTIVE = 4
 #: Seconds (by the start time the worker records, whole seconds) after which a running job
 #: no longer counts against the cap.
 LONG_JOB = 2
@@ -81,8 +73,7 @@ class Pace:
 
     >>> pace = Pace(10, waiting=lambda: 0)
     >>> pace.cap
-    1
-    >>> pace.between_jobs()   # doctest: +SKIP
+    4
     """
 
     def __init__(
@@ -111,11 +102,6 @@ class Pace:
         self._watcher = False
         self._stopped = False
         self._mark = (now(), cpu())
-        #: Probes of :data:`PROBE_CAP` threads so far.
-        self.probes = 0
-        #: The cap before a probe of :data:`PROBE_CAP` threads (None: not probing).
-        self._probed_from: int | None = None
-        self._next_probe = self._mark[0]
 
     def between_jobs(self) -> None:
         """Park the calling thread while more threads run than the cap allows."""
@@ -144,28 +130,16 @@ class Pace:
         self._mark = (t, c)
         share = (c - c0) / (t - t0)
         was = self.cap + self.long
-        self.long = self._long_jobs() if self._waiting() > 0 else 0
-        self.cap = self._moved(self.cap, share, t)
-        if self.cap + self.long > was:
-            self._cond.notify(self.cap + self.long - self.active)
-
-    def _moved(self, cap: int, share: float, t: float) -> int:
-        """The cap after a window at ``cap`` threads in which the process used ``share``."""
-        probed_from, self._probed_from = self._probed_from, None
-        if probed_from is not None and share < PARALLEL:
-            return probed_from  # more threads did not run in parallel: back to the cap before
-        if share < LOW and cap < self.concurrency and self._waiting() > 0:
-            return raised(cap, share, self.concurrency)
-        if share <= HIGH or share >= PARALLEL:
-            return cap
-        if cap > MIN_ACTIVE:
-            return cap - 1
-        if cap < PROBE_CAP <= self.concurrency and t >= self._next_probe and self._waiting() > 0:
-            self._next_probe = t + PROBE_EVERY
-            self._probed_from = cap
-            self.probes += 1
-            return PROBE_CAP
-        return cap
+        waiting = self._waiting() > 0
+        self.long = self._long_jobs() if waiting else 0
+        cap = self.cap
+        if share < LOW and cap < self.concurrency and waiting:
+            cap = raised(cap, share, self.concurrency)
+        elif share > HIGH and cap > MIN_ACTIVE:
+            cap -= 1
+        self.cap = cap
+        if cap + self.long > was:
+            self._cond.notify(cap + self.long - self.active)
 
     def _park(self) -> None:
         with self._cond:
