@@ -2,6 +2,7 @@
 checkout's (``--against``), beside Ruby Sidekiq, on one ``redis-server``, rounds alternating.
 
     python -m benchmarks.ab --against /tmp/conveyor-main -c 1 -c 10 --rounds 3
+    python -m benchmarks.ab --against /tmp/conveyor-main -p 2 -c 10   # N processes a side
 
 Made for measuring one change of the hot path: the rows differ only in the code (and in
 ``--env`` settings given per side), never in the machine's state, since the rounds interleave.

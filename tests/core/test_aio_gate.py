@@ -25,6 +25,20 @@ async def nothing() -> None:
     return None
 
 
+def recording_publications(gate: StartGate) -> list[str]:
+    """Make ``gate`` publish as a finisher does (every waiting job permitted, the call taken
+    at once); the boundaries published, in order, are appended to the list returned."""
+    published: list[str] = []
+
+    async def publish() -> None:
+        seq, raw = gate.capture(slack=EVERY_JOB)
+        published.append(raw)
+        gate.confirm(seq)
+
+    gate._publish = publish
+    return published
+
+
 def test_jobs_start_at_once_until_a_boundary_names_them_then_wait_for_the_next() -> None:
     async def main() -> None:
         gate = StartGate(nothing)
@@ -90,15 +104,8 @@ def test_short_jobs_make_publications_permit_every_job_and_fetches_ask_for_none(
 
 def test_a_suspect_starts_alone_after_a_publication_naming_the_jobs_behind_it() -> None:
     async def main() -> None:
-        published: list[str] = []
         gate = StartGate(nothing)
-
-        async def publish() -> None:
-            seq, raw = gate.capture(slack=EVERY_JOB)
-            published.append(json.loads(raw)["jid"] if raw else "")
-            gate.confirm(seq)
-
-        gate._publish = publish
+        published = recording_publications(gate)
         before, suspect, behind = unit(0), unit(1, interrupted=1), unit(2)
         for u in (before, suspect, behind):
             gate.added(u)
@@ -109,7 +116,9 @@ def test_a_suspect_starts_alone_after_a_publication_naming_the_jobs_behind_it() 
         assert not admitted.done(), "it waits until nothing else runs"
         gate.finished(0, 0.01)
         assert await asyncio.wait_for(admitted, 1) == "start"
-        assert published == ["j2"], "the job behind it is named as not started"
+        assert [json.loads(raw)["jid"] if raw else "" for raw in published] == ["j2"], (
+            "the job behind it is named as not started"
+        )
         gate.started(suspect)
         assert gate.slow(2, behind), "nothing starts beside it"
         waiting = asyncio.ensure_future(gate.admit(2, behind))
@@ -117,7 +126,7 @@ def test_a_suspect_starts_alone_after_a_publication_naming_the_jobs_behind_it() 
         assert not waiting.done()
         gate.finished(1, 0.5)
         assert gate.wanted, "its end asks for a publication that permits the jobs behind it"
-        await publish()
+        await gate._publish()
         assert await asyncio.wait_for(waiting, 1) == "start"
 
     asyncio.run(main())
@@ -127,15 +136,8 @@ def test_a_suspect_with_nothing_behind_it_leaves_jobs_fetched_later_unstarted() 
     # See tests/core/test_units.py's twin: "no boundary" would count jobs fetched while the
     # suspect runs as started.
     async def main() -> None:
-        published: list[str] = []
         gate = StartGate(nothing)
-
-        async def publish() -> None:
-            seq, raw = gate.capture(slack=EVERY_JOB)
-            published.append(raw)
-            gate.confirm(seq)
-
-        gate._publish = publish
+        published = recording_publications(gate)
         suspect = unit(0, interrupted=1)
         gate.added(suspect)
         assert await asyncio.wait_for(gate.admit(0, suspect), 1) == "start"
