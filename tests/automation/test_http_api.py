@@ -35,8 +35,13 @@ def automation(tmp_path: Path, app: App) -> Automation:
 
 @pytest.fixture
 def client(app: App, automation: Automation) -> Iterator[httpx.Client]:
-    """The API over an engine that is no node (as the web app is)."""
-    web = create_app(app, WebSettings(token=TOKEN), extensions=[automation_extension(automation)])
+    """The API over an engine that is no node (as the web app is). Failed logins are answered
+    at once: the growing delay has its own tests (tests/web/test_auth.py)."""
+    web = create_app(
+        app,
+        WebSettings(token=TOKEN, login_delay=0),
+        extensions=[automation_extension(automation)],
+    )
     with served(web) as base, httpx.Client(base_url=base, headers=BEARER, timeout=60) as c:
         yield c
 
