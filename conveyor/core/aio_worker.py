@@ -45,6 +45,7 @@ from conveyor.core.middleware import FetchedJob
 from conveyor.core.processor import ProcessorHost, run_batch_hook
 from conveyor.core.units import (
     MAX_BATCH,
+    SLOTTED_WAIT,
     LimitBackoff,
     Units,
     moving_average,
@@ -108,7 +109,11 @@ class AioWorker(Unhealthy):
         # interrupted before) runs alone (docs/reliability.md).
         self.health = Health(SYSTEM_CLOCK)
         self.held = Units(
-            self.limit, self.refill, concurrency=self.settings.concurrency, clock=SYSTEM_CLOCK
+            self.limit,
+            self.refill,
+            concurrency=self.settings.concurrency,
+            clock=SYSTEM_CLOCK,
+            backoff=self._backoff,  # its slot ceiling tells when finished jobs count
         )
         self.housekeeper = Housekeeper(
             app,
@@ -146,7 +151,7 @@ class AioWorker(Unhealthy):
             floor_until=self._backoff.until,
             clock=SYSTEM_CLOCK,
         )
-        if prefetch is None:
+        if prefetch is None or (prefetch := self._backoff.capped(prefetch)) == current:
             return
         self._set_limit(prefetch)
         if prefetch < current and self._units.qsize() > prefetch:
@@ -355,12 +360,19 @@ class AioWorker(Unhealthy):
                 await self._freed.wait()
             if self._quiet.is_set():
                 break
+            spare = self.held.spare_slots()  # jobs take slots at fetch: finished ones count
+            if spare is not None and spare < 1:
+                await asyncio.sleep(SLOTTED_WAIT)  # their acknowledgements free the slots
+                continue
             order = self.fetch.order()
             if not order:  # every queue gated shut: look again shortly
                 await asyncio.sleep(GATED_WAIT)
                 continue
+            count = min(self.limit - self._inflight, MAX_BATCH)
+            if spare is not None:
+                count = min(count, spare)
             try:
-                jobs = await self._fetch(order, min(self.limit - self._inflight, MAX_BATCH))
+                jobs = await self._fetch(order, count)
                 failures = 0
             except Exception as exc:  # never let the fetch loop die: back off and carry on
                 failures += 1
@@ -420,6 +432,15 @@ class AioWorker(Unhealthy):
                 self.held.release_held([unit.raw])
                 self._gate.added(None)
                 pinned = True
+        slots = min((u.slot_limit for u in units if u.slot_limit), default=0)
+        if slots and self._adaptive:  # its own jobs must not fill the limit
+            cap = self._backoff.limited(
+                slots,
+                concurrency=self.settings.concurrency,
+                floor=self.settings.effective_prefetch,
+            )
+            if self.limit - self.settings.concurrency > cap:
+                self._set_limit(cap)
         if pinned and self._adaptive:  # holding more takes what running jobs need
             current = self.limit - self.settings.concurrency
             prefetch = self._backoff.met(

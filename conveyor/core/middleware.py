@@ -111,6 +111,10 @@ class FetchedJob:
     #: resource, goes at once instead of waiting for more finished jobs to share its round
     #: trip (the slot would sit idle meanwhile).
     holds_slot: bool = False
+    #: Set by ``prepare_batch`` when the job's class has a concurrency limit of this many
+    #: slots, taken at fetch: the process keeps its prefetch within it
+    #: (:meth:`~conveyor.core.units.LimitBackoff.limited`).
+    slot_limit: int = 0
     #: Identity of the worker process that fetched it.
     identity: str | None = None
     #: Set after the run when it raised.

@@ -20,7 +20,7 @@ from __future__ import annotations
 import queue as queue_mod
 import threading
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
 from conveyor.clock import Clock
@@ -47,6 +47,34 @@ MAX_BATCH = 100
 #: limit deferred it: jobs held ahead took slots that running ones need), the prefetch stays
 #: at its floor this long.
 HANDOFF_BACKOFF = 30.0
+#: Finished jobs waiting for their acknowledgement that hold 1/SLOTS_PRESSED of a
+#: concurrency limit's slots are acknowledged at once, not after a window: a process's own
+#: finished jobs must not fill the limit (its next fetch would defer its own jobs).
+SLOTS_PRESSED = 4
+#: While jobs take concurrency-limit slots at fetch, the fetcher waits up to this long for
+#: acknowledgements to free the slots of finished jobs (:meth:`Units.slotted_held`).
+SLOTTED_WAIT = 0.005
+
+
+def slots_pressed(units: Sequence[FetchedJob]) -> bool:
+    """Whether finished jobs waiting for their acknowledgement free a scarce slot, or hold a
+    quarter of a concurrency limit's slots (:data:`SLOTS_PRESSED`): they then go at once.
+
+    >>> from conveyor.core.middleware import FetchedJob
+    >>> def limited(n: int) -> FetchedJob:
+    ...     return FetchedJob("q", "{}", {}, None, slot_limit=n)
+    >>> slots_pressed([limited(100)] * 24), slots_pressed([limited(100)] * 25)
+    (False, True)
+    """
+    slotted: dict[int, int] = {}
+    for unit in units:
+        if unit.holds_slot:
+            return True
+        if unit.slot_limit:
+            held = slotted[unit.slot_limit] = slotted.get(unit.slot_limit, 0) + 1
+            if held * SLOTS_PRESSED >= unit.slot_limit:
+                return True
+    return False
 
 
 def prefetch_for(avg_run: float, concurrency: int, floor: int) -> int:
@@ -124,6 +152,45 @@ class LimitBackoff:
         #: Until this monotonic time the prefetch does not grow.
         self.until = 0.0
         self._next = 0
+        #: The most the prefetch may be until ``ceiling_until`` (:meth:`limited`).
+        self.ceiling = MAX_PREFETCH
+        self.ceiling_until = 0.0
+        #: The smallest limit met meanwhile.
+        self.slots = 0
+
+    def limited(self, slots: int, *, concurrency: int, floor: int) -> int:
+        """A fetched job took one of the ``slots`` slots of a concurrency limit at fetch: the
+        most the prefetch may be for :data:`HANDOFF_BACKOFF` (the smallest limit met in that
+        time). Slots are held by the process's running jobs, by those waiting for a thread and
+        by finished ones until their acknowledgement: as many again when jobs are instant
+        (they all finish during one acknowledgement's round trip). With threads plus prefetch
+        at two fifths of the limit, a process alone holds at most four fifths of it with its
+        own jobs: it never defers them, and never takes the last free slot (either would
+        halve its prefetch, :meth:`met`). Before, a lone process at ``-c 10`` under a limit
+        of 100 prefetched 100, deferred its own jobs and ended at its floor: half the jobs per
+        second of the same job unlimited.
+
+        >>> from conveyor.clock import FakeClock
+        >>> b = LimitBackoff(FakeClock())
+        >>> b.limited(100, concurrency=10, floor=10), b.limited(5, concurrency=10, floor=10)
+        (30, 10)
+        >>> b.capped(100), b.capped(8)
+        (10, 8)
+        """
+        cap = max(floor, slots * 2 // 5 - concurrency)
+        now = self.clock.monotonic()
+        if now >= self.ceiling_until:
+            self.ceiling, self.slots = cap, slots
+        else:
+            self.ceiling, self.slots = min(self.ceiling, cap), min(self.slots, slots)
+        self.ceiling_until = now + HANDOFF_BACKOFF
+        return self.ceiling
+
+    def capped(self, prefetch: int) -> int:
+        """``prefetch``, at most the ceiling while it holds."""
+        if self.clock.monotonic() < self.ceiling_until:
+            return min(prefetch, self.ceiling)
+        return prefetch
 
     def met(self, prefetch: int, *, floor: int, fetched: int) -> int:
         """The prefetch after a batch that met a limit, ``fetched`` jobs into the process's
@@ -191,7 +258,14 @@ class Units:
     """
 
     def __init__(
-        self, limit: int, refill: int, *, concurrency: int, clock: Clock, adaptive: bool = False
+        self,
+        limit: int,
+        refill: int,
+        *,
+        concurrency: int,
+        clock: Clock,
+        adaptive: bool = False,
+        backoff: LimitBackoff | None = None,
     ) -> None:
         self.limit = limit
         self.refill = refill
@@ -202,7 +276,7 @@ class Units:
         #: Seconds per job (a moving average); negative: none measured yet.
         self.avg_run = -1.0
         self._measures = 0
-        self._backoff = LimitBackoff(clock)
+        self._backoff = backoff or LimitBackoff(clock)
         self._queue: queue_mod.SimpleQueue[tuple[int, FetchedJob] | None] = queue_mod.SimpleQueue()
         # One lock; the fetcher waits for room, a thread for a permit, each on its condition.
         self._lock = threading.Lock()
@@ -220,6 +294,7 @@ class Units:
         self._solo_raw = ""
         self._confirmed = NO_BOUNDARY
         self._held: Counter[str] = Counter()
+        self._held_n = 0  # the sum of _held
         self._fetching_since: float | None = None
         self._publish_lock = threading.Lock()
         #: Monotonic time until which our liveness key is known to exist: past it, no job
@@ -242,17 +317,41 @@ class Units:
                 self._room.wait(0.5)
             if self._inflight > self.limit - self.refill:
                 return None
-            return self.limit - self._inflight
+            free = self.limit - self._inflight
+            spare = self.spare_slots()
+            if spare is None or spare >= free:
+                return free
+            if spare < self.refill and not quiet.is_set():
+                self._room.wait(SLOTTED_WAIT)  # acknowledgements free slots (and notify)
+                spare = self.spare_slots()
+            if spare is not None and spare < 1:
+                return None
+            return free if spare is None else min(free, spare)
+
+    def spare_slots(self) -> int | None:
+        """While fetched jobs take concurrency-limit slots (:meth:`LimitBackoff.limited`), how
+        many more jobs this process may hold in its working list: finished jobs hold their
+        slots until their acknowledgement, so it counts them too, up to four fifths of the
+        limit (else a process whose jobs finish faster than it acknowledges them fills the
+        limit with its own jobs, and defers the next ones it fetches). ``None`` otherwise."""
+        backoff = self._backoff
+        if self.clock.monotonic() < backoff.ceiling_until:
+            return backoff.slots * 4 // 5 - self._held_n
+        return None
 
     def hold(self, raws: Iterable[str]) -> None:
         """Payloads this process now holds in its working list."""
+        raws = list(raws)
         with self._lock:
             self._held.update(raws)
+            self._held_n += len(raws)
 
     def release_held(self, raws: Iterable[str]) -> None:
         """Payloads that left the working list (acknowledged, given back, handed off)."""
         with self._lock:
             self._release(raws)
+            if self._backoff.ceiling_until:
+                self._room.notify()
 
     def _release(self, raws: Iterable[str]) -> None:
         held = self._held
@@ -260,8 +359,9 @@ class Units:
             left = held[raw] - 1
             if left > 0:
                 held[raw] = left
-            else:
-                held.pop(raw, None)
+                self._held_n -= 1
+            elif held.pop(raw, None) is not None:
+                self._held_n -= 1
 
     @contextmanager
     def fetching(self) -> Iterator[None]:
@@ -286,6 +386,7 @@ class Units:
         off (it keeps its place in the numbering)."""
         with self._lock:
             pinned = False  # a job took a scarce shared slot ahead, or was handed off
+            slots = 0  # the smallest concurrency limit whose slot a job took at fetch
             for unit in units:
                 if unit is not None:
                     item = (self._next_seq, unit)
@@ -293,9 +394,16 @@ class Units:
                     self._held_back.append(item)
                     self._inflight += 1
                     pinned = pinned or unit.holds_slot
+                    if unit.slot_limit and (not slots or unit.slot_limit < slots):
+                        slots = unit.slot_limit
                 else:
                     pinned = True
                 self._next_seq += 1
+            if slots and self.adaptive:
+                cap = self._backoff.limited(slots, concurrency=self.concurrency, floor=self._floor)
+                if self.limit - self.concurrency > cap:
+                    self.limit = self.concurrency + cap
+                    self.refill = refill_for(self.limit, self.concurrency)
             if pinned and self.adaptive:
                 prefetch = self._backoff.met(
                     self.limit - self.concurrency, floor=self._floor, fetched=self._next_seq
@@ -467,6 +575,7 @@ class Units:
             clock=self.clock,
         )
         if prefetch is not None:
+            prefetch = self._backoff.capped(prefetch)
             self.limit = concurrency + prefetch
             self.refill = refill_for(self.limit, self.concurrency)
 

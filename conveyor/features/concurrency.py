@@ -63,6 +63,7 @@ class ConcurrencyLimitMiddleware(ServerMiddleware):
         app = self.app
         granted = LimitStore(app.store).acquire_many([a for _, a in wanted], app.clock.time())
         for (unit, request), got in zip(wanted, granted, strict=True):
+            unit.slot_limit = request.limit
             if got != DEFERRED:
                 unit.state["slot"] = (request.job_class, request.limit, request.member)
                 unit.state["slot_batched"] = True

@@ -39,7 +39,7 @@ class LimitStore:
     def acquire_many(self, requests: Sequence[Acquire], now: float) -> list[int]:
         """:meth:`acquire` for a batch, in order, in one script call: per job
         :data:`DEFERRED`, :data:`TAKEN`, or :data:`TAKEN_SCARCE` (taken, and jobs wait for
-        slots: the class uses 90 % of its limit or more, or the job was resumed)."""
+        slots: it took the last free one, or the job was resumed)."""
         if not requests:
             return []
         groups: dict[tuple[str, int, str], list[int]] = {}

@@ -12,7 +12,7 @@ from support import running_worker, wait_for
 from conveyor import App, ConfigurationError, Job
 from conveyor.clock import FakeClock
 from conveyor.features.concurrency import resume_deferred, spread
-from conveyor.redis.limits import TAKEN, TAKEN_SCARCE, Acquire, LimitStore
+from conveyor.redis.limits import DEFERRED, TAKEN, TAKEN_SCARCE, Acquire, LimitStore
 from conveyor.settings import Settings
 
 
@@ -172,14 +172,15 @@ def test_the_prefetch_grows_while_a_limit_is_lightly_used_and_stays_at_its_floor
     app: App, r: redis.Redis
 ) -> None:
     # Slots taken at fetch for jobs held ahead crowd out other processes only once slots are
-    # scarce: acquire says so, and only then is the prefetch kept at its floor.
+    # scarce (the last free one was taken): acquire says so, and only then is the prefetch
+    # kept at its floor.
     store = LimitStore(app.store)
     me = "host:1:me"
     r.set(app.store.keys.liveness(me), "1", px=10_000)
     got = store.acquire_many(
         [Acquire("c", 10, me, f"j{i}", f"raw-{i}") for i in range(10)], time.time()
     )
-    assert got == [TAKEN] * 8 + [TAKEN_SCARCE] * 2
+    assert got == [TAKEN] * 9 + [TAKEN_SCARCE]  # the last free slot
 
     @app.job(name="Roomy", concurrency_limit=1000)
     class Roomy(Job):
@@ -202,6 +203,46 @@ def test_the_prefetch_grows_while_a_limit_is_lightly_used_and_stays_at_its_floor
         Tight.bulk_perform_async([[i] for i in range(300)])
         wait_for(lambda: r.get("tight") == "300", 30, "the tight jobs")
         assert worker.limit == floor < grown
+
+
+@pytest.mark.parametrize("mode", ["threads", "asyncio"])
+def test_a_lone_process_keeps_its_prefetch_within_a_roomy_limit_and_defers_none_of_its_jobs(
+    app: App, r: redis.Redis, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    # Fast jobs grow the prefetch to 100; under a limit of 100 a process at -c 10 holding 110
+    # jobs (and its finished ones until their acknowledgement) deferred its own jobs, and
+    # the deferrals dropped it to its floor: half the rate of the same job unlimited. It now
+    # keeps threads plus prefetch within two fifths of the limit.
+    app.configure(app.settings.replace(worker_mode=mode, concurrency=10))
+    answers: list[int] = []
+    acquire_many = LimitStore.acquire_many
+
+    def recording(self: LimitStore, requests: list[Acquire], now: float) -> list[int]:
+        got = acquire_many(self, requests, now)
+        answers.extend(got)
+        return got
+
+    monkeypatch.setattr(LimitStore, "acquire_many", recording)
+
+    if mode == "asyncio":
+
+        @app.job(name="Hundred", concurrency_limit=100)
+        async def hundred(i: int) -> None:
+            pass
+
+    else:
+
+        @app.job(name="Hundred", concurrency_limit=100)
+        def hundred(i: int) -> None:
+            pass
+
+    hundred.bulk_perform_async([[i] for i in range(3000)])
+    with running_worker(app) as worker:
+        wait_for(lambda: r.get("stat:processed") == "3000", 30, "the limited jobs")
+        held = worker.limit
+    assert len(answers) >= 3000
+    assert DEFERRED not in answers, "the process deferred its own jobs"
+    assert held == 10 + 30  # threads plus prefetch: two fifths of the limit, never halved
 
 
 def test_the_limit_holds_in_asyncio_mode_and_nothing_is_lost(app: App, r: redis.Redis) -> None:

@@ -11,9 +11,9 @@
 --          calling process. ARGV[4..] per group: limit, identity, n, then n jids, then the n
 --          payloads as fetched.
 --          Returns per job, groups in order, 1 (slot taken), 2 (slot taken, and slots are
---          scarce: the class now uses 90 % of its limit or more, or the slot was reserved for
---          a resumed job, so jobs wait for slots) or 0 (deferred: moved from the working list
---          to the deferred list in this same step).
+--          scarce: it was the last free one, or the slot was reserved for a resumed job, so
+--          jobs wait for slots) or 0 (deferred: moved from the working list to the deferred
+--          list in this same step).
 -- release: KEYS[1] queues (set); per group g: running slots (zset), deferred jobs (list).
 --          ARGV[4] reservation expiry   ARGV[5] queue key prefix (+ queue name = queue list)
 --          ARGV[6..] per group: limit, n, then n members to free.
@@ -38,7 +38,7 @@ end
 
 local function taken(running, limit, member)
   redis.call('ZADD', running, now, member)
-  if redis.call('ZCARD', running) * 10 >= limit * 9 then return 2 end
+  if redis.call('ZCARD', running) >= limit then return 2 end
   return 1
 end
 
