@@ -20,7 +20,7 @@ from conveyor.core.health import Health
 from conveyor.core.middleware import FetchedJob
 from conveyor.core.processor import ProcessorHost, settle, utc_day
 from conveyor.core.recovery import log_trimmed
-from conveyor.core.units import Units, slots_pressed
+from conveyor.core.units import Units
 from conveyor.redis import Outcome
 from conveyor.redis.aio_store import AioStore
 
@@ -107,7 +107,7 @@ class AioFinisher:
                 not self.finishing
                 and not self.gate.wanted
                 and len(outcomes) < self.refill()
-                and not slots_pressed([u for _, u in outcomes])
+                and not any(u.holds_slot for _, u in outcomes)
             ):
                 await asyncio.sleep(ACK_WINDOW)
             self._has_outcomes.clear()

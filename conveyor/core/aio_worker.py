@@ -42,10 +42,9 @@ from conveyor.core.finisher import Counters
 from conveyor.core.health import MAX_BACKOFF, Health, Unhealthy, run_loop
 from conveyor.core.housekeeping import BusyMap, Heartbeat, Housekeeper, Periodic
 from conveyor.core.middleware import FetchedJob
-from conveyor.core.processor import ProcessorHost, run_batch_hook
+from conveyor.core.processor import ProcessorHost, run_batch_hook, run_stop_hooks
 from conveyor.core.units import (
     MAX_BATCH,
-    SLOTTED_WAIT,
     LimitBackoff,
     Units,
     moving_average,
@@ -109,11 +108,7 @@ class AioWorker(Unhealthy):
         # interrupted before) runs alone (docs/reliability.md).
         self.health = Health(SYSTEM_CLOCK)
         self.held = Units(
-            self.limit,
-            self.refill,
-            concurrency=self.settings.concurrency,
-            clock=SYSTEM_CLOCK,
-            backoff=self._backoff,  # its slot ceiling tells when finished jobs count
+            self.limit, self.refill, concurrency=self.settings.concurrency, clock=SYSTEM_CLOCK
         )
         self.housekeeper = Housekeeper(
             app,
@@ -326,6 +321,7 @@ class AioWorker(Unhealthy):
         self._threads_stop.set()
         for thread in threads:
             thread.join(timeout=30)
+        await asyncio.to_thread(run_stop_hooks, self.app, self.identity)
         try:
             remaining = self.store.unregister(self.identity)
             if remaining:
@@ -360,19 +356,12 @@ class AioWorker(Unhealthy):
                 await self._freed.wait()
             if self._quiet.is_set():
                 break
-            spare = self.held.spare_slots()  # jobs take slots at fetch: finished ones count
-            if spare is not None and spare < 1:
-                await asyncio.sleep(SLOTTED_WAIT)  # their acknowledgements free the slots
-                continue
             order = self.fetch.order()
             if not order:  # every queue gated shut: look again shortly
                 await asyncio.sleep(GATED_WAIT)
                 continue
-            count = min(self.limit - self._inflight, MAX_BATCH)
-            if spare is not None:
-                count = min(count, spare)
             try:
-                jobs = await self._fetch(order, count)
+                jobs = await self._fetch(order, min(self.limit - self._inflight, MAX_BATCH))
                 failures = 0
             except Exception as exc:  # never let the fetch loop die: back off and carry on
                 failures += 1

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from conveyor.core.middleware import FetchedJob
 from conveyor.core.processor import ProcessorHost, settle, utc_day
 from conveyor.core.recovery import log_trimmed
-from conveyor.core.units import SHORT_JOB, SLOTS_PRESSED, Units
+from conveyor.core.units import SHORT_JOB, Units
 from conveyor.redis import Outcome, Store
 from conveyor.redis.scripts import ScriptCall
 
@@ -68,11 +68,8 @@ class Finisher:
         self.store = store or app.store
         self._outcomes: list[tuple[Outcome, FetchedJob]] = []
         self._short = False
-        #: An outcome waiting frees a shared resource (FetchedJob.holds_slot), or those
-        #: waiting hold a quarter of a concurrency limit's slots (:func:`slots_pressed`): no
-        #: window.
+        #: An outcome waiting frees a shared resource (FetchedJob.holds_slot): no window.
         self._soon = False
-        self._slotted = 0
         self._cond = threading.Condition()
         #: Outcomes waiting at which :meth:`add` wakes the finisher (1 while it idles, a
         #: refill's worth during the acknowledgement window, never while it acknowledges):
@@ -87,13 +84,8 @@ class Finisher:
             outcomes.append((outcome, unit))
             if seconds < SHORT_JOB:
                 self._short = True
-            if unit.slot_limit:
-                self._slotted += 1
-                if self._slotted * SLOTS_PRESSED >= unit.slot_limit:
-                    self._soon = True
-            if unit.holds_slot:
+            if unit.holds_slot and not self._soon:
                 self._soon = True
-            if self._soon:
                 self._wake_at = 1
             if len(outcomes) >= self._wake_at:
                 self._wake_at = 1 << 62
@@ -127,7 +119,6 @@ class Finisher:
             batch, self._outcomes = self._outcomes, []
             short, self._short = self._short, False
             self._soon = False
-            self._slotted = 0
         if not batch and not self.units.wanted:
             return
         attempts = 3 if final else 1

@@ -177,6 +177,10 @@ class ServerMiddleware(Middleware):
     def abandon_batch(self, jobs: list[FetchedJob]) -> None:
         """Called for prepared jobs given back unstarted (quiet, shutdown)."""
 
+    def worker_stopped(self, identity: str) -> None:
+        """Called when the worker process ``identity`` stops gracefully, after its last
+        acknowledgement and before it unregisters: give back what it held for its jobs."""
+
     def before_perform(self, ctx: JobContext) -> None:
         """Runs before ``perform``, in chain order. Raising fails the job like ``perform`` would."""
 

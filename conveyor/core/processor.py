@@ -74,6 +74,16 @@ def run_batch_hook(
                 break
 
 
+def run_stop_hooks(app: ProcessorHost, identity: str) -> None:
+    """Run the server middleware's ``worker_stopped`` hooks (a failure is logged: what a
+    hook would give back is then freed as a dead process's)."""
+    for middleware in app.server_middleware:
+        try:
+            middleware.worker_stopped(identity)
+        except Exception:
+            log.exception("%s.worker_stopped failed", type(middleware).__name__)
+
+
 def _hookable(units: Sequence[FetchedJob]) -> list[FetchedJob]:
     """The jobs of a batch the batch hooks see: decoded, and not handed off."""
     return [u for u in units if u.job is not None and u.handed_off is None]

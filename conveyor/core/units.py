@@ -20,7 +20,7 @@ from __future__ import annotations
 import queue as queue_mod
 import threading
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 from conveyor.clock import Clock
@@ -47,34 +47,6 @@ MAX_BATCH = 100
 #: limit deferred it: jobs held ahead took slots that running ones need), the prefetch stays
 #: at its floor this long.
 HANDOFF_BACKOFF = 30.0
-#: Finished jobs waiting for their acknowledgement that hold 1/SLOTS_PRESSED of a
-#: concurrency limit's slots are acknowledged at once, not after a window: a process's own
-#: finished jobs must not fill the limit (its next fetch would defer its own jobs).
-SLOTS_PRESSED = 4
-#: While jobs take concurrency-limit slots at fetch, the fetcher waits up to this long for
-#: acknowledgements to free the slots of finished jobs (:meth:`Units.slotted_held`).
-SLOTTED_WAIT = 0.005
-
-
-def slots_pressed(units: Sequence[FetchedJob]) -> bool:
-    """Whether finished jobs waiting for their acknowledgement free a scarce slot, or hold a
-    quarter of a concurrency limit's slots (:data:`SLOTS_PRESSED`): they then go at once.
-
-    >>> from conveyor.core.middleware import FetchedJob
-    >>> def limited(n: int) -> FetchedJob:
-    ...     return FetchedJob("q", "{}", {}, None, slot_limit=n)
-    >>> slots_pressed([limited(100)] * 24), slots_pressed([limited(100)] * 25)
-    (False, True)
-    """
-    slotted: dict[int, int] = {}
-    for unit in units:
-        if unit.holds_slot:
-            return True
-        if unit.slot_limit:
-            held = slotted[unit.slot_limit] = slotted.get(unit.slot_limit, 0) + 1
-            if held * SLOTS_PRESSED >= unit.slot_limit:
-                return True
-    return False
 
 
 def prefetch_for(avg_run: float, concurrency: int, floor: int) -> int:
@@ -155,34 +127,29 @@ class LimitBackoff:
         #: The most the prefetch may be until ``ceiling_until`` (:meth:`limited`).
         self.ceiling = MAX_PREFETCH
         self.ceiling_until = 0.0
-        #: The smallest limit met meanwhile.
-        self.slots = 0
 
     def limited(self, slots: int, *, concurrency: int, floor: int) -> int:
         """A fetched job took one of the ``slots`` slots of a concurrency limit at fetch: the
         most the prefetch may be for :data:`HANDOFF_BACKOFF` (the smallest limit met in that
-        time). Slots are held by the process's running jobs, by those waiting for a thread and
-        by finished ones until their acknowledgement: as many again when jobs are instant
-        (they all finish during one acknowledgement's round trip). With threads plus prefetch
-        at two fifths of the limit, a process alone holds at most four fifths of it with its
-        own jobs: it never defers them, and never takes the last free slot (either would
-        halve its prefetch, :meth:`met`). Before, a lone process at ``-c 10`` under a limit
-        of 100 prefetched 100, deferred its own jobs and ended at its floor: half the jobs per
+        time). A job holds its slot from its fetch until it finishes, so a process holds as
+        many slots as it has jobs of the class running and waiting for a thread: with threads
+        plus prefetch within half the limit, a process alone never defers its own jobs, and
+        two share the limit without deferring each other's (a deferral, or the last free slot
+        taken, would halve the prefetch, :meth:`met`, and stop the processes keeping slots
+        for their next jobs for a while). Before, a lone process at ``-c 10`` under a limit of
+        100 prefetched 100, deferred its own jobs and ended at its floor: half the jobs per
         second of the same job unlimited.
 
         >>> from conveyor.clock import FakeClock
         >>> b = LimitBackoff(FakeClock())
         >>> b.limited(100, concurrency=10, floor=10), b.limited(5, concurrency=10, floor=10)
-        (30, 10)
+        (40, 10)
         >>> b.capped(100), b.capped(8)
         (10, 8)
         """
-        cap = max(floor, slots * 2 // 5 - concurrency)
+        cap = max(floor, slots // 2 - concurrency)
         now = self.clock.monotonic()
-        if now >= self.ceiling_until:
-            self.ceiling, self.slots = cap, slots
-        else:
-            self.ceiling, self.slots = min(self.ceiling, cap), min(self.slots, slots)
+        self.ceiling = cap if now >= self.ceiling_until else min(self.ceiling, cap)
         self.ceiling_until = now + HANDOFF_BACKOFF
         return self.ceiling
 
@@ -258,14 +225,7 @@ class Units:
     """
 
     def __init__(
-        self,
-        limit: int,
-        refill: int,
-        *,
-        concurrency: int,
-        clock: Clock,
-        adaptive: bool = False,
-        backoff: LimitBackoff | None = None,
+        self, limit: int, refill: int, *, concurrency: int, clock: Clock, adaptive: bool = False
     ) -> None:
         self.limit = limit
         self.refill = refill
@@ -276,7 +236,7 @@ class Units:
         #: Seconds per job (a moving average); negative: none measured yet.
         self.avg_run = -1.0
         self._measures = 0
-        self._backoff = backoff or LimitBackoff(clock)
+        self._backoff = LimitBackoff(clock)
         self._queue: queue_mod.SimpleQueue[tuple[int, FetchedJob] | None] = queue_mod.SimpleQueue()
         # One lock; the fetcher waits for room, a thread for a permit, each on its condition.
         self._lock = threading.Lock()
@@ -294,7 +254,6 @@ class Units:
         self._solo_raw = ""
         self._confirmed = NO_BOUNDARY
         self._held: Counter[str] = Counter()
-        self._held_n = 0  # the sum of _held
         self._fetching_since: float | None = None
         self._publish_lock = threading.Lock()
         #: Monotonic time until which our liveness key is known to exist: past it, no job
@@ -317,41 +276,17 @@ class Units:
                 self._room.wait(0.5)
             if self._inflight > self.limit - self.refill:
                 return None
-            free = self.limit - self._inflight
-            spare = self.spare_slots()
-            if spare is None or spare >= free:
-                return free
-            if spare < self.refill and not quiet.is_set():
-                self._room.wait(SLOTTED_WAIT)  # acknowledgements free slots (and notify)
-                spare = self.spare_slots()
-            if spare is not None and spare < 1:
-                return None
-            return free if spare is None else min(free, spare)
-
-    def spare_slots(self) -> int | None:
-        """While fetched jobs take concurrency-limit slots (:meth:`LimitBackoff.limited`), how
-        many more jobs this process may hold in its working list: finished jobs hold their
-        slots until their acknowledgement, so it counts them too, up to four fifths of the
-        limit (else a process whose jobs finish faster than it acknowledges them fills the
-        limit with its own jobs, and defers the next ones it fetches). ``None`` otherwise."""
-        backoff = self._backoff
-        if self.clock.monotonic() < backoff.ceiling_until:
-            return backoff.slots * 4 // 5 - self._held_n
-        return None
+            return self.limit - self._inflight
 
     def hold(self, raws: Iterable[str]) -> None:
         """Payloads this process now holds in its working list."""
-        raws = list(raws)
         with self._lock:
             self._held.update(raws)
-            self._held_n += len(raws)
 
     def release_held(self, raws: Iterable[str]) -> None:
         """Payloads that left the working list (acknowledged, given back, handed off)."""
         with self._lock:
             self._release(raws)
-            if self._backoff.ceiling_until:
-                self._room.notify()
 
     def _release(self, raws: Iterable[str]) -> None:
         held = self._held
@@ -359,9 +294,8 @@ class Units:
             left = held[raw] - 1
             if left > 0:
                 held[raw] = left
-                self._held_n -= 1
-            elif held.pop(raw, None) is not None:
-                self._held_n -= 1
+            else:
+                held.pop(raw, None)
 
     @contextmanager
     def fetching(self) -> Iterator[None]:

@@ -32,7 +32,7 @@ from conveyor.core.health import EXIT_UNHEALTHY, MAX_BACKOFF, Health, LoopState,
 from conveyor.core.housekeeping import BusyMap, Heartbeat, Housekeeper, Periodic
 from conveyor.core.middleware import FetchedJob
 from conveyor.core.pace import Pace, long_running
-from conveyor.core.processor import Processor, ProcessorHost
+from conveyor.core.processor import Processor, ProcessorHost, run_stop_hooks
 from conveyor.core.units import Units, refill_for
 from conveyor.redis import Outcome
 
@@ -313,6 +313,7 @@ class Worker(Unhealthy):
         self._housekeeping_stop.set()
         if self._housekeeping is not None:
             self._housekeeping.join(timeout=30)
+        run_stop_hooks(self.app, self.identity)
         self._unregister()
         self.processor.runner.close()
         log.info(

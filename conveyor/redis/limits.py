@@ -16,10 +16,13 @@ class Acquire:
     identity: str
     jid: str
     raw: str
+    #: What the slot is named by after the identity: the jid unless given (a slot the
+    #: process keeps for its next jobs of the class is named by a number).
+    tag: str = ""
 
     @property
     def member(self) -> str:
-        return f"{self.identity}|{self.jid}"
+        return f"{self.identity}|{self.tag or self.jid}"
 
 
 #: What :meth:`LimitStore.acquire_many` says per job.
@@ -39,7 +42,7 @@ class LimitStore:
     def acquire_many(self, requests: Sequence[Acquire], now: float) -> list[int]:
         """:meth:`acquire` for a batch, in order, in one script call: per job
         :data:`DEFERRED`, :data:`TAKEN`, or :data:`TAKEN_SCARCE` (taken, and jobs wait for
-        slots: it took the last free one, or the job was resumed)."""
+        slots: it took the last free one, or the job was resumed and others still wait)."""
         if not requests:
             return []
         groups: dict[tuple[str, int, str], list[int]] = {}
@@ -51,9 +54,10 @@ class LimitStore:
         order: list[int] = []
         for (job_class, limit, identity), members in groups.items():
             keys += (k.limit_running(job_class), k.limit_deferred(job_class), k.working(identity))
-            args += (limit, identity, len(members))
+            args += (limit, len(members))
             args += [requests[i].jid for i in members]
             args += [requests[i].raw for i in members]
+            args += [requests[i].member for i in members]
             order += members
         replies = self.store.scripts.run("limit", keys, args)
         out = [0] * len(requests)
@@ -101,6 +105,21 @@ class LimitStore:
             keys += (k.limit_running(job_class), k.limit_deferred(job_class))
             args += (limit, len(members), *members)
         return ScriptCall("limit", keys, list(args))
+
+    def tend(
+        self, slots: Sequence[tuple[str, int, str]], now: float, reservation_ttl: float
+    ) -> tuple[int, dict[str, bool]]:
+        """:meth:`release_many`, also saying per class whether jobs waited for its slots."""
+        if not slots:
+            return 0, {}
+        call = self.release_call(slots, now, reservation_ttl)
+        call.args[0] = "tend"
+        reply = self.store.scripts.run(call.name, call.keys, call.args)
+        waited: dict[str, bool] = {}
+        groups = dict.fromkeys((job_class, limit) for job_class, limit, _ in slots)
+        for (job_class, _), flag in zip(groups, reply[1:], strict=True):
+            waited[job_class] = waited.get(job_class, False) or bool(int(flag))
+        return int(reply[0]), waited
 
     def running(self, job_class: str) -> int:
         return int(self.store.client.zcard(self.store.keys.limit_running(job_class)))

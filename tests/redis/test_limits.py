@@ -51,3 +51,28 @@ def test_a_release_of_9000_slots_fits_in_one_call(app: App, r: redis.Redis) -> N
     r.zadd(keys.limit_running("c"), dict.fromkeys(members, 1.0))
     assert store.release_many([("c", 5000, m) for m in members], time.time(), 300) == 0
     assert r.zcard(keys.limit_running("c")) == 0
+
+
+def test_a_resumed_job_s_reserved_slot_is_scarce_only_while_others_still_wait(
+    app: App, r: redis.Redis
+) -> None:
+    # A process that takes a resumed job's reserved slot keeps no slot unused while that says
+    # scarce: the last resumed job must not keep saying it once nobody waits.
+    store = LimitStore(app.store)
+    keys = app.store.keys
+    me = "host:1:me"
+    r.set(keys.liveness(me), "1", px=10_000)
+    raws = [f'{{"class":"c","args":[{i}],"jid":"j{i}","queue":"q"}}' for i in range(3)]
+    r.lpush(keys.working(me), *raws)
+    now = time.time()
+    got = store.acquire_many([Acquire("c", 1, me, f"j{i}", raws[i]) for i in range(3)], now)
+    assert got == [TAKEN_SCARCE, DEFERRED, DEFERRED]
+    assert store.release("c", 1, now, 300, f"{me}|j0") == 1  # j1 resumed, j2 still waits
+    r.lpush(keys.working(me), raws[1])
+    assert store.acquire_many([Acquire("c", 1, me, "j1", raws[1])], now) == [TAKEN_SCARCE]
+    assert store.release("c", 1, now, 300, f"{me}|j1") == 1  # j2 resumed, nobody waits
+    r.lpush(keys.working(me), raws[2])
+    assert store.acquire_many([Acquire("c", 1, me, "j2", raws[2])], now) == [TAKEN]
+    # The tend mode frees like a release and says whether jobs waited.
+    assert store.tend([("c", 1, f"{me}|j2")], now, 300) == (0, {"c": False})
+    assert r.zcard(keys.limit_running("c")) == 0
