@@ -7,8 +7,9 @@ It starts two ``redis-server`` processes of its own (no RDB, no AOF) and, in one
 
 1. **Redis CPU per job, by kind of job**: plain, deduplicated (``idempotent=True``: a cookie
    claimed at enqueue, released at start), concurrency-limited (``concurrency_limit=100``:
-   slots kept by each process for its next jobs of the class) and tracked (the entities of a tracked bulk operation, 100 per batch job, with its
-   counting script and failed items), on one store, drained by ``--variant-workers`` worker
+   slots kept by each process for its next jobs of the class) and tracked (the entities of a
+   tracked bulk operation, 100 per batch job, with its counting script and failed items), on
+   one store, drained by ``--variant-workers`` worker
    processes. Redis' own ``INFO cpu`` (``used_cpu_sys + used_cpu_user`` of the server) is read
    before the enqueue and after the last acknowledgement: enqueue, fetch, run and
    acknowledgement together. From it, the jobs/s one Redis core carries (1 s of CPU / CPU per

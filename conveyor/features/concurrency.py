@@ -136,6 +136,15 @@ class SlotPools:
                     pool.free = []
             return out
 
+    def restore(self, slots: list[Slot]) -> None:
+        """Put back slots taken out to be freed whose freeing failed (a member is named by its
+        process: ``<identity>|<tag>``)."""
+        with self._lock:
+            for name, limit, member in slots:
+                identity = member.rpartition("|")[0]
+                pool = self._pools.setdefault((identity, name), _Pool(limit=limit))
+                pool.free.append(member)
+
     def drop(self, identity: str) -> list[Slot]:
         """Every unused slot of a process that stops, to free."""
         with self._lock:
@@ -254,10 +263,20 @@ class ConcurrencyLimitMiddleware(ServerMiddleware):
     def _contended(self, request: Acquire, now: float) -> None:
         """A fetched job met jobs waiting for slots, or took the last free one: the process
         keeps no slot unused for a while, and frees those it kept."""
-        kept = self.pools.contended(request.job_class, now, request.identity)
-        if kept:
-            app = self.app
-            LimitStore(app.store).release_many(kept, app.clock.time(), RESERVATION_TTL)
+        self._free(self.pools.contended(request.job_class, now, request.identity))
+
+    def _free(self, slots: list[Slot]) -> int:
+        """Free slots taken out of the pools in Redis (resuming deferred jobs); if the call
+        fails they go back to their pools, to be freed by a later tend (else they would stay
+        taken in Redis for as long as the process lives)."""
+        if not slots:
+            return 0
+        app = self.app
+        try:
+            return LimitStore(app.store).release_many(slots, app.clock.time(), RESERVATION_TTL)
+        except Exception:
+            self.pools.restore(slots)
+            raise
 
     def _keep(self, state: dict[str, Any], now: float) -> bool:
         """Keep a batch-taken slot for the process's next job of the class, if no job waits."""
@@ -280,12 +299,13 @@ class ConcurrencyLimitMiddleware(ServerMiddleware):
             for job_class in set(app.registry.values())
             if (limit := _safe_limit(job_class)) is not None
         ]
-        store = LimitStore(app.store)
-        resumed, waited = store.tend(slots, app.clock.time(), RESERVATION_TTL)
+        try:
+            resumed, waited = LimitStore(app.store).tend(slots, app.clock.time(), RESERVATION_TTL)
+        except Exception:
+            pools.restore(idle)
+            raise
         kept = [s for name, flag in waited.items() if flag for s in pools.contended(name, now)]
-        if kept:
-            resumed += store.release_many(kept, app.clock.time(), RESERVATION_TTL)
-        return resumed
+        return resumed + self._free(kept)
 
     def worker_stopped(self, identity: str) -> None:
         unused = self.pools.drop(identity)

@@ -281,7 +281,7 @@ def test_the_limit_holds_in_asyncio_mode_and_nothing_is_lost(app: App, r: redis.
 
 def _kept_slots_setup(
     redis_url: str, r: redis.Redis
-) -> tuple[App, FakeClock, ConcurrencyLimitMiddleware, Job]:
+) -> tuple[App, FakeClock, ConcurrencyLimitMiddleware, type[Job]]:
     """A process ("host:1:me") ran two jobs of a class limited to 3, taken as a fetched
     batch: it keeps both slots for its next jobs of the class (had it taken the last free
     one, it would keep none: jobs may wait)."""
@@ -345,6 +345,29 @@ def test_slots_a_process_keeps_unused_are_freed_once_it_takes_none_for_a_while(
     middleware.tend()
     assert r.zcard(keys.limit_running("Two")) == 2
     clock.advance(0.02)
+    middleware.tend()
+    assert r.zcard(keys.limit_running("Two")) == 0
+    app.close()
+
+
+def test_slots_kept_unused_whose_freeing_fails_are_kept_and_freed_by_a_later_tend(
+    redis_url: str, r: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Slots taken out of the pools to be freed must not be forgotten when Redis fails the
+    # call: the process lives on, so nothing else would ever free them.
+    app, clock, middleware, _ = _kept_slots_setup(redis_url, r)
+    keys = app.store.keys
+    clock.advance(IDLE_AFTER)
+    tend = LimitStore.tend
+
+    def failing(self: LimitStore, *args: object, **kwargs: object) -> object:
+        raise redis.ConnectionError("the reply was lost")
+
+    monkeypatch.setattr(LimitStore, "tend", failing)
+    with pytest.raises(redis.ConnectionError):
+        middleware.tend()
+    monkeypatch.setattr(LimitStore, "tend", tend)
+    assert r.zcard(keys.limit_running("Two")) == 2
     middleware.tend()
     assert r.zcard(keys.limit_running("Two")) == 0
     app.close()
