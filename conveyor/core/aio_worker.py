@@ -51,6 +51,7 @@ from conveyor.core.units import (
     refill_for,
     resize_due,
     resized,
+    slot_ceiling,
 )
 from conveyor.core.worker import WEDGE_AFTER, make_identity
 from conveyor.redis.aio_store import AioStore, holding_own_client
@@ -421,14 +422,14 @@ class AioWorker(Unhealthy):
                 self.held.release_held([unit.raw])
                 self._gate.added(None)
                 pinned = True
-        slots = min((u.slot_limit for u in units if u.slot_limit), default=0)
-        if slots and self._adaptive:  # its own jobs must not fill the limit
-            cap = self._backoff.limited(
-                slots,
+        if self._adaptive:  # its own jobs must not fill a concurrency limit
+            cap = slot_ceiling(
+                self._backoff,
+                units,
                 concurrency=self.settings.concurrency,
                 floor=self.settings.effective_prefetch,
             )
-            if self.limit - self.settings.concurrency > cap:
+            if cap is not None and self.limit - self.settings.concurrency > cap:
                 self._set_limit(cap)
         if pinned and self._adaptive:  # holding more takes what running jobs need
             current = self.limit - self.settings.concurrency

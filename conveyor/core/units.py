@@ -170,6 +170,17 @@ class LimitBackoff:
         return smaller
 
 
+def slot_ceiling(
+    backoff: LimitBackoff, units: Iterable[FetchedJob | None], *, concurrency: int, floor: int
+) -> int | None:
+    """The prefetch ceiling a fetched batch sets (:meth:`LimitBackoff.limited`, from the
+    smallest concurrency limit whose slots its jobs took), ``None`` when none is limited."""
+    slots = min((u.slot_limit for u in units if u is not None and u.slot_limit), default=0)
+    if not slots:
+        return None
+    return backoff.limited(slots, concurrency=concurrency, floor=floor)
+
+
 def refill_for(limit: int, concurrency: int) -> int:
     """Free slots at which a refill is due, so jobs come in batches: three quarters of the
     jobs held while what is left still gives every thread a job (a large prefetch of short
@@ -320,7 +331,6 @@ class Units:
         off (it keeps its place in the numbering)."""
         with self._lock:
             pinned = False  # a job took a scarce shared slot ahead, or was handed off
-            slots = 0  # the smallest concurrency limit whose slot a job took at fetch
             for unit in units:
                 if unit is not None:
                     item = (self._next_seq, unit)
@@ -328,14 +338,14 @@ class Units:
                     self._held_back.append(item)
                     self._inflight += 1
                     pinned = pinned or unit.holds_slot
-                    if unit.slot_limit and (not slots or unit.slot_limit < slots):
-                        slots = unit.slot_limit
                 else:
                     pinned = True
                 self._next_seq += 1
-            if slots and self.adaptive:
-                cap = self._backoff.limited(slots, concurrency=self.concurrency, floor=self._floor)
-                if self.limit - self.concurrency > cap:
+            if self.adaptive:  # its own jobs must not fill a concurrency limit
+                cap = slot_ceiling(
+                    self._backoff, units, concurrency=self.concurrency, floor=self._floor
+                )
+                if cap is not None and self.limit - self.concurrency > cap:
                     self.limit = self.concurrency + cap
                     self.refill = refill_for(self.limit, self.concurrency)
             if pinned and self.adaptive:

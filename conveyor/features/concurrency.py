@@ -61,6 +61,12 @@ class _Pool:
     taken_at: float = 0.0
     contended_until: float = 0.0
 
+    def take_free(self, job_class: str) -> list[Slot]:
+        """Every unused slot, out of the pool."""
+        out = [(job_class, self.limit, member) for member in self.free]
+        self.free = []
+        return out
+
 
 Slot = tuple[str, int, str]  # (class, limit, member)
 
@@ -121,8 +127,7 @@ class SlotPools:
             for (who, name), pool in self._pools.items():
                 if name == job_class and identity in (None, who):
                     pool.contended_until = now + CONTENDED_FOR
-                    out += [(name, pool.limit, member) for member in pool.free]
-                    pool.free = []
+                    out += pool.take_free(name)
             return out
 
     def idle(self, now: float) -> list[Slot]:
@@ -132,8 +137,7 @@ class SlotPools:
             out: list[Slot] = []
             for (_, name), pool in self._pools.items():
                 if pool.free and now - pool.taken_at >= IDLE_AFTER:
-                    out += [(name, pool.limit, member) for member in pool.free]
-                    pool.free = []
+                    out += pool.take_free(name)
             return out
 
     def restore(self, slots: list[Slot]) -> None:
@@ -150,8 +154,7 @@ class SlotPools:
         with self._lock:
             out: list[Slot] = []
             for key in [k for k in self._pools if k[0] == identity]:
-                pool = self._pools.pop(key)
-                out += [(key[1], pool.limit, member) for member in pool.free]
+                out += self._pools.pop(key).take_free(key[1])
             self._tags.pop(identity, None)
             return out
 
@@ -294,11 +297,7 @@ class ConcurrencyLimitMiddleware(ServerMiddleware):
         app, pools = self.app, self.pools
         now = app.clock.monotonic()
         idle = pools.idle(now)
-        slots = idle + [
-            (job_class.wire_name(), limit, "")
-            for job_class in set(app.registry.values())
-            if (limit := _safe_limit(job_class)) is not None
-        ]
+        slots = idle + _resume_only(app)
         try:
             resumed, waited = LimitStore(app.store).tend(slots, app.clock.time(), RESERVATION_TTL)
         except Exception:
@@ -357,12 +356,17 @@ def resume_deferred(app: App) -> int:
     middleware = _middleware(app)
     if middleware is not None:
         return middleware.tend()
-    slots = [
+    return LimitStore(app.store).release_many(_resume_only(app), app.clock.time(), RESERVATION_TTL)
+
+
+def _resume_only(app: App) -> list[Slot]:
+    """A release entry freeing no slot for every limited class this process knows: the
+    release then only resumes its deferred jobs into free slots."""
+    return [
         (job_class.wire_name(), limit, "")
         for job_class in set(app.registry.values())
         if (limit := _safe_limit(job_class)) is not None
     ]
-    return LimitStore(app.store).release_many(slots, app.clock.time(), RESERVATION_TTL)
 
 
 def _safe_limit(job_class: type[Job]) -> int | None:

@@ -7,7 +7,7 @@ import time
 
 import pytest
 import redis
-from support import running_worker, wait_for
+from support import live_process_holding, running_worker, wait_for
 
 from conveyor import App, ConfigurationError, Job
 from conveyor.clock import FakeClock
@@ -53,9 +53,7 @@ def test_deferred_jobs_resume_oldest_first_as_slots_free(app: App, r: redis.Redi
     store = LimitStore(app.store)
     keys = app.store.keys
     me = "host:1:me"
-    r.set(keys.liveness(me), "1", px=10_000)
-    raws = [f'{{"class":"c","args":[{i}],"jid":"j{i}","queue":"q"}}' for i in range(6)]
-    r.lpush(keys.working(me), *raws)
+    raws = live_process_holding(app, r, me, 6)
     now = time.time()
     assert store.acquire("c", 2, identity=me, jid="j0", raw=raws[0], now=now)
     assert store.acquire("c", 2, identity=me, jid="j1", raw=raws[1], now=now)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import redis
+from support import live_process_holding
 
 from conveyor import App
 from conveyor.redis.limits import DEFERRED, TAKEN, TAKEN_SCARCE, Acquire, LimitStore
@@ -61,9 +62,7 @@ def test_a_resumed_job_s_reserved_slot_is_scarce_only_while_others_still_wait(
     store = LimitStore(app.store)
     keys = app.store.keys
     me = "host:1:me"
-    r.set(keys.liveness(me), "1", px=10_000)
-    raws = [f'{{"class":"c","args":[{i}],"jid":"j{i}","queue":"q"}}' for i in range(3)]
-    r.lpush(keys.working(me), *raws)
+    raws = live_process_holding(app, r, me, 3)
     now = time.time()
     got = store.acquire_many([Acquire("c", 1, me, f"j{i}", raws[i]) for i in range(3)], now)
     assert got == [TAKEN_SCARCE, DEFERRED, DEFERRED]

@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
+import redis
+
 from conveyor import App, Worker
 from conveyor.core.aio_worker import AioWorker
 from conveyor.core.modes import create_worker
@@ -58,6 +60,16 @@ def stop_session(proc: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
+
+
+def live_process_holding(app: App, r: redis.Redis, identity: str, n: int) -> list[str]:
+    """A live worker process ``identity`` (its liveness key set) holding ``n`` jobs of class
+    ``c`` (jids ``j0``, ``j1``, ...) in its working list: their payloads, in order."""
+    keys = app.store.keys
+    r.set(keys.liveness(identity), "1", px=10_000)
+    raws = [f'{{"class":"c","args":[{i}],"jid":"j{i}","queue":"q"}}' for i in range(n)]
+    r.lpush(keys.working(identity), *raws)
+    return raws
 
 
 def wait_for(
