@@ -80,13 +80,15 @@ class Settings:
     #: loop) or ``auto``: asyncio when every job class the app registered is ``async def``,
     #: else threads (docs/concurrency-model.md).
     worker_mode: str = "auto"
-    #: ``one``: ``conveyor worker`` pins each of its processes to one CPU core (the n-th
-    #: process of ``-p N`` to the n-th core it may use, a lone process to the core it started
-    #: on, or the next core no other pinned worker holds), so its threads never hand the GIL
-    #: across cores; ``none`` (default): the OS places them. Opt in where jobs' CPU work holds
-    #: the GIL and nothing else pins the cores (docs/concurrency-model.md, "Pinning a process
-    #: to a core").
-    cpu_affinity: str = "none"
+    #: ``auto`` (default): a threads-mode ``conveyor worker`` process runs on one CPU core, so
+    #: its threads never hand the GIL across cores, and moves off a core other processes keep
+    #: busy (unpinned while every core is); its child processes get every core back. ``one``:
+    #: each process pinned to one core for its life (the n-th process of ``-p N`` to the n-th
+    #: core it may use, a lone process to the core it started on, or the next core no other
+    #: pinned worker holds); ``none``: the OS places them, as for jobs whose C code runs beside
+    #: the GIL (numpy, compression). Asyncio mode is never pinned (docs/concurrency-model.md,
+    #: "Pinning a process to a core").
+    cpu_affinity: str = "auto"
     #: The event loop of asyncio mode and of ``async def`` jobs in threads mode: ``auto``
     #: (uvloop when installed, as uvicorn's ``--loop auto``), ``uvloop`` or ``asyncio``.
     event_loop: str = "auto"
@@ -157,8 +159,10 @@ class Settings:
             raise ConfigurationError(
                 f"worker_mode must be auto, threads or asyncio, got {self.worker_mode!r}"
             )
-        if self.cpu_affinity not in ("none", "one"):
-            raise ConfigurationError(f"cpu_affinity must be none or one, got {self.cpu_affinity!r}")
+        if self.cpu_affinity not in ("auto", "none", "one"):
+            raise ConfigurationError(
+                f"cpu_affinity must be auto, none or one, got {self.cpu_affinity!r}"
+            )
         if self.event_loop not in ("auto", "asyncio", "uvloop"):
             raise ConfigurationError(
                 f"event_loop must be auto, asyncio or uvloop, got {self.event_loop!r}"

@@ -16,10 +16,10 @@ import click
 
 from conveyor import logs
 from conveyor.cli.common import CliState, pass_state
-from conveyor.core.affinity import pin_to_one_core, slot_from_env
+from conveyor.core.affinity import pin_to_one_core, slot_from_env, steer
 from conveyor.core.aio_worker import AioWorker
 from conveyor.core.app import App
-from conveyor.core.modes import create_worker
+from conveyor.core.modes import create_worker, resolved_mode
 from conveyor.core.supervisor import Supervisor
 from conveyor.core.worker import Worker
 from conveyor.errors import ConfigurationError
@@ -205,9 +205,10 @@ def watch_parent(worker: Worker | AioWorker, parent_pid: int) -> None:
 )
 @click.option(
     "--cpu-affinity",
-    type=click.Choice(["none", "one"]),
-    help="one: pin each worker process to one CPU core (its threads then never hand the GIL "
-    "across cores; see the docs); none (default): the OS places them.",
+    type=click.Choice(["auto", "none", "one"]),
+    help="auto (default): a threads-mode process runs on one CPU core (its threads then never "
+    "hand the GIL across cores) and moves off a core others keep busy; one: each process "
+    "pinned to one core; none: the OS places them (jobs whose C code runs beside the GIL).",
 )
 @click.option("--strict", is_flag=True, help="Strict queue order instead of weighted.")
 @click.option("--burst", is_flag=True, help="Exit once the queues are empty.")
@@ -254,12 +255,21 @@ def worker(state: CliState, /, queues: tuple[str, ...], **params: Any) -> None:
     if params["metrics"] and "metrics" not in app.extensions:  # installed once, not twice
         metrics.install(app)
     core = None
-    if app.settings.cpu_affinity == "one":  # core claims live beside the embedded server's data
-        core = pin_to_one_core(Path(app.settings.state_dir).expanduser() / "cpu", slot_from_env())
+    lock_dir = Path(app.settings.state_dir).expanduser() / "cpu"  # beside the embedded server
+    if app.settings.cpu_affinity == "one":
+        core = pin_to_one_core(lock_dir, slot_from_env())
+    elif app.settings.cpu_affinity == "auto" and resolved_mode(app) == "threads":
+        steering = steer(lock_dir, slot_from_env())
+        core = steering.core if steering is not None else None
     runner = create_worker(app, burst=params["burst"])
     logs.bind_process(worker=runner.identity)
     if core is not None:
-        log.info("worker %s pinned to CPU core %d (cpu_affinity=one)", runner.identity, core)
+        log.info(
+            "worker %s pinned to CPU core %d (cpu_affinity=%s)",
+            runner.identity,
+            core,
+            app.settings.cpu_affinity,
+        )
     if params["parent_pid"] is not None:
         watch_parent(runner, params["parent_pid"])
     try:

@@ -1,4 +1,4 @@
-"""Pinning a worker process to one CPU core (``Settings.cpu_affinity = "one"``).
+"""Pinning a worker process to one CPU core (``Settings.cpu_affinity``: ``auto``, ``one``).
 
 Under CPython's GIL the threads of a process run Python code one at a time, but the OS
 places them on any core: every hand-off of the GIL between threads on different cores is a
@@ -9,6 +9,12 @@ Measured on the 2-core development machine (``python -m benchmarks.profile -c 10
 one ``INCR``): 13,300 jobs/s at 77 µs of CPU per job, pinned 16,400 at 55 µs
 (docs/concurrency-model.md). What a pinned process gives up: C code that releases the GIL
 (compression, numpy) no longer runs on several cores at once within it.
+
+``auto`` (the default for a threads-mode worker) pins too, and then steers (:class:`Steering`,
+one daemon thread, a look every half second): it moves the process to another core when other
+processes keep its core busy, lets the OS place it again when every core is busy, and gives the
+process's children (a job's ``subprocess.run``) all its cores back, which they would otherwise
+inherit pinned.
 """
 
 from __future__ import annotations
@@ -16,7 +22,10 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -53,9 +62,9 @@ def running_core() -> int | None:
         return None
 
 
-#: The lock files of the cores this process claimed, open for its life (closing one, or the
-#: process's death, releases the claim).
-_claims: list[IO[str]] = []
+#: The lock files of the cores this process claimed, by core, open while it holds the claim
+#: (closing one, or the process's death, releases it).
+_claims: dict[int, IO[str]] = {}
 
 
 def claim(cores: list[int], lock_dir: Path) -> int | None:
@@ -75,9 +84,16 @@ def claim(cores: list[int], lock_dir: Path) -> int | None:
         except OSError:
             handle.close()
             continue
-        _claims.append(handle)
+        _claims[core] = handle
         return core
     return None
+
+
+def release(core: int) -> None:
+    """Give up this process's claim of ``core`` (nothing if it holds none)."""
+    handle = _claims.pop(core, None)
+    if handle is not None:
+        handle.close()
 
 
 def pin_to_one_core(lock_dir: Path, slot: int | None = None) -> int | None:
@@ -100,3 +116,280 @@ def slot_from_env(env: Mapping[str, str] = os.environ) -> int | None:
     """The slot the supervisor gave this process, if any."""
     raw = env.get(SLOT_ENV)
     return int(raw) if raw is not None and raw.isdigit() else None
+
+
+# -- auto: pinned, and steered -------------------------------------------------------------
+
+#: How often the steering thread looks (s): the most a child runs pinned before it gets the
+#: process's cores back.
+TICK = 0.5
+#: The span each decision looks back over (s), and how many spans in a row a condition must
+#: hold before the process moves: a burst of another process does not move it.
+SPAN = 1.0
+HOLD = 2
+#: Other processes using this share of the process's core make it look for a better one.
+CROWDED = 0.25
+#: A core is better when its load is below the crowding on this one by this margin.
+MARGIN = 0.15
+#: The process's core is full at this load (its own and others'): with no better core, it is
+#: unpinned, and tries a core again after ``BACKOFF`` s (doubling, up to ``BACKOFF_MAX``)
+#: once the other processes leave room for it.
+FULL = 0.9
+BACKOFF = 30.0
+BACKOFF_MAX = 300.0
+
+
+def core_busy(stat: str | None = None) -> dict[int, float]:
+    """Seconds each core has been busy since boot (``/proc/stat``: every state but idle and
+    iowait; steal counts as busy, since the hypervisor gave that time to someone else).
+
+    >>> core_busy("cpu  9 9 9 9\\ncpu0 100 0 50 900 10 0 0 50\\ncpu1 1 0 0 5\\n")
+    {0: 2.0, 1: 0.01}
+    """
+    if stat is None:
+        with open("/proc/stat", encoding="ascii") as handle:
+            stat = handle.read()
+    hz = os.sysconf("SC_CLK_TCK")
+    busy: dict[int, float] = {}
+    for line in stat.splitlines():
+        name, _, rest = line.partition(" ")
+        if not name.startswith("cpu") or name == "cpu":
+            continue
+        ticks = [int(v) for v in rest.split()]
+        idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)
+        busy[int(name[3:])] = (sum(ticks[:8]) - idle) / hz
+    return busy
+
+
+@dataclass(frozen=True)
+class Loads:
+    """What one span showed, as shares of one core: this process's CPU (``own``) and each
+    core's load, this process's included."""
+
+    own: float
+    cores: Mapping[int, float]
+
+
+@dataclass(frozen=True)
+class Move:
+    """What the steering decides: ``core`` to pin to, or ``None`` to let the OS place the
+    process; ``why`` goes to the log."""
+
+    core: int | None
+    why: str
+
+
+def decide(pinned: int | None, loads: Loads, taken: Iterable[int] = ()) -> Move | None:
+    """Where a process pinned to ``pinned`` (``None``: not pinned) should go after a span
+    that showed ``loads``; ``taken``: cores other pinned workers hold. ``None``: stay.
+
+    A pinned process moves to the least loaded free core when other processes use at least
+    ``CROWDED`` of its own core and that core's load is lower by ``MARGIN``; with no such core
+    and its core full, it is unpinned. An unpinned process pins again to the least loaded core
+    once the others leave at least a core's worth of room besides its own use.
+
+    >>> decide(0, Loads(own=0.5, cores={0: 1.0, 1: 0.1})).core       # crowded: move
+    1
+    >>> decide(0, Loads(own=0.6, cores={0: 0.8, 1: 0.9})) is None     # no better core
+    True
+    >>> decide(0, Loads(own=0.5, cores={0: 1.0, 1: 0.95})).core is None   # all full
+    True
+    >>> decide(None, Loads(own=0.6, cores={0: 0.5, 1: 0.3})).core    # room again
+    1
+    """
+    free = {c: load for c, load in loads.cores.items() if c not in taken or c == pinned}
+    if pinned is None:
+        others = sum(loads.cores.values()) - loads.own
+        if free and others <= len(loads.cores) - 1 - CROWDED:
+            core = min(free, key=lambda c: (free[c], c))
+            return Move(core, f"other processes use {others:.2f} of {len(loads.cores)} cores")
+        return None
+    here = loads.cores.get(pinned, 0.0)
+    crowding = max(0.0, here - loads.own)
+    if crowding < CROWDED:
+        return None
+    better = {c: load for c, load in free.items() if c != pinned and load + MARGIN < crowding}
+    if better:
+        core = min(better, key=lambda c: (better[c], c))
+        return Move(
+            core,
+            f"other processes used {crowding:.2f} of core {pinned}, "
+            f"core {core} was {better[core]:.2f} busy",
+        )
+    if here >= FULL:
+        return Move(None, f"core {pinned} was full ({here:.2f}, {crowding:.2f} by others)")
+    return None
+
+
+def tasks(pid: int | str = "self") -> list[int]:
+    """The threads of process ``pid`` (none once it is gone)."""
+    try:
+        return [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except (OSError, ValueError):
+        return []
+
+
+def children(pid: int | str = "self") -> list[int]:
+    """The child processes of ``pid`` (Linux: each thread's ``children`` file)."""
+    found: list[int] = []
+    for tid in tasks(pid):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children", encoding="ascii") as handle:
+                found += [int(c) for c in handle.read().split()]
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def descendants(pid: int | str = "self") -> list[int]:
+    """Children, their children, and so on, of ``pid``."""
+    found, todo = [], children(pid)
+    while todo:
+        child = todo.pop()
+        found.append(child)
+        todo += children(child)
+    return found
+
+
+def repin(tids: Iterable[int], cores: set[int], only_from: set[int] | None = None) -> int:
+    """Give each thread of ``tids`` the ``cores``; with ``only_from``, only those pinned to
+    exactly that set (a thread that set its own affinity keeps it). How many changed."""
+    changed = 0
+    for tid in tids:
+        try:
+            if only_from is not None and os.sched_getaffinity(tid) != only_from:
+                continue
+            os.sched_setaffinity(tid, cores)
+            changed += 1
+        except OSError:  # gone, or not ours to change
+            continue
+    return changed
+
+
+class Steering(threading.Thread):
+    """``cpu_affinity=auto``: keeps a pinned process on a core other processes leave free,
+    and its children unpinned. Start it once the process is pinned to ``core``.
+
+    >>> Steering(core, allowed, lock_dir).start()          # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        core: int | None,
+        allowed: set[int],
+        lock_dir: Path,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        cpu: Callable[[], float] = time.process_time,
+        busy: Callable[[], dict[int, float]] = core_busy,
+    ) -> None:
+        super().__init__(name="conveyor-affinity", daemon=True)
+        self.core: int | None = core
+        self.allowed = allowed
+        self.lock_dir = lock_dir
+        self.clock, self.cpu, self.busy = clock, cpu, busy
+        self.stopping = threading.Event()
+        self.widened: set[int] = set()  # descendants already given the cores back
+        self.streak: list[Move] = []
+        self.backoff = BACKOFF
+        self.unpinned_at = self.pinned_at = -BACKOFF_MAX
+
+    def run(self) -> None:
+        last = (self.clock(), self.cpu(), self.busy())
+        while not self.stopping.wait(TICK):
+            try:
+                self.free_children()
+                now = (self.clock(), self.cpu(), self.busy())
+                if now[0] - last[0] >= SPAN:
+                    self.step(now, last)
+                    last = now
+            except Exception:  # steering is an optimisation: never a crash
+                log.exception("cpu_affinity=auto: steering failed; the process stays where it is")
+                return
+
+    def step(
+        self,
+        now: tuple[float, float, dict[int, float]],
+        last: tuple[float, float, dict[int, float]],
+    ) -> None:
+        span = now[0] - last[0]
+        loads = Loads(
+            own=(now[1] - last[1]) / span,
+            cores={
+                c: (now[2][c] - last[2].get(c, 0.0)) / span for c in self.allowed & now[2].keys()
+            },
+        )
+        if self.core is None and now[0] - self.unpinned_at < self.backoff:
+            return
+        move = decide(self.core, loads, self.taken())
+        self.streak = [*self.streak, move][-HOLD:] if move is not None else []
+        if move is None or len(self.streak) < HOLD:
+            return
+        if any(m.core != move.core for m in self.streak):
+            return
+        self.streak = []
+        self.go(move)
+
+    def taken(self) -> list[int]:
+        """Cores other pinned workers on this host hold (their lock files are locked)."""
+        held = []
+        for core in self.allowed - ({self.core} if self.core is not None else set()):
+            mine = claim([core], self.lock_dir)
+            if mine is None:
+                held.append(core)
+            else:
+                release(mine)
+        return held
+
+    def go(self, move: Move) -> None:
+        old = {self.core} if self.core is not None else set(self.allowed)
+        if move.core is not None and claim([move.core], self.lock_dir) is None:
+            return  # another worker took it meanwhile
+        if self.core is not None:
+            release(self.core)
+        target = {move.core} if move.core is not None else set(self.allowed)
+        repin(tasks(), target, only_from=old)
+        now = self.clock()
+        if move.core is None:  # unpinned again soon after pinning again: wait longer
+            recent = now - self.pinned_at < BACKOFF_MAX
+            self.backoff = min(self.backoff * 2, BACKOFF_MAX) if recent else BACKOFF
+            self.unpinned_at = now
+            log.info("cpu_affinity=auto: unpinned from core %s: %s", self.core, move.why)
+        else:
+            if self.core is None:
+                self.pinned_at = now
+            log.info("cpu_affinity=auto: pinned to core %d: %s", move.core, move.why)
+        self.core = move.core
+
+    def free_children(self) -> None:
+        """Give each new descendant process the process's cores back: a child inherits the
+        pin of the thread that started it, and a job's ``subprocess.run`` should not run on
+        one core because the worker does."""
+        if self.core is None:  # children inherit every core
+            self.widened.clear()
+            return
+        current = descendants()
+        for pid in current:
+            if pid in self.widened:
+                continue
+            self.widened.add(pid)
+            repin(tasks(pid), set(self.allowed), only_from={self.core})
+        self.widened &= set(current)
+
+
+def steer(lock_dir: Path, slot: int | None = None) -> Steering | None:
+    """``cpu_affinity=auto``: pin this process to a free core (as :func:`pin_to_one_core`; not
+    pinned while every core is held by another pinned worker) and start its
+    :class:`Steering`. ``None`` where there is nothing to steer: one core, or not Linux. Call
+    it before any other thread starts."""
+    if not hasattr(os, "sched_setaffinity") or not os.path.exists("/proc/self/task"):
+        return None
+    allowed = os.sched_getaffinity(0)
+    if len(allowed) < 2:
+        return None
+    core = claim(preference(sorted(allowed), slot, running_core()), lock_dir)
+    if core is not None:
+        os.sched_setaffinity(0, {core})
+    steering = Steering(core, set(allowed), lock_dir)
+    steering.start()
+    return steering
