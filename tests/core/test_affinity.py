@@ -19,7 +19,7 @@ from support import PYTHON, ROOT, python_env, stop_session, wait_for
 
 from conveyor import App, Settings
 from conveyor.api import Api
-from conveyor.core.affinity import BACKOFF, Loads, Move, Steering, decide
+from conveyor.core.affinity import BACKOFF, Loads, Move, Steering, decide, release
 
 pytestmark = pytest.mark.slow
 
@@ -249,3 +249,4 @@ def test_the_steering_moves_only_after_the_crowding_held_two_spans_and_backs_off
         last, now = now, fake.advance(0.3, c0=0.3, c1=0.0)
         steering.step(now, last)
     assert steering.core == 1, "pinned again to the least loaded core"
+    release(1)
