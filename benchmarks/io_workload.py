@@ -50,20 +50,20 @@ def _conveyor(
     *,
     pooled: bool = False,
     own: bool = False,
-    pinned: bool = False,
+    affinity: str | None = None,
 ) -> Callable[[], Command]:
     """``mode`` None: the default (``auto``) on the app of only ``async def`` jobs, which it
     runs in asyncio mode. ``pooled``: the job's client is one pooled client shared by the
     threads instead of one per thread (peer_common). ``own``: an ``async def`` job calls
     through ``app.aredis()`` (its slot's own connection) instead of a pooled redis.asyncio
-    client. ``pinned``: ``--cpu-affinity one`` (each process on one core)."""
+    client. ``affinity``: ``--cpu-affinity`` (the default is ``auto``)."""
     target = "conveyor_jobs:async_app" if mode is None else "conveyor_jobs:app"
     argv = [sys.executable, "-m", "conveyor.cli", "worker", "-r", target]
     argv += ["-c", str(concurrency), "-p", str(processes), "--log-level", "WARNING"]
     if mode is not None:
         argv += ["--mode", mode]
-    if pinned:
-        argv += ["--cpu-affinity", "one"]
+    if affinity is not None:
+        argv += ["--cpu-affinity", affinity]
     env = {"BENCH_JOB_CLIENT": "pooled"} if pooled else {"BENCH_JOB_CLIENT": "own"} if own else {}
     return lambda: [(argv, env)]
 
@@ -96,8 +96,8 @@ def variants(cores: int) -> list[Variant]:
                 _conveyor("threads", c, 1),
             ),
             Variant(
-                "conveyor", f"threads, `-c {c}`, `--cpu-affinity one`", "incr", c, 1,
-                _conveyor("threads", c, 1, pinned=True),
+                "conveyor", f"threads, `-c {c}`, `--cpu-affinity none`", "incr", c, 1,
+                _conveyor("threads", c, 1, affinity="none"),
             ),
             Variant(
                 "conveyor", f"threads, `-c {c}`, job client pooled", "incr", c, 1,
@@ -123,8 +123,8 @@ def variants(cores: int) -> list[Variant]:
         Variant("sidekiq", f"{p} x `sidekiq -c 10`", "incr", 10, p, _sidekiq(10, p)),
         Variant("conveyor", f"threads, `-p {p} -c 10`", "incr", 10, p, _conveyor("threads", 10, p)),
         Variant(
-            "conveyor", f"threads, `-p {p} -c 10 --cpu-affinity one`", "incr", 10, p,
-            _conveyor("threads", 10, p, pinned=True),
+            "conveyor", f"threads, `-p {p} -c 10 --cpu-affinity none`", "incr", 10, p,
+            _conveyor("threads", 10, p, affinity="none"),
         ),
         Variant(
             "conveyor", f"async def only, default (auto: asyncio), `-p {p} -c 10`", "aincr", 10, p,
@@ -234,13 +234,14 @@ client pooled" rows share one pooled redis-py client between the threads instead
 and return around each call: the workload's definition before 2026-12-05). "job client
 app.aredis()" rows make the `async def` job's call on Conveyor's `app.aredis()`, its asyncio slot's
 own connection (the async counterpart of one client per thread; a plain `redis.asyncio` client
-checks a connection out of its pool around each call). "`--cpu-affinity one`" rows pin each
-Conveyor process to one core (opt-in; docs/concurrency-model.md). The jobs are pre-filled
-(the engine's bulk API where it has one, else a loop), then the worker process(es) start; the
-harness polls the counter every 2 ms and times the drain from the moment 10% of the jobs have run
-(boot and warm-up excluded) to the last one, and reads the CPU time (user + system) of every worker
-process and its children at both moments. With `--io-rounds N` every variant runs N times (every
-other round in reverse order) and the table gives the medians, and each round's drain.
+checks a connection out of its pool around each call). Threads-mode rows run on Conveyor's default
+`--cpu-affinity auto` (each process on one core, moved off cores other processes keep busy;
+docs/concurrency-model.md); "`--cpu-affinity none`" rows let the OS place the threads. The jobs are
+pre-filled (the engine's bulk API where it has one, else a loop), then the worker process(es)
+start; the harness polls the counter every 2 ms and times the drain from the moment 10% of the jobs
+have run (boot and warm-up excluded) to the last one, and reads the CPU time (user + system) of
+every worker process and its children at both moments. With `--io-rounds N` every variant runs N
+times (every other round in reverse order) and the table gives the medians, and each round's drain.
 "÷ Sidekiq" compares with Ruby Sidekiq at the same
 concurrency and number of processes (for CPU per job, lower is better). Multi-process rows run
 one process per core, each at concurrency 10 (Conveyor `-p N`, N Sidekiq processes, Dramatiq
