@@ -131,10 +131,14 @@ HOLD = 2
 CROWDED = 0.25
 #: A core is better when its load is below the crowding on this one by this margin.
 MARGIN = 0.15
-#: The process's core is full at this load (its own and others'): with no better core, it is
-#: unpinned, and tries a core again after ``BACKOFF`` s (doubling, up to ``BACKOFF_MAX``)
-#: once the other processes leave room for it.
+#: The process's core is full at this load (its own and others'): with others using at least
+#: ``STARVED`` of it and no better core, the process is unpinned (pinned, it could never have
+#: more than what they leave it), and tries a core again after ``BACKOFF`` s (doubling, up to
+#: ``BACKOFF_MAX``) once the other processes leave room for it. Less crowded, it stays: on a
+#: full machine the OS would give it little more, and its threads would hand the GIL across
+#: cores again.
 FULL = 0.9
+STARVED = 0.5
 BACKOFF = 30.0
 BACKOFF_MAX = 300.0
 
@@ -184,15 +188,18 @@ def decide(pinned: int | None, loads: Loads, taken: Iterable[int] = ()) -> Move 
     that showed ``loads``; ``taken``: cores other pinned workers hold. ``None``: stay.
 
     A pinned process moves to the least loaded free core when other processes use at least
-    ``CROWDED`` of its own core and that core's load is lower by ``MARGIN``; with no such core
-    and its core full, it is unpinned. An unpinned process pins again to the least loaded core
-    once the others leave at least a core's worth of room besides its own use.
+    ``CROWDED`` of its own core and that core's load is lower by ``MARGIN``; with no such core,
+    its core full and others using at least ``STARVED`` of it, it is unpinned. An unpinned
+    process pins again to the least loaded core once the others leave at least a core's worth
+    of room besides its own use.
 
     >>> decide(0, Loads(own=0.5, cores={0: 1.0, 1: 0.1})).core       # crowded: move
     1
     >>> decide(0, Loads(own=0.6, cores={0: 0.8, 1: 0.9})) is None     # no better core
     True
-    >>> decide(0, Loads(own=0.5, cores={0: 1.0, 1: 0.95})).core is None   # all full
+    >>> decide(0, Loads(own=0.4, cores={0: 1.0, 1: 0.95})).core is None   # all full
+    True
+    >>> decide(0, Loads(own=0.6, cores={0: 1.0, 1: 0.95})) is None   # full, but not starved
     True
     >>> decide(None, Loads(own=0.6, cores={0: 0.5, 1: 0.3})).core    # room again
     1
@@ -216,7 +223,7 @@ def decide(pinned: int | None, loads: Loads, taken: Iterable[int] = ()) -> Move 
             f"other processes used {crowding:.2f} of core {pinned}, "
             f"core {core} was {better[core]:.2f} busy",
         )
-    if here >= FULL:
+    if here >= FULL and crowding >= STARVED:
         return Move(None, f"core {pinned} was full ({here:.2f}, {crowding:.2f} by others)")
     return None
 
@@ -346,6 +353,7 @@ class Steering(threading.Thread):
         if move.core is not None and claim([move.core], self.lock_dir) is None:
             return  # another worker took it meanwhile
         if self.core is not None:
+            self.free_children()  # pinned to the old core: widened before the move
             release(self.core)
         target = {move.core} if move.core is not None else set(self.allowed)
         repin(tasks(), target, only_from=old)

@@ -190,7 +190,8 @@ def test_a_crowded_core_is_left_for_the_least_loaded_free_one_only() -> None:
     crowded = Loads(own=0.4, cores={0: 1.0, 1: 0.4, 2: 0.2})
     assert to(decide(0, crowded)) == 2
     assert to(decide(0, crowded, taken=[2])) == 1
-    assert to(decide(0, crowded, taken=[1, 2])) is None  # full, nowhere to go: unpinned
+    assert to(decide(0, crowded, taken=[1, 2])) is None  # starved, nowhere to go: unpinned
+    assert to(decide(0, Loads(own=0.6, cores={0: 1.0, 1: 1.0}))) == "stay"  # others: 0.4 only
     assert to(decide(0, Loads(own=0.8, cores={0: 0.95, 1: 0.0}))) == "stay"  # its own load
     assert to(decide(0, Loads(own=0.1, cores={0: 0.3, 1: 0.25}))) == "stay"  # none better
 
@@ -224,6 +225,7 @@ def test_the_steering_moves_only_after_the_crowding_held_two_spans_and_backs_off
         return 0
 
     monkeypatch.setattr("conveyor.core.affinity.repin", repin)
+    monkeypatch.setattr("conveyor.core.affinity.descendants", lambda pid="self": [])
     fake = Fake()
     steering = Steering(0, {0, 1}, tmp_path / "cpu")
     last = (fake.now, fake.own, dict(fake.busy))
