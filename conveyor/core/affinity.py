@@ -390,14 +390,24 @@ def steer(lock_dir: Path, slot: int | None = None) -> Steering | None:
     pinned while every core is held by another pinned worker) and start its
     :class:`Steering`. ``None`` where there is nothing to steer: one core, or not Linux. Call
     it before any other thread starts."""
-    if not hasattr(os, "sched_setaffinity") or not os.path.exists("/proc/self/task"):
+    if not hasattr(os, "sched_setaffinity"):
         return None
     allowed = os.sched_getaffinity(0)
     if len(allowed) < 2:
         return None
+    if not os.path.exists(f"/proc/self/task/{threading.get_native_id()}/children"):
+        # A kernel without CONFIG_PROC_CHILDREN: the children of a job could not be given
+        # their cores back, so the process is not pinned at all.
+        log.info("cpu_affinity=auto: no /proc/<pid>/task/<tid>/children here; not pinned")
+        return None
     core = claim(preference(sorted(allowed), slot, running_core()), lock_dir)
     if core is not None:
-        os.sched_setaffinity(0, {core})
+        try:
+            os.sched_setaffinity(0, {core})
+        except OSError as exc:  # a sandbox that forbids it
+            log.info("cpu_affinity=auto: cannot pin (%s); not pinned", exc)
+            release(core)
+            return None
     steering = Steering(core, set(allowed), lock_dir)
     steering.start()
     return steering
