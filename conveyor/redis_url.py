@@ -10,7 +10,8 @@ A Sentinel URL names the Sentinels, not the primary, and the service they watch:
 
 The port defaults to 26379; IPv6 hosts go in brackets (``[::1]:26379``); a password holding
 ``@ / , :`` or ``%`` is percent-encoded. The credentials are those of the Redis primary and
-replicas; the Sentinels are asked without a password.
+replicas; Sentinels that ask for a password of their own get ``Settings.sentinel_username`` and
+``sentinel_password`` (set in the environment or the config file, never in the URL).
 
 >>> target = parse_sentinel_url("redis+sentinel://:s3cret@10.0.0.1,10.0.0.2:26380/jobs/2")
 >>> target.sentinels, target.service, target.db

@@ -59,6 +59,12 @@ class Settings:
     #: ``redis://``, ``rediss://``, ``unix://``, or ``redis+sentinel://`` /
     #: ``rediss+sentinel://`` (docs/scaling.md); ``None`` starts/reuses the embedded server.
     redis_url: str | None = None
+    #: The user and password the Sentinels of a ``redis+sentinel://`` URL ask for (their
+    #: ``requirepass`` or an ACL user), for every Sentinel URL of the app, ``stores``
+    #: included. The URL's own credentials are the primary's. Set them in the environment
+    #: (``CONVEYOR_SENTINEL_PASSWORD``) or the config file, never on a command line.
+    sentinel_username: str | None = None
+    sentinel_password: str | None = None
     #: More Redis instances beside ``redis_url`` (the store named ``default``), by name:
     #: ``{"b": "redis://jobs-b:6379/0"}``. Each is a complete Sidekiq keyspace (docs/scaling.md).
     stores: Mapping[str, str] = field(default_factory=dict)
@@ -181,6 +187,8 @@ class Settings:
             value = getattr(self, f.name)
             if f.name == "redis_url" and value:
                 value = mask_url(value)
+            elif f.name == "sentinel_password" and value:
+                value = "***"
             elif f.name == "stores":
                 value = {name: mask_url(url) for name, url in value.items()}
             elif f.name == "extra":

@@ -31,6 +31,13 @@ def display_url(settings: Settings) -> str:
     return mask_url(resolve_url(settings))
 
 
+def sentinel_auth(settings: Settings) -> dict[str, str]:
+    """What the Sentinels are asked with: ``settings.sentinel_username`` and
+    ``sentinel_password``, those that are set."""
+    auth = {"username": settings.sentinel_username, "password": settings.sentinel_password}
+    return {key: value for key, value in auth.items() if value}
+
+
 def connect(
     settings: Settings, *, max_connections: int | None = None, url: str | None = None
 ) -> redis.Redis:
@@ -47,6 +54,7 @@ def connect(
             parse_sentinel_url(url),
             max_connections=max_connections,
             reconnect_timeout=settings.reconnect_timeout,
+            auth=sentinel_auth(settings),
         )
     tcp = {} if url.startswith("unix://") else {"socket_keepalive": True}
     client = redis.Redis.from_url(
@@ -75,7 +83,7 @@ def connect_async(
     url = url or resolve_url(settings)
     if is_sentinel_url(url):
         return sentinel.primary_client_async(
-            parse_sentinel_url(url), max_connections=max_connections
+            parse_sentinel_url(url), max_connections=max_connections, auth=sentinel_auth(settings)
         )
     tcp = {} if url.startswith("unix://") else {"socket_keepalive": True}
     return aioredis.Redis.from_url(

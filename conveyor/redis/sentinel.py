@@ -21,18 +21,26 @@ delivery promise is at-least-once, as everywhere in Conveyor.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import redis
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry as AsyncRetry
+from redis.asyncio.sentinel import MasterNotFoundError as AsyncMasterNotFoundError
 from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 from redis.asyncio.sentinel import SentinelConnectionPool as AsyncSentinelPool
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.connection import SSLConnection
 from redis.retry import Retry
-from redis.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
+from redis.sentinel import (
+    MasterNotFoundError,
+    Sentinel,
+    SentinelConnectionPool,
+    SentinelManagedConnection,
+)
 
+from conveyor.errors import ConfigurationError
 from conveyor.redis_url import SentinelTarget
 
 #: Seconds one Sentinel may take to answer before the next one is asked.
@@ -61,6 +69,63 @@ def failover_retry(window: float) -> Retry:
 
 def _backoff() -> ExponentialWithJitterBackoff:
     return ExponentialWithJitterBackoff(cap=BACKOFF_CAP, base=BACKOFF_BASE)
+
+
+def _auth_error(sentinel_kwargs: Mapping[str, Any], hosts: str) -> ConfigurationError:
+    if sentinel_kwargs.get("password"):
+        return ConfigurationError(
+            f"the Sentinels at {hosts} refused the user and password given them (WRONGPASS); "
+            "check sentinel_username and sentinel_password (CONVEYOR_SENTINEL_USERNAME, "
+            "CONVEYOR_SENTINEL_PASSWORD)"
+        )
+    return ConfigurationError(
+        f"the Sentinels at {hosts} ask for a password (NOAUTH); set sentinel_password, and "
+        "sentinel_username for an ACL user, in the environment (CONVEYOR_SENTINEL_PASSWORD) or "
+        "the config file (the URL's password is the primary's)"
+    )
+
+
+def _hosts(sentinels: list[Any]) -> str:
+    kwargs = [s.connection_pool.connection_kwargs for s in sentinels]
+    return ",".join(f"{k.get('host')}:{k.get('port')}" for k in kwargs)
+
+
+class _Sentinel(Sentinel):
+    """redis-py's discovery counts a Sentinel that refuses to answer without a password as
+    unreachable, so a missing or wrong ``sentinel_password`` would read as "no master found"
+    after the whole reconnect window. When no Sentinel named the primary, this asks one for a
+    ``PING``, and a refused login becomes a :class:`ConfigurationError` naming the setting,
+    at once (it is not retried)."""
+
+    def discover_master(self, service_name: str) -> Any:
+        try:
+            return super().discover_master(service_name)
+        except MasterNotFoundError:
+            for node in self.sentinels:
+                try:
+                    node.ping()
+                except redis.AuthenticationError:
+                    raise _auth_error(self.sentinel_kwargs, _hosts(self.sentinels)) from None
+                except redis.RedisError:
+                    continue
+            raise
+
+
+class _AsyncSentinel(AsyncSentinel):
+    """The asyncio twin of :class:`_Sentinel`."""
+
+    async def discover_master(self, service_name: str) -> Any:
+        try:
+            return await super().discover_master(service_name)
+        except AsyncMasterNotFoundError:
+            for node in self.sentinels:
+                try:
+                    await node.ping()
+                except redis.AuthenticationError:
+                    raise _auth_error(self.sentinel_kwargs, _hosts(self.sentinels)) from None
+                except redis.RedisError:
+                    continue
+            raise
 
 
 class _Connection(SentinelManagedConnection):
@@ -116,18 +181,20 @@ def primary_client(
     *,
     max_connections: int | None = None,
     reconnect_timeout: float = 20.0,
+    auth: Mapping[str, str] | None = None,
 ) -> redis.Redis:
     """A thread-safe client for the primary ``target`` names, following failovers.
 
     >>> from conveyor.redis_url import parse_sentinel_url
     >>> client = primary_client(parse_sentinel_url("redis+sentinel://s1,s2,s3/jobs"))
     """
-    sentinels = Sentinel(
+    sentinels = _Sentinel(
         list(target.sentinels),
         sentinel_kwargs={
             "socket_timeout": SENTINEL_TIMEOUT,
             "socket_connect_timeout": SENTINEL_TIMEOUT,
             "ssl": target.tls,
+            **(auth or {}),
         },
     )
     client: redis.Redis = sentinels.master_for(
@@ -159,7 +226,10 @@ class _AsyncPool(AsyncSentinelPool):
 
 
 def primary_client_async(
-    target: SentinelTarget, *, max_connections: int | None = None
+    target: SentinelTarget,
+    *,
+    max_connections: int | None = None,
+    auth: Mapping[str, str] | None = None,
 ) -> aioredis.Redis:
     """An asyncio client for the primary ``target`` names (``aperform_async``, the async data
     API). Each new connection asks the Sentinels for the current primary; a command whose
@@ -168,12 +238,13 @@ def primary_client_async(
     >>> from conveyor.redis_url import parse_sentinel_url
     >>> client = primary_client_async(parse_sentinel_url("redis+sentinel://s1,s2,s3/jobs"))
     """
-    sentinels = AsyncSentinel(
+    sentinels = _AsyncSentinel(
         list(target.sentinels),
         sentinel_kwargs={
             "socket_timeout": SENTINEL_TIMEOUT,
             "socket_connect_timeout": SENTINEL_TIMEOUT,
             "ssl": target.tls,
+            **(auth or {}),
         },
     )
     client: aioredis.Redis = sentinels.master_for(

@@ -23,7 +23,7 @@ from support.web import BEARER, LOCAL, TOKEN
 from conveyor import App, Job, Settings
 from conveyor.automation.lease import RedisLease
 from conveyor.cli import main
-from conveyor.errors import NotDurableError
+from conveyor.errors import ConfigurationError, NotDurableError
 from conveyor.redis import sentinel as sentinel_module
 from conveyor.redis.connection import connect
 from conveyor.redis.store import Store
@@ -110,6 +110,55 @@ def test_the_password_reaches_the_primary_and_is_never_shown(clean: Cluster) -> 
             node.execute_command("AUTH", PASSWORD)
             node.config_set("requirepass", "")
             node.close()
+
+
+def test_sentinels_that_ask_for_a_password_get_the_settings_one_and_never_show_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret = "Sentinel-only-pw-31"
+    with sentinel_cluster(tmp_path, sentinel_password=secret) as guarded:
+        # Without it, or with a wrong one: at once, an error that names the setting (not
+        # "no master found" after the whole reconnect window).
+        for given, says in ((None, "ask for a password"), ("wrong-pw", "refused")):
+            bare = App(Settings(redis_url=guarded.url(), sentinel_password=given))
+            started = time.monotonic()
+            with pytest.raises(ConfigurationError, match="sentinel_password") as refused:
+                bare.enqueue("Anything", 1)
+            assert says in str(refused.value) and time.monotonic() - started < 5
+            bare.close()
+
+        async def refused_async() -> None:
+            bare = App(Settings(redis_url=guarded.url()))
+            with pytest.raises(ConfigurationError, match="ask for a password"):
+                await bare.aenqueue("Anything", 1)
+            await bare.aclose()
+
+        asyncio.run(refused_async())
+        # From the environment, as documented: enqueue (sync and async), a worker, the CLI.
+        env = {"CONVEYOR_REDIS_URL": guarded.url(), "CONVEYOR_SENTINEL_PASSWORD": secret}
+        settings = Settings.load(env=env)
+        app = App(settings)
+        ran: list[int] = []
+
+        @app.job()
+        def note(n: int) -> None:
+            ran.append(n)
+
+        async def enqueue_async() -> None:
+            other = App(settings)
+            await other.aenqueue("note", 2)
+            await other.aclose()
+
+        note.perform_async(1)
+        asyncio.run(enqueue_async())
+        run_burst(app)
+        assert sorted(ran) == [1, 2]
+        result = CliRunner(env={**env, "COLUMNS": "200"}).invoke(
+            main, ["stats"], catch_exceptions=False
+        )
+        assert result.exit_code == 0 and secret not in result.output, result.output
+        assert secret not in repr(settings) and secret not in caplog.text
+        app.close()
 
 
 def test_min_replicas_is_confirmed_and_a_shortfall_raises(clean: Cluster) -> None:

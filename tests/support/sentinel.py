@@ -27,8 +27,10 @@ HOST = "127.0.0.1"
 class Cluster:
     """The processes of one primary/replica pair watched by three Sentinels."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, sentinel_password: str | None = None) -> None:
         self.workdir = workdir
+        #: The Sentinels' ``requirepass`` (they also use it with each other), if any.
+        self.sentinel_password = sentinel_password
         self.binary = shutil.which("redis-server") or find_server_binary()
         self.nodes: dict[int, subprocess.Popen[bytes]] = {}
         self.sentinels: dict[int, subprocess.Popen[bytes]] = {}
@@ -48,7 +50,11 @@ class Cluster:
 
     def sentinel(self, index: int = 0) -> redis.Redis:
         return redis.Redis(
-            HOST, self.sentinel_ports[index], decode_responses=True, socket_timeout=5
+            HOST,
+            self.sentinel_ports[index],
+            password=self.sentinel_password,
+            decode_responses=True,
+            socket_timeout=5,
         )
 
     def primary_port(self) -> int:
@@ -103,6 +109,11 @@ class Cluster:
                         f"sentinel down-after-milliseconds {SERVICE} 1000",
                         f"sentinel failover-timeout {SERVICE} 4000",
                         f"sentinel parallel-syncs {SERVICE} 1",
+                        *(
+                            [f"requirepass {self.sentinel_password}"]
+                            if self.sentinel_password
+                            else []
+                        ),
                         "",
                     ]
                 )
@@ -113,6 +124,9 @@ class Cluster:
                 stderr=subprocess.DEVNULL,
             )
         wait_for(self._sentinels_ready, timeout=30, interval=0.2)
+
+    def _requirepass(self) -> list[str]:
+        return [f"requirepass {self.sentinel_password}"] if self.sentinel_password else []
 
     def _sentinels_ready(self) -> bool:
         for index in range(len(self.sentinel_ports)):
@@ -191,9 +205,9 @@ def _pings(client: redis.Redis) -> bool:
 
 
 @contextmanager
-def sentinel_cluster(workdir: Path) -> Iterator[Cluster]:
+def sentinel_cluster(workdir: Path, sentinel_password: str | None = None) -> Iterator[Cluster]:
     """A started :class:`Cluster` under ``workdir``; every process is killed afterwards."""
-    cluster = Cluster(workdir)
+    cluster = Cluster(workdir, sentinel_password)
     try:
         cluster.start()
         yield cluster
