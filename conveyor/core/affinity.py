@@ -400,6 +400,13 @@ def steer(lock_dir: Path, slot: int | None = None) -> Steering | None:
         # their cores back, so the process is not pinned at all.
         log.info("cpu_affinity=auto: no /proc/<pid>/task/<tid>/children here; not pinned")
         return None
+    try:
+        lock_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # the steering could not see other workers' cores: no pin
+        log.warning(
+            "cpu_affinity=auto: cannot use %s for core claims (%s); not pinned", lock_dir, exc
+        )
+        return None
     core = claim(preference(sorted(allowed), slot, running_core()), lock_dir)
     if core is not None:
         try:

@@ -19,7 +19,7 @@ from support import PYTHON, ROOT, python_env, stop_session, wait_for
 
 from conveyor import App, Settings
 from conveyor.api import Api
-from conveyor.core.affinity import BACKOFF, Loads, Move, Steering, decide, release
+from conveyor.core.affinity import BACKOFF, Loads, Move, Steering, decide, release, steer
 
 pytestmark = pytest.mark.slow
 
@@ -252,3 +252,15 @@ def test_the_steering_moves_only_after_the_crowding_held_two_spans_and_backs_off
         steering.step(now, last)
     assert steering.core == 1, "pinned again to the least loaded core"
     release(1)
+
+
+def test_auto_pins_nothing_and_steers_nothing_where_the_core_claims_cannot_be_kept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocked = tmp_path / "file"
+    blocked.write_text("not a directory")
+    with caplog.at_level("WARNING", logger="conveyor.worker"):
+        assert steer(blocked / "cpu") is None
+    assert os.sched_getaffinity(0) == set(ALLOWED)
+    said = [r.getMessage() for r in caplog.records if "core claims" in r.getMessage()]
+    assert len(said) == 1 and str(blocked / "cpu") in said[0] and "not pinned" in said[0], said
