@@ -39,6 +39,23 @@ class MoveStore:
         for raw, _ in self.client.zscan_iter(self.store.zset_key(zset), count=count):
             yield str(raw)
 
+    def deferred_lists(self) -> list[str]:
+        """The keys of the lists where jobs of concurrency-limited classes wait for a slot."""
+        names = self.client.sscan_iter(self.keys.limit_registry, count=500)
+        return [self.keys.limit_deferred(str(name)) for name in names]
+
+    def read_list(self, key: str, count: int) -> list[str]:
+        """Every entry of a list, oldest (the right end) first, ``count`` per read. Entries
+        added or removed meanwhile may be missed or seen twice; taking them is exact."""
+        entries: list[str] = []
+        start = 0
+        while True:
+            chunk = self.client.lrange(key, start, start + count - 1)
+            entries += [str(x) for x in chunk]
+            if len(chunk) < count:
+                return list(reversed(entries))
+            start += count
+
     def unfinished(self, queue: str) -> dict[str, str]:
         """Runs that moved part of ``queue`` and did not finish: run id -> destination JSON."""
         found = self.client.hgetall(self.keys.moving(queue))
@@ -75,6 +92,19 @@ class MoveStore:
         keys = [self.store.zset_key(zset), k.moving_set(queue, run, zset), k.moving(queue)]
         flat = self.store.scripts.run("move_take_set", keys, [run, destination, *raws])
         return [(str(flat[i]), float(flat[i + 1])) for i in range(0, len(flat), 2)]
+
+    def take_list(
+        self, key: str, queue: str, run: str, destination: str, raws: Sequence[str]
+    ) -> list[str]:
+        """Take the entries of ``raws`` (oldest first) still in list ``key`` into the run's
+        moving list, the one :meth:`take_queue` fills; returns those taken, oldest first."""
+        if not raws:
+            return []
+        keys = [key, self.keys.moving_list(queue, run), self.keys.moving(queue)]
+        return [
+            str(x)
+            for x in self.store.scripts.run("move_take_list", keys, [run, destination, *raws])
+        ]
 
     def confirmed_jobs(self, queue: str, run: str) -> None:
         """The run's moving list reached the destination: drop it."""

@@ -1,7 +1,7 @@
 """Moving a queue to another store (``conveyor compat migrate-queue OLD [NEW] --to-store B``):
 after a routing rule starts sending a queue's jobs to store B, the jobs already waiting in the
-old store follow them, with the queue's scheduled and retrying jobs (and dead ones on
-request).
+old store follow them, with the queue's scheduled and retrying jobs, those deferred by a
+concurrency limit (they wait on B's queue, under B's limit), and dead ones on request.
 
 >>> move_queue_to_store(app, "reports", to_store="b").total          # doctest: +SKIP
 1200
@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -157,6 +158,7 @@ class _StoreMover:
         for zset in self._sets(include_dead):
             found = sum(_goes_to(raw, r.old) for raw in self.source.scan_set(zset, self.chunk))
             r.add(zset, found)
+        r.add("deferred", sum(len(raws) for _, raws in self.deferred()))
         r.add(f"queue:{r.old}", self.source.queue_length(r.old))
 
     def resume(self) -> None:
@@ -183,12 +185,36 @@ class _StoreMover:
             self.source.finish(r.old, run, ALL_SETS)
 
     def run_pass(self, include_dead: bool) -> None:
-        # The sets first: a scheduled job promoted to the queue meanwhile is then found on
-        # the queue, which comes last.
+        # The sets and the deferred jobs first: a job promoted or resumed onto the queue
+        # meanwhile is then found on the queue, which comes last.
         self.report.passes += 1
         for zset in self._sets(include_dead):
             self.move_set(zset)
+        self.move_deferred()
         self.move_queue()
+
+    def deferred(self) -> Iterator[tuple[str, list[str]]]:
+        """Each deferred-jobs list of the source store, with its jobs of the queue."""
+        for key in self.source.deferred_lists():
+            raws = [
+                x for x in self.source.read_list(key, self.chunk) if _goes_to(x, self.report.old)
+            ]
+            if raws:
+                yield key, raws
+
+    def move_deferred(self) -> None:
+        """Jobs of the queue that wait for a concurrency-limit slot in the source store: to
+        the destination's queue (behind the jobs there), where they take a slot of that store's
+        limit when fetched. Left behind, they would wait for a worker of the source store."""
+        r = self.report
+        for key, raws in self.deferred():
+            for start in range(0, len(raws), self.chunk):
+                taken = self.source.take_list(
+                    key, r.old, self.run, self.destination, raws[start : start + self.chunk]
+                )
+                self.target.put_jobs(r.new, [self._payload(x, queued=True) for x in taken])
+                self.source.confirmed_jobs(r.old, self.run)
+                r.add("deferred", len(taken))
 
     @staticmethod
     def _sets(include_dead: bool) -> tuple[ZSetName, ...]:

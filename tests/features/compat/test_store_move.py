@@ -60,6 +60,28 @@ def test_every_place_moves_byte_for_byte_oldest_first(
     assert not any(r.scan_iter("conveyor:moving*"))
 
 
+def test_jobs_deferred_by_a_concurrency_limit_follow_the_queue(
+    app: App, r: redis.Redis, rb: redis.Redis
+) -> None:
+    # Jobs of a limited class wait for a slot in a list of their class, outside the queue:
+    # left there, they would wait for a worker of the old store for ever.
+    keys = app.store.keys
+    deferred = [payload(n) for n in range(8000, 8005)]
+    r.lpush(keys.limit_deferred("Report"), *deferred)  # 8000 is the oldest (the right end)
+    r.lpush(keys.limit_deferred("Other"), payload(9000, "default"))
+    r.sadd(keys.limit_registry, "Report", "Other")
+    fill(r, 3)
+    dry = move_queue_to_store(app, "reports", to_store="b", dry_run=True)
+    assert dry.moved["deferred"] == 5 and r.llen(keys.limit_deferred("Report")) == 5
+    report = move_queue_to_store(app, "reports", to_store="b", chunk=2)
+    assert report.moved["deferred"] == 5 and report.moved["queue:reports"] == 3
+    waiting = list(reversed(rb.lrange("queue:reports", 0, -1)))
+    assert waiting[:5] == deferred, "deferred jobs first, oldest first, byte for byte"
+    assert r.llen(keys.limit_deferred("Report")) == 0
+    assert r.lrange(keys.limit_deferred("Other"), 0, -1) == [payload(9000, "default")]
+    assert not any(r.scan_iter("conveyor:moving*"))
+
+
 def test_renaming_on_the_way_rewrites_the_queue(app: App, r: redis.Redis, rb: redis.Redis) -> None:
     fill(r, 3)
     move_queue_to_store(app, "reports", "heavy", to_store="b")
