@@ -73,6 +73,18 @@ def load_app(spec: str) -> App:
     return next(iter(apps.values()))
 
 
+#: The ``conveyor worker`` options that set a setting of the same meaning, option -> setting.
+#: Each is also handed to every child of ``-p N`` (:func:`child_argv`).
+SETTING_OPTIONS = {
+    "concurrency": "concurrency",
+    "timeout": "shutdown_timeout",
+    "tag": "tag",
+    "mode": "worker_mode",
+    "store": "store",
+    "cpu_affinity": "cpu_affinity",
+}
+
+
 def _overrides(state: CliState, params: dict[str, Any], queues: tuple[str, ...]) -> dict[str, Any]:
     changes: dict[str, Any] = state.overrides()
     if params["redis_url"]:
@@ -81,14 +93,7 @@ def _overrides(state: CliState, params: dict[str, Any], queues: tuple[str, ...])
         changes["key_prefix"] = params["prefix"]
     if queues:
         changes["queues"] = parse_queues(list(queues))
-    for option, setting in (
-        ("concurrency", "concurrency"),
-        ("timeout", "shutdown_timeout"),
-        ("tag", "tag"),
-        ("mode", "worker_mode"),
-        ("store", "store"),
-        ("cpu_affinity", "cpu_affinity"),
-    ):
+    for option, setting in SETTING_OPTIONS.items():
         if params.get(option) is not None:
             changes[setting] = params[option]
     if params["strict"]:
@@ -112,16 +117,7 @@ def child_argv(state: CliState, params: dict[str, Any], queues: tuple[str, ...])
     argv += ["-r", params["require"]]
     for queue in queues:
         argv += ["-q", queue]
-    for option in (
-        "concurrency",
-        "timeout",
-        "tag",
-        "mode",
-        "prefix",
-        "log_level",
-        "store",
-        "cpu_affinity",
-    ):
+    for option in (*SETTING_OPTIONS, "prefix", "log_level"):
         if params.get(option) is not None:
             argv += [f"--{option.replace('_', '-')}", str(params[option])]
     for flag in ("strict", "burst", "metrics"):
