@@ -328,7 +328,11 @@ class Steering(threading.Thread):
         )
         if self.core is None and now[0] - self.unpinned_at < self.backoff:
             return
-        move = decide(self.core, loads, self.taken())
+        # Other workers' cores can only rule moves out: they are read (a lock file per core)
+        # only when the loads alone would move the process.
+        move = decide(self.core, loads)
+        if move is not None:
+            move = decide(self.core, loads, self.taken())
         self.streak = [*self.streak, move][-HOLD:] if move is not None else []
         if move is None or len(self.streak) < HOLD:
             return

@@ -228,7 +228,18 @@ def test_the_steering_moves_only_after_the_crowding_held_two_spans_and_backs_off
     monkeypatch.setattr("conveyor.core.affinity.descendants", lambda pid="self": [])
     fake = Fake()
     steering = Steering(0, {0, 1}, tmp_path / "cpu")
-    last = (fake.now, fake.own, dict(fake.busy))
+    looked: list[int] = []
+    taken = steering.taken
+
+    def counted() -> list[int]:
+        looked.append(1)
+        return taken()
+
+    monkeypatch.setattr(steering, "taken", counted)
+    quiet = fake.advance(0.3, c0=0.35, c1=0.1)
+    steering.step(quiet, (0.0, 0.0, {0: 0.0, 1: 0.0}))
+    assert steering.core == 0 and not looked, "a quiet span reads no other worker's claim"
+    last = quiet
     for step, (own, c0, c1) in enumerate([(0.3, 1.0, 0.1), (0.3, 0.3, 0.1), (0.3, 1.0, 0.1)]):
         now = fake.advance(own, c0=c0, c1=c1)
         steering.step(now, last)
